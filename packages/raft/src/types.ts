@@ -1,0 +1,58 @@
+/**
+ * Data types shared by the Raft state machine, its storage contract and the durable
+ * backends in @meshkv/storage. Indexes and terms are JavaScript numbers: they stay exact
+ * up to 2^53, which at a million entries a second lasts ~285 years.
+ */
+
+/** A node's id as the registry assigns it (non-empty, at most 64 UTF-8 bytes). */
+export type NodeId = string;
+
+/** A Raft group's id: the partition number it replicates (0 ≤ id < Q). */
+export type GroupId = number;
+
+export const EntryType = {
+  /** An application command (or an empty entry a new leader appends, §5.4.2). */
+  Normal: 0,
+  /** A membership change; `data` is an encoded ConfChange. */
+  ConfChange: 1,
+} as const;
+export type EntryType = (typeof EntryType)[keyof typeof EntryType];
+
+export interface Entry {
+  readonly term: number;
+  readonly index: number;
+  readonly type: EntryType;
+  readonly data: Uint8Array;
+}
+
+/** What must be durable before a node answers a vote or an append (Raft §5.1, Figure 2). */
+export interface HardState {
+  readonly term: number;
+  /** Candidate voted for in `term`, or null. */
+  readonly vote: NodeId | null;
+  readonly commit: number;
+}
+
+/** Membership of a group; during joint consensus both `voters` and `votersOutgoing` apply. */
+export interface ConfState {
+  readonly voters: readonly NodeId[];
+  readonly learners: readonly NodeId[];
+  /** Voters of the outgoing configuration while in a joint configuration, else empty. */
+  readonly votersOutgoing: readonly NodeId[];
+  /** Voters of the outgoing configuration that become learners when the joint state is left. */
+  readonly learnersNext: readonly NodeId[];
+  /** Leave the joint configuration automatically once it is committed. */
+  readonly autoLeave: boolean;
+}
+
+export interface SnapshotMetadata {
+  readonly index: number;
+  readonly term: number;
+  readonly confState: ConfState;
+}
+
+/** A snapshot of a group's state machine up to and including `metadata.index`. */
+export interface Snapshot {
+  readonly metadata: SnapshotMetadata;
+  readonly data: Uint8Array;
+}

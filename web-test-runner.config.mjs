@@ -1,0 +1,37 @@
+// Browser tests: `*.browser.test.ts` (Chromium only) and `*.shared.test.ts` (Node and
+// Chromium). Debian's chromium is used because test tools cannot download browsers here.
+import { esbuildPlugin } from '@web/dev-server-esbuild';
+import { defaultReporter } from '@web/test-runner';
+import { chromeLauncher } from '@web/test-runner-chrome';
+import { summaryReporter } from './scripts/wtr-summary-reporter.mjs';
+
+export default {
+  files: [
+    'packages/*/test/**/*.{browser,shared}.test.ts',
+    'signaling/test/**/*.browser.test.ts',
+    'test/**/*.{browser,shared}.test.ts',
+  ],
+  nodeResolve: { exportConditions: ['browser', 'import', 'default'] },
+  plugins: [esbuildPlugin({ ts: true, target: 'es2022' })],
+  browsers: [
+    chromeLauncher({
+      launchOptions: {
+        executablePath: process.env.CHROME_PATH ?? '/usr/bin/chromium',
+        headless: true,
+        args: [
+          '--no-sandbox',
+          '--disable-gpu',
+          '--disable-quic',
+          '--no-first-run',
+          '--disable-background-networking',
+          '--disable-component-update',
+          '--disable-sync',
+        ],
+      },
+    }),
+  ],
+  concurrency: 1,
+  testFramework: { config: { timeout: 120000 } },
+  testsFinishTimeout: 15 * 60 * 1000,
+  reporters: [defaultReporter(), summaryReporter()],
+};
