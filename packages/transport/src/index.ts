@@ -1,0 +1,1 @@
+export type { LinkStats, PeerId, Transport, TransportHandlers } from './transport.ts';

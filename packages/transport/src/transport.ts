@@ -1,0 +1,54 @@
+/**
+ * The transport contract: how a node exchanges opaque frames with its peers. Three
+ * implementations stand behind it: the simulated network (virtual time, used by the
+ * deterministic simulation), the WebRTC mesh (browsers and Node peers), and anything later.
+ *
+ * Guarantees every implementation gives:
+ * - Frames from one sender to one receiver are delivered in the order sent, each at most
+ *   once, unbroken (chunking, if any, is invisible), or not at all when the link fails.
+ *   Nothing is delivered across a link failure without a `peerDown` before it.
+ *   (The simulated network may break these on purpose: duplication, reorder, loss.)
+ * - `send` never throws for an unknown, unreachable or down peer: it opens a link on
+ *   demand, queues within a bound, and drops (and counts) what cannot be delivered.
+ *   Callers that need delivery confirm it at their own level (Raft retries by itself).
+ * - Handlers run one at a time, never re-entrantly from inside `send`.
+ * - Malformed or oversized incoming frames are dropped and counted, never thrown.
+ */
+
+/** A peer's node id, as the registry assigns it. */
+export type PeerId = string;
+
+export interface TransportHandlers {
+  /** A whole frame arrived from `from`. The array is owned by the handler. */
+  frame(from: PeerId, frame: Uint8Array): void;
+  /** A link to `peer` is usable (newly opened or re-established). */
+  peerUp(peer: PeerId): void;
+  /** The link to `peer` failed or was closed; frames queued for it were dropped. */
+  peerDown(peer: PeerId, reason: string): void;
+}
+
+export interface LinkStats {
+  readonly framesSent: number;
+  readonly framesReceived: number;
+  readonly bytesSent: number;
+  readonly bytesReceived: number;
+  /** Outgoing frames dropped: link down, queue bound exceeded, frame too large. */
+  readonly framesDropped: number;
+  /** Incoming frames (or chunks) that failed validation and were discarded. */
+  readonly malformedReceived: number;
+}
+
+export interface Transport {
+  /** This node's id. */
+  readonly localId: PeerId;
+  /** Queue `frame` for `to` (see the contract above). The caller must not mutate it afterwards. */
+  send(to: PeerId, frame: Uint8Array): void;
+  /** Subscribes a handler; returns a function that unsubscribes it. */
+  on<E extends keyof TransportHandlers>(event: E, handler: TransportHandlers[E]): () => void;
+  /** Peers whose link is up now. */
+  peers(): readonly PeerId[];
+  /** Counters for the link to `peer` (zeros if none ever existed). */
+  stats(peer: PeerId): LinkStats;
+  /** Closes every link; afterwards `send` drops everything. Idempotent. */
+  close(): Promise<void>;
+}
