@@ -1,0 +1,466 @@
+/**
+ * The signaling client: a member's connection to the signaling server and registry
+ * (protocol in `signaling-protocol.ts`). Isomorphic: runs in browsers and in Node.
+ *
+ * Contract:
+ * - `SignalingClient.connect(options)` resolves once the server accepted the join, with
+ *   the assigned node id and the registry; it rejects with a `SignalingError` (stable
+ *   `code`) if the server refuses, or with `timeout` after `connectTimeoutMs`.
+ * - Afterwards the client reconnects by itself whenever the connection drops (server
+ *   restart, network blip) and re-joins with the same node id, so the server sees a
+ *   blip, not a new member. While it is reconnecting `state` is `'reconnecting'` and
+ *   `sendSignal` rejects with `disconnected`. If a re-join is refused for good
+ *   (`unauthorized`, `duplicate_id`, `wrong_cluster`, ...), the client emits `error` and
+ *   then `closed`.
+ * - `registry` fires with each newer registry (pushed, or learnt on a re-join); never for
+ *   the one `connect` resolved with. `signal` fires for each signal relayed to us.
+ * - Every message from the server is validated; malformed ones are dropped and counted in
+ *   `stats().malformedReceived`, never thrown.
+ * - Handlers run one at a time from the socket's event loop turn. A handler that throws
+ *   does not disturb the client; the exception is rethrown asynchronously (as an
+ *   uncaught error, like an EventEmitter's listener bug).
+ */
+import { io, type Socket } from 'socket.io-client';
+import {
+  type ErrorBody,
+  idProblem,
+  type JoinAccepted,
+  type JoinRequest,
+  joinAcceptedProblem,
+  type LeaveAccepted,
+  leaveAcceptedProblem,
+  type MemberKind,
+  PROTOCOL_VERSION,
+  parseProtocolErrorNotice,
+  parseRegistryUpdate,
+  parseReply,
+  parseSignalDelivery,
+  type RegistrySnapshot,
+  type SignalingErrorCode,
+  SignalingEvents,
+  type SignalPayload,
+  type SignalRelayed,
+  signalRelayedProblem,
+} from './signaling-protocol.ts';
+
+/** A failure with a stable machine-readable `code` and a human-readable message. */
+export class SignalingError extends Error {
+  override readonly name = 'SignalingError';
+  constructor(
+    readonly code: SignalingErrorCode,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface SignalingClientOptions {
+  /** Server URL, e.g. `http://127.0.0.1:8080`. */
+  readonly url: string;
+  /** The cluster token. */
+  readonly token: string;
+  readonly clusterId: string;
+  /** The node id to register or reclaim; omit to have the server assign one. */
+  readonly nodeId?: string;
+  readonly kind: MemberKind;
+  /** A Node peer's HTTP API address, `http://host:port`. */
+  readonly httpAddress?: string;
+  /** Deadline for `connect` to be joined. Default 15 000. */
+  readonly connectTimeoutMs?: number;
+  /** Deadline for each acknowledgement (join, signal, leave). Default 10 000. */
+  readonly requestTimeoutMs?: number;
+  /** First reconnection delay; doubles up to `reconnectDelayMaxMs`. Default 250. */
+  readonly reconnectDelayMs?: number;
+  /** Default 5 000. */
+  readonly reconnectDelayMaxMs?: number;
+}
+
+export type SignalingClientState = 'joined' | 'reconnecting' | 'closed';
+
+export interface SignalingClientEvents {
+  /** A newer registry (its epoch differs from the last one seen). */
+  registry(registry: RegistrySnapshot): void;
+  /** A signal from member `from`. */
+  signal(from: string, payload: SignalPayload): void;
+  /** The connection state changed. */
+  state(state: SignalingClientState): void;
+  /** An asynchronous problem: a refused re-join, an error notice from the server. */
+  error(error: SignalingError): void;
+}
+
+export interface SignalingClientStats {
+  /** Server messages that failed validation and were dropped. */
+  readonly malformedReceived: number;
+  /** Successful joins after the first one. */
+  readonly rejoins: number;
+}
+
+const DEFAULT_CONNECT_TIMEOUT_MS = 15_000;
+const DEFAULT_REQUEST_TIMEOUT_MS = 10_000;
+const DEFAULT_RECONNECT_DELAY_MS = 250;
+const DEFAULT_RECONNECT_DELAY_MAX_MS = 5_000;
+
+/** Error codes after which re-joining again cannot succeed. */
+const FATAL_JOIN_CODES: ReadonlySet<SignalingErrorCode> = new Set([
+  'unauthorized',
+  'wrong_cluster',
+  'incompatible_version',
+  'duplicate_id',
+  'cluster_full',
+  'invalid',
+]);
+
+type Listeners = { [E in keyof SignalingClientEvents]: Set<SignalingClientEvents[E]> };
+
+export class SignalingClient {
+  /** The node id the server assigned or confirmed; fixed for the client's lifetime. */
+  readonly nodeId: string;
+  readonly clusterId: string;
+  private currentRegistry: RegistrySnapshot;
+  private currentState: SignalingClientState = 'joined';
+  private sessionKey: string;
+  private readonly listeners: Listeners = {
+    registry: new Set(),
+    signal: new Set(),
+    state: new Set(),
+    error: new Set(),
+  };
+  private malformedReceived = 0;
+  private rejoins = 0;
+  /** Pending re-join retry or delayed reconnection. */
+  private retryTimer: ReturnType<typeof setTimeout> | undefined;
+
+  private constructor(
+    private readonly socket: Socket,
+    private readonly options: SignalingClientOptions,
+    accepted: JoinAccepted,
+  ) {
+    this.nodeId = accepted.nodeId;
+    this.clusterId = options.clusterId;
+    this.sessionKey = accepted.sessionKey;
+    this.currentRegistry = accepted.registry;
+    socket.on(SignalingEvents.registry, (update: unknown) => this.onRegistry(update));
+    socket.on(SignalingEvents.signal, (delivery: unknown) => this.onSignal(delivery));
+    socket.on(SignalingEvents.protocolError, (notice: unknown) => this.onProtocolError(notice));
+    socket.on('disconnect', (reason) => this.onDisconnect(reason));
+    socket.on('connect', () => this.rejoin());
+  }
+
+  /** Connects, joins and resolves with a joined client (see the contract above). */
+  static async connect(options: SignalingClientOptions): Promise<SignalingClient> {
+    const problem =
+      idProblem(options.clusterId, 'clusterId') ??
+      (options.nodeId === undefined ? undefined : idProblem(options.nodeId, 'nodeId'));
+    if (problem) throw new SignalingError('invalid', problem);
+    const socket = io(options.url, {
+      transports: ['websocket'],
+      reconnection: true,
+      reconnectionDelay: options.reconnectDelayMs ?? DEFAULT_RECONNECT_DELAY_MS,
+      reconnectionDelayMax: options.reconnectDelayMaxMs ?? DEFAULT_RECONNECT_DELAY_MAX_MS,
+      // Listeners go on before the first connection attempt.
+      autoConnect: false,
+      forceNew: true,
+    });
+    try {
+      const accepted = await firstJoin(socket, options);
+      return new SignalingClient(socket, options, accepted);
+    } catch (error) {
+      socket.removeAllListeners();
+      socket.disconnect();
+      throw error;
+    }
+  }
+
+  /** The latest registry seen. */
+  get registry(): RegistrySnapshot {
+    return this.currentRegistry;
+  }
+
+  get state(): SignalingClientState {
+    return this.currentState;
+  }
+
+  stats(): SignalingClientStats {
+    return { malformedReceived: this.malformedReceived, rejoins: this.rejoins };
+  }
+
+  /** Subscribes a handler; returns a function that unsubscribes it. */
+  on<E extends keyof SignalingClientEvents>(
+    event: E,
+    handler: SignalingClientEvents[E],
+  ): () => void {
+    const set = this.listeners[event] as Set<SignalingClientEvents[E]>;
+    set.add(handler);
+    return () => set.delete(handler);
+  }
+
+  /**
+   * Relays `payload` to member `to`. Resolves once the server handed it to the target's
+   * connection (not a delivery receipt). Rejects with a `SignalingError`: `closed`,
+   * `disconnected`, `unknown_target`, `target_unavailable`, `too_large`, `rate_limited`,
+   * `invalid`, `timeout`. Nothing is queued while disconnected.
+   */
+  async sendSignal(to: string, payload: SignalPayload): Promise<void> {
+    this.assertJoined();
+    await this.request<SignalRelayed>(
+      SignalingEvents.signal,
+      { clusterId: this.clusterId, to, payload },
+      signalRelayedProblem,
+    );
+  }
+
+  /**
+   * Leaves the cluster gracefully: the server marks this member `left` (data is handed off
+   * elsewhere), then the client closes. Rejects (and stays open) if the server refused;
+   * `unavailable` is worth retrying.
+   */
+  async leave(): Promise<void> {
+    this.assertJoined();
+    await this.request<LeaveAccepted>(
+      SignalingEvents.leave,
+      { clusterId: this.clusterId },
+      leaveAcceptedProblem,
+    );
+    await this.close();
+  }
+
+  /**
+   * Disconnects without leaving: the server keeps the member `up` for its grace period,
+   * then marks it `down`. Idempotent.
+   */
+  async close(): Promise<void> {
+    if (this.currentState === 'closed') return;
+    clearTimeout(this.retryTimer);
+    this.socket.disconnect();
+    this.setState('closed');
+  }
+
+  private isClosed(): boolean {
+    return this.currentState === 'closed';
+  }
+
+  private assertJoined(): void {
+    if (this.currentState === 'closed') throw new SignalingError('closed', 'the client is closed');
+    if (this.currentState !== 'joined' || !this.socket.connected) {
+      throw new SignalingError('disconnected', 'not connected to the signaling server now');
+    }
+  }
+
+  private async request<T>(
+    event: string,
+    payload: object,
+    problem: (fields: Record<string, unknown>) => string | undefined,
+  ): Promise<T> {
+    const reply = await emitWithAck(
+      this.socket,
+      event,
+      payload,
+      this.options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS,
+    );
+    const parsed = parseReply<T>(reply, problem);
+    if (!parsed.ok) {
+      this.malformedReceived++;
+      throw new SignalingError('invalid', `malformed ${event} reply: ${parsed.reason}`);
+    }
+    if (!parsed.value.ok) throw errorFromBody(parsed.value.error);
+    return parsed.value;
+  }
+
+  private async rejoin(): Promise<void> {
+    clearTimeout(this.retryTimer);
+    if (this.currentState === 'closed') return;
+    try {
+      const accepted = await this.request<JoinAccepted>(
+        SignalingEvents.join,
+        joinRequest({ ...this.options, nodeId: this.nodeId }, this.sessionKey),
+        joinAcceptedProblem,
+      );
+      // close() may have run while the join was in flight.
+      if (this.isClosed()) return;
+      this.sessionKey = accepted.sessionKey;
+      this.rejoins++;
+      this.setState('joined');
+      this.acceptRegistry(accepted.registry, true);
+    } catch (error) {
+      if (this.isClosed()) return;
+      const failure =
+        error instanceof SignalingError ? error : new SignalingError('invalid', String(error));
+      this.emit('error', failure);
+      if (FATAL_JOIN_CODES.has(failure.code)) {
+        await this.close();
+      } else if (this.socket.connected) {
+        // Transient (unavailable, rate_limited, timeout): try again while connected.
+        this.retryTimer = setTimeout(
+          () => void this.rejoin(),
+          this.options.reconnectDelayMs ?? DEFAULT_RECONNECT_DELAY_MS,
+        );
+      }
+    }
+  }
+
+  private onDisconnect(reason: Socket.DisconnectReason): void {
+    if (this.currentState === 'closed') return;
+    this.setState('reconnecting');
+    // Socket.IO reconnects by itself except after a server-side disconnect (e.g.
+    // `server_full`); wait the longest backoff then, so a full server is not hammered.
+    if (reason === 'io server disconnect') {
+      this.retryTimer = setTimeout(
+        () => this.socket.connect(),
+        this.options.reconnectDelayMaxMs ?? DEFAULT_RECONNECT_DELAY_MAX_MS,
+      );
+    }
+  }
+
+  private onRegistry(update: unknown): void {
+    const parsed = parseRegistryUpdate(update);
+    if (!parsed.ok || parsed.value.registry.settings.clusterId !== this.clusterId) {
+      this.malformedReceived++;
+      return;
+    }
+    this.acceptRegistry(parsed.value.registry, false);
+  }
+
+  /**
+   * Pushed registries only move forward. A re-join's registry is authoritative (a server
+   * restored from an older file may have a lower epoch), so it replaces ours if different.
+   */
+  private acceptRegistry(registry: RegistrySnapshot, authoritative: boolean): void {
+    const current = this.currentRegistry.epoch;
+    const newer = authoritative ? registry.epoch !== current : registry.epoch > current;
+    if (!newer) return;
+    this.currentRegistry = registry;
+    this.emit('registry', registry);
+  }
+
+  private onSignal(delivery: unknown): void {
+    const parsed = parseSignalDelivery(delivery);
+    if (!parsed.ok || parsed.value.clusterId !== this.clusterId) {
+      this.malformedReceived++;
+      return;
+    }
+    this.emit('signal', parsed.value.from, parsed.value.payload);
+  }
+
+  private onProtocolError(notice: unknown): void {
+    const parsed = parseProtocolErrorNotice(notice);
+    if (!parsed.ok) {
+      this.malformedReceived++;
+      return;
+    }
+    this.emit('error', errorFromBody(parsed.value.error));
+  }
+
+  private setState(state: SignalingClientState): void {
+    if (this.currentState === state) return;
+    this.currentState = state;
+    this.emit('state', state);
+  }
+
+  private emit<E extends keyof SignalingClientEvents>(
+    event: E,
+    ...args: Parameters<SignalingClientEvents[E]>
+  ): void {
+    for (const handler of [...this.listeners[event]]) {
+      try {
+        (handler as (...a: Parameters<SignalingClientEvents[E]>) => void)(...args);
+      } catch (error) {
+        setTimeout(() => {
+          throw error;
+        }, 0);
+      }
+    }
+  }
+}
+
+function joinRequest(options: SignalingClientOptions, sessionKey: string | undefined): JoinRequest {
+  return {
+    protocolVersion: PROTOCOL_VERSION,
+    clusterId: options.clusterId,
+    token: options.token,
+    kind: options.kind,
+    ...(options.nodeId === undefined ? {} : { nodeId: options.nodeId }),
+    ...(options.httpAddress === undefined ? {} : { httpAddress: options.httpAddress }),
+    ...(sessionKey === undefined ? {} : { sessionKey }),
+  };
+}
+
+function errorFromBody(body: ErrorBody): SignalingError {
+  return new SignalingError(body.code, body.message);
+}
+
+/** Emits `event` and resolves with the acknowledgement, or rejects with `timeout`. */
+function emitWithAck(
+  socket: Socket,
+  event: string,
+  payload: object,
+  timeoutMs: number,
+): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    socket.timeout(timeoutMs).emit(event, payload, (error: Error | null, reply: unknown) => {
+      if (error) {
+        reject(new SignalingError('timeout', `no answer to ${event} within ${timeoutMs} ms`));
+      } else {
+        resolve(reply);
+      }
+    });
+  });
+}
+
+/**
+ * Connects and performs the first join. Connection errors are retried by Socket.IO until
+ * the deadline; a refused join fails at once (a wrong token will not become right).
+ */
+function firstJoin(socket: Socket, options: SignalingClientOptions): Promise<JoinAccepted> {
+  const connectTimeoutMs = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+  const requestTimeoutMs = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
+  return new Promise((resolve, reject) => {
+    let lastProblem = 'no connection yet';
+    let settled = false;
+    const finish = (error: SignalingError | undefined, accepted?: JoinAccepted) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(deadline);
+      socket.off('connect', onConnect);
+      socket.off('connect_error', onConnectError);
+      if (error) reject(error);
+      else resolve(accepted!);
+    };
+    const deadline = setTimeout(
+      () =>
+        finish(
+          new SignalingError(
+            'timeout',
+            `not joined to ${options.url} within ${connectTimeoutMs} ms (${lastProblem})`,
+          ),
+        ),
+      connectTimeoutMs,
+    );
+    const onConnectError = (error: Error) => {
+      lastProblem = error.message;
+    };
+    const onConnect = async () => {
+      try {
+        const reply = await emitWithAck(
+          socket,
+          SignalingEvents.join,
+          joinRequest(options, undefined),
+          requestTimeoutMs,
+        );
+        const parsed = parseReply<JoinAccepted>(reply, joinAcceptedProblem);
+        if (!parsed.ok) {
+          finish(new SignalingError('invalid', `malformed join reply: ${parsed.reason}`));
+        } else if (!parsed.value.ok) {
+          finish(errorFromBody(parsed.value.error));
+        } else {
+          finish(undefined, parsed.value);
+        }
+      } catch (error) {
+        // A timed-out join on a live connection: wait for a reconnect or the deadline.
+        lastProblem = error instanceof Error ? error.message : String(error);
+      }
+    };
+    socket.on('connect', onConnect);
+    socket.on('connect_error', onConnectError);
+    socket.connect();
+  });
+}

@@ -1,0 +1,542 @@
+/**
+ * The signaling wire protocol: the Socket.IO events between a member (browser tab or Node
+ * peer) and the signaling server, which is also the cluster's configuration registry.
+ * Shared by the server (`signaling/`) and the client (`signaling-client.ts`); isomorphic.
+ *
+ * Transport: Socket.IO 4 over WebSocket only (no long-polling, so no CORS and one code
+ * path). Every payload is a plain JSON object and carries `clusterId`; the receiver checks
+ * it. Every received payload is validated with the parsers below; a malformed one is
+ * answered with an error and counted, never thrown.
+ *
+ * Member → server (each takes an acknowledgement callback, answered with a `Reply`):
+ * - `join`   JoinRequest   → Reply<JoinAccepted>: authenticates, binds the socket to a node
+ *                            id, returns the registry. Must come first; anything else
+ *                            before it is refused with `not_joined`.
+ * - `signal` SignalRequest → Reply<SignalRelayed>: relays `payload` to member `to`. `ok`
+ *                            means handed to the target's socket, not that it was handled.
+ * - `leave`  LeaveRequest  → Reply<LeaveAccepted>: marks the member `left` (graceful leave);
+ *                            the server then closes the socket.
+ *
+ * Server → member:
+ * - `registry`       RegistryUpdate: the whole registry after every change (epoch grew).
+ * - `signal`         SignalDelivery: a signal from another member of the same cluster.
+ * - `protocol_error` ProtocolErrorNotice: an error for a message that had no
+ *                    acknowledgement callback (or for the connection as a whole, e.g.
+ *                    `server_full`, just before the server disconnects).
+ *
+ * Versioning: `join` carries `protocolVersion`; the server refuses any other version with
+ * `incompatible_version`. Any change to these shapes bumps PROTOCOL_VERSION.
+ */
+
+/** Version of this protocol, sent in `join`. */
+export const PROTOCOL_VERSION = 1;
+
+/** Socket.IO event names, in one place. */
+export const SignalingEvents = {
+  join: 'join',
+  signal: 'signal',
+  leave: 'leave',
+  registry: 'registry',
+  protocolError: 'protocol_error',
+} as const;
+
+// ---------------------------------------------------------------------------------------
+// Cluster settings: fixed when the registry is created; every node computes placement
+// from them. Defaults live here, in one place.
+
+/** Partitions Q: a power of two. */
+export const DEFAULT_PARTITIONS = 64;
+export const MAX_PARTITIONS = 65_536;
+/** Replication factor N. */
+export const DEFAULT_REPLICATION_FACTOR = 3;
+export const MAX_REPLICATION_FACTOR = 5;
+/** Ring tokens per node V. The single place this default lives. */
+export const DEFAULT_TOKENS_PER_NODE = 64;
+export const MAX_TOKENS_PER_NODE = 4096;
+export const DEFAULT_CLUSTER_ID = 'meshkv';
+
+export interface ClusterSettings {
+  readonly clusterId: string;
+  /** Q: number of partitions, a power of two in 1..MAX_PARTITIONS. */
+  readonly partitions: number;
+  /** N: replicas per partition, 1..MAX_REPLICATION_FACTOR. */
+  readonly replicationFactor: number;
+  /** V: ring tokens per node, 1..MAX_TOKENS_PER_NODE. */
+  readonly tokensPerNode: number;
+}
+
+// ---------------------------------------------------------------------------------------
+// Registry
+
+export type MemberKind = 'browser' | 'node';
+/**
+ * `up`: a member (connected, or disconnected for less than the grace period);
+ * `down`: disconnected for longer than the grace period (its data is to be re-replicated);
+ * `left`: left gracefully. A `down` or `left` member that joins again becomes `up`.
+ */
+export type MemberState = 'up' | 'down' | 'left';
+
+export interface Member {
+  readonly nodeId: string;
+  readonly kind: MemberKind;
+  readonly state: MemberState;
+  /** Epoch of the change that first registered this node id. */
+  readonly joinedAtEpoch: number;
+  /** Epoch of the change that last changed this record (state, kind or address). */
+  readonly changedAtEpoch: number;
+  /** `http://host:port` of a Node peer's HTTP API, if it has one. */
+  readonly httpAddress?: string;
+}
+
+/**
+ * The registry: settings plus members, versioned by `epoch`, which grows by exactly one on
+ * every change (join of a new id, up→down, down/left→up, →left, kind/address change).
+ * Members are sorted by node id. Two snapshots with the same epoch and cluster are equal.
+ */
+export interface RegistrySnapshot {
+  readonly settings: ClusterSettings;
+  readonly epoch: number;
+  readonly members: readonly Member[];
+}
+
+// ---------------------------------------------------------------------------------------
+// Messages
+
+export interface JoinRequest {
+  readonly protocolVersion: number;
+  readonly clusterId: string;
+  readonly token: string;
+  /** Requested node id: reclaimed if known and not connected, registered if unknown. */
+  readonly nodeId?: string;
+  readonly kind: MemberKind;
+  readonly httpAddress?: string;
+  /**
+   * The `sessionKey` of an earlier join of this same client. With it, a join for a node id
+   * still bound to another socket (the server has not noticed that socket die yet) takes
+   * the id over instead of being refused as `duplicate_id`.
+   */
+  readonly sessionKey?: string;
+}
+
+export interface JoinAccepted {
+  readonly nodeId: string;
+  /** Opaque; valid while the server process runs. Send it back on re-joins. */
+  readonly sessionKey: string;
+  readonly registry: RegistrySnapshot;
+}
+
+/**
+ * Opaque WebRTC signalling data (simple-peer's `signal` objects: offer, answer, candidate,
+ * renegotiate, ...): any plain JSON object, at most `maxMessageBytes` as JSON.
+ */
+export type SignalPayload = { readonly [key: string]: JsonValue };
+export type JsonValue =
+  | null
+  | boolean
+  | number
+  | string
+  | readonly JsonValue[]
+  | { readonly [key: string]: JsonValue };
+
+export interface SignalRequest {
+  readonly clusterId: string;
+  readonly to: string;
+  readonly payload: SignalPayload;
+}
+export type SignalRelayed = Record<string, never>;
+
+export interface SignalDelivery {
+  readonly clusterId: string;
+  /** Set by the server from the sender's authenticated binding, never by the sender. */
+  readonly from: string;
+  readonly payload: SignalPayload;
+}
+
+export interface LeaveRequest {
+  readonly clusterId: string;
+}
+export interface LeaveAccepted {
+  readonly epoch: number;
+}
+
+export interface RegistryUpdate {
+  readonly registry: RegistrySnapshot;
+}
+
+/**
+ * Stable error codes. Server-sent:
+ * - `unauthorized`: missing or wrong cluster token.
+ * - `wrong_cluster`: `clusterId` is not the cluster this server hosts.
+ * - `incompatible_version`: `protocolVersion` differs from the server's.
+ * - `duplicate_id`: the requested node id is connected from another socket.
+ * - `cluster_full`: the member limit is reached (only new ids are refused).
+ * - `server_full`: too many connections; the server disconnects.
+ * - `invalid`: a malformed message (shape, type, id syntax, unknown event).
+ * - `too_large`: a message above `maxMessageBytes`.
+ * - `rate_limited`: over the per-connection event rate or the per-member signal rate.
+ * - `not_joined`: `signal`/`leave` before a successful `join`; `join` twice.
+ * - `unknown_target`: `signal` to a node id that is not a member.
+ * - `target_unavailable`: `signal` to a member that is not connected now.
+ * - `unavailable`: the server could not persist the change; retry later.
+ * Client-side only:
+ * - `closed`: the client was closed or left.
+ * - `timeout`: no answer in time.
+ * - `disconnected`: not connected to the server now (the client is reconnecting).
+ */
+export type SignalingErrorCode =
+  | 'unauthorized'
+  | 'wrong_cluster'
+  | 'incompatible_version'
+  | 'duplicate_id'
+  | 'cluster_full'
+  | 'server_full'
+  | 'invalid'
+  | 'too_large'
+  | 'rate_limited'
+  | 'not_joined'
+  | 'unknown_target'
+  | 'target_unavailable'
+  | 'unavailable'
+  | 'closed'
+  | 'timeout'
+  | 'disconnected';
+
+export interface ErrorBody {
+  readonly code: SignalingErrorCode;
+  readonly message: string;
+}
+
+/** An acknowledgement: `{ok: true, ...value}` or `{ok: false, error}`. */
+export type Reply<T> =
+  | ({ readonly ok: true } & T)
+  | { readonly ok: false; readonly error: ErrorBody };
+
+export interface ProtocolErrorNotice {
+  readonly error: ErrorBody;
+  /** The event that caused it, if it was one of ours (unknown names are not echoed). */
+  readonly event?: string;
+}
+
+// ---------------------------------------------------------------------------------------
+// Validation. Parsers return a tagged result and never throw.
+
+export type Parsed<T> =
+  | { readonly ok: true; readonly value: T }
+  | { readonly ok: false; readonly reason: string };
+
+const ID_PATTERN = /^[A-Za-z0-9._:-]+$/;
+/** Ids are ASCII, so characters = UTF-8 bytes. */
+export const MAX_ID_BYTES = 64;
+export const MAX_TOKEN_BYTES = 1024;
+export const MAX_HTTP_ADDRESS_BYTES = 256;
+/** Nesting bound for signal payloads (ICE candidates are two levels deep). */
+const MAX_JSON_DEPTH = 8;
+
+/**
+ * Node and cluster ids: 1..64 characters of `A-Z a-z 0-9 . _ : -`. Excludes `#` (ring
+ * token names are `${nodeId}#${i}`), `/` and whitespace (file names, logs, URLs).
+ * Returns the reason it is not valid, or undefined.
+ */
+export function idProblem(value: unknown, what: string): string | undefined {
+  if (typeof value !== 'string') return `${what} must be a string`;
+  if (value.length === 0) return `${what} must not be empty`;
+  if (value.length > MAX_ID_BYTES) return `${what} is longer than ${MAX_ID_BYTES} bytes`;
+  if (!ID_PATTERN.test(value)) return `${what} may contain only A-Z a-z 0-9 . _ : -`;
+  return undefined;
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  if (typeof value !== 'object' || value === null) return false;
+  const proto = Object.getPrototypeOf(value);
+  return proto === Object.prototype || proto === null;
+}
+
+/** A JSON tree of plain objects, arrays and finite numbers (rejects Buffers, Dates, ...). */
+function isJsonValue(value: unknown, depth: number): value is JsonValue {
+  if (value === null || typeof value === 'boolean' || typeof value === 'string') return true;
+  if (typeof value === 'number') return Number.isFinite(value);
+  if (depth >= MAX_JSON_DEPTH) return false;
+  if (Array.isArray(value)) return value.every((item) => isJsonValue(item, depth + 1));
+  if (!isPlainObject(value)) return false;
+  return Object.values(value).every((item) => isJsonValue(item, depth + 1));
+}
+
+/** Checks that `value` is a plain object with no keys besides `allowed`. */
+function objectProblem(
+  value: unknown,
+  what: string,
+  allowed: readonly string[],
+): string | undefined {
+  if (!isPlainObject(value)) return `${what} must be a plain object`;
+  for (const key of Object.keys(value)) {
+    if (!allowed.includes(key)) return `${what} has an unknown field '${key}'`;
+  }
+  return undefined;
+}
+
+function stringProblem(value: unknown, what: string, maxBytes: number): string | undefined {
+  if (typeof value !== 'string') return `${what} must be a string`;
+  // A UTF-16 code unit takes 1 to 3 UTF-8 bytes: encode only when the length is ambiguous.
+  const tooLong =
+    value.length > maxBytes ||
+    (value.length * 3 > maxBytes && new TextEncoder().encode(value).length > maxBytes);
+  if (tooLong) {
+    return `${what} is longer than ${maxBytes} bytes`;
+  }
+  return undefined;
+}
+
+function httpAddressProblem(value: unknown): string | undefined {
+  const problem = stringProblem(value, 'httpAddress', MAX_HTTP_ADDRESS_BYTES);
+  if (problem) return problem;
+  if (!/^https?:\/\/[^\s/]+$/.test(value as string)) {
+    return 'httpAddress must look like http://host:port (no path)';
+  }
+  return undefined;
+}
+
+function kindProblem(value: unknown): string | undefined {
+  return value === 'browser' || value === 'node' ? undefined : "kind must be 'browser' or 'node'";
+}
+
+function fail<T>(reason: string): Parsed<T> {
+  return { ok: false, reason };
+}
+
+export function parseJoinRequest(value: unknown): Parsed<JoinRequest> {
+  const problem =
+    objectProblem(value, 'join', [
+      'protocolVersion',
+      'clusterId',
+      'token',
+      'nodeId',
+      'kind',
+      'httpAddress',
+      'sessionKey',
+    ]) ?? undefined;
+  if (problem) return fail(problem);
+  const v = value as Record<string, unknown>;
+  if (!Number.isSafeInteger(v.protocolVersion)) return fail('protocolVersion must be an integer');
+  const reason =
+    idProblem(v.clusterId, 'clusterId') ??
+    stringProblem(v.token, 'token', MAX_TOKEN_BYTES) ??
+    (v.nodeId === undefined ? undefined : idProblem(v.nodeId, 'nodeId')) ??
+    kindProblem(v.kind) ??
+    (v.httpAddress === undefined ? undefined : httpAddressProblem(v.httpAddress)) ??
+    (v.sessionKey === undefined ? undefined : idProblem(v.sessionKey, 'sessionKey'));
+  if (reason) return fail(reason);
+  return { ok: true, value: v as unknown as JoinRequest };
+}
+
+export function parseSignalRequest(value: unknown): Parsed<SignalRequest> {
+  const problem = objectProblem(value, 'signal', ['clusterId', 'to', 'payload']);
+  if (problem) return fail(problem);
+  const v = value as Record<string, unknown>;
+  const reason =
+    idProblem(v.clusterId, 'clusterId') ?? idProblem(v.to, 'to') ?? payloadProblem(v.payload);
+  if (reason) return fail(reason);
+  return { ok: true, value: v as unknown as SignalRequest };
+}
+
+export function parseSignalDelivery(value: unknown): Parsed<SignalDelivery> {
+  const problem = objectProblem(value, 'signal', ['clusterId', 'from', 'payload']);
+  if (problem) return fail(problem);
+  const v = value as Record<string, unknown>;
+  const reason =
+    idProblem(v.clusterId, 'clusterId') ?? idProblem(v.from, 'from') ?? payloadProblem(v.payload);
+  if (reason) return fail(reason);
+  return { ok: true, value: v as unknown as SignalDelivery };
+}
+
+function payloadProblem(value: unknown): string | undefined {
+  if (!isPlainObject(value)) return 'payload must be a plain object';
+  if (!isJsonValue(value, 0)) {
+    return `payload must be JSON (finite numbers, plain objects, depth ≤ ${MAX_JSON_DEPTH})`;
+  }
+  return undefined;
+}
+
+export function parseLeaveRequest(value: unknown): Parsed<LeaveRequest> {
+  const problem =
+    objectProblem(value, 'leave', ['clusterId']) ??
+    idProblem((value as Record<string, unknown>).clusterId, 'clusterId');
+  if (problem) return fail(problem);
+  return { ok: true, value: value as LeaveRequest };
+}
+
+/** Settings problems, or undefined. Shared by the server's config, file and the client. */
+export function settingsProblem(value: unknown): string | undefined {
+  const problem = objectProblem(value, 'settings', [
+    'clusterId',
+    'partitions',
+    'replicationFactor',
+    'tokensPerNode',
+  ]);
+  if (problem) return problem;
+  const v = value as Record<string, unknown>;
+  return (
+    idProblem(v.clusterId, 'clusterId') ??
+    integerProblem(v.partitions, 'partitions', 1, MAX_PARTITIONS) ??
+    (isPowerOfTwo(v.partitions as number) ? undefined : 'partitions must be a power of two') ??
+    integerProblem(v.replicationFactor, 'replicationFactor', 1, MAX_REPLICATION_FACTOR) ??
+    integerProblem(v.tokensPerNode, 'tokensPerNode', 1, MAX_TOKENS_PER_NODE)
+  );
+}
+
+function isPowerOfTwo(n: number): boolean {
+  return n > 0 && (n & (n - 1)) === 0;
+}
+
+function integerProblem(
+  value: unknown,
+  what: string,
+  min: number,
+  max: number,
+): string | undefined {
+  if (!Number.isSafeInteger(value) || (value as number) < min || (value as number) > max) {
+    return `${what} must be an integer in ${min}..${max}`;
+  }
+  return undefined;
+}
+
+/** Member record problems, or undefined. */
+export function memberProblem(value: unknown): string | undefined {
+  const problem = objectProblem(value, 'member', [
+    'nodeId',
+    'kind',
+    'state',
+    'joinedAtEpoch',
+    'changedAtEpoch',
+    'httpAddress',
+  ]);
+  if (problem) return problem;
+  const v = value as Record<string, unknown>;
+  return (
+    idProblem(v.nodeId, 'nodeId') ??
+    kindProblem(v.kind) ??
+    (v.state === 'up' || v.state === 'down' || v.state === 'left'
+      ? undefined
+      : "state must be 'up', 'down' or 'left'") ??
+    integerProblem(v.joinedAtEpoch, 'joinedAtEpoch', 1, Number.MAX_SAFE_INTEGER) ??
+    integerProblem(
+      v.changedAtEpoch,
+      'changedAtEpoch',
+      v.joinedAtEpoch as number,
+      Number.MAX_SAFE_INTEGER,
+    ) ??
+    (v.httpAddress === undefined ? undefined : httpAddressProblem(v.httpAddress))
+  );
+}
+
+/**
+ * Registry problems, or undefined: settings and members valid, members sorted by unique
+ * node id, no member changed after the registry's epoch.
+ */
+export function registryProblem(value: unknown): string | undefined {
+  const problem = objectProblem(value, 'registry', ['settings', 'epoch', 'members']);
+  if (problem) return problem;
+  const v = value as Record<string, unknown>;
+  const settings = settingsProblem(v.settings);
+  if (settings) return settings;
+  const epoch = integerProblem(v.epoch, 'epoch', 0, Number.MAX_SAFE_INTEGER);
+  if (epoch) return epoch;
+  if (!Array.isArray(v.members)) return 'members must be an array';
+  let previous: string | undefined;
+  for (const [index, member] of v.members.entries()) {
+    const memberIssue = memberProblem(member);
+    if (memberIssue) return `members[${index}]: ${memberIssue}`;
+    const record = member as Member;
+    if (previous !== undefined && !(previous < record.nodeId)) {
+      return `members must be sorted by unique nodeId (at members[${index}])`;
+    }
+    if (record.changedAtEpoch > (v.epoch as number)) {
+      return `members[${index}] changed at epoch ${record.changedAtEpoch} > epoch ${v.epoch}`;
+    }
+    previous = record.nodeId;
+  }
+  return undefined;
+}
+
+export function parseRegistryUpdate(value: unknown): Parsed<RegistryUpdate> {
+  const problem =
+    objectProblem(value, 'registry update', ['registry']) ??
+    registryProblem((value as Record<string, unknown>).registry);
+  if (problem) return fail(problem);
+  return { ok: true, value: value as RegistryUpdate };
+}
+
+const ERROR_CODES: ReadonlySet<string> = new Set<SignalingErrorCode>([
+  'unauthorized',
+  'wrong_cluster',
+  'incompatible_version',
+  'duplicate_id',
+  'cluster_full',
+  'server_full',
+  'invalid',
+  'too_large',
+  'rate_limited',
+  'not_joined',
+  'unknown_target',
+  'target_unavailable',
+  'unavailable',
+  'closed',
+  'timeout',
+  'disconnected',
+]);
+
+function errorBodyProblem(value: unknown): string | undefined {
+  const problem = objectProblem(value, 'error', ['code', 'message']);
+  if (problem) return problem;
+  const v = value as Record<string, unknown>;
+  if (typeof v.code !== 'string' || !ERROR_CODES.has(v.code)) return 'error.code is unknown';
+  return stringProblem(v.message, 'error.message', 4096);
+}
+
+/**
+ * Parses an acknowledgement. `parseValue` checks the fields of a successful one (the `ok`
+ * field already removed).
+ */
+export function parseReply<T>(
+  value: unknown,
+  parseValue: (fields: Record<string, unknown>) => string | undefined,
+): Parsed<Reply<T>> {
+  if (!isPlainObject(value)) return fail('reply must be a plain object');
+  if (value.ok === false) {
+    const problem = objectProblem(value, 'reply', ['ok', 'error']) ?? errorBodyProblem(value.error);
+    return problem ? fail(problem) : { ok: true, value: value as Reply<T> };
+  }
+  if (value.ok !== true) return fail('reply.ok must be a boolean');
+  const { ok: _ok, ...fields } = value;
+  const problem = parseValue(fields);
+  return problem ? fail(problem) : { ok: true, value: value as Reply<T> };
+}
+
+export function joinAcceptedProblem(fields: Record<string, unknown>): string | undefined {
+  return (
+    objectProblem(fields, 'join reply', ['nodeId', 'sessionKey', 'registry']) ??
+    idProblem(fields.nodeId, 'nodeId') ??
+    idProblem(fields.sessionKey, 'sessionKey') ??
+    registryProblem(fields.registry)
+  );
+}
+
+export function signalRelayedProblem(fields: Record<string, unknown>): string | undefined {
+  return objectProblem(fields, 'signal reply', []);
+}
+
+export function leaveAcceptedProblem(fields: Record<string, unknown>): string | undefined {
+  return (
+    objectProblem(fields, 'leave reply', ['epoch']) ??
+    integerProblem(fields.epoch, 'epoch', 0, Number.MAX_SAFE_INTEGER)
+  );
+}
+
+export function parseProtocolErrorNotice(value: unknown): Parsed<ProtocolErrorNotice> {
+  const problem =
+    objectProblem(value, 'protocol error', ['error', 'event']) ??
+    errorBodyProblem((value as Record<string, unknown>).error);
+  if (problem) return fail(problem);
+  const event = (value as Record<string, unknown>).event;
+  if (event !== undefined && typeof event !== 'string') return fail('event must be a string');
+  return { ok: true, value: value as ProtocolErrorNotice };
+}
