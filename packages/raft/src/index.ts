@@ -1,1 +1,14 @@
+export * from './confchange.ts';
+export type { Config, ReadOnlyOption } from './config.ts';
+export { configDefaults } from './config.ts';
+export * from './errors.ts';
+export * from './message.ts';
+export * from './prng.ts';
+export type { Role, SoftState } from './raft.ts';
+export type { ProgressStatus, Ready, SnapshotStatus, Status } from './rawnode.ts';
+export { RawNode, validateMessage } from './rawnode.ts';
+export type { ReadState } from './readonly.ts';
+export type { Storage } from './storage.ts';
+export { MemoryStorage } from './storage.ts';
+export type { ProgressState } from './tracker.ts';
 export * from './types.ts';

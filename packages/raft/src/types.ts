@@ -56,3 +56,34 @@ export interface Snapshot {
   readonly metadata: SnapshotMetadata;
   readonly data: Uint8Array;
 }
+
+/**
+ * Bytes an entry counts for in size limits (`maxSizePerMsgBytes`, `maxInflightBytes`,
+ * `Storage.entries(maxBytes)`): its payload plus a fixed allowance for the header.
+ */
+export function entrySizeBytes(entry: Entry): number {
+  return entry.data.byteLength + ENTRY_HEADER_BYTES;
+}
+
+/** Fixed per-entry allowance (term, index, type) in `entrySizeBytes`. */
+export const ENTRY_HEADER_BYTES = 24;
+
+/** A ConfState with no members, as a fresh node that waits for a snapshot has. */
+export const emptyConfState: ConfState = Object.freeze({
+  voters: Object.freeze([]),
+  learners: Object.freeze([]),
+  votersOutgoing: Object.freeze([]),
+  learnersNext: Object.freeze([]),
+  autoLeave: false,
+});
+
+/** The HardState of a node that never voted nor learned of a commit. */
+export const emptyHardState: HardState = Object.freeze({ term: 0, vote: null, commit: 0 });
+
+export function isEmptyHardState(hs: HardState): boolean {
+  return hs.term === 0 && hs.vote === null && hs.commit === 0;
+}
+
+export function hardStateEqual(a: HardState, b: HardState): boolean {
+  return a.term === b.term && a.vote === b.vote && a.commit === b.commit;
+}

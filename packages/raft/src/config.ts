@@ -1,0 +1,148 @@
+import { RaftError, RaftErrorCode } from './errors.ts';
+import type { Prng } from './prng.ts';
+import type { Storage } from './storage.ts';
+import type { GroupId, NodeId } from './types.ts';
+
+/**
+ * How the leader serves read-index requests (thesis §6.4).
+ * - 'safe': confirm leadership with a heartbeat round to a quorum per batch of reads.
+ * - 'lease': trust the lease CheckQuorum maintains; no round trip. Only correct if clocks
+ *   (tick rates) on all nodes are bounded in drift; requires checkQuorum. Off by default.
+ */
+export type ReadOnlyOption = 'safe' | 'lease';
+
+export interface Config {
+  /** This node's id; must not be empty. */
+  readonly id: NodeId;
+  /** The group this RawNode replicates; stamped on every outgoing message. */
+  readonly groupId: GroupId;
+  /** Where raft reads its persisted state (see Storage). */
+  readonly storage: Storage;
+  /** Randomness for election timeouts; inject a seeded generator for determinism. */
+  readonly random: Prng;
+  /**
+   * Ticks without hearing from a leader before a follower campaigns; the actual timeout
+   * is drawn uniformly from [electionTick, 2·electionTick) (§5.2). Must exceed heartbeatTick.
+   */
+  readonly electionTick: number;
+  /** Ticks between leader heartbeats. */
+  readonly heartbeatTick: number;
+  /**
+   * Last index the application has applied (restart). Committed entries above it are
+   * delivered again; the application's apply must tolerate this or pass the right value.
+   */
+  readonly applied?: number;
+  /** Upper bound on entries per MsgApp, in bytes (at least one entry is always sent). Default 1 MiB. */
+  readonly maxSizePerMsgBytes?: number;
+  /** MsgApps in flight per follower while replicating (pipelining window). Default 256. */
+  readonly maxInflightMsgs?: number;
+  /** Bytes of entries in flight per follower; 0 = unlimited. Default 32 MiB. */
+  readonly maxInflightBytes?: number;
+  /**
+   * Bytes of entry payload the leader holds uncommitted; proposals beyond it are dropped
+   * with reason 'uncommitted-log-full' (a single proposal is always accepted when
+   * nothing is uncommitted). Default 64 MiB.
+   */
+  readonly maxUncommittedEntriesBytes?: number;
+  /** Bytes of committed entries handed out in one Ready (at least one entry). Default 16 MiB. */
+  readonly maxCommittedSizePerReadyBytes?: number;
+  /** Bytes of snapshot data per MsgSnap chunk. Default 256 KiB. */
+  readonly maxSnapshotChunkBytes?: number;
+  /** Largest snapshot a follower accepts for reassembly. Default 1 GiB. */
+  readonly maxSnapshotBytes?: number;
+  /**
+   * Ticks the leader waits for a follower to acknowledge a snapshot before sending it
+   * again (a lost chunk otherwise stalls the transfer). Default 4·electionTick.
+   */
+  readonly snapshotTimeoutTicks?: number;
+  /** Read-index requests the leader queues at most. Default 4096. */
+  readonly maxPendingReadIndexRequests?: number;
+  /** Pre-vote phase before elections so a rejoining node does not disrupt (thesis §9.6). Default true. */
+  readonly preVote?: boolean;
+  /**
+   * Leader steps down when it has not heard from a quorum within an election timeout;
+   * followers then ignore votes while they have a live leader (thesis §6.2). Default true.
+   */
+  readonly checkQuorum?: boolean;
+  /** Default 'safe'. */
+  readonly readOnlyOption?: ReadOnlyOption;
+  /** Followers drop proposals instead of forwarding them to the leader. Default false. */
+  readonly disableProposalForwarding?: boolean;
+  /** A leader removed from (or demoted in) the configuration steps down. Default true. */
+  readonly stepDownOnRemoval?: boolean;
+}
+
+/** Config with every default filled in. */
+export type ResolvedConfig = Required<Config>;
+
+const MiB = 1024 * 1024;
+
+export const configDefaults = {
+  applied: 0,
+  maxSizePerMsgBytes: MiB,
+  maxInflightMsgs: 256,
+  maxInflightBytes: 32 * MiB,
+  maxUncommittedEntriesBytes: 64 * MiB,
+  maxCommittedSizePerReadyBytes: 16 * MiB,
+  maxSnapshotChunkBytes: 256 * 1024,
+  maxSnapshotBytes: 1024 * MiB,
+  maxPendingReadIndexRequests: 4096,
+  preVote: true,
+  checkQuorum: true,
+  readOnlyOption: 'safe' as ReadOnlyOption,
+  disableProposalForwarding: false,
+  stepDownOnRemoval: true,
+} as const;
+
+/** Fills defaults and validates; throws InvalidConfig naming the offending field. */
+export function resolveConfig(config: Config): ResolvedConfig {
+  const bad = (field: string, why: string): never => {
+    throw new RaftError(RaftErrorCode.InvalidConfig, `${field} ${why}`);
+  };
+  if (typeof config.id !== 'string' || config.id.length === 0) bad('id', 'must be non-empty');
+  if (!Number.isSafeInteger(config.groupId) || config.groupId < 0) {
+    bad('groupId', 'must be a non-negative integer');
+  }
+  const positive = (field: string, value: number): void => {
+    if (!Number.isSafeInteger(value) || value <= 0)
+      bad(field, `must be a positive integer, got ${value}`);
+  };
+  positive('heartbeatTick', config.heartbeatTick);
+  positive('electionTick', config.electionTick);
+  if (config.electionTick <= config.heartbeatTick) bad('electionTick', 'must exceed heartbeatTick');
+  const resolved: ResolvedConfig = {
+    ...configDefaults,
+    snapshotTimeoutTicks: 4 * config.electionTick,
+    ...stripUndefined(config),
+  };
+  if (!Number.isSafeInteger(resolved.applied) || resolved.applied < 0) {
+    bad('applied', 'must be a non-negative integer');
+  }
+  positive('maxSizePerMsgBytes', resolved.maxSizePerMsgBytes);
+  positive('maxInflightMsgs', resolved.maxInflightMsgs);
+  if (!Number.isSafeInteger(resolved.maxInflightBytes) || resolved.maxInflightBytes < 0) {
+    bad('maxInflightBytes', 'must be a non-negative integer');
+  }
+  if (resolved.maxInflightBytes !== 0 && resolved.maxInflightBytes < resolved.maxSizePerMsgBytes) {
+    bad('maxInflightBytes', 'must be 0 or at least maxSizePerMsgBytes');
+  }
+  positive('maxUncommittedEntriesBytes', resolved.maxUncommittedEntriesBytes);
+  positive('maxCommittedSizePerReadyBytes', resolved.maxCommittedSizePerReadyBytes);
+  positive('maxSnapshotChunkBytes', resolved.maxSnapshotChunkBytes);
+  positive('maxSnapshotBytes', resolved.maxSnapshotBytes);
+  positive('snapshotTimeoutTicks', resolved.snapshotTimeoutTicks);
+  positive('maxPendingReadIndexRequests', resolved.maxPendingReadIndexRequests);
+  if (resolved.readOnlyOption !== 'safe' && resolved.readOnlyOption !== 'lease') {
+    bad('readOnlyOption', "must be 'safe' or 'lease'");
+  }
+  if (resolved.readOnlyOption === 'lease' && !resolved.checkQuorum) {
+    bad('readOnlyOption', "'lease' requires checkQuorum");
+  }
+  if (typeof resolved.random?.nextInt !== 'function') bad('random', 'must be a Prng');
+  if (resolved.storage === undefined || resolved.storage === null) bad('storage', 'is required');
+  return resolved;
+}
+
+function stripUndefined<T extends object>(o: T): T {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
+}

@@ -1,0 +1,996 @@
+import {
+  ConfChangeTransition,
+  type ConfChangeV2,
+  decodeConfChange,
+  encodeConfChange,
+  isLeaveJoint,
+} from './confchange.ts';
+import { type Config, type ResolvedConfig, resolveConfig } from './config.ts';
+import { DropReason, invariant, isRaftError, RaftError, RaftErrorCode } from './errors.ts';
+import { RaftLog } from './log.ts';
+import { type Message, MessageType, messageTypeName, newMessage } from './message.ts';
+import type { Prng } from './prng.ts';
+import type { VoteResult } from './quorum.ts';
+import { ReadOnly, type ReadState } from './readonly.ts';
+import { ConfChanger, Progress, ProgressTracker } from './tracker.ts';
+import {
+  type ConfState,
+  type Entry,
+  EntryType,
+  type HardState,
+  isEmptyHardState,
+  type NodeId,
+  type Snapshot,
+} from './types.ts';
+
+export type Role = 'follower' | 'precandidate' | 'candidate' | 'leader';
+
+/** Volatile state worth reporting to the host: who leads and what this node is. */
+export interface SoftState {
+  readonly lead: NodeId | null;
+  readonly role: Role;
+}
+
+type CampaignType = 'preElection' | 'election' | 'transfer';
+
+/** Marks a vote request sent because of a leadership transfer (it bypasses leases). */
+const CAMPAIGN_TRANSFER = new TextEncoder().encode('CampaignTransfer');
+
+function isCampaignTransfer(context: Uint8Array): boolean {
+  if (context.byteLength !== CAMPAIGN_TRANSFER.byteLength) return false;
+  return context.every((b, i) => b === CAMPAIGN_TRANSFER[i]);
+}
+
+function payloadBytes(entries: readonly Entry[]): number {
+  let n = 0;
+  for (const e of entries) n += e.data.byteLength;
+  return n;
+}
+
+type Outgoing = Pick<Message, 'type' | 'to'> & Partial<Message>;
+
+interface SnapshotAssembly {
+  readonly from: NodeId;
+  readonly term: number;
+  readonly index: number;
+  readonly snapTerm: number;
+  readonly data: Uint8Array;
+  receivedBytes: number;
+}
+
+/**
+ * The Raft state machine of one group (etcd-io/raft raft.go). Use it through RawNode,
+ * which adds the Ready/advance protocol and input validation.
+ */
+export class Raft {
+  readonly id: NodeId;
+  readonly groupId: number;
+  readonly cfg: ResolvedConfig;
+  term = 0;
+  vote: NodeId | null = null;
+  readonly raftLog: RaftLog;
+  readonly trk: ProgressTracker;
+  role: Role = 'follower';
+  /** This node is a learner in the current configuration (it never campaigns). */
+  isLearner = false;
+  lead: NodeId | null = null;
+  /** Target of a leadership transfer in progress (leader only). */
+  leadTransferee: NodeId | null = null;
+  /** Only one conf change may be pending (proposed, not yet applied); this is its index. */
+  pendingConfIndex = 0;
+  /** Payload bytes appended by this leader and not yet committed (flow control). */
+  uncommittedBytes = 0;
+  readOnly = new ReadOnly();
+  /** Read-index requests received before this leader committed an entry of its term. */
+  private pendingReadIndexMessages: Message[] = [];
+  msgs: Message[] = [];
+  readStates: ReadState[] = [];
+  electionElapsed = 0;
+  heartbeatElapsed = 0;
+  randomizedElectionTimeout = 0;
+  /** Commit index the last heartbeat round carried to every member (see RawNode.isIdle). */
+  heartbeatCommit = 0;
+  private readonly random: Prng;
+  private assembly: SnapshotAssembly | null = null;
+
+  constructor(config: Config) {
+    this.cfg = resolveConfig(config);
+    this.id = this.cfg.id;
+    this.groupId = this.cfg.groupId;
+    this.random = this.cfg.random;
+    this.raftLog = new RaftLog(this.cfg.storage, this.cfg.maxCommittedSizePerReadyBytes);
+    this.trk = new ProgressTracker(this.cfg.maxInflightMsgs, this.cfg.maxInflightBytes);
+    const { hardState, confState } = this.cfg.storage.initialState();
+    const restored = ConfChanger.restore(this.trk, this.raftLog.lastIndex(), confState);
+    this.switchToConfig(restored);
+    if (!isEmptyHardState(hardState)) this.loadState(hardState);
+    if (this.cfg.applied > 0) this.raftLog.appliedTo(this.cfg.applied);
+    this.becomeFollower(this.term, null);
+  }
+
+  private loadState(hs: HardState): void {
+    if (hs.commit < this.raftLog.committed || hs.commit > this.raftLog.lastIndex()) {
+      throw new RaftError(
+        RaftErrorCode.Invariant,
+        `hard state commit ${hs.commit} outside [${this.raftLog.committed}, ${this.raftLog.lastIndex()}]`,
+      );
+    }
+    this.raftLog.committed = hs.commit;
+    this.term = hs.term;
+    this.vote = hs.vote;
+  }
+
+  softState(): SoftState {
+    return { lead: this.lead, role: this.role };
+  }
+
+  hardState(): HardState {
+    return { term: this.term, vote: this.vote, commit: this.raftLog.committed };
+  }
+
+  // ---- sending ----
+
+  private send(m: Outgoing): void {
+    const isVoteType =
+      m.type === MessageType.Vote ||
+      m.type === MessageType.VoteResp ||
+      m.type === MessageType.PreVote ||
+      m.type === MessageType.PreVoteResp;
+    let term = m.term ?? 0;
+    if (isVoteType) {
+      // Vote messages carry the term they are about, which may differ from ours.
+      invariant(term !== 0, `${messageTypeName(m.type)} without a term`);
+    } else {
+      invariant(term === 0, `${messageTypeName(m.type)} must not set a term`);
+      // Proposals and read requests are forwarded as they are: not tied to a term.
+      if (m.type !== MessageType.Prop && m.type !== MessageType.ReadIndex) term = this.term;
+    }
+    this.msgs.push(newMessage({ ...m, groupId: this.groupId, from: m.from ?? this.id, term }));
+  }
+
+  private sendAppend(to: NodeId): void {
+    this.maybeSendAppend(to, true);
+  }
+
+  /**
+   * Sends entries (or a snapshot) to `to` if flow control allows. With `sendIfEmpty`
+   * false nothing is sent when there are no new entries. Returns whether it sent.
+   */
+  private maybeSendAppend(to: NodeId, sendIfEmpty: boolean): boolean {
+    const pr = this.trk.progress.get(to);
+    if (!pr || pr.isPaused()) return false;
+    const prevIndex = pr.next - 1;
+    const prevTerm = this.raftLog.term(prevIndex);
+    if (prevTerm === undefined) return this.sendSnapshot(to, pr);
+    let entries: Entry[];
+    try {
+      entries = this.raftLog.entriesFrom(pr.next, this.cfg.maxSizePerMsgBytes);
+    } catch (e) {
+      if (isRaftError(e, RaftErrorCode.Compacted)) return this.sendSnapshot(to, pr);
+      throw e;
+    }
+    if (entries.length === 0 && !sendIfEmpty) return false;
+    this.send({
+      type: MessageType.App,
+      to,
+      index: prevIndex,
+      logTerm: prevTerm,
+      entries,
+      commit: this.raftLog.committed,
+    });
+    pr.sentEntries(entries.length, payloadBytes(entries));
+    return true;
+  }
+
+  /** Sends the storage's snapshot to `to` in chunks of at most maxSnapshotChunkBytes. */
+  private sendSnapshot(to: NodeId, pr: Progress): boolean {
+    // A follower we have not heard from may be down; do not push a snapshot into the void.
+    if (!pr.recentActive) return false;
+    let snapshot: Snapshot;
+    try {
+      snapshot = this.raftLog.snapshot();
+    } catch (e) {
+      if (isRaftError(e, RaftErrorCode.SnapshotTemporarilyUnavailable)) return false;
+      throw e;
+    }
+    invariant(snapshot.metadata.index > 0, `need a non-empty snapshot to catch up ${to}`);
+    const total = snapshot.data.byteLength;
+    const chunk = this.cfg.maxSnapshotChunkBytes;
+    let offset = 0;
+    do {
+      const data = snapshot.data.subarray(offset, Math.min(total, offset + chunk));
+      this.send({
+        type: MessageType.Snap,
+        to,
+        snapshot: { metadata: snapshot.metadata, offsetBytes: offset, totalBytes: total, data },
+      });
+      offset += data.byteLength;
+    } while (offset < total);
+    pr.becomeSnapshot(snapshot.metadata.index);
+    return true;
+  }
+
+  private sendHeartbeat(to: NodeId, context: Uint8Array | null): void {
+    const pr = this.trk.progress.get(to)!;
+    // A follower may not have the leader's commit index yet: never tell it more than it matches.
+    this.send({
+      type: MessageType.Heartbeat,
+      to,
+      commit: Math.min(pr.match, this.raftLog.committed),
+      context: context ?? undefined,
+    });
+  }
+
+  private bcastAppend(): void {
+    for (const id of this.trk.ids()) if (id !== this.id) this.sendAppend(id);
+  }
+
+  private bcastHeartbeat(): void {
+    const context = this.readOnly.lastPendingContext();
+    let carried = this.raftLog.committed;
+    for (const id of this.trk.ids()) {
+      if (id === this.id) continue;
+      this.sendHeartbeat(id, context);
+      carried = Math.min(carried, this.trk.progress.get(id)!.match);
+    }
+    this.heartbeatCommit = carried;
+  }
+
+  // ---- state transitions ----
+
+  private reset(term: number): void {
+    if (this.term !== term) {
+      this.term = term;
+      this.vote = null;
+    }
+    this.lead = null;
+    this.electionElapsed = 0;
+    this.heartbeatElapsed = 0;
+    this.randomizedElectionTimeout =
+      this.cfg.electionTick + this.random.nextInt(this.cfg.electionTick);
+    this.leadTransferee = null;
+    this.trk.resetVotes();
+    const last = this.raftLog.lastIndex();
+    for (const [id, pr] of this.trk.progress) {
+      const fresh = new Progress(
+        last + 1,
+        this.cfg.maxInflightMsgs,
+        this.cfg.maxInflightBytes,
+        pr.isLearner,
+      );
+      if (id === this.id) fresh.match = last;
+      this.trk.progress.set(id, fresh);
+    }
+    this.pendingConfIndex = 0;
+    this.uncommittedBytes = 0;
+    this.readOnly = new ReadOnly();
+    this.pendingReadIndexMessages = [];
+    this.heartbeatCommit = 0;
+    this.assembly = null;
+  }
+
+  becomeFollower(term: number, lead: NodeId | null): void {
+    this.reset(term);
+    this.lead = lead;
+    this.role = 'follower';
+  }
+
+  private becomePreCandidate(): void {
+    invariant(this.role !== 'leader', 'leader cannot become pre-candidate');
+    // Term and vote stay: a pre-election changes nothing durable (thesis §9.6).
+    this.trk.resetVotes();
+    this.lead = null;
+    this.role = 'precandidate';
+  }
+
+  private becomeCandidate(): void {
+    invariant(this.role !== 'leader', 'leader cannot become candidate');
+    this.reset(this.term + 1);
+    this.vote = this.id;
+    this.role = 'candidate';
+  }
+
+  private becomeLeader(): void {
+    invariant(this.role !== 'follower', 'follower cannot become leader directly');
+    this.reset(this.term);
+    this.lead = this.id;
+    this.role = 'leader';
+    const self = this.trk.progress.get(this.id)!;
+    self.becomeReplicate();
+    self.recentActive = true;
+    // Conservatively treat the whole log as possibly holding an unapplied conf change.
+    this.pendingConfIndex = this.raftLog.lastIndex();
+    // An entry of the new term lets earlier entries commit (§5.4.2) and ReadIndex work (§6.4).
+    const appended = this.appendEntries([
+      { term: 0, index: 0, type: EntryType.Normal, data: new Uint8Array(0) },
+    ]);
+    invariant(appended, 'empty entry rejected on leader election');
+  }
+
+  private promotable(): boolean {
+    const pr = this.trk.progress.get(this.id);
+    return pr !== undefined && !pr.isLearner && !this.raftLog.hasPendingSnapshot();
+  }
+
+  private hup(type: CampaignType): void {
+    if (this.role === 'leader' || !this.promotable()) return;
+    // A conf change committed but not applied may change who may vote: wait for it.
+    if (this.hasUnappliedConfChanges()) return;
+    this.campaign(type);
+  }
+
+  private hasUnappliedConfChanges(): boolean {
+    if (this.raftLog.applied >= this.raftLog.committed) return false;
+    const entries = this.raftLog.slice(
+      this.raftLog.applied + 1,
+      this.raftLog.committed + 1,
+      Number.POSITIVE_INFINITY,
+    );
+    return entries.some((e) => e.type === EntryType.ConfChange);
+  }
+
+  private campaign(type: CampaignType): void {
+    let term: number;
+    let voteType: MessageType;
+    if (type === 'preElection') {
+      this.becomePreCandidate();
+      voteType = MessageType.PreVote;
+      // Ask for votes at the term we would campaign in, without adopting it.
+      term = this.term + 1;
+    } else {
+      this.becomeCandidate();
+      voteType = MessageType.Vote;
+      term = this.term;
+    }
+    if (this.poll(this.id, true) === 'won') {
+      // Single-voter group: won on our own vote.
+      if (type === 'preElection') this.campaign('election');
+      else this.becomeLeader();
+      return;
+    }
+    const voters = [...this.trk.config.voters.ids()].sort();
+    for (const id of voters) {
+      if (id === this.id) continue;
+      this.send({
+        type: voteType,
+        to: id,
+        term,
+        index: this.raftLog.lastIndex(),
+        logTerm: this.raftLog.lastTerm(),
+        context: type === 'transfer' ? CAMPAIGN_TRANSFER : undefined,
+      });
+    }
+  }
+
+  private poll(id: NodeId, granted: boolean): VoteResult {
+    this.trk.recordVote(id, granted);
+    return this.trk.tallyVotes().result;
+  }
+
+  // ---- ticks ----
+
+  tick(): void {
+    if (this.role === 'leader') this.tickHeartbeat();
+    else this.tickElection();
+  }
+
+  private tickElection(): void {
+    this.electionElapsed++;
+    if (this.promotable() && this.electionElapsed >= this.randomizedElectionTimeout) {
+      this.electionElapsed = 0;
+      this.step(
+        newMessage({ groupId: this.groupId, type: MessageType.Hup, from: this.id, to: this.id }),
+      );
+    }
+  }
+
+  private tickHeartbeat(): void {
+    this.heartbeatElapsed++;
+    this.electionElapsed++;
+    if (this.electionElapsed >= this.cfg.electionTick) {
+      this.electionElapsed = 0;
+      if (this.cfg.checkQuorum) {
+        this.step(
+          newMessage({
+            groupId: this.groupId,
+            type: MessageType.CheckQuorum,
+            from: this.id,
+            to: this.id,
+          }),
+        );
+      }
+      // A transfer that did not finish within an election timeout is abandoned (thesis §3.10).
+      if (this.role === 'leader') this.leadTransferee = null;
+    }
+    if (this.role !== 'leader') return;
+    for (const [id, pr] of this.trk.progress) {
+      if (pr.state !== 'snapshot') continue;
+      if (++pr.snapshotTicks >= this.cfg.snapshotTimeoutTicks) {
+        // The snapshot (or its acknowledgement) was lost: probe again, which resends it.
+        pr.pendingSnapshot = 0;
+        pr.becomeProbe();
+        this.sendAppend(id);
+      }
+    }
+    if (this.heartbeatElapsed >= this.cfg.heartbeatTick) {
+      this.heartbeatElapsed = 0;
+      this.bcastHeartbeat();
+    }
+  }
+
+  // ---- the message handler ----
+
+  /** Handles a message (network or local). Throws RaftError only for local proposals/reads. */
+  step(m: Message): void {
+    if (m.term === 0) {
+      // Local message, or a forwarded Prop/ReadIndex: not tied to a term.
+    } else if (m.term > this.term) {
+      if (m.type === MessageType.Vote || m.type === MessageType.PreVote) {
+        const force = isCampaignTransfer(m.context);
+        const inLease =
+          this.cfg.checkQuorum &&
+          this.lead !== null &&
+          this.electionElapsed < this.cfg.electionTick;
+        // We heard from a live leader within the minimum election timeout: ignore the
+        // request so a partitioned node cannot depose it (thesis §4.2.3).
+        if (!force && inLease) return;
+      }
+      if (m.type === MessageType.PreVote) {
+        // Never adopt a term because of a pre-vote request.
+      } else if (m.type === MessageType.PreVoteResp && !m.reject) {
+        // Granted pre-votes carry the term we would campaign in; adopt it only on winning.
+      } else if (
+        m.type === MessageType.App ||
+        m.type === MessageType.Heartbeat ||
+        m.type === MessageType.Snap
+      ) {
+        this.becomeFollower(m.term, m.from);
+      } else {
+        this.becomeFollower(m.term, null);
+      }
+    } else if (m.term < this.term) {
+      if (
+        (this.cfg.checkQuorum || this.cfg.preVote) &&
+        (m.type === MessageType.Heartbeat || m.type === MessageType.App)
+      ) {
+        // A stale leader (e.g. after a partition) that our pre-votes or leases keep from
+        // seeing a higher term would never step down: tell it our term.
+        this.send({ type: MessageType.AppResp, to: m.from });
+      } else if (m.type === MessageType.PreVote) {
+        this.send({ type: MessageType.PreVoteResp, to: m.from, term: this.term, reject: true });
+      }
+      return;
+    }
+
+    switch (m.type) {
+      case MessageType.Hup:
+        this.hup(this.cfg.preVote ? 'preElection' : 'election');
+        return;
+      case MessageType.Vote:
+      case MessageType.PreVote: {
+        const respType =
+          m.type === MessageType.Vote ? MessageType.VoteResp : MessageType.PreVoteResp;
+        const canVote =
+          this.vote === m.from ||
+          (this.vote === null && this.lead === null) ||
+          (m.type === MessageType.PreVote && m.term > this.term);
+        if (canVote && this.raftLog.isUpToDate(m.index, m.logTerm)) {
+          // Reply at the request's term: a pre-candidate counts only answers for the term it asked about.
+          this.send({ type: respType, to: m.from, term: m.term });
+          if (m.type === MessageType.Vote) {
+            this.electionElapsed = 0;
+            this.vote = m.from;
+          }
+        } else {
+          this.send({ type: respType, to: m.from, term: this.term, reject: true });
+        }
+        return;
+      }
+      default:
+        if (this.role === 'leader') this.stepLeader(m);
+        else if (this.role === 'follower') this.stepFollower(m);
+        else this.stepCandidate(m);
+    }
+  }
+
+  private drop(type: MessageType, reason: DropReason, detail: string): never {
+    const code =
+      type === MessageType.ReadIndex
+        ? RaftErrorCode.ReadIndexDropped
+        : RaftErrorCode.ProposalDropped;
+    throw new RaftError(
+      code,
+      `${detail} (node ${this.id}, group ${this.groupId}, term ${this.term})`,
+      reason,
+    );
+  }
+
+  private stepLeader(m: Message): void {
+    switch (m.type) {
+      case MessageType.Beat:
+        this.bcastHeartbeat();
+        return;
+      case MessageType.CheckQuorum:
+        if (!this.trk.quorumActive(this.id)) {
+          this.becomeFollower(this.term, null);
+          return;
+        }
+        for (const [id, pr] of this.trk.progress) if (id !== this.id) pr.recentActive = false;
+        return;
+      case MessageType.Prop:
+        this.leaderPropose(m);
+        return;
+      case MessageType.ReadIndex:
+        this.leaderReadIndex(m);
+        return;
+    }
+
+    const pr = this.trk.progress.get(m.from);
+    if (!pr) return;
+    switch (m.type) {
+      case MessageType.AppResp:
+        this.handleAppendResponse(m, pr);
+        return;
+      case MessageType.HeartbeatResp: {
+        pr.recentActive = true;
+        pr.msgAppFlowPaused = false;
+        if (pr.match < this.raftLog.lastIndex()) this.sendAppend(m.from);
+        if (this.cfg.readOnlyOption !== 'safe' || m.context.byteLength === 0) return;
+        const acks = this.readOnly.recvAck(m.from, m.context);
+        if (!acks) return;
+        if (this.trk.config.voters.voteResult(acks) !== 'won') return;
+        for (const rs of this.readOnly.advance(m.context))
+          this.respondToReadIndex(rs.request, rs.index);
+        return;
+      }
+      case MessageType.SnapStatus:
+      case MessageType.SnapResp: {
+        if (pr.state !== 'snapshot') return;
+        if (m.type === MessageType.SnapResp && m.index !== pr.pendingSnapshot) return;
+        // On failure forget the snapshot so probing starts from the match index.
+        if (m.reject) pr.pendingSnapshot = 0;
+        pr.becomeProbe();
+        // Wait for the follower's MsgAppResp (success) or a heartbeat (failure) before retrying.
+        pr.msgAppFlowPaused = true;
+        return;
+      }
+      case MessageType.Unreachable:
+        // Replicating optimistically into a dead link wastes the window: probe instead.
+        if (pr.state === 'replicate') pr.becomeProbe();
+        return;
+      case MessageType.TransferLeader: {
+        if (pr.isLearner) return;
+        const transferee = m.from;
+        if (this.leadTransferee !== null) {
+          if (this.leadTransferee === transferee) return;
+          this.leadTransferee = null;
+        }
+        if (transferee === this.id) return;
+        // The transfer must finish within an election timeout (thesis §3.10).
+        this.electionElapsed = 0;
+        this.leadTransferee = transferee;
+        if (pr.match === this.raftLog.lastIndex()) this.sendTimeoutNow(transferee);
+        else this.sendAppend(transferee);
+        return;
+      }
+    }
+  }
+
+  private handleAppendResponse(m: Message, pr: Progress): void {
+    pr.recentActive = true;
+    if (m.reject) {
+      let nextProbe = m.rejectHint;
+      if (m.logTerm > 0) {
+        // Skip every entry of ours that cannot match the follower's log (fast backtracking):
+        // the follower's entry at rejectHint has logTerm, so our entries after the last
+        // index with term ≤ logTerm all conflict.
+        nextProbe = this.raftLog.findConflictByTerm(m.rejectHint, m.logTerm).index;
+      }
+      if (pr.maybeDecrTo(m.index, nextProbe)) {
+        if (pr.state === 'replicate') pr.becomeProbe();
+        this.sendAppend(m.from);
+      }
+      return;
+    }
+    const wasPaused = pr.isPaused();
+    if (!pr.maybeUpdate(m.index) && !(pr.match === m.index && pr.state === 'probe')) return;
+    if (pr.state === 'probe') pr.becomeReplicate();
+    else if (pr.state === 'snapshot' && pr.match + 1 >= this.raftLog.firstIndex()) {
+      // The follower has the snapshot (or caught up otherwise): replicate from the log.
+      pr.becomeProbe();
+      pr.becomeReplicate();
+    } else if (pr.state === 'replicate') pr.inflights.freeLE(m.index);
+
+    if (this.maybeCommit()) {
+      this.releasePendingReadIndexMessages();
+      this.bcastAppend();
+    } else if (wasPaused) {
+      this.sendAppend(m.from);
+    }
+    // The window may have room for several size-limited messages now.
+    while (this.maybeSendAppend(m.from, false)) {}
+    if (m.from === this.leadTransferee && pr.match === this.raftLog.lastIndex()) {
+      this.sendTimeoutNow(m.from);
+    }
+  }
+
+  private leaderPropose(m: Message): void {
+    if (m.entries.length === 0) {
+      throw new RaftError(RaftErrorCode.InvalidArgument, 'proposal without entries');
+    }
+    if (!this.trk.progress.has(this.id)) {
+      this.drop(m.type, DropReason.NotMember, 'leader was removed from the configuration');
+    }
+    if (this.leadTransferee !== null) {
+      this.drop(
+        m.type,
+        DropReason.TransferInProgress,
+        `leadership moving to ${this.leadTransferee}`,
+      );
+    }
+    const last = this.raftLog.lastIndex();
+    m.entries.forEach((e, i) => {
+      if (e.type !== EntryType.ConfChange) return;
+      const cc = decodeConfChange(e.data);
+      const joint = this.trk.config.voters.isJoint();
+      if (this.pendingConfIndex > this.raftLog.applied) {
+        this.drop(
+          m.type,
+          DropReason.ConfChangePending,
+          `conf change at ${this.pendingConfIndex} not yet applied (applied ${this.raftLog.applied})`,
+        );
+      }
+      if (joint && !isLeaveJoint(cc)) {
+        this.drop(m.type, DropReason.ConfAlreadyJoint, 'configuration is joint; leave it first');
+      }
+      if (!joint && isLeaveJoint(cc)) {
+        this.drop(m.type, DropReason.ConfNotJoint, 'configuration is not joint');
+      }
+      this.pendingConfIndex = last + i + 1;
+    });
+    if (!this.appendEntries(m.entries)) {
+      this.drop(
+        m.type,
+        DropReason.UncommittedLogFull,
+        `uncommitted log holds ${this.uncommittedBytes} bytes (limit ${this.cfg.maxUncommittedEntriesBytes})`,
+      );
+    }
+    this.bcastAppend();
+  }
+
+  private leaderReadIndex(m: Message): void {
+    if (this.trk.isSingleton()) {
+      this.respondToReadIndex(m, this.raftLog.committed);
+      return;
+    }
+    if (
+      this.readOnly.size() + this.pendingReadIndexMessages.length >=
+      this.cfg.maxPendingReadIndexRequests
+    ) {
+      if (m.from === this.id) this.drop(m.type, DropReason.ReadQueueFull, 'too many pending reads');
+      return;
+    }
+    // Until an entry of this term commits, the leader's commit index may be stale (§6.4).
+    if (!this.committedEntryInCurrentTerm()) {
+      this.pendingReadIndexMessages.push(m);
+      return;
+    }
+    this.sendReadIndexResponse(m);
+  }
+
+  private committedEntryInCurrentTerm(): boolean {
+    return this.raftLog.term(this.raftLog.committed) === this.term;
+  }
+
+  private sendReadIndexResponse(m: Message): void {
+    if (this.cfg.readOnlyOption === 'lease') {
+      this.respondToReadIndex(m, this.raftLog.committed);
+      return;
+    }
+    this.readOnly.add(this.raftLog.committed, m);
+    // The leader's own acknowledgement counts towards the quorum.
+    this.readOnly.recvAck(this.id, m.context);
+    for (const id of this.trk.ids()) if (id !== this.id) this.sendHeartbeat(id, m.context);
+  }
+
+  private releasePendingReadIndexMessages(): void {
+    if (this.pendingReadIndexMessages.length === 0) return;
+    invariant(this.committedEntryInCurrentTerm(), 'releasing reads before committing in term');
+    const pending = this.pendingReadIndexMessages;
+    this.pendingReadIndexMessages = [];
+    for (const m of pending) this.sendReadIndexResponse(m);
+  }
+
+  private respondToReadIndex(request: Message, index: number): void {
+    if (request.from === this.id) {
+      this.readStates.push({ index, context: request.context });
+      return;
+    }
+    this.send({
+      type: MessageType.ReadIndexResp,
+      to: request.from,
+      index,
+      context: request.context,
+    });
+  }
+
+  private sendTimeoutNow(to: NodeId): void {
+    this.send({ type: MessageType.TimeoutNow, to });
+  }
+
+  private stepCandidate(m: Message): void {
+    const myRespType =
+      this.role === 'precandidate' ? MessageType.PreVoteResp : MessageType.VoteResp;
+    switch (m.type) {
+      case MessageType.Prop:
+        this.drop(m.type, DropReason.NoLeader, 'election in progress');
+        return;
+      case MessageType.ReadIndex:
+        this.drop(m.type, DropReason.NoLeader, 'election in progress');
+        return;
+      case MessageType.App:
+        this.becomeFollower(m.term, m.from);
+        this.handleAppendEntries(m);
+        return;
+      case MessageType.Heartbeat:
+        this.becomeFollower(m.term, m.from);
+        this.handleHeartbeat(m);
+        return;
+      case MessageType.Snap:
+        this.becomeFollower(m.term, m.from);
+        this.handleSnapshot(m);
+        return;
+    }
+    if (m.type !== myRespType) return;
+    const result = this.poll(m.from, !m.reject);
+    if (result === 'won') {
+      if (this.role === 'precandidate') this.campaign('election');
+      else {
+        this.becomeLeader();
+        this.bcastAppend();
+      }
+    } else if (result === 'lost') {
+      // A rejecting PreVoteResp may carry a higher term; step() already adopted it.
+      this.becomeFollower(this.term, null);
+    }
+  }
+
+  private stepFollower(m: Message): void {
+    switch (m.type) {
+      case MessageType.Prop:
+        if (this.lead === null) this.drop(m.type, DropReason.NoLeader, 'no leader known');
+        if (this.cfg.disableProposalForwarding) {
+          this.drop(m.type, DropReason.ForwardingDisabled, 'proposal forwarding is disabled');
+        }
+        this.send({ ...m, to: this.lead!, term: 0 });
+        return;
+      case MessageType.ReadIndex:
+        if (this.lead === null) this.drop(m.type, DropReason.NoLeader, 'no leader known');
+        this.send({ ...m, to: this.lead!, term: 0 });
+        return;
+      case MessageType.App:
+        this.electionElapsed = 0;
+        this.lead = m.from;
+        this.handleAppendEntries(m);
+        return;
+      case MessageType.Heartbeat:
+        this.electionElapsed = 0;
+        this.lead = m.from;
+        this.handleHeartbeat(m);
+        return;
+      case MessageType.Snap:
+        this.electionElapsed = 0;
+        this.lead = m.from;
+        this.handleSnapshot(m);
+        return;
+      case MessageType.TransferLeader:
+        // Without a leader there is nothing to transfer; RawNode reports it to local callers.
+        if (this.lead === null) return;
+        this.send({ ...m, to: this.lead, term: 0 });
+        return;
+      case MessageType.TimeoutNow:
+        // A transfer never uses pre-vote: the leader asked for it, no partition to fear.
+        this.hup('transfer');
+        return;
+      case MessageType.ReadIndexResp:
+        this.readStates.push({ index: m.index, context: m.context });
+        return;
+    }
+  }
+
+  private handleAppendEntries(m: Message): void {
+    if (m.index < this.raftLog.committed) {
+      this.send({ type: MessageType.AppResp, to: m.from, index: this.raftLog.committed });
+      return;
+    }
+    const lastNew = this.raftLog.maybeAppend(m.index, m.logTerm, m.commit, m.entries);
+    if (lastNew !== undefined) {
+      this.send({ type: MessageType.AppResp, to: m.from, index: lastNew });
+      return;
+    }
+    // Fast backtracking: tell the leader the last index ≤ m.index whose term is ≤ m.logTerm.
+    const hint = this.raftLog.findConflictByTerm(
+      Math.min(m.index, this.raftLog.lastIndex()),
+      m.logTerm,
+    );
+    this.send({
+      type: MessageType.AppResp,
+      to: m.from,
+      index: m.index,
+      reject: true,
+      rejectHint: hint.index,
+      logTerm: hint.term,
+    });
+  }
+
+  private handleHeartbeat(m: Message): void {
+    this.raftLog.commitTo(m.commit);
+    this.send({ type: MessageType.HeartbeatResp, to: m.from, context: m.context });
+  }
+
+  /**
+   * Reassembles snapshot chunks and installs the snapshot when the last one arrives.
+   * Chunks of one transfer have the same sender, term and snapshot (index, term), so the
+   * same bytes: a chunk already received (duplicate or a restarted transfer) is skipped;
+   * a gap discards the partial snapshot and asks the leader to start over (SnapResp).
+   */
+  private handleSnapshot(m: Message): void {
+    const chunk = m.snapshot!;
+    const meta = chunk.metadata;
+    const a = this.assembly;
+    const sameTransfer =
+      a !== null &&
+      a.from === m.from &&
+      a.term === m.term &&
+      a.index === meta.index &&
+      a.snapTerm === meta.term;
+    const restart = (): void => {
+      this.assembly = null;
+      this.send({ type: MessageType.SnapResp, to: m.from, index: meta.index, reject: true });
+    };
+    if (!sameTransfer) {
+      if (chunk.offsetBytes !== 0 || chunk.totalBytes > this.cfg.maxSnapshotBytes) {
+        restart();
+        return;
+      }
+      this.assembly = {
+        from: m.from,
+        term: m.term,
+        index: meta.index,
+        snapTerm: meta.term,
+        data: new Uint8Array(chunk.totalBytes),
+        receivedBytes: 0,
+      };
+    } else if (
+      chunk.data.byteLength > 0 &&
+      chunk.offsetBytes + chunk.data.byteLength <= a.receivedBytes
+    ) {
+      return;
+    } else if (chunk.offsetBytes !== a.receivedBytes) {
+      restart();
+      return;
+    }
+    const asm = this.assembly!;
+    asm.data.set(chunk.data, chunk.offsetBytes);
+    asm.receivedBytes += chunk.data.byteLength;
+    if (asm.receivedBytes < chunk.totalBytes) return;
+    this.assembly = null;
+    const snapshot: Snapshot = { metadata: meta, data: asm.data };
+    const index = this.restore(snapshot) ? this.raftLog.lastIndex() : this.raftLog.committed;
+    this.send({ type: MessageType.AppResp, to: m.from, index });
+  }
+
+  /** Installs a snapshot from the leader; false if it is stale or does not include us. */
+  private restore(snapshot: Snapshot): boolean {
+    const meta = snapshot.metadata;
+    if (meta.index <= this.raftLog.committed) return false;
+    invariant(this.role === 'follower', `${this.role} asked to restore a snapshot`);
+    const cs = meta.confState;
+    const member = [cs.voters, cs.learners, cs.votersOutgoing].some((ids) => ids.includes(this.id));
+    if (!member) return false;
+    // We already have the entry the snapshot ends with: just commit up to it.
+    if (this.raftLog.matchTerm(meta.index, meta.term)) {
+      this.raftLog.commitTo(meta.index);
+      return false;
+    }
+    this.raftLog.restore(snapshot);
+    this.switchToConfig(ConfChanger.restore(this.trk, this.raftLog.lastIndex(), cs));
+    return true;
+  }
+
+  private maybeCommit(): boolean {
+    return this.raftLog.maybeCommit(this.trk.committed(), this.term);
+  }
+
+  /** Appends entries as leader; false (nothing appended) if the uncommitted bound is hit. */
+  private appendEntries(entries: readonly Entry[]): boolean {
+    const bytes = payloadBytes(entries);
+    // One proposal is always let through when nothing is uncommitted, however large.
+    if (
+      this.uncommittedBytes > 0 &&
+      bytes > 0 &&
+      this.uncommittedBytes + bytes > this.cfg.maxUncommittedEntriesBytes
+    ) {
+      return false;
+    }
+    this.uncommittedBytes += bytes;
+    let index = this.raftLog.lastIndex();
+    const stamped = entries.map((e) => ({
+      term: this.term,
+      index: ++index,
+      type: e.type,
+      data: e.data,
+    }));
+    const last = this.raftLog.append(stamped);
+    // Safe under the "persist the Ready before sending or applying" contract: nothing
+    // acts on this acknowledgement before the entries are durable.
+    this.trk.progress.get(this.id)?.maybeUpdate(last);
+    this.maybeCommit();
+    return true;
+  }
+
+  reduceUncommittedBytes(entries: readonly Entry[]): void {
+    if (this.role !== 'leader') return;
+    this.uncommittedBytes = Math.max(0, this.uncommittedBytes - payloadBytes(entries));
+  }
+
+  // ---- configuration ----
+
+  applyConfChange(cc: ConfChangeV2): ConfState {
+    const next = ConfChanger.apply(this.trk, this.raftLog.lastIndex(), cc);
+    return this.switchToConfig(next);
+  }
+
+  private switchToConfig(next: ReturnType<typeof ConfChanger.apply>): ConfState {
+    this.trk.setConfig(next.config, next.progress);
+    const cs = this.trk.confState();
+    const pr = this.trk.progress.get(this.id);
+    this.isLearner = pr?.isLearner ?? false;
+    if ((!pr || this.isLearner) && this.role === 'leader') {
+      if (this.cfg.stepDownOnRemoval) this.becomeFollower(this.term, null);
+      return cs;
+    }
+    if (this.role !== 'leader' || cs.voters.length === 0) return cs;
+    // The quorum changed: something may have become committed, and new members need entries.
+    if (this.maybeCommit()) this.bcastAppend();
+    else for (const id of this.trk.ids()) if (id !== this.id) this.maybeSendAppend(id, false);
+    if (this.leadTransferee !== null && !this.trk.isVoter(this.leadTransferee)) {
+      this.leadTransferee = null;
+    }
+    return cs;
+  }
+
+  /** Called by RawNode.advance once the application applied through `applied`. */
+  appliedTo(applied: number): void {
+    this.raftLog.appliedTo(applied);
+  }
+
+  /**
+   * Leaves an auto-leave joint configuration once it is applied (thesis §4.3). Called on
+   * every advance; pendingConfIndex keeps it from proposing twice.
+   */
+  maybeAutoLeave(): void {
+    if (
+      !this.trk.config.autoLeave ||
+      this.role !== 'leader' ||
+      this.raftLog.applied < this.pendingConfIndex
+    ) {
+      return;
+    }
+    const leave = encodeConfChange({ transition: ConfChangeTransition.Auto, changes: [] });
+    try {
+      this.step(
+        newMessage({
+          groupId: this.groupId,
+          type: MessageType.Prop,
+          from: this.id,
+          to: this.id,
+          entries: [{ term: 0, index: 0, type: EntryType.ConfChange, data: leave }],
+        }),
+      );
+    } catch (e) {
+      // Dropped (e.g. a transfer is in progress): the next advance tries again.
+      if (!isRaftError(e, RaftErrorCode.ProposalDropped)) throw e;
+    }
+  }
+}
