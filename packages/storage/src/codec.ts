@@ -1,0 +1,488 @@
+/**
+ * The binary format shared by every backend: record keys, and the versioned encoding of
+ * node and group metadata, log segments, snapshots and snapshot chunks. See README.md
+ * ("Format") for the layout; FORMAT_VERSION changes whenever any of it does.
+ *
+ * Every record value starts with [tag u8][version u8] so that a record of the wrong kind, of
+ * another version or cut short is detected on decode (DecodeError), never misread. Integers
+ * are big-endian; indexes and terms are u53 stored in 8 bytes; strings are u32-length UTF-8.
+ */
+import type { ConfState, Entry, EntryType, HardState, Snapshot } from '@meshkv/raft';
+import type { AppliedState } from './storage.ts';
+
+export const FORMAT_VERSION = 1;
+/** Identifies a meshkv store in its node record (foreign data never carries it). */
+export const MAGIC = 'meshkv-storage';
+
+const Tag = { Node: 1, Group: 2, Segment: 3, Snapshot: 4, Chunk: 5 } as const;
+type Tag = (typeof Tag)[keyof typeof Tag];
+
+/** A record that cannot be decoded: damaged, foreign or of an unknown version. */
+export class DecodeError extends Error {
+  constructor(
+    readonly code: 'corrupt' | 'unsupported_version',
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+const utf8Encoder = new TextEncoder();
+const utf8Decoder = new TextDecoder('utf-8', { fatal: true });
+const TWO_32 = 2 ** 32;
+
+export function utf8(text: string): Uint8Array {
+  return utf8Encoder.encode(text);
+}
+
+class Writer {
+  private bytes: Uint8Array;
+  private view: DataView;
+  private length = 0;
+
+  constructor(capacityBytes = 256) {
+    this.bytes = new Uint8Array(capacityBytes);
+    this.view = new DataView(this.bytes.buffer);
+  }
+
+  private reserve(count: number): number {
+    const at = this.length;
+    if (at + count > this.bytes.length) {
+      const grown = new Uint8Array(Math.max(this.bytes.length * 2, at + count));
+      grown.set(this.bytes.subarray(0, at));
+      this.bytes = grown;
+      this.view = new DataView(grown.buffer);
+    }
+    this.length = at + count;
+    return at;
+  }
+
+  u8(value: number): this {
+    this.view.setUint8(this.reserve(1), value);
+    return this;
+  }
+  u32(value: number): this {
+    this.view.setUint32(this.reserve(4), value);
+    return this;
+  }
+  u53(value: number): this {
+    const at = this.reserve(8);
+    this.view.setUint32(at, Math.floor(value / TWO_32));
+    this.view.setUint32(at + 4, value >>> 0);
+    return this;
+  }
+  raw(value: Uint8Array): this {
+    this.bytes.set(value, this.reserve(value.length));
+    return this;
+  }
+  bytesField(value: Uint8Array): this {
+    return this.u32(value.length).raw(value);
+  }
+  string(value: string): this {
+    return this.bytesField(utf8(value));
+  }
+  finish(): Uint8Array {
+    return this.bytes.subarray(0, this.length);
+  }
+}
+
+class Reader {
+  private offset = 0;
+  private readonly view: DataView;
+
+  constructor(
+    private readonly bytes: Uint8Array,
+    private readonly what: string,
+  ) {
+    this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  }
+
+  private take(count: number): number {
+    const at = this.offset;
+    if (count > this.bytes.length - at) {
+      throw new DecodeError(
+        'corrupt',
+        `${this.what} is truncated (needs ${at + count} bytes, has ${this.bytes.length})`,
+      );
+    }
+    this.offset = at + count;
+    return at;
+  }
+
+  u8(): number {
+    return this.view.getUint8(this.take(1));
+  }
+  u32(): number {
+    return this.view.getUint32(this.take(4));
+  }
+  u53(): number {
+    const at = this.take(8);
+    const high = this.view.getUint32(at);
+    if (high >= 2 ** 21) throw new DecodeError('corrupt', `${this.what} holds an integer ≥ 2^53`);
+    return high * TWO_32 + this.view.getUint32(at + 4);
+  }
+  bytesField(): Uint8Array {
+    const length = this.u32();
+    const at = this.take(length);
+    return this.bytes.subarray(at, at + length);
+  }
+  string(): string {
+    try {
+      return utf8Decoder.decode(this.bytesField());
+    } catch (error) {
+      if (error instanceof DecodeError) throw error;
+      throw new DecodeError('corrupt', `${this.what} holds invalid UTF-8`);
+    }
+  }
+  header(tag: Tag): void {
+    const found = this.u8();
+    if (found !== tag) {
+      throw new DecodeError('corrupt', `${this.what} has tag ${found}, expected ${tag}`);
+    }
+    const version = this.u8();
+    if (version !== FORMAT_VERSION) {
+      throw new DecodeError(
+        version > FORMAT_VERSION ? 'unsupported_version' : 'corrupt',
+        `${this.what} has format version ${version}; this build reads version ${FORMAT_VERSION}`,
+      );
+    }
+  }
+  end(): void {
+    if (this.offset !== this.bytes.length) {
+      throw new DecodeError(
+        'corrupt',
+        `${this.what} has ${this.bytes.length - this.offset} trailing bytes`,
+      );
+    }
+  }
+}
+
+// ---- Keys -----------------------------------------------------------------------------
+// One ordered key space per node. Tables are the first byte; log, snapshot and state
+// machine data are keyed by a "space" (u32) rather than by group, so that a removed or
+// restored group's data becomes unreachable by rewriting one group record, and is then
+// cleared by range.
+
+export const Table = { Node: 0, Group: 1, Segment: 2, Snapshot: 3, StateMachine: 4 } as const;
+/** Sub-tables of a state-machine space: sessions sort before KV data. */
+const SessionPart = 0;
+const KvPart = 1;
+
+function keyOf(table: number, ...u32s: number[]): Uint8Array {
+  const key = new Uint8Array(1 + 4 * u32s.length);
+  const view = new DataView(key.buffer);
+  key[0] = table;
+  u32s.forEach((value, i) => {
+    view.setUint32(1 + 4 * i, value);
+  });
+  return key;
+}
+
+function concat(head: Uint8Array, tail: Uint8Array): Uint8Array {
+  const key = new Uint8Array(head.length + tail.length);
+  key.set(head);
+  key.set(tail, head.length);
+  return key;
+}
+
+export const nodeKey = (): Uint8Array => keyOf(Table.Node);
+export const groupKey = (group: number): Uint8Array => keyOf(Table.Group, group);
+export const segmentKey = (space: number, firstIndex: number): Uint8Array =>
+  keyOf(Table.Segment, space, Math.floor(firstIndex / TWO_32), firstIndex >>> 0);
+export const snapshotKey = (space: number): Uint8Array => keyOf(Table.Snapshot, space);
+export const sessionKey = (space: number, clientId: string): Uint8Array =>
+  concat(keyOf(Table.StateMachine, space), concat(Uint8Array.of(SessionPart), utf8(clientId)));
+export const kvKey = (space: number, key: string): Uint8Array =>
+  concat(keyOf(Table.StateMachine, space), concat(Uint8Array.of(KvPart), utf8(key)));
+
+/** [lo, hi) of one space in one table. */
+export function spaceRange(table: number, space: number): [Uint8Array, Uint8Array] {
+  return space + 1 < TWO_32
+    ? [keyOf(table, space), keyOf(table, space + 1)]
+    : [keyOf(table, space), keyOf(table + 1)];
+}
+export function sessionRange(space: number): [Uint8Array, Uint8Array] {
+  const prefix = keyOf(Table.StateMachine, space);
+  return [concat(prefix, Uint8Array.of(SessionPart)), concat(prefix, Uint8Array.of(KvPart))];
+}
+export function tableRange(table: number): [Uint8Array, Uint8Array] {
+  return [keyOf(table), keyOf(table + 1)];
+}
+/** The keys of `table` whose space is in [fromSpace, toSpace) (toSpace may be 2^32). */
+export function spacesRange(table: number, fromSpace: number, toSpace: number) {
+  const lo = keyOf(table, fromSpace);
+  const hi = toSpace < TWO_32 ? keyOf(table, toSpace) : keyOf(table + 1);
+  return [lo, hi] as [Uint8Array, Uint8Array];
+}
+
+export function readSpace(key: Uint8Array): number {
+  return new DataView(key.buffer, key.byteOffset, key.byteLength).getUint32(1);
+}
+export function readSegmentFirstIndex(key: Uint8Array): number {
+  const view = new DataView(key.buffer, key.byteOffset, key.byteLength);
+  return view.getUint32(5) * TWO_32 + view.getUint32(9);
+}
+/** Splits a state-machine key into its part and UTF-8 name. */
+export function readStateMachineKey(key: Uint8Array, what: string) {
+  if (key.length < 6) throw new DecodeError('corrupt', `${what} has a short key`);
+  const part = key[5] === SessionPart ? 'session' : key[5] === KvPart ? 'kv' : null;
+  if (part === null) throw new DecodeError('corrupt', `${what} has an unknown key part`);
+  let name: string;
+  try {
+    name = utf8Decoder.decode(key.subarray(6));
+  } catch {
+    throw new DecodeError('corrupt', `${what} has a key that is not UTF-8`);
+  }
+  return { part, name } as const;
+}
+
+// ---- Shared fields --------------------------------------------------------------------
+
+function writeConfState(w: Writer, conf: ConfState): void {
+  for (const list of [conf.voters, conf.learners, conf.votersOutgoing, conf.learnersNext]) {
+    w.u32(list.length);
+    for (const id of list) w.string(id);
+  }
+  w.u8(conf.autoLeave ? 1 : 0);
+}
+
+function readConfState(r: Reader): ConfState {
+  const lists: string[][] = [];
+  for (let l = 0; l < 4; l++) {
+    const count = r.u32();
+    const list: string[] = [];
+    for (let i = 0; i < count; i++) list.push(r.string());
+    lists.push(list);
+  }
+  const [voters, learners, votersOutgoing, learnersNext] = lists as [
+    string[],
+    string[],
+    string[],
+    string[],
+  ];
+  return { voters, learners, votersOutgoing, learnersNext, autoLeave: r.u8() === 1 };
+}
+
+function writeApplied(w: Writer, applied: AppliedState): void {
+  w.u53(applied.index).u53(applied.term);
+  writeConfState(w, applied.confState);
+}
+
+function readApplied(r: Reader): AppliedState {
+  const index = r.u53();
+  const term = r.u53();
+  return { index, term, confState: readConfState(r) };
+}
+
+// ---- Node record ----------------------------------------------------------------------
+
+export interface NodeRecord {
+  /** The next unused space id: space ids are never reused. */
+  readonly nextSpace: number;
+  /** Spaces no group record refers to (removed, replaced, or staging a restore). */
+  readonly garbage: readonly number[];
+}
+
+export function encodeNode(node: NodeRecord): Uint8Array {
+  const w = new Writer().u8(Tag.Node).u8(FORMAT_VERSION).string(MAGIC).u32(node.nextSpace);
+  w.u32(node.garbage.length);
+  for (const space of node.garbage) w.u32(space);
+  return w.finish();
+}
+
+export function decodeNode(bytes: Uint8Array, what: string): NodeRecord {
+  const r = new Reader(bytes, what);
+  // The magic comes first for foreign data; a version mismatch is reported by header().
+  if (r.u8() !== Tag.Node) throw new DecodeError('corrupt', `${what} is not a meshkv node record`);
+  const version = r.u8();
+  if (r.string() !== MAGIC) throw new DecodeError('corrupt', `${what} is not a meshkv node record`);
+  if (version !== FORMAT_VERSION) {
+    throw new DecodeError(
+      'unsupported_version',
+      `${what} has format version ${version}; this build reads version ${FORMAT_VERSION}`,
+    );
+  }
+  const nextSpace = r.u32();
+  const count = r.u32();
+  if (count > bytes.length / 4) throw new DecodeError('corrupt', `${what} claims ${count} spaces`);
+  const garbage: number[] = [];
+  for (let i = 0; i < count; i++) garbage.push(r.u32());
+  r.end();
+  return { nextSpace, garbage };
+}
+
+// ---- Group record ---------------------------------------------------------------------
+
+export interface GroupRecord {
+  readonly group: number;
+  readonly logSpace: number;
+  readonly stateSpace: number;
+  readonly hardState: HardState;
+  readonly compacted: { readonly index: number; readonly term: number };
+  /** Index of the stored snapshot (its record lives under logSpace), or null. */
+  readonly snapshotIndex: number | null;
+  readonly appliedState: AppliedState;
+}
+
+export function encodeGroup(g: GroupRecord): Uint8Array {
+  const w = new Writer().u8(Tag.Group).u8(FORMAT_VERSION);
+  w.u32(g.group).u32(g.logSpace).u32(g.stateSpace);
+  w.u53(g.hardState.term).u8(g.hardState.vote === null ? 0 : 1);
+  if (g.hardState.vote !== null) w.string(g.hardState.vote);
+  w.u53(g.hardState.commit);
+  w.u53(g.compacted.index).u53(g.compacted.term);
+  w.u8(g.snapshotIndex === null ? 0 : 1).u53(g.snapshotIndex ?? 0);
+  writeApplied(w, g.appliedState);
+  return w.finish();
+}
+
+export function decodeGroup(bytes: Uint8Array, what: string): GroupRecord {
+  const r = new Reader(bytes, what);
+  r.header(Tag.Group);
+  const group = r.u32();
+  const logSpace = r.u32();
+  const stateSpace = r.u32();
+  const term = r.u53();
+  const vote = r.u8() === 1 ? r.string() : null;
+  const commit = r.u53();
+  const compacted = { index: r.u53(), term: r.u53() };
+  const hasSnapshot = r.u8() === 1;
+  const snapshotIndex = r.u53();
+  const appliedState = readApplied(r);
+  r.end();
+  return {
+    group,
+    logSpace,
+    stateSpace,
+    hardState: { term, vote, commit },
+    compacted,
+    snapshotIndex: hasSnapshot ? snapshotIndex : null,
+    appliedState,
+  };
+}
+
+// ---- Log segments ---------------------------------------------------------------------
+
+/** Encoded size of a segment holding `entries`, so it is written without reallocation. */
+export function segmentBytes(entries: readonly Entry[]): number {
+  let size = 2 + 8 + 4;
+  for (const e of entries) size += 8 + 1 + 4 + e.data.length;
+  return size;
+}
+
+/** Consecutive entries of one group, written as one record (DESIGN: ~0.1 ms per record). */
+export function encodeSegment(entries: readonly Entry[]): Uint8Array {
+  const first = entries[0];
+  if (first === undefined) throw new Error('encodeSegment: no entries');
+  const w = new Writer(segmentBytes(entries)).u8(Tag.Segment).u8(FORMAT_VERSION);
+  w.u53(first.index).u32(entries.length);
+  for (const e of entries) w.u53(e.term).u8(e.type).bytesField(e.data);
+  return w.finish();
+}
+
+export function decodeSegment(bytes: Uint8Array, what: string): Entry[] {
+  const r = new Reader(bytes, what);
+  r.header(Tag.Segment);
+  const firstIndex = r.u53();
+  const count = r.u32();
+  // Each entry takes at least 13 bytes: a damaged count cannot make us allocate wildly.
+  if (count === 0 || count > bytes.length / 13) {
+    throw new DecodeError('corrupt', `${what} claims ${count} entries`);
+  }
+  const entries: Entry[] = [];
+  for (let i = 0; i < count; i++) {
+    const term = r.u53();
+    const type = r.u8();
+    if (type !== 0 && type !== 1) {
+      throw new DecodeError('corrupt', `${what} holds an entry of unknown type ${type}`);
+    }
+    entries.push({ index: firstIndex + i, term, type: type as EntryType, data: r.bytesField() });
+  }
+  r.end();
+  return entries;
+}
+
+// ---- Snapshots ------------------------------------------------------------------------
+
+export function encodeSnapshot(s: Snapshot): Uint8Array {
+  const w = new Writer(64 + s.data.length).u8(Tag.Snapshot).u8(FORMAT_VERSION);
+  w.u53(s.metadata.index).u53(s.metadata.term);
+  writeConfState(w, s.metadata.confState);
+  w.bytesField(s.data);
+  return w.finish();
+}
+
+export function decodeSnapshot(bytes: Uint8Array, what: string): Snapshot {
+  const r = new Reader(bytes, what);
+  r.header(Tag.Snapshot);
+  const index = r.u53();
+  const term = r.u53();
+  const confState = readConfState(r);
+  const data = r.bytesField();
+  r.end();
+  return { metadata: { index, term, confState }, data };
+}
+
+// ---- Snapshot chunks ------------------------------------------------------------------
+
+/** One record of a state machine as carried by snapshot chunks. */
+export interface ChunkRecord {
+  readonly part: 'session' | 'kv';
+  readonly name: string;
+  readonly value: Uint8Array;
+}
+
+export interface Chunk {
+  /** Identifies the stream, so chunks of two streams are never mixed. */
+  readonly streamId: number;
+  readonly seq: number;
+  readonly final: boolean;
+  /** Present in chunk 0 only. */
+  readonly appliedState: AppliedState | null;
+  readonly records: readonly ChunkRecord[];
+}
+
+export function chunkRecordBytes(record: ChunkRecord): number {
+  return 1 + 4 + record.name.length * 3 + 4 + record.value.length;
+}
+
+export function encodeChunk(chunk: Chunk): Uint8Array {
+  let capacity = 64;
+  for (const record of chunk.records) capacity += chunkRecordBytes(record);
+  const w = new Writer(capacity).u8(Tag.Chunk).u8(FORMAT_VERSION);
+  w.u32(chunk.streamId)
+    .u32(chunk.seq)
+    .u8(chunk.final ? 1 : 0);
+  if (chunk.seq === 0) {
+    if (chunk.appliedState === null) throw new Error('encodeChunk: chunk 0 needs appliedState');
+    writeApplied(w, chunk.appliedState);
+  }
+  w.u32(chunk.records.length);
+  for (const record of chunk.records) {
+    w.u8(record.part === 'session' ? 0 : 1)
+      .string(record.name)
+      .bytesField(record.value);
+  }
+  return w.finish();
+}
+
+export function decodeChunk(bytes: Uint8Array, what: string): Chunk {
+  const r = new Reader(bytes, what);
+  r.header(Tag.Chunk);
+  const streamId = r.u32();
+  const seq = r.u32();
+  const final = r.u8() === 1;
+  const appliedState = seq === 0 ? readApplied(r) : null;
+  const count = r.u32();
+  if (count > bytes.length / 9) throw new DecodeError('corrupt', `${what} claims ${count} records`);
+  const records: ChunkRecord[] = [];
+  for (let i = 0; i < count; i++) {
+    const part = r.u8();
+    if (part !== 0 && part !== 1) {
+      throw new DecodeError('corrupt', `${what} holds a record of unknown kind ${part}`);
+    }
+    records.push({ part: part === 0 ? 'session' : 'kv', name: r.string(), value: r.bytesField() });
+  }
+  r.end();
+  return { streamId, seq, final, appliedState, records };
+}

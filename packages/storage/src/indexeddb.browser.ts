@@ -1,0 +1,120 @@
+/**
+ * The IndexedDB backend for browsers, through idb-keyval with a store function of our own:
+ * idb-keyval opens transactions without a durability option and Chrome (since 121)
+ * defaults to 'relaxed', which may lose a committed transaction on power loss. Every
+ * transaction here is opened with {durability: 'strict'}, so a write resolves only once
+ * the browser has flushed it. One database per cluster and node, one object store of
+ * binary keys (compared bytewise, as the engine contract needs); a batch is one
+ * transaction, hence atomic.
+ */
+import { get, promisifyRequest, type UseStore } from 'idb-keyval';
+import type { Engine, EngineOp, EnginePage } from './engine.ts';
+import { StorageError } from './errors.ts';
+import type { NodeStorage } from './storage.ts';
+import { openEngineStorage } from './store.ts';
+
+const objectStoreName = 'records';
+/** The IndexedDB schema version (one object store); the record format has its own version. */
+const schemaVersion = 1;
+
+/** The database a node uses: one per cluster and node id. */
+export function indexedDbName(clusterId: string, nodeId: string): string {
+  return `meshkv/${clusterId}/${nodeId}`;
+}
+
+export async function openIndexedDbStorage(options: {
+  readonly clusterId: string;
+  readonly nodeId: string;
+}): Promise<NodeStorage> {
+  return openEngineStorage(
+    await openIndexedDbEngine(indexedDbName(options.clusterId, options.nodeId)),
+  );
+}
+
+/** A structured clone copies a view's whole buffer: store exactly the viewed bytes. */
+function exact(bytes: Uint8Array): Uint8Array {
+  return bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength
+    ? bytes
+    : bytes.slice();
+}
+
+/** Our keys are always fresh arrays, never views of a SharedArrayBuffer. */
+function idbKey(key: Uint8Array): IDBValidKey {
+  return key as Uint8Array<ArrayBuffer>;
+}
+
+/** The raw key space of database `dbName` (store.ts uses it; tests plant bad records in it). */
+export async function openIndexedDbEngine(dbName: string): Promise<Engine> {
+  const name = `IndexedDB ${JSON.stringify(dbName)}`;
+  let db: IDBDatabase;
+  try {
+    const request = indexedDB.open(dbName, schemaVersion);
+    request.onupgradeneeded = (event) => {
+      if (event.oldVersion === 0) request.result.createObjectStore(objectStoreName);
+    };
+    db = await promisifyRequest(request);
+  } catch (error) {
+    const found = error instanceof DOMException ? error.name : '';
+    throw new StorageError(
+      found === 'VersionError' ? 'unsupported_version' : 'io',
+      `${name}: cannot open (schema version ${schemaVersion}): ${String(error)}`,
+      { cause: error },
+    );
+  }
+  if (!db.objectStoreNames.contains(objectStoreName)) {
+    db.close();
+    throw new StorageError(
+      'corrupt',
+      `${name}: has no "${objectStoreName}" object store: not a meshkv store, refusing to open it`,
+    );
+  }
+  // Another tab upgrading or deleting the database: let it, and fail our later calls.
+  db.onversionchange = () => db.close();
+
+  const strict: UseStore = (mode, callback) =>
+    Promise.resolve().then(() =>
+      callback(
+        db
+          .transaction(objectStoreName, mode, { durability: 'strict' })
+          .objectStore(objectStoreName),
+      ),
+    );
+  const range = (lo: Uint8Array, hi: Uint8Array | null) =>
+    hi === null
+      ? IDBKeyRange.lowerBound(idbKey(lo))
+      : IDBKeyRange.bound(idbKey(lo), idbKey(hi), false, true);
+
+  return {
+    name,
+    async get(key) {
+      const value = await get<Uint8Array>(idbKey(key), strict);
+      return value;
+    },
+    scan(lo: Uint8Array, hi: Uint8Array | null): AsyncIterable<EnginePage> {
+      // Both requests are issued now, in one transaction: the view is fixed at the call.
+      const store = db.transaction(objectStoreName, 'readonly').objectStore(objectStoreName);
+      const keys = promisifyRequest(store.getAllKeys(range(lo, hi)));
+      const values = promisifyRequest(store.getAll(range(lo, hi)));
+      return (async function* pages() {
+        const [keyList, valueList] = await Promise.all([keys, values]);
+        yield keyList.map((key, i) => [new Uint8Array(key as ArrayBuffer), valueList[i]] as const);
+      })();
+    },
+    write: (ops: readonly EngineOp[]) =>
+      strict('readwrite', (store) => {
+        for (const op of ops) {
+          if (op.type === 'put') store.put(exact(op.value), idbKey(op.key));
+          else store.delete(idbKey(op.key));
+        }
+        return promisifyRequest(store.transaction);
+      }),
+    clearRange: (lo, hi) =>
+      strict('readwrite', (store) => {
+        store.delete(range(lo, hi));
+        return promisifyRequest(store.transaction);
+      }),
+    async close() {
+      db.close();
+    },
+  };
+}

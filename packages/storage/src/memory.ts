@@ -1,0 +1,220 @@
+/**
+ * The memory backend, for tests and the deterministic simulation.
+ *
+ * A MemoryDisk is the "medium" that outlives store instances: open a store on it, write,
+ * `crash()` it, open a new store on the same disk, and the new store sees exactly the
+ * writes that had become durable. No timers, no clock, no randomness: a write becomes
+ * durable either in a microtask after it starts (`sync: 'auto'`) or when the test calls
+ * `syncNext()`/`syncAll()` (`sync: 'manual'`), so a crash can be injected while a write
+ * is pending, which then loses that write entirely (its promise rejects with 'closed').
+ *
+ * It runs the same implementation and binary format as the durable backends (store.ts,
+ * codec.ts); only the Engine differs.
+ */
+import type { Engine, EngineOp, EnginePage } from './engine.ts';
+import { StorageError } from './errors.ts';
+import type { NodeStorage } from './storage.ts';
+import { openEngineStorage } from './store.ts';
+
+export interface MemoryDiskOptions {
+  /** Names the disk in error messages. Default 'memory'. */
+  readonly name?: string;
+  /**
+   * 'auto' (default): each write becomes durable, and its promise resolves, in a microtask.
+   * 'manual': writes stay pending (promise unresolved) until syncNext()/syncAll().
+   */
+  readonly sync?: 'auto' | 'manual';
+}
+
+interface PendingWrite {
+  readonly ops: readonly EngineOp[];
+  readonly resolve: () => void;
+  readonly reject: (error: StorageError) => void;
+}
+
+/** Keys are kept as latin1 strings: string order is then bytewise key order. */
+function keyString(key: Uint8Array): string {
+  let text = '';
+  for (const byte of key) text += String.fromCharCode(byte);
+  return text;
+}
+
+export class MemoryDisk {
+  readonly name: string;
+  readonly sync: 'auto' | 'manual';
+  private readonly durable = new Map<string, { key: Uint8Array; value: Uint8Array }>();
+  private pending: PendingWrite[] = [];
+  private engine: MemoryEngine | null = null;
+  /** Set while a store opens: its housekeeping writes are durable at once in any mode. */
+  private opening = false;
+
+  constructor(options: MemoryDiskOptions = {}) {
+    this.name = options.name ?? 'memory';
+    this.sync = options.sync ?? 'auto';
+  }
+
+  /** Writes started but not yet durable (only ever > 0 in 'manual' mode, or mid-microtask). */
+  get pendingWrites(): number {
+    return this.pending.length;
+  }
+
+  /** Durable records (keys), for tests that check garbage is cleared. */
+  get recordCount(): number {
+    return this.durable.size;
+  }
+
+  /** Whether a store is open on this disk. */
+  get isOpen(): boolean {
+    return this.engine !== null;
+  }
+
+  /** Makes the oldest pending write durable; its promise resolves in a microtask. */
+  syncNext(): boolean {
+    const next = this.pending.shift();
+    if (next === undefined) return false;
+    this.apply(next.ops);
+    next.resolve();
+    return true;
+  }
+
+  /** Makes every pending write durable, in order. Returns how many there were. */
+  syncAll(): number {
+    let count = 0;
+    while (this.syncNext()) count++;
+    return count;
+  }
+
+  /**
+   * Simulates a power loss: pending writes are lost (their promises reject with 'closed'),
+   * and the open store stops (every later call rejects with 'closed'). Durable state stays;
+   * open a new store on this disk to restart. A no-op if no store is open.
+   */
+  crash(): void {
+    const engine = this.engine;
+    if (engine === null) return;
+    engine.dead = true;
+    this.engine = null;
+    const lost = this.pending;
+    this.pending = [];
+    const error = new StorageError('closed', `${this.name}: crashed; reopen the disk`);
+    for (const write of lost) write.reject(error);
+  }
+
+  /**
+   * Opens the store on this disk. 'locked' if one is open already. Opening writes (format
+   * a new disk, clear garbage) become durable without syncNext(), even in 'manual' mode.
+   */
+  async open(): Promise<NodeStorage> {
+    const engine = this.openEngine();
+    this.opening = true;
+    try {
+      return await openEngineStorage(engine);
+    } finally {
+      this.opening = false;
+    }
+  }
+
+  /** The raw key space, for tests that plant corrupt or foreign records. 'locked' if open. */
+  openEngine(): Engine {
+    if (this.engine !== null) {
+      throw new StorageError('locked', `${this.name}: a store is already open on this disk`);
+    }
+    this.engine = new MemoryEngine(this);
+    return this.engine;
+  }
+
+  /** @internal */
+  enqueue(write: PendingWrite): void {
+    this.pending.push(write);
+    if (this.sync === 'auto' || this.opening) {
+      // Durable in a microtask, unless a crash discarded it first.
+      void Promise.resolve().then(() => {
+        if (this.pending[0] === write) this.syncNext();
+      });
+    }
+  }
+
+  /** @internal */
+  apply(ops: readonly EngineOp[]): void {
+    for (const op of ops) {
+      const key = keyString(op.key);
+      if (op.type === 'put') this.durable.set(key, { key: op.key, value: op.value });
+      else this.durable.delete(key);
+    }
+  }
+
+  /** @internal */
+  range(lo: Uint8Array, hi: Uint8Array | null): Array<readonly [Uint8Array, Uint8Array]> {
+    const loKey = keyString(lo);
+    const hiKey = hi === null ? null : keyString(hi);
+    return [...this.durable]
+      .filter(([key]) => key >= loKey && (hiKey === null || key < hiKey))
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+      .map(([, record]) => [record.key, record.value.slice()] as const);
+  }
+
+  /** @internal */
+  lookup(key: Uint8Array): Uint8Array | undefined {
+    return this.durable.get(keyString(key))?.value.slice();
+  }
+
+  /** @internal */
+  delete(lo: Uint8Array, hi: Uint8Array): void {
+    for (const [key] of this.range(lo, hi)) this.durable.delete(keyString(key));
+  }
+
+  /** @internal */
+  release(engine: MemoryEngine): void {
+    if (this.engine === engine) this.engine = null;
+  }
+}
+
+const scanPageSize = 1000;
+
+class MemoryEngine implements Engine {
+  dead = false;
+  readonly name: string;
+
+  constructor(private readonly disk: MemoryDisk) {
+    this.name = disk.name;
+  }
+
+  private alive(): void {
+    if (this.dead) throw new StorageError('closed', `${this.name}: crashed or closed`);
+  }
+
+  async get(key: Uint8Array): Promise<Uint8Array | undefined> {
+    this.alive();
+    return this.disk.lookup(key);
+  }
+
+  scan(lo: Uint8Array, hi: Uint8Array | null): AsyncIterable<EnginePage> {
+    this.alive();
+    const view = this.disk.range(lo, hi);
+    return (async function* pages() {
+      for (let at = 0; at < view.length; at += scanPageSize) {
+        yield view.slice(at, at + scanPageSize);
+      }
+    })();
+  }
+
+  write(ops: readonly EngineOp[]): Promise<void> {
+    this.alive();
+    // Copies, so that a caller reusing its buffers cannot change what is "on disk".
+    const copied = ops.map((op) =>
+      op.type === 'put' ? { ...op, value: op.value.slice(), key: op.key.slice() } : op,
+    );
+    return new Promise((resolve, reject) => this.disk.enqueue({ ops: copied, resolve, reject }));
+  }
+
+  async clearRange(lo: Uint8Array, hi: Uint8Array): Promise<void> {
+    this.alive();
+    this.disk.delete(lo, hi);
+  }
+
+  async close(): Promise<void> {
+    if (this.dead) return;
+    this.dead = true;
+    this.disk.release(this);
+  }
+}

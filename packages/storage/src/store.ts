@@ -1,0 +1,899 @@
+/**
+ * The one implementation of NodeStorage, over any Engine (memory, IndexedDB, LevelDB).
+ *
+ * Durability argument: a batch becomes ONE Engine.write (all puts and deletes of all its
+ * groups plus the node record), which the engine applies atomically and durably. All
+ * state is reachable only through the group records, so a crash leaves either the old or
+ * the new records, and with them a consistent view. Data that a batch makes unreachable
+ * (a removed group, a state machine replaced by a restore, staged chunks never committed)
+ * lives under "spaces" listed as garbage in the node record by that same atomic write; it
+ * is cleared by range afterwards, or on the next open if a crash came first.
+ *
+ * The log of a group is a sequence of segments (one record per batch and group, split at
+ * 8 MiB), keyed by their first index. A segment covers its entries up to the first index
+ * of the next segment: appending at i deletes the segments starting at or after i and
+ * writes a new one at i, which masks the tail of the segment it lands in without
+ * rewriting it. Compaction deletes the segments wholly at or below the compaction point.
+ */
+import type { ConfState, Entry, GroupId, HardState, Snapshot } from '@meshkv/raft';
+import {
+  type Chunk,
+  type ChunkRecord,
+  chunkRecordBytes,
+  DecodeError,
+  decodeChunk,
+  decodeGroup,
+  decodeNode,
+  decodeSegment,
+  decodeSnapshot,
+  encodeChunk,
+  encodeGroup,
+  encodeNode,
+  encodeSegment,
+  encodeSnapshot,
+  type GroupRecord,
+  groupKey,
+  kvKey,
+  type NodeRecord,
+  nodeKey,
+  readSegmentFirstIndex,
+  readSpace,
+  readStateMachineKey,
+  segmentBytes,
+  segmentKey,
+  sessionKey,
+  sessionRange,
+  snapshotKey,
+  spaceRange,
+  Table,
+  tableRange,
+  utf8,
+} from './codec.ts';
+import type { Engine, EngineOp, EnginePage } from './engine.ts';
+import { StorageError } from './errors.ts';
+import {
+  type AppliedState,
+  type GroupState,
+  limits,
+  type NodeState,
+  type NodeStorage,
+  type SnapshotChunkOptions,
+  type SnapshotRestore,
+  type WriteBatch,
+} from './storage.ts';
+
+/** Log segments are split so that no single record grows past this (LevelDB, IDB values). */
+const maxSegmentBytes = 8 * 1024 * 1024;
+const defaultTargetChunkBytes = 1024 * 1024;
+const emptyConfState: ConfState = {
+  voters: [],
+  learners: [],
+  votersOutgoing: [],
+  learnersNext: [],
+  autoLeave: false,
+};
+
+/** A segment as the store tracks it: its key's first index and the terms it covers. */
+interface Segment {
+  readonly first: number;
+  readonly terms: readonly number[];
+}
+
+interface GroupMirror {
+  readonly record: GroupRecord;
+  readonly segments: readonly Segment[];
+}
+
+function lastIndexOf(m: GroupMirror): number {
+  const last = m.segments.at(-1);
+  return last === undefined ? m.record.compacted.index : last.first + last.terms.length - 1;
+}
+
+function termAt(m: GroupMirror, index: number): number | undefined {
+  if (index === m.record.compacted.index) return m.record.compacted.term;
+  if (index < m.record.compacted.index) return undefined;
+  for (let s = m.segments.length - 1; s >= 0; s--) {
+    const segment = m.segments[s]!;
+    if (index >= segment.first) return segment.terms[index - segment.first];
+  }
+  return undefined;
+}
+
+/** Opens a store over `engine`: initializes an empty database, refuses a foreign one. */
+export async function openEngineStorage(engine: Engine): Promise<NodeStorage> {
+  try {
+    const nodeBytes = await engine.get(nodeKey());
+    let node: NodeRecord;
+    if (nodeBytes === undefined) {
+      for await (const page of engine.scan(new Uint8Array(0), null)) {
+        if (page.length > 0) {
+          throw new StorageError(
+            'corrupt',
+            `${engine.name}: holds data but no meshkv node record: not a meshkv store, refusing to open it`,
+          );
+        }
+      }
+      node = { nextSpace: 1, garbage: [] };
+      await engine.write([{ type: 'put', key: nodeKey(), value: encodeNode(node) }]);
+    } else {
+      node = decodeNode(nodeBytes, `${engine.name}: node record`);
+    }
+    const { groups } = await readGroups(engine);
+    const storage = new EngineStorage(engine, node, groups);
+    await storage.collectGarbage(node.garbage);
+    return storage;
+  } catch (error) {
+    await engine.close().catch(() => {});
+    throw asStorageError(engine.name, error);
+  }
+}
+
+function asStorageError(name: string, error: unknown): StorageError {
+  if (error instanceof StorageError) return error;
+  if (error instanceof DecodeError) return new StorageError(error.code, error.message);
+  const message = error instanceof Error ? error.message : String(error);
+  return new StorageError('io', `${name}: ${message}`, { cause: error });
+}
+
+async function collect(pages: AsyncIterable<EnginePage>): Promise<EnginePage> {
+  const all: Array<readonly [Uint8Array, Uint8Array]> = [];
+  for await (const page of pages) all.push(...page);
+  return all;
+}
+
+/** Reads every group: a few range scans plus one per group for its sessions. */
+async function readGroups(engine: Engine) {
+  const name = engine.name;
+  const [groupPairs, segmentPairs, snapshotPairs] = await Promise.all([
+    collect(engine.scan(...tableRange(Table.Group))),
+    collect(engine.scan(...tableRange(Table.Segment))),
+    collect(engine.scan(...tableRange(Table.Snapshot))),
+  ]);
+  const segmentsBySpace = new Map<number, Array<readonly [Uint8Array, Uint8Array]>>();
+  for (const pair of segmentPairs) {
+    const space = readSpace(pair[0]);
+    const list = segmentsBySpace.get(space) ?? [];
+    if (list.length === 0) segmentsBySpace.set(space, list);
+    list.push(pair);
+  }
+  const snapshots = new Map(snapshotPairs.map(([key, value]) => [readSpace(key), value]));
+
+  const groups = new Map<GroupId, { state: GroupState; mirror: GroupMirror }>();
+  await Promise.all(
+    groupPairs.map(async ([key, value]) => {
+      const what = `${name}: group record ${readSpace(key)}`;
+      const record = decodeGroup(value, what);
+      if (record.group !== readSpace(key)) {
+        throw new StorageError('corrupt', `${what} names group ${record.group}`);
+      }
+      const { entries, segments } = readLog(
+        name,
+        record,
+        segmentsBySpace.get(record.logSpace) ?? [],
+      );
+      let snapshot: Snapshot | null = null;
+      if (record.snapshotIndex !== null) {
+        const bytes = snapshots.get(record.logSpace);
+        const snapshotWhat = `${name}: snapshot of group ${record.group}`;
+        if (bytes === undefined) throw new StorageError('corrupt', `${snapshotWhat} is missing`);
+        snapshot = decodeSnapshot(bytes, snapshotWhat);
+        if (snapshot.metadata.index !== record.snapshotIndex) {
+          throw new StorageError(
+            'corrupt',
+            `${snapshotWhat} has index ${snapshot.metadata.index}, the group record says ${record.snapshotIndex}`,
+          );
+        }
+      }
+      const sessions = new Map<string, Uint8Array>();
+      for (const [sessionKeyBytes, record_] of await collect(
+        engine.scan(...sessionRange(record.stateSpace)),
+      )) {
+        const { name: clientId } = readStateMachineKey(
+          sessionKeyBytes,
+          `${name}: session of group ${record.group}`,
+        );
+        sessions.set(clientId, record_);
+      }
+      groups.set(record.group, {
+        state: {
+          group: record.group,
+          hardState: record.hardState,
+          snapshot,
+          compacted: record.compacted,
+          entries,
+          appliedState: record.appliedState,
+          sessions,
+        },
+        mirror: { record, segments },
+      });
+    }),
+  );
+  return { groups };
+}
+
+/** Rebuilds a group's log from its segments (see the file comment for the masking rule). */
+function readLog(
+  name: string,
+  record: GroupRecord,
+  pairs: ReadonlyArray<readonly [Uint8Array, Uint8Array]>,
+): { entries: Entry[]; segments: Segment[] } {
+  const entries: Entry[] = [];
+  const segments: Segment[] = [];
+  const compacted = record.compacted.index;
+  pairs.forEach(([key, value], i) => {
+    const first = readSegmentFirstIndex(key);
+    const what = `${name}: log segment at index ${first} of group ${record.group}`;
+    const decoded = decodeSegment(value, what);
+    if (decoded[0]!.index !== first) {
+      throw new StorageError('corrupt', `${what} starts at index ${decoded[0]!.index}`);
+    }
+    const next = pairs[i + 1];
+    const end = next === undefined ? Number.POSITIVE_INFINITY : readSegmentFirstIndex(next[0]);
+    const covered = decoded.filter((e) => e.index < end);
+    if (next !== undefined && first + covered.length !== end) {
+      throw new StorageError('corrupt', `${what} leaves a gap before index ${end}`);
+    }
+    segments.push({ first, terms: covered.map((e) => e.term) });
+    for (const e of covered) if (e.index > compacted) entries.push(e);
+  });
+  const head = segments[0];
+  if (head !== undefined && head.first > compacted + 1) {
+    throw new StorageError(
+      'corrupt',
+      `${name}: the log of group ${record.group} starts at ${head.first}, after its compaction point ${compacted}`,
+    );
+  }
+  return { entries, segments };
+}
+
+// ---- Validation helpers -----------------------------------------------------------------
+
+function isIndex(value: unknown): value is number {
+  return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
+}
+
+function isWellFormed(text: string): boolean {
+  return (text as string & { isWellFormed(): boolean }).isWellFormed();
+}
+
+class BatchChecker {
+  bytes = 0;
+  constructor(private readonly prefix: string) {}
+
+  fail(message: string): never {
+    throw new StorageError('invalid_argument', `${this.prefix}${message}`);
+  }
+  tooLarge(message: string): never {
+    throw new StorageError('too_large', `${this.prefix}${message}`);
+  }
+  index(value: unknown, what: string): number {
+    if (!isIndex(value)) this.fail(`${what} must be a safe non-negative integer, got ${value}`);
+    return value;
+  }
+  bytesValue(value: unknown, maxBytes: number, what: string): Uint8Array {
+    if (!(value instanceof Uint8Array)) this.fail(`${what} must be a Uint8Array`);
+    if (value.length > maxBytes) {
+      this.tooLarge(`${what} is ${value.length} bytes, the limit is ${maxBytes}`);
+    }
+    this.count(value.length);
+    return value;
+  }
+  text(value: unknown, maxBytes: number, what: string): string {
+    if (typeof value !== 'string' || value.length === 0 || !isWellFormed(value)) {
+      this.fail(`${what} must be a non-empty well-formed string`);
+    }
+    const length = utf8(value).length;
+    if (length > maxBytes)
+      this.tooLarge(`${what} is ${length} UTF-8 bytes, the limit is ${maxBytes}`);
+    this.count(length);
+    return value;
+  }
+  count(bytes: number): void {
+    this.bytes += bytes;
+    if (this.bytes > limits.maxBatchBytes) {
+      this.tooLarge(`the batch carries more than ${limits.maxBatchBytes} bytes`);
+    }
+  }
+  confState(conf: ConfState, what: string): void {
+    if (typeof conf !== 'object' || conf === null) this.fail(`${what} must be a ConfState`);
+    for (const field of ['voters', 'learners', 'votersOutgoing', 'learnersNext'] as const) {
+      const list = conf[field];
+      if (!Array.isArray(list)) this.fail(`${what}.${field} must be an array`);
+      if (list.length > limits.maxConfMembers) {
+        this.tooLarge(
+          `${what}.${field} lists ${list.length} members, the limit is ${limits.maxConfMembers}`,
+        );
+      }
+      for (const id of list) this.text(id, limits.maxNodeIdBytes, `${what}.${field} member`);
+    }
+    if (typeof conf.autoLeave !== 'boolean') this.fail(`${what}.autoLeave must be a boolean`);
+  }
+  snapshot(snapshot: Snapshot, what: string): void {
+    if (typeof snapshot !== 'object' || snapshot === null) this.fail(`${what} must be a Snapshot`);
+    this.index(snapshot.metadata?.index, `${what}.metadata.index`);
+    this.index(snapshot.metadata.term, `${what}.metadata.term`);
+    this.confState(snapshot.metadata.confState, `${what}.metadata.confState`);
+    this.bytesValue(snapshot.data, limits.maxSnapshotDataBytes, `${what}.data`);
+  }
+}
+
+// ---- The store ----------------------------------------------------------------------------
+
+interface PlannedNode extends NodeRecord {
+  readonly garbage: readonly number[];
+}
+
+class EngineStorage implements NodeStorage {
+  readonly name: string;
+  private tail: Promise<unknown> = Promise.resolve();
+  /** Set once the store stops: every later call fails with it. */
+  private stopped: StorageError | null = null;
+  private streams = 0;
+  private closed: Promise<void> | null = null;
+
+  constructor(
+    private readonly engine: Engine,
+    private node: PlannedNode,
+    groups: Map<GroupId, { mirror: GroupMirror }>,
+    private readonly mirrors = new Map<GroupId, GroupMirror>(
+      [...groups].map(([id, g]) => [id, g.mirror]),
+    ),
+  ) {
+    this.name = engine.name;
+  }
+
+  /**
+   * Runs `task` after every call made before it. Contract errors leave the store usable; an
+   * engine failure (anything not a StorageError, or 'io'/'closed') stops it for good.
+   */
+  private run<T>(task: () => Promise<T>): Promise<T> {
+    const result = this.tail.then(async () => {
+      if (this.stopped !== null) throw this.stopped;
+      try {
+        return await task();
+      } catch (error) {
+        if (error instanceof DecodeError) throw asStorageError(this.name, error);
+        if (error instanceof StorageError && error.code !== 'io' && error.code !== 'closed') {
+          throw error;
+        }
+        this.stopped = asStorageError(this.name, error);
+        throw this.stopped;
+      }
+    });
+    this.tail = result.catch(() => {});
+    return result;
+  }
+
+  /** Writes only what the engine must; any engine failure is an 'io' (or 'closed') stop. */
+  private async engineWrite(ops: readonly EngineOp[]): Promise<void> {
+    try {
+      await this.engine.write(ops);
+    } catch (error) {
+      if (error instanceof StorageError && error.code === 'closed') throw error;
+      throw new StorageError(
+        'io',
+        `${this.name}: write failed, the store stops: ${String(error)}`,
+        {
+          cause: error,
+        },
+      );
+    }
+  }
+
+  /** Clears the data of unreferenced spaces, then drops them from the node record. */
+  async collectGarbage(spaces: readonly number[]): Promise<void> {
+    if (spaces.length === 0) return;
+    for (const space of spaces) {
+      for (const table of [Table.Segment, Table.Snapshot, Table.StateMachine]) {
+        await this.engine.clearRange(...spaceRange(table, space));
+      }
+    }
+    const node = {
+      nextSpace: this.node.nextSpace,
+      garbage: this.node.garbage.filter((s) => !spaces.includes(s)),
+    };
+    await this.engineWrite([{ type: 'put', key: nodeKey(), value: encodeNode(node) }]);
+    this.node = node;
+  }
+
+  load(): Promise<NodeState> {
+    return this.run(async () => {
+      const { groups } = await readGroups(this.engine);
+      return { groups: new Map([...groups].map(([id, g]) => [id, g.state])) };
+    });
+  }
+
+  write(batch: WriteBatch): Promise<void> {
+    return this.run(async () => {
+      const plan = this.plan(batch);
+      await this.engineWrite(plan.ops);
+      for (const [id, mirror] of plan.mirrors) {
+        if (mirror === null) this.mirrors.delete(id);
+        else this.mirrors.set(id, mirror);
+      }
+      for (const restore of plan.restores) restore.committed = true;
+      this.node = plan.node;
+      // Cleared as a call of its own: the batch is durable whatever happens to the clearing.
+      if (plan.freed.length > 0) this.run(() => this.collectGarbage(plan.freed)).catch(() => {});
+    });
+  }
+
+  /** Validates a whole batch against the current state and turns it into engine ops. */
+  private plan(batch: WriteBatch) {
+    const check: BatchChecker = new BatchChecker(`${this.name}: write: `);
+    if (typeof batch !== 'object' || batch === null || !Array.isArray(batch.groups)) {
+      check.fail('the batch must be {groups: GroupWrite[]}');
+    }
+    if (batch.groups.length > limits.maxGroupsPerBatch) {
+      check.tooLarge(
+        `the batch writes ${batch.groups.length} groups, the limit is ${limits.maxGroupsPerBatch}`,
+      );
+    }
+    const ops: EngineOp[] = [];
+    const mirrors = new Map<GroupId, GroupMirror | null>();
+    const restores: Restore[] = [];
+    const freed: number[] = [];
+    let nextSpace = this.node.nextSpace;
+    let garbage = [...this.node.garbage];
+    const nodeBefore = encodeNode(this.node);
+
+    for (const gw of batch.groups) {
+      const id = gw?.group;
+      if (!Number.isSafeInteger(id) || id < 0 || id >= 2 ** 32) {
+        check.fail(`group id must be an integer in [0, 2^32), got ${id}`);
+      }
+      if (mirrors.has(id)) check.fail(`group ${id} appears twice in the batch`);
+      const g: BatchChecker = new BatchChecker(`${this.name}: write: group ${id}: `);
+      g.bytes = check.bytes;
+      const m = this.mirrors.get(id);
+
+      if (gw.remove !== undefined) {
+        if (gw.remove !== true) g.fail('remove must be true or absent');
+        const others = Object.entries(gw)
+          .filter(([k, v]) => k !== 'group' && k !== 'remove' && v !== undefined)
+          .map(([k]) => k);
+        if (others.length > 0)
+          g.fail(`remove excludes every other field (got ${others.join(', ')})`);
+        if (m === undefined)
+          throw new StorageError('unknown_group', `${this.name}: write: group ${id} is not hosted`);
+        ops.push({ type: 'del', key: groupKey(id) });
+        garbage.push(m.record.logSpace, m.record.stateSpace);
+        freed.push(m.record.logSpace, m.record.stateSpace);
+        mirrors.set(id, null);
+        continue;
+      }
+
+      let record: GroupRecord;
+      let segments: Segment[];
+      if (gw.create !== undefined) {
+        if (gw.create !== true) g.fail('create must be true or absent');
+        if (m !== undefined)
+          throw new StorageError(
+            'group_exists',
+            `${this.name}: write: group ${id} is already hosted`,
+          );
+        record = {
+          group: id,
+          logSpace: nextSpace++,
+          stateSpace: nextSpace++,
+          hardState: { term: 0, vote: null, commit: 0 },
+          compacted: { index: 0, term: 0 },
+          snapshotIndex: null,
+          appliedState: { index: 0, term: 0, confState: emptyConfState },
+        };
+        segments = [];
+      } else {
+        if (m === undefined) {
+          throw new StorageError(
+            'unknown_group',
+            `${this.name}: write: group ${id} is not hosted (create it first)`,
+          );
+        }
+        record = m.record;
+        segments = [...m.segments];
+      }
+      const mirror = (): GroupMirror => ({ record, segments });
+
+      if (gw.snapshot !== undefined) {
+        const meta = gw.snapshot.metadata;
+        g.snapshot(gw.snapshot, 'snapshot');
+        if (record.snapshotIndex !== null && meta.index <= record.snapshotIndex) {
+          throw new StorageError(
+            'snapshot_out_of_date',
+            `${this.name}: write: group ${id}: snapshot at index ${meta.index} is not newer than the stored one at ${record.snapshotIndex}`,
+          );
+        }
+        for (const s of segments)
+          ops.push({ type: 'del', key: segmentKey(record.logSpace, s.first) });
+        segments = [];
+        ops.push({
+          type: 'put',
+          key: snapshotKey(record.logSpace),
+          value: encodeSnapshot(gw.snapshot),
+        });
+        record = {
+          ...record,
+          compacted: { index: meta.index, term: meta.term },
+          snapshotIndex: meta.index,
+        };
+      }
+
+      if (gw.restore !== undefined) {
+        const restore = gw.restore;
+        if (!(restore instanceof Restore) || restore.storage !== this) {
+          g.fail('restore must come from beginRestore on this store');
+        }
+        if (restore.group !== id) g.fail(`restore was begun for group ${restore.group}`);
+        if (!restore.complete || restore.appliedState === null)
+          g.fail('restore has not received its final chunk');
+        if (restore.committed || restore.aborted || restores.includes(restore))
+          g.fail('restore was already used or aborted');
+        garbage = garbage.filter((s) => s !== restore.space);
+        garbage.push(record.stateSpace);
+        freed.push(record.stateSpace);
+        record = { ...record, stateSpace: restore.space, appliedState: restore.appliedState };
+        restores.push(restore);
+      }
+
+      if (gw.entries !== undefined) {
+        segments = this.planEntries(g, gw.entries, mirror(), ops);
+      }
+
+      if (gw.savedSnapshot !== undefined) {
+        const meta = gw.savedSnapshot.metadata;
+        g.snapshot(gw.savedSnapshot, 'savedSnapshot');
+        const last = lastIndexOf(mirror());
+        if (meta.index < record.compacted.index || meta.index > last) {
+          g.fail(
+            `savedSnapshot index ${meta.index} is outside the log [${record.compacted.index}, ${last}]`,
+          );
+        }
+        const term = termAt(mirror(), meta.index);
+        if (term !== meta.term)
+          g.fail(
+            `savedSnapshot term ${meta.term} differs from the log's term ${term} at ${meta.index}`,
+          );
+        if (record.snapshotIndex !== null && meta.index <= record.snapshotIndex) {
+          throw new StorageError(
+            'snapshot_out_of_date',
+            `${this.name}: write: group ${id}: savedSnapshot at index ${meta.index} is not newer than the stored one at ${record.snapshotIndex}`,
+          );
+        }
+        ops.push({
+          type: 'put',
+          key: snapshotKey(record.logSpace),
+          value: encodeSnapshot(gw.savedSnapshot),
+        });
+        record = { ...record, snapshotIndex: meta.index };
+      }
+
+      if (gw.compactTo !== undefined) {
+        const to = g.index(gw.compactTo, 'compactTo');
+        const last = lastIndexOf(mirror());
+        if (to > last) g.fail(`compactTo ${to} is beyond the last index ${last}`);
+        if (to > record.compacted.index) {
+          const term = termAt(mirror(), to)!;
+          segments = segments.filter((s) => {
+            const wholly = s.first + s.terms.length - 1 <= to;
+            if (wholly) ops.push({ type: 'del', key: segmentKey(record.logSpace, s.first) });
+            return !wholly;
+          });
+          record = { ...record, compacted: { index: to, term } };
+        }
+      }
+
+      if (gw.hardState !== undefined) {
+        const hs: HardState = gw.hardState;
+        g.index(hs?.term, 'hardState.term');
+        g.index(hs.commit, 'hardState.commit');
+        if (hs.vote !== null) g.text(hs.vote, limits.maxNodeIdBytes, 'hardState.vote');
+        if (hs.term < record.hardState.term)
+          g.fail(`hardState.term ${hs.term} < stored term ${record.hardState.term}`);
+        if (hs.commit < record.hardState.commit) {
+          g.fail(`hardState.commit ${hs.commit} < stored commit ${record.hardState.commit}`);
+        }
+        record = { ...record, hardState: { term: hs.term, vote: hs.vote, commit: hs.commit } };
+      }
+
+      if (gw.appliedState !== undefined) {
+        const applied: AppliedState = gw.appliedState;
+        g.index(applied?.index, 'appliedState.index');
+        g.index(applied.term, 'appliedState.term');
+        g.confState(applied.confState, 'appliedState.confState');
+        if (applied.index < record.appliedState.index) {
+          g.fail(`appliedState.index ${applied.index} < stored ${record.appliedState.index}`);
+        }
+        record = { ...record, appliedState: applied };
+      }
+
+      if (gw.kv !== undefined) {
+        if (!Array.isArray(gw.kv)) g.fail('kv must be an array');
+        for (const [i, op] of gw.kv.entries()) {
+          const key = g.text(op?.key, limits.maxKeyBytes, `kv[${i}].key`);
+          if (op.value === null) {
+            ops.push({ type: 'del', key: kvKey(record.stateSpace, key) });
+          } else {
+            const value = g.bytesValue(op.value, limits.maxValueBytes, `kv[${i}].value`);
+            ops.push({ type: 'put', key: kvKey(record.stateSpace, key), value });
+          }
+        }
+      }
+
+      if (gw.sessions !== undefined) {
+        if (!Array.isArray(gw.sessions)) g.fail('sessions must be an array');
+        for (const [i, op] of gw.sessions.entries()) {
+          const clientId = g.text(op?.clientId, limits.maxClientIdBytes, `sessions[${i}].clientId`);
+          if (op.record === null) {
+            ops.push({ type: 'del', key: sessionKey(record.stateSpace, clientId) });
+          } else {
+            const value = g.bytesValue(
+              op.record,
+              limits.maxSessionRecordBytes,
+              `sessions[${i}].record`,
+            );
+            ops.push({ type: 'put', key: sessionKey(record.stateSpace, clientId), value });
+          }
+        }
+      }
+
+      ops.push({ type: 'put', key: groupKey(id), value: encodeGroup(record) });
+      mirrors.set(id, mirror());
+      check.bytes = g.bytes;
+    }
+
+    const node: PlannedNode = { nextSpace, garbage };
+    if (nextSpace >= 2 ** 32) {
+      throw new StorageError(
+        'too_large',
+        `${this.name}: write: the node has used up its 2^32 space ids`,
+      );
+    }
+    const nodeAfter = encodeNode(node);
+    if (!equalBytes(nodeBefore, nodeAfter))
+      ops.push({ type: 'put', key: nodeKey(), value: nodeAfter });
+    return { ops, mirrors, restores, freed, node };
+  }
+
+  private planEntries(
+    g: BatchChecker,
+    entries: readonly Entry[],
+    m: GroupMirror,
+    ops: EngineOp[],
+  ): Segment[] {
+    if (!Array.isArray(entries) || entries.length === 0)
+      g.fail('entries must be a non-empty array');
+    const first = entries[0]!;
+    const from = g.index(first?.index, 'entries[0].index');
+    const last = lastIndexOf(m);
+    const compacted = m.record.compacted.index;
+    if (from <= compacted || from > last + 1) {
+      g.fail(
+        `entries[0].index ${from} is outside (${compacted}, ${last + 1}]: the log holds (${compacted}, ${last}]`,
+      );
+    }
+    let previousTerm = termAt(m, from - 1)!;
+    for (const [i, e] of entries.entries()) {
+      if (e?.index !== from + i) g.fail(`entries[${i}].index is ${e?.index}, expected ${from + i}`);
+      const term = g.index(e.term, `entries[${i}].term`);
+      if (term < previousTerm)
+        g.fail(`entries[${i}].term ${term} < the previous entry's term ${previousTerm}`);
+      if (e.type !== 0 && e.type !== 1) g.fail(`entries[${i}].type ${e.type} is not an EntryType`);
+      g.bytesValue(e.data, limits.maxEntryDataBytes, `entries[${i}].data`);
+      previousTerm = term;
+    }
+
+    const space = m.record.logSpace;
+    const kept: Segment[] = [];
+    for (const s of m.segments) {
+      if (s.first >= from) {
+        ops.push({ type: 'del', key: segmentKey(space, s.first) });
+      } else if (s.first + s.terms.length > from) {
+        kept.push({ first: s.first, terms: s.terms.slice(0, from - s.first) });
+      } else {
+        kept.push(s);
+      }
+    }
+    let start = 0;
+    while (start < entries.length) {
+      let end = start + 1;
+      let bytes = segmentBytes([entries[start]!]);
+      while (end < entries.length && bytes + 13 + entries[end]!.data.length <= maxSegmentBytes) {
+        bytes += 13 + entries[end]!.data.length;
+        end++;
+      }
+      const run = entries.slice(start, end);
+      ops.push({ type: 'put', key: segmentKey(space, run[0]!.index), value: encodeSegment(run) });
+      kept.push({ first: run[0]!.index, terms: run.map((e) => e.term) });
+      start = end;
+    }
+    return kept;
+  }
+
+  get(group: GroupId, key: string): Promise<Uint8Array | null> {
+    const check: BatchChecker = new BatchChecker(`${this.name}: get: `);
+    return this.run(async () => {
+      check.text(key, limits.maxKeyBytes, 'key');
+      const m = this.hosted(group, 'get');
+      const value = await this.engine.get(kvKey(m.record.stateSpace, key));
+      return value ?? null;
+    });
+  }
+
+  private hosted(group: GroupId, call: string): GroupMirror {
+    const m = this.mirrors.get(group);
+    if (m === undefined)
+      throw new StorageError(
+        'unknown_group',
+        `${this.name}: ${call}: group ${group} is not hosted`,
+      );
+    return m;
+  }
+
+  snapshotChunks(group: GroupId, options: SnapshotChunkOptions = {}): AsyncIterable<Uint8Array> {
+    const targetBytes = options.targetChunkBytes ?? defaultTargetChunkBytes;
+    // The view is fixed now, in call order with writes: the scan starts when this task runs.
+    const view = this.run(async () => {
+      if (!isIndex(targetBytes) || targetBytes === 0 || targetBytes > limits.maxChunkBytes) {
+        throw new StorageError(
+          'invalid_argument',
+          `${this.name}: snapshotChunks: targetChunkBytes must be in [1, ${limits.maxChunkBytes}], got ${targetBytes}`,
+        );
+      }
+      const m = this.hosted(group, 'snapshotChunks');
+      const [lo, hi] = spaceRange(Table.StateMachine, m.record.stateSpace);
+      return { applied: m.record.appliedState, pages: this.engine.scan(lo, hi) };
+    });
+    view.catch(() => {});
+    const streamId = (group * 2654435761 + this.streams++) >>> 0;
+    const name = this.name;
+    return (async function* chunks() {
+      const { applied, pages } = await view;
+      let seq = 0;
+      let records: ChunkRecord[] = [];
+      let bytes = 0;
+      const chunk = (final: boolean): Uint8Array => {
+        const encoded = encodeChunk({
+          streamId,
+          seq,
+          final,
+          appliedState: seq === 0 ? applied : null,
+          records,
+        } satisfies Chunk);
+        seq++;
+        records = [];
+        bytes = 0;
+        return encoded;
+      };
+      for await (const page of pages) {
+        for (const [key, value] of page) {
+          if (bytes >= targetBytes) yield chunk(false);
+          const { part, name: recordName } = readStateMachineKey(
+            key,
+            `${name}: state machine record`,
+          );
+          const record = { part, name: recordName, value };
+          records.push(record);
+          bytes += chunkRecordBytes(record);
+        }
+      }
+      yield chunk(true);
+    })();
+  }
+
+  beginRestore(group: GroupId): Promise<SnapshotRestore> {
+    return this.run(async () => {
+      if (!Number.isSafeInteger(group) || group < 0 || group >= 2 ** 32) {
+        throw new StorageError(
+          'invalid_argument',
+          `${this.name}: beginRestore: group id ${group} is invalid`,
+        );
+      }
+      // The staging space is garbage until a batch commits it: a crash discards it.
+      const node = {
+        nextSpace: this.node.nextSpace + 1,
+        garbage: [...this.node.garbage, this.node.nextSpace],
+      };
+      await this.engineWrite([{ type: 'put', key: nodeKey(), value: encodeNode(node) }]);
+      this.node = node;
+      return new Restore(this, group, this.node.nextSpace - 1);
+    });
+  }
+
+  /** Stages one decoded chunk (called by Restore through the call queue). */
+  stage(restore: Restore, bytes: Uint8Array): Promise<void> {
+    return this.run(async () => {
+      const what = `${this.name}: restore of group ${restore.group}: chunk ${restore.nextSeq}`;
+      if (!(bytes instanceof Uint8Array))
+        throw new StorageError('invalid_argument', `${what} must be a Uint8Array`);
+      if (bytes.length > limits.maxChunkBytes) {
+        throw new StorageError(
+          'too_large',
+          `${what} is ${bytes.length} bytes, the limit is ${limits.maxChunkBytes}`,
+        );
+      }
+      const chunk = decodeChunk(bytes, what);
+      if (restore.committed || restore.aborted || restore.complete) {
+        throw new StorageError('invalid_argument', `${what}: the restore is finished or aborted`);
+      }
+      if (chunk.seq !== restore.nextSeq || (chunk.seq > 0 && chunk.streamId !== restore.streamId)) {
+        throw new StorageError(
+          'invalid_argument',
+          `${what}: got chunk ${chunk.seq} of stream ${chunk.streamId}, expected chunk ${restore.nextSeq} of stream ${restore.streamId ?? 'any'}`,
+        );
+      }
+      const check: BatchChecker = new BatchChecker(`${what}: `);
+      const ops: EngineOp[] = [];
+      for (const r of chunk.records) {
+        if (r.part === 'kv') {
+          check.text(r.name, limits.maxKeyBytes, 'key');
+          check.bytesValue(r.value, limits.maxValueBytes, `value of ${JSON.stringify(r.name)}`);
+          ops.push({ type: 'put', key: kvKey(restore.space, r.name), value: r.value });
+        } else {
+          check.text(r.name, limits.maxClientIdBytes, 'client id');
+          check.bytesValue(
+            r.value,
+            limits.maxSessionRecordBytes,
+            `session of ${JSON.stringify(r.name)}`,
+          );
+          ops.push({ type: 'put', key: sessionKey(restore.space, r.name), value: r.value });
+        }
+      }
+      if (chunk.appliedState !== null)
+        check.confState(chunk.appliedState.confState, 'appliedState.confState');
+      if (ops.length > 0) await this.engineWrite(ops);
+      if (chunk.seq === 0) {
+        restore.streamId = chunk.streamId;
+        restore.appliedState = chunk.appliedState;
+      }
+      restore.nextSeq++;
+      restore.complete = chunk.final;
+    });
+  }
+
+  discard(restore: Restore): Promise<void> {
+    return this.run(async () => {
+      if (restore.committed || restore.aborted) return;
+      restore.aborted = true;
+      await this.collectGarbage([restore.space]);
+    });
+  }
+
+  close(): Promise<void> {
+    if (this.closed === null) {
+      this.closed = this.tail.then(async () => {
+        const crashed = this.stopped?.code === 'closed';
+        this.stopped = new StorageError('closed', `${this.name}: the store is closed`);
+        if (!crashed) await this.engine.close();
+      });
+      this.tail = this.closed.catch(() => {});
+    }
+    return this.closed;
+  }
+}
+
+class Restore implements SnapshotRestore {
+  nextSeq = 0;
+  streamId: number | null = null;
+  appliedState: AppliedState | null = null;
+  complete = false;
+  committed = false;
+  aborted = false;
+
+  constructor(
+    readonly storage: EngineStorage,
+    readonly group: GroupId,
+    readonly space: number,
+  ) {}
+
+  add(chunk: Uint8Array): Promise<void> {
+    return this.storage.stage(this, chunk);
+  }
+
+  abort(): Promise<void> {
+    return this.storage.discard(this);
+  }
+}
+
+function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((byte, i) => byte === b[i]);
+}
