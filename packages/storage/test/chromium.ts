@@ -1,0 +1,82 @@
+/**
+ * Drives Debian's Chromium from Node for the IndexedDB crash test and the storage benchmark:
+ * bundles a page script with esbuild, serves it on 127.0.0.1, launches Chromium on a given
+ * profile directory through puppeteer-core, and kills it with SIGKILL.
+ */
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { build } from 'esbuild';
+import { type Browser, launch } from 'puppeteer-core';
+
+const chromePath = process.env.CHROME_PATH ?? '/usr/bin/chromium';
+const flags = [
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+
+/** One page whose module script is `entry`, bundled for the browser. */
+export interface PageServer {
+  readonly url: string;
+  close(): Promise<void>;
+}
+
+/** Serves `entry` (bundled) on 127.0.0.1, on a port that stays the same until close(). */
+export async function servePage(entry: string): Promise<PageServer> {
+  const bundled = await build({
+    entryPoints: [entry],
+    bundle: true,
+    format: 'esm',
+    platform: 'browser',
+    target: 'es2022',
+    write: false,
+  });
+  const script = bundled.outputFiles[0]!.text;
+  const html =
+    '<!doctype html><meta charset="utf-8"><script type="module" src="/page.js"></script>';
+  const server: Server = createServer((request, response) => {
+    const isScript = request.url === '/page.js';
+    response.writeHead(200, {
+      'content-type': isScript ? 'text/javascript' : 'text/html',
+      'cache-control': 'no-store',
+    });
+    response.end(isScript ? script : html);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}/`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+/** Launches headless Chromium on `userDataDir` (kept across launches). */
+export function launchChromium(userDataDir: string): Promise<Browser> {
+  return launch({
+    executablePath: chromePath,
+    headless: true,
+    userDataDir,
+    args: flags,
+    handleSIGINT: false,
+    handleSIGTERM: false,
+    handleSIGHUP: false,
+  });
+}
+
+/** SIGKILLs the whole Chromium process group we launched (browser, renderers, utilities). */
+export async function killChromium(browser: Browser): Promise<void> {
+  const child = browser.process();
+  if (child?.pid === undefined) throw new Error('no Chromium process to kill');
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  // puppeteer starts Chromium detached, as the leader of its own process group.
+  process.kill(-child.pid, 'SIGKILL');
+  if (child.exitCode === null && child.signalCode === null) await exited;
+}
