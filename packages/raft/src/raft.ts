@@ -534,6 +534,9 @@ export class Raft {
       case MessageType.HeartbeatResp: {
         pr.recentActive = true;
         pr.msgAppFlowPaused = false;
+        // Acks may have been lost while the window is full: free one slot per heartbeat so
+        // replication resumes (a gap is then detected by the follower's rejection).
+        if (pr.state === 'replicate' && pr.inflights.full()) pr.inflights.freeFirstOne();
         if (pr.match < this.raftLog.lastIndex()) this.sendAppend(m.from);
         if (this.cfg.readOnlyOption !== 'safe' || m.context.byteLength === 0) return;
         const acks = this.readOnly.recvAck(m.from, m.context);

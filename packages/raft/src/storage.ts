@@ -1,5 +1,6 @@
 import { invariant, RaftError, RaftErrorCode } from './errors.ts';
 import {
+  bootstrapSnapshot,
   type ConfState,
   type Entry,
   emptyConfState,
@@ -67,12 +68,14 @@ export class MemoryStorage implements Storage {
   /** ents[0] is a dummy entry holding the snapshot's index and term. */
   private ents: Entry[];
 
-  /** Starts empty, or with a configuration as of index 0 (how a new group is bootstrapped). */
+  /**
+   * Starts empty (a node waiting to be caught up by a snapshot), or bootstrapped with an
+   * initial configuration (see bootstrapSnapshot).
+   */
   constructor(options: { confState?: ConfState } = {}) {
-    this.snap = options.confState
-      ? { metadata: { index: 0, term: 0, confState: options.confState }, data: new Uint8Array(0) }
-      : emptySnapshot;
+    this.snap = emptySnapshot;
     this.ents = [{ term: 0, index: 0, type: 0, data: new Uint8Array(0) }];
+    if (options.confState) this.applySnapshot(bootstrapSnapshot(options.confState));
   }
 
   initialState(): { hardState: HardState; confState: ConfState } {

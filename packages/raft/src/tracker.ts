@@ -46,6 +46,12 @@ export class Inflights {
     }
   }
 
+  /** Frees the oldest message (its acknowledgement is presumed lost). */
+  freeFirstOne(): void {
+    const first = this.indexes[0];
+    if (first !== undefined) this.freeLE(first);
+  }
+
   full(): boolean {
     return (
       this.indexes.length >= this.maxCount || (this.maxBytes > 0 && this.bytes >= this.maxBytes)

@@ -87,3 +87,13 @@ export function isEmptyHardState(hs: HardState): boolean {
 export function hardStateEqual(a: HardState, b: HardState): boolean {
   return a.term === b.term && a.vote === b.vote && a.commit === b.commit;
 }
+
+/**
+ * How a new group starts: its initial replicas persist this snapshot (index 1, term 1,
+ * empty data) holding the initial configuration, so their logs start at index 2. A node
+ * added later starts with empty storage; since no log holds entry 1, the leader catches
+ * it up with a snapshot, which carries the configuration it must know.
+ */
+export function bootstrapSnapshot(confState: ConfState): Snapshot {
+  return { metadata: { index: 1, term: 1, confState }, data: new Uint8Array(0) };
+}

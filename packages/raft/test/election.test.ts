@@ -1,0 +1,188 @@
+import { expect } from 'chai';
+import { MessageType, mulberry32 } from '../src/index.ts';
+import { Network } from './harness.ts';
+
+describe('raft: leader election (§5.2), PreVote (thesis §9.6), CheckQuorum (thesis §6.2)', () => {
+  it('initial election: one leader, everyone follows it, terms agree', () => {
+    const net = new Network(['a', 'b', 'c']);
+    const leader = net.electLeader();
+    for (const n of net.nodes.values()) {
+      expect(n.status.lead).to.equal(leader.id);
+      expect(n.status.term).to.equal(leader.status.term);
+    }
+  });
+
+  it('re-election: a new leader is elected after the leader fails, and the old one rejoins as follower', () => {
+    const net = new Network(['a', 'b', 'c'], { seed: 2 });
+    const first = net.electLeader();
+    net.crash(first.id);
+    const second = net.electLeader();
+    expect(second.id).to.not.equal(first.id);
+    expect(second.status.term).to.be.greaterThan(first.status.term);
+    net.restart(first.id);
+    net.tickUntil(() => net.node(first.id).status.lead === second.id);
+    expect(net.node(first.id).status.role).to.equal('follower');
+  });
+
+  it('re-election: no leader is elected without a quorum; one is once the quorum is back', () => {
+    const net = new Network(['a', 'b', 'c'], { seed: 3 });
+    const first = net.electLeader();
+    const others = ['a', 'b', 'c'].filter((id) => id !== first.id);
+    net.crash(first.id);
+    net.crash(others[0]!);
+    net.tick(undefined, 100);
+    expect(net.node(others[1]!).status.role).to.not.equal('leader');
+    net.restart(others[0]!);
+    const next = net.electLeader();
+    expect(others).to.include(next.id);
+  });
+
+  it('many elections: random crashes and partitions never yield two leaders in a term', () => {
+    const seed = 4242;
+    const ids = ['a', 'b', 'c', 'd', 'e'];
+    const net = new Network(ids, { seed });
+    const rng = mulberry32(seed);
+    try {
+      for (let round = 0; round < 30; round++) {
+        net.heal();
+        for (const id of ids) if (net.isDown(id)) net.restart(id);
+        // Take down up to two nodes and cut a random link: a majority can still elect.
+        for (let k = 0; k < 2; k++) {
+          const victim = ids[rng.nextInt(ids.length)]!;
+          if (rng.nextInt(2) === 0) net.crash(victim);
+          else net.cut(victim, ids[rng.nextInt(ids.length)]!);
+        }
+        net.tick(undefined, 40);
+      }
+      net.heal();
+      for (const id of ids) if (net.isDown(id)) net.restart(id);
+      net.electLeader();
+    } catch (e) {
+      throw new Error(`seed ${seed}: ${(e as Error).message}`);
+    }
+    // The harness asserted one leader per term on every Ready.
+    expect(net.leaderOfTerm.size).to.be.greaterThan(1);
+  });
+
+  it('PreVote: a partitioned follower does not bump its term and cannot disrupt on rejoin', () => {
+    const net = new Network(['a', 'b', 'c'], { seed: 5, preVote: true });
+    const leader = net.electLeader();
+    const term = leader.status.term;
+    const lonely = ['a', 'b', 'c'].find((id) => id !== leader.id)!;
+    net.isolate(lonely);
+    net.tick(undefined, 100);
+    expect(net.node(lonely).status.term, 'pre-vote never adopts a term').to.equal(term);
+    expect(net.node(lonely).status.role).to.equal('precandidate');
+    net.heal();
+    net.tick(undefined, 5);
+    expect(net.leader()!.id).to.equal(leader.id);
+    expect(leader.status.term).to.equal(term);
+    expect(net.node(lonely).status.lead).to.equal(leader.id);
+  });
+
+  it('disruptive follower without PreVote: the rejoining node forces a new election at a higher term', () => {
+    const net = new Network(['a', 'b', 'c'], { seed: 6, preVote: false, checkQuorum: false });
+    const leader = net.electLeader();
+    const term = leader.status.term;
+    const lonely = ['a', 'b', 'c'].find((id) => id !== leader.id)!;
+    net.isolate(lonely);
+    net.tick([lonely], 100);
+    expect(net.node(lonely).status.term).to.be.greaterThan(term + 1);
+    net.heal();
+    net.tick(undefined, 1);
+    // Its higher term deposes the leader (the disruption PreVote exists to prevent).
+    expect(leader.status.term).to.be.greaterThan(term);
+    net.electLeader();
+  });
+
+  it('disruptive follower with CheckQuorum only: followers in the lease ignore its votes, but its term still deposes the leader', () => {
+    const net = new Network(['a', 'b', 'c'], { seed: 7, preVote: false, checkQuorum: true });
+    const leader = net.electLeader();
+    const lonely = ['a', 'b', 'c'].find((id) => id !== leader.id)!;
+    const other = ['a', 'b', 'c'].find((id) => id !== leader.id && id !== lonely)!;
+    net.isolate(lonely);
+    net.propose(leader.id, 'x'); // the isolated node's log falls behind
+    net.tick([lonely], 100);
+    const lonelyTerm = net.node(lonely).status.term;
+    expect(lonelyTerm).to.be.greaterThan(leader.status.term);
+    net.heal();
+    // Its MsgVote reaches a follower that heard from the leader within the lease: ignored.
+    net.node(lonely).raw.campaign();
+    net.stabilize();
+    expect(net.node(other).status.vote).to.not.equal(lonely);
+    // The leader's next heartbeat gets answered at the higher term and it steps down (the
+    // disruption that PreVote prevents); the stale node cannot win with its short log.
+    net.electLeader();
+    expect(net.leader()!.id).to.not.equal(lonely);
+    expect(net.leader()!.status.term).to.be.greaterThan(lonelyTerm);
+    expect(net.node(lonely).state).to.deep.equal(['x']);
+  });
+
+  it('CheckQuorum: a leader that loses its quorum steps down within an election timeout', () => {
+    const net = new Network(['a', 'b', 'c'], { seed: 8, checkQuorum: true });
+    const leader = net.electLeader();
+    net.isolate(leader.id);
+    net.tick([leader.id], 2 * 10 + 1);
+    expect(leader.status.role).to.equal('follower');
+    expect(leader.status.lead).to.equal(null);
+  });
+
+  it('CheckQuorum: a leader with a quorum stays leader indefinitely', () => {
+    const net = new Network(['a', 'b', 'c'], { seed: 9, checkQuorum: true });
+    const leader = net.electLeader();
+    const term = leader.status.term;
+    net.tick(undefined, 200);
+    expect(net.leader()!.id).to.equal(leader.id);
+    expect(leader.status.term).to.equal(term);
+  });
+
+  it('without CheckQuorum an isolated leader keeps believing it leads', () => {
+    const net = new Network(['a', 'b', 'c'], { seed: 10, checkQuorum: false });
+    const leader = net.electLeader();
+    net.isolate(leader.id);
+    net.tick([leader.id], 100);
+    expect(leader.status.role).to.equal('leader');
+  });
+
+  it('a learner never campaigns', () => {
+    const net = new Network(['a', 'b', 'l'], { seed: 11, learners: ['l'] });
+    net.tick(['l'], 200);
+    expect(net.node('l').status.role).to.equal('follower');
+    expect(net.node('l').status.term).to.equal(0);
+  });
+
+  it('single-voter group elects itself on its first election timeout', () => {
+    const net = new Network(['solo'], { seed: 12 });
+    net.tickUntil(() => net.node('solo').status.role === 'leader', 20);
+    net.propose('solo', 'x');
+    expect(net.node('solo').state).to.deep.equal(['x']);
+  });
+
+  it('the randomized election timeout lies in [electionTick, 2·electionTick) (§5.2)', () => {
+    for (let seed = 1; seed <= 50; seed++) {
+      const net = new Network(['a', 'b', 'c'], { seed, preVote: false });
+      let ticks = 0;
+      while (net.node('a').status.role === 'follower') {
+        net.node('a').raw.tick();
+        ticks++;
+      }
+      expect(ticks, `seed ${seed}`).to.be.within(10, 19);
+    }
+  });
+
+  it('PreVote: a pre-candidate that loses returns to follower without touching term or vote', () => {
+    const net = new Network(['a', 'b', 'c'], { seed: 13, preVote: true });
+    const leader = net.electLeader();
+    const follower = ['a', 'b', 'c'].find((id) => id !== leader.id)!;
+    const { term, vote } = net.node(follower).status;
+    // Peers within the lease ignore the pre-vote; nobody grants it.
+    net.node(follower).raw.campaign();
+    net.stabilize();
+    expect(net.node(follower).status.term).to.equal(term);
+    expect(net.node(follower).status.vote).to.equal(vote);
+    expect(net.leader()!.id).to.equal(leader.id);
+    expect(
+      net.delivered.some((m) => m.type === MessageType.PreVote && m.from === follower),
+    ).to.equal(true);
+  });
+});
