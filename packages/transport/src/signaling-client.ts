@@ -14,6 +14,10 @@
  *   then `closed`.
  * - `registry` fires with each newer registry (pushed, or learnt on a re-join); never for
  *   the one `connect` resolved with. `signal` fires for each signal relayed to us.
+ * - `online` is the set of members connected to the server now (from the join reply, then
+ *   kept by `presence` updates). `presence` fires when another member comes online
+ *   (joins, re-joins after a reload or a server restart) or goes offline. While this
+ *   client is reconnecting it hears nothing; on re-join it reports the differences.
  * - Every message from the server is validated; malformed ones are dropped and counted in
  *   `stats().malformedReceived`, never thrown.
  * - Handlers run one at a time from the socket's event loop turn. A handler that throws
@@ -31,6 +35,7 @@ import {
   leaveAcceptedProblem,
   type MemberKind,
   PROTOCOL_VERSION,
+  parsePresenceUpdate,
   parseProtocolErrorNotice,
   parseRegistryUpdate,
   parseReply,
@@ -82,6 +87,8 @@ export interface SignalingClientEvents {
   registry(registry: RegistrySnapshot): void;
   /** A signal from member `from`. */
   signal(from: string, payload: SignalPayload): void;
+  /** Another member's connection to the server came (`online`) or went. */
+  presence(nodeId: string, online: boolean): void;
   /** The connection state changed. */
   state(state: SignalingClientState): void;
   /** An asynchronous problem: a refused re-join, an error notice from the server. */
@@ -117,11 +124,13 @@ export class SignalingClient {
   readonly nodeId: string;
   readonly clusterId: string;
   private currentRegistry: RegistrySnapshot;
+  private onlineMembers: Set<string>;
   private currentState: SignalingClientState = 'joined';
   private sessionKey: string;
   private readonly listeners: Listeners = {
     registry: new Set(),
     signal: new Set(),
+    presence: new Set(),
     state: new Set(),
     error: new Set(),
   };
@@ -139,8 +148,10 @@ export class SignalingClient {
     this.clusterId = options.clusterId;
     this.sessionKey = accepted.sessionKey;
     this.currentRegistry = accepted.registry;
+    this.onlineMembers = new Set(accepted.online);
     socket.on(SignalingEvents.registry, (update: unknown) => this.onRegistry(update));
     socket.on(SignalingEvents.signal, (delivery: unknown) => this.onSignal(delivery));
+    socket.on(SignalingEvents.presence, (update: unknown) => this.onPresence(update));
     socket.on(SignalingEvents.protocolError, (notice: unknown) => this.onProtocolError(notice));
     socket.on('disconnect', (reason) => this.onDisconnect(reason));
     socket.on('connect', () => this.rejoin());
@@ -174,6 +185,11 @@ export class SignalingClient {
   /** The latest registry seen. */
   get registry(): RegistrySnapshot {
     return this.currentRegistry;
+  }
+
+  /** Members connected to the server now, as last heard (see the contract above). */
+  get online(): ReadonlySet<string> {
+    return this.onlineMembers;
   }
 
   get state(): SignalingClientState {
@@ -281,6 +297,7 @@ export class SignalingClient {
       this.rejoins++;
       this.setState('joined');
       this.acceptRegistry(accepted.registry, true);
+      this.acceptOnline(accepted.online);
     } catch (error) {
       if (this.isClosed()) return;
       const failure =
@@ -330,6 +347,31 @@ export class SignalingClient {
     if (!newer) return;
     this.currentRegistry = registry;
     this.emit('registry', registry);
+  }
+
+  /** Replaces the online set with a re-join's, reporting each difference. */
+  private acceptOnline(online: readonly string[]): void {
+    const next = new Set(online);
+    const previous = this.onlineMembers;
+    this.onlineMembers = next;
+    for (const nodeId of previous) {
+      if (!next.has(nodeId) && nodeId !== this.nodeId) this.emit('presence', nodeId, false);
+    }
+    for (const nodeId of next) {
+      if (!previous.has(nodeId) && nodeId !== this.nodeId) this.emit('presence', nodeId, true);
+    }
+  }
+
+  private onPresence(update: unknown): void {
+    const parsed = parsePresenceUpdate(update);
+    if (!parsed.ok || parsed.value.clusterId !== this.clusterId) {
+      this.malformedReceived++;
+      return;
+    }
+    const { nodeId, online } = parsed.value;
+    if (online) this.onlineMembers.add(nodeId);
+    else this.onlineMembers.delete(nodeId);
+    if (nodeId !== this.nodeId) this.emit('presence', nodeId, online);
   }
 
   private onSignal(delivery: unknown): void {

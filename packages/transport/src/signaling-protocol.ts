@@ -19,6 +19,9 @@
  *
  * Server → member:
  * - `registry`       RegistryUpdate: the whole registry after every change (epoch grew).
+ * - `presence`       PresenceUpdate: a member's connection to the server came or went.
+ *                    Not a registry change: a reload within the grace period shows as
+ *                    offline → online with no epoch change. WebRTC uses it to re-signal.
  * - `signal`         SignalDelivery: a signal from another member of the same cluster.
  * - `protocol_error` ProtocolErrorNotice: an error for a message that had no
  *                    acknowledgement callback (or for the connection as a whole, e.g.
@@ -27,6 +30,8 @@
  * Versioning: `join` carries `protocolVersion`; the server refuses any other version with
  * `incompatible_version`. Any change to these shapes bumps PROTOCOL_VERSION.
  */
+
+import { MAX_NODE_ID_BYTES, RingError, type RingSettings, validateSettings } from '@meshkv/ring';
 
 /** Version of this protocol, sent in `join`. */
 export const PROTOCOL_VERSION = 1;
@@ -37,32 +42,19 @@ export const SignalingEvents = {
   signal: 'signal',
   leave: 'leave',
   registry: 'registry',
+  presence: 'presence',
   protocolError: 'protocol_error',
 } as const;
 
 // ---------------------------------------------------------------------------------------
 // Cluster settings: fixed when the registry is created; every node computes placement
-// from them. Defaults live here, in one place.
+// from them. The ring settings (Q, N, V), their defaults and bounds belong to
+// @meshkv/ring (DEFAULT_SETTINGS, validateSettings); only the cluster id is added here.
 
-/** Partitions Q: a power of two. */
-export const DEFAULT_PARTITIONS = 64;
-export const MAX_PARTITIONS = 65_536;
-/** Replication factor N. */
-export const DEFAULT_REPLICATION_FACTOR = 3;
-export const MAX_REPLICATION_FACTOR = 5;
-/** Ring tokens per node V. The single place this default lives. */
-export const DEFAULT_TOKENS_PER_NODE = 64;
-export const MAX_TOKENS_PER_NODE = 4096;
 export const DEFAULT_CLUSTER_ID = 'meshkv';
 
-export interface ClusterSettings {
+export interface ClusterSettings extends RingSettings {
   readonly clusterId: string;
-  /** Q: number of partitions, a power of two in 1..MAX_PARTITIONS. */
-  readonly partitions: number;
-  /** N: replicas per partition, 1..MAX_REPLICATION_FACTOR. */
-  readonly replicationFactor: number;
-  /** V: ring tokens per node, 1..MAX_TOKENS_PER_NODE. */
-  readonly tokensPerNode: number;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -123,6 +115,8 @@ export interface JoinAccepted {
   /** Opaque; valid while the server process runs. Send it back on re-joins. */
   readonly sessionKey: string;
   readonly registry: RegistrySnapshot;
+  /** Node ids connected to the server now (this one included), sorted. */
+  readonly online: readonly string[];
 }
 
 /**
@@ -143,7 +137,8 @@ export interface SignalRequest {
   readonly to: string;
   readonly payload: SignalPayload;
 }
-export type SignalRelayed = Record<string, never>;
+/** A relayed signal's reply has no fields besides `ok`. */
+export type SignalRelayed = Record<never, never>;
 
 export interface SignalDelivery {
   readonly clusterId: string;
@@ -163,6 +158,13 @@ export interface RegistryUpdate {
   readonly registry: RegistrySnapshot;
 }
 
+export interface PresenceUpdate {
+  readonly clusterId: string;
+  readonly nodeId: string;
+  /** True: it joined (or re-joined); false: its connection closed, or it left. */
+  readonly online: boolean;
+}
+
 /**
  * Stable error codes. Server-sent:
  * - `unauthorized`: missing or wrong cluster token.
@@ -171,10 +173,12 @@ export interface RegistryUpdate {
  * - `duplicate_id`: the requested node id is connected from another socket.
  * - `cluster_full`: the member limit is reached (only new ids are refused).
  * - `server_full`: too many connections; the server disconnects.
- * - `invalid`: a malformed message (shape, type, id syntax, unknown event).
+ * - `invalid`: a malformed message (shape, type, id syntax, unknown event), a second
+ *   `join` on one connection, a signal to oneself.
  * - `too_large`: a message above `maxMessageBytes`.
  * - `rate_limited`: over the per-connection event rate or the per-member signal rate.
- * - `not_joined`: `signal`/`leave` before a successful `join`; `join` twice.
+ * - `not_joined`: `signal`/`leave` before a successful `join`; no join within the
+ *   server's join timeout (then it disconnects).
  * - `unknown_target`: `signal` to a node id that is not a member.
  * - `target_unavailable`: `signal` to a member that is not connected now.
  * - `unavailable`: the server could not persist the change; retry later.
@@ -225,8 +229,8 @@ export type Parsed<T> =
   | { readonly ok: false; readonly reason: string };
 
 const ID_PATTERN = /^[A-Za-z0-9._:-]+$/;
-/** Ids are ASCII, so characters = UTF-8 bytes. */
-export const MAX_ID_BYTES = 64;
+/** Ids are ASCII, so characters = UTF-8 bytes; the ring's bound applies to all ids. */
+export const MAX_ID_BYTES = MAX_NODE_ID_BYTES;
 export const MAX_TOKEN_BYTES = 1024;
 export const MAX_HTTP_ADDRESS_BYTES = 256;
 /** Nesting bound for signal payloads (ICE candidates are two levels deep). */
@@ -374,17 +378,14 @@ export function settingsProblem(value: unknown): string | undefined {
   ]);
   if (problem) return problem;
   const v = value as Record<string, unknown>;
-  return (
-    idProblem(v.clusterId, 'clusterId') ??
-    integerProblem(v.partitions, 'partitions', 1, MAX_PARTITIONS) ??
-    (isPowerOfTwo(v.partitions as number) ? undefined : 'partitions must be a power of two') ??
-    integerProblem(v.replicationFactor, 'replicationFactor', 1, MAX_REPLICATION_FACTOR) ??
-    integerProblem(v.tokensPerNode, 'tokensPerNode', 1, MAX_TOKENS_PER_NODE)
-  );
-}
-
-function isPowerOfTwo(n: number): boolean {
-  return n > 0 && (n & (n - 1)) === 0;
+  const clusterIdProblem = idProblem(v.clusterId, 'clusterId');
+  if (clusterIdProblem) return clusterIdProblem;
+  try {
+    validateSettings(v as unknown as RingSettings);
+    return undefined;
+  } catch (error) {
+    return error instanceof RingError ? error.message : String(error);
+  }
 }
 
 function integerProblem(
@@ -513,11 +514,33 @@ export function parseReply<T>(
 
 export function joinAcceptedProblem(fields: Record<string, unknown>): string | undefined {
   return (
-    objectProblem(fields, 'join reply', ['nodeId', 'sessionKey', 'registry']) ??
+    objectProblem(fields, 'join reply', ['nodeId', 'sessionKey', 'registry', 'online']) ??
     idProblem(fields.nodeId, 'nodeId') ??
     idProblem(fields.sessionKey, 'sessionKey') ??
-    registryProblem(fields.registry)
+    registryProblem(fields.registry) ??
+    idListProblem(fields.online, 'online')
   );
+}
+
+function idListProblem(value: unknown, what: string): string | undefined {
+  if (!Array.isArray(value)) return `${what} must be an array`;
+  for (const [index, id] of value.entries()) {
+    const problem = idProblem(id, `${what}[${index}]`);
+    if (problem) return problem;
+  }
+  return undefined;
+}
+
+export function parsePresenceUpdate(value: unknown): Parsed<PresenceUpdate> {
+  const problem = objectProblem(value, 'presence', ['clusterId', 'nodeId', 'online']);
+  if (problem) return fail(problem);
+  const v = value as Record<string, unknown>;
+  const reason =
+    idProblem(v.clusterId, 'clusterId') ??
+    idProblem(v.nodeId, 'nodeId') ??
+    (typeof v.online === 'boolean' ? undefined : 'online must be a boolean');
+  if (reason) return fail(reason);
+  return { ok: true, value: v as unknown as PresenceUpdate };
 }
 
 export function signalRelayedProblem(fields: Record<string, unknown>): string | undefined {

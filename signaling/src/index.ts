@@ -1,0 +1,11 @@
+export { type Clock, systemClock } from './clock.ts';
+export { RegistryFileError, registryFilePath } from './registry-file.ts';
+export {
+  DEFAULT_GRACE_PERIOD_MS,
+  DEFAULT_JOIN_TIMEOUT_MS,
+  DEFAULT_LIMITS,
+  type SignalingLimits,
+  SignalingServer,
+  type SignalingServerOptions,
+  type SignalingServerStats,
+} from './server.ts';

@@ -1,0 +1,105 @@
+/**
+ * The registry on disk: one JSON file, `<dataDir>/registry.json`, replaced atomically.
+ *
+ * Format (version 1):
+ *   {"format": "meshkv-registry", "version": 1,
+ *    "registry": {"settings": {...}, "epoch": N, "members": [...]}}
+ *
+ * A write goes to `registry.json.tmp` in the same directory, is fsynced, renamed over
+ * `registry.json`, and the directory is fsynced so the rename itself is durable. A crash
+ * leaves either the old or the new file, never a mix. A file that does not parse or
+ * validate is an error naming the file: resetting it silently would re-place every
+ * partition.
+ */
+import { mkdir, open, readFile, rename } from 'node:fs/promises';
+import { join } from 'node:path';
+import { type ClusterSettings, type RegistrySnapshot, registryProblem } from '@meshkv/transport';
+
+export const REGISTRY_FILE_NAME = 'registry.json';
+const FORMAT = 'meshkv-registry';
+const FORMAT_VERSION = 1;
+
+/** The registry file exists but cannot be used (corrupt, or settings differ). */
+export class RegistryFileError extends Error {
+  override readonly name = 'RegistryFileError';
+}
+
+export function registryFilePath(dataDir: string): string {
+  return join(dataDir, REGISTRY_FILE_NAME);
+}
+
+/** Reads the registry; undefined if the file does not exist. Throws RegistryFileError. */
+export async function loadRegistry(dataDir: string): Promise<RegistrySnapshot | undefined> {
+  const path = registryFilePath(dataDir);
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new RegistryFileError(`cannot read registry file ${path}: ${(error as Error).message}`);
+  }
+  let document: unknown;
+  try {
+    document = JSON.parse(text);
+  } catch (error) {
+    throw new RegistryFileError(
+      `registry file ${path} is corrupt (not JSON: ${(error as Error).message}); ` +
+        'restore it from a backup or remove it to create a new cluster',
+    );
+  }
+  const header = document as { format?: unknown; version?: unknown; registry?: unknown } | null;
+  if (header === null || typeof header !== 'object' || header.format !== FORMAT) {
+    throw new RegistryFileError(`registry file ${path} is not a meshkv registry`);
+  }
+  if (header.version !== FORMAT_VERSION) {
+    throw new RegistryFileError(
+      `registry file ${path} has format version ${String(header.version)}; this server reads ${FORMAT_VERSION}`,
+    );
+  }
+  const problem = registryProblem(header.registry);
+  if (problem) throw new RegistryFileError(`registry file ${path} is corrupt: ${problem}`);
+  return header.registry as RegistrySnapshot;
+}
+
+/** Writes the registry atomically and durably (see the file comment). */
+export async function saveRegistry(dataDir: string, registry: RegistrySnapshot): Promise<void> {
+  await mkdir(dataDir, { recursive: true });
+  const path = registryFilePath(dataDir);
+  const temporary = `${path}.tmp`;
+  const text = `${JSON.stringify({ format: FORMAT, version: FORMAT_VERSION, registry }, null, 2)}\n`;
+  const file = await open(temporary, 'w', 0o600);
+  try {
+    await file.writeFile(text, 'utf8');
+    await file.sync();
+  } finally {
+    await file.close();
+  }
+  await rename(temporary, path);
+  const directory = await open(dataDir, 'r');
+  try {
+    await directory.sync();
+  } finally {
+    await directory.close();
+  }
+}
+
+/**
+ * Checks the settings asked for against those the registry was created with. Only the
+ * ones given are compared: a restart without flags keeps the stored settings.
+ */
+export function checkSettings(
+  dataDir: string,
+  stored: ClusterSettings,
+  requested: Partial<ClusterSettings>,
+): void {
+  const differences = (Object.keys(requested) as (keyof ClusterSettings)[])
+    .filter((key) => requested[key] !== undefined && requested[key] !== stored[key])
+    .map((key) => `${key} ${String(requested[key])} (stored: ${String(stored[key])})`);
+  if (differences.length > 0) {
+    throw new RegistryFileError(
+      `registry file ${registryFilePath(dataDir)} was created with other settings: ` +
+        `${differences.join(', ')}. Settings are fixed when a cluster is created, because ` +
+        'they decide data placement; start without them, or use a new data dir for a new cluster',
+    );
+  }
+}

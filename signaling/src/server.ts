@@ -1,0 +1,680 @@
+/**
+ * The signaling server and configuration registry of one meshkv cluster.
+ *
+ * Contract (protocol: packages/transport/src/signaling-protocol.ts; summary: README.md):
+ * - Holds the registry (settings fixed at creation, members, epoch), persists every change
+ *   atomically before anyone hears of it, restores it on start, and pushes every change to
+ *   every joined member.
+ * - Admits members with the cluster token; binds each connection to one node id at a time.
+ * - Relays signals only from a joined member to a connected member of the same cluster.
+ * - A member whose connection drops stays `up` for `gracePeriodMs`; if it has not
+ *   re-joined by then it is marked `down`. A graceful `leave` marks it `left`.
+ * - Every incoming message is rate limited, size checked and validated; a bad one is
+ *   answered with an error and counted, and no handler throws into Socket.IO.
+ * - Membership changes run one at a time (a promise queue), so each is checked against
+ *   the state the previous one left, and each bumps the epoch exactly once.
+ */
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createServer, type Server as HttpServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { MAX_MEMBERS } from '@meshkv/ring';
+import {
+  type ClusterSettings,
+  type ErrorBody,
+  type JoinAccepted,
+  type JoinRequest,
+  type LeaveAccepted,
+  MAX_TOKEN_BYTES,
+  PROTOCOL_VERSION,
+  type PresenceUpdate,
+  parseJoinRequest,
+  parseLeaveRequest,
+  parseSignalRequest,
+  type RegistrySnapshot,
+  type Reply,
+  type SignalDelivery,
+  type SignalingErrorCode,
+  SignalingEvents,
+  type SignalRelayed,
+} from '@meshkv/transport';
+import { type Socket, Server as SocketServer } from 'socket.io';
+import { type Clock, systemClock } from './clock.ts';
+import { createRequestHandler } from './http.ts';
+import { admit, completeSettings, emptyRegistry, findMember, setState } from './registry.ts';
+import { checkSettings, loadRegistry, registryFilePath, saveRegistry } from './registry-file.ts';
+import { TokenBucket } from './token-bucket.ts';
+
+export interface SignalingLimits {
+  /** Largest accepted event payload, as JSON bytes; larger ones get `too_large`. */
+  readonly maxMessageBytes: number;
+  /**
+   * Largest WebSocket frame (Socket.IO `maxHttpBufferSize`). A bigger frame closes the
+   * connection at the transport level before any handler sees it (so it is not counted).
+   */
+  readonly maxFrameBytes: number;
+  /** Members `up` or `down`; joins of new ids beyond it get `cluster_full`. */
+  readonly maxMembers: number;
+  /** `left` records kept; the oldest are dropped. */
+  readonly maxLeftMembers: number;
+  /** Open connections, joined or not; more are told `server_full` and disconnected. */
+  readonly maxConnections: number;
+  /** Per member, across its connections: signals relayed per second and burst. */
+  readonly signalsPerSecond: number;
+  readonly signalBurst: number;
+  /** Per connection: events of any kind (malformed ones too) per second and burst. */
+  readonly eventsPerSecond: number;
+  readonly eventBurst: number;
+}
+
+export const DEFAULT_LIMITS: SignalingLimits = {
+  maxMessageBytes: 64 * 1024,
+  maxFrameBytes: 256 * 1024,
+  maxMembers: 1000,
+  maxLeftMembers: 1000,
+  maxConnections: 2000,
+  signalsPerSecond: 100,
+  signalBurst: 300,
+  eventsPerSecond: 200,
+  eventBurst: 400,
+};
+
+export const DEFAULT_GRACE_PERIOD_MS = 15_000;
+export const DEFAULT_JOIN_TIMEOUT_MS = 10_000;
+
+export interface SignalingServerOptions {
+  /** Directory of the registry file (created if missing). */
+  readonly dataDir: string;
+  /** The cluster token joiners must present: 1..1024 bytes. */
+  readonly token: string;
+  /**
+   * Used when the registry is created (missing ones take the defaults). With an existing
+   * registry, any given setting must equal the stored one, or `start` fails.
+   */
+  readonly settings?: Partial<ClusterSettings>;
+  /** Default 127.0.0.1. */
+  readonly host?: string;
+  /** Default 0 (any free port). */
+  readonly port?: number;
+  /** Folder served over HTTP for paths other than /health, /status and /socket.io/. */
+  readonly staticDir?: string;
+  /** How long a disconnected member stays `up` before it is marked `down`. */
+  readonly gracePeriodMs?: number;
+  /** How long a connection may stay without joining before it is disconnected. */
+  readonly joinTimeoutMs?: number;
+  readonly limits?: Partial<SignalingLimits>;
+  readonly clock?: Clock;
+  /** One line per notable event (joins, state changes, persist failures). */
+  readonly log?: (line: string) => void;
+}
+
+export interface SignalingServerStats {
+  /** Open Socket.IO connections. */
+  readonly connections: number;
+  /** Members bound to a connection now. */
+  readonly connectedMembers: number;
+  readonly signalsRelayed: number;
+  /** Registry writes that failed (the change was not made). */
+  readonly persistFailures: number;
+  /** Refusals by error code: malformed (`invalid`), `too_large`, `rate_limited`, ... */
+  readonly refused: Readonly<Partial<Record<SignalingErrorCode, number>>>;
+}
+
+/** Room of the joined members: registry changes go to it. */
+const MEMBERS_ROOM = 'members';
+const CLIENT_EVENTS: ReadonlySet<string> = new Set([
+  SignalingEvents.join,
+  SignalingEvents.signal,
+  SignalingEvents.leave,
+]);
+
+interface Connection {
+  readonly socket: Socket;
+  /** Every event, malformed or not, takes a token. */
+  readonly events: TokenBucket;
+  nodeId?: string;
+  sessionKey?: string;
+  /** A join is being processed; a second one is refused. */
+  joining: boolean;
+  cancelJoinTimer?: () => void;
+}
+
+type Respond = (reply: Reply<object>) => void;
+type Refusal = { readonly ok: false; readonly error: ErrorBody };
+
+/** The change could not be persisted; nothing was changed. */
+class PersistFailed extends Error {}
+
+export class SignalingServer {
+  /** `http://host:port`. */
+  readonly url: string;
+  readonly port: number;
+  private readonly settings: ClusterSettings;
+  private readonly limits: SignalingLimits;
+  private readonly clock: Clock;
+  private readonly log: (line: string) => void;
+  private readonly gracePeriodMs: number;
+  private readonly joinTimeoutMs: number;
+  private readonly tokenDigest: Buffer;
+  private readonly connections = new Map<string, Connection>();
+  /** Node id → the connection it is bound to now. */
+  private readonly bindings = new Map<string, Connection>();
+  /** Node id → cancels its pending grace timer. */
+  private readonly graceTimers = new Map<string, () => void>();
+  /** Node id → its signal budget; kept across reconnects so a reconnect does not reset it. */
+  private readonly signalBuckets = new Map<string, TokenBucket>();
+  private readonly refused: Partial<Record<SignalingErrorCode, number>> = {};
+  private signalsRelayed = 0;
+  private persistFailures = 0;
+  /** Tail of the membership-change queue. */
+  private queue: Promise<void> = Promise.resolve();
+  private closing = false;
+
+  private constructor(
+    private readonly options: SignalingServerOptions,
+    private current: RegistrySnapshot,
+    private readonly http: HttpServer,
+    private readonly io: SocketServer,
+    limits: SignalingLimits,
+  ) {
+    this.settings = current.settings;
+    this.limits = limits;
+    this.clock = options.clock ?? systemClock;
+    this.log = options.log ?? (() => {});
+    this.gracePeriodMs = options.gracePeriodMs ?? DEFAULT_GRACE_PERIOD_MS;
+    this.joinTimeoutMs = options.joinTimeoutMs ?? DEFAULT_JOIN_TIMEOUT_MS;
+    this.tokenDigest = digest(options.token);
+    const address = http.address() as AddressInfo;
+    this.port = address.port;
+    const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+    this.url = `http://${host}:${address.port}`;
+    io.on('connection', (socket) => this.onConnection(socket));
+    // After a restart nobody is connected: every `up` member gets its grace period to
+    // come back before it is marked down.
+    for (const member of current.members) {
+      if (member.state === 'up') this.armGraceTimer(member.nodeId);
+    }
+  }
+
+  /**
+   * Loads (or creates) the registry, then listens. Rejects with a clear error for bad
+   * options, a corrupt registry file, settings that differ from the stored ones, or a
+   * port in use.
+   */
+  static async start(options: SignalingServerOptions): Promise<SignalingServer> {
+    const limits = { ...DEFAULT_LIMITS, ...options.limits };
+    validateOptions(options, limits);
+    let registry = await loadRegistry(options.dataDir);
+    if (registry) {
+      checkSettings(options.dataDir, registry.settings, options.settings ?? {});
+    } else {
+      registry = emptyRegistry(completeSettings(options.settings ?? {}));
+      // Written now so the settings are fixed from the very first start.
+      await saveRegistry(options.dataDir, registry);
+    }
+    const staticDir = options.staticDir;
+    let server: SignalingServer | undefined;
+    const http = createServer(
+      createRequestHandler({ staticDir, status: () => server?.status() ?? {} }),
+    );
+    const io = new SocketServer(http, {
+      transports: ['websocket'],
+      maxHttpBufferSize: limits.maxFrameBytes,
+      serveClient: false,
+    });
+    await new Promise<void>((resolve, reject) => {
+      http.once('error', reject);
+      http.listen(options.port ?? 0, options.host ?? '127.0.0.1', () => {
+        http.off('error', reject);
+        resolve();
+      });
+    }).catch(async (error: unknown) => {
+      await new Promise((resolve) => io.close(resolve));
+      throw error;
+    });
+    server = new SignalingServer(options, registry, http, io, limits);
+    return server;
+  }
+
+  /** The registry as persisted now. */
+  registry(): RegistrySnapshot {
+    return this.current;
+  }
+
+  /** Node ids bound to a connection now, sorted. */
+  connectedMembers(): string[] {
+    return [...this.bindings.keys()].sort();
+  }
+
+  stats(): SignalingServerStats {
+    return {
+      connections: this.connections.size,
+      connectedMembers: this.bindings.size,
+      signalsRelayed: this.signalsRelayed,
+      persistFailures: this.persistFailures,
+      refused: { ...this.refused },
+    };
+  }
+
+  /** The `/status` document. */
+  status(): unknown {
+    const connected = new Set(this.bindings.keys());
+    return {
+      settings: this.current.settings,
+      epoch: this.current.epoch,
+      members: this.current.members.map((member) => ({
+        ...member,
+        connected: connected.has(member.nodeId),
+      })),
+      registryFile: registryFilePath(this.options.dataDir),
+      stats: this.stats(),
+    };
+  }
+
+  /**
+   * Stops listening, disconnects everyone (members see a blip and reconnect to the next
+   * server on this address) and waits for a registry write in progress. Members keep
+   * their states: a restart must not mark anyone down. Idempotent.
+   */
+  async close(): Promise<void> {
+    if (this.closing) return;
+    this.closing = true;
+    for (const cancel of this.graceTimers.values()) cancel();
+    this.graceTimers.clear();
+    for (const connection of this.connections.values()) connection.cancelJoinTimer?.();
+    const closed = new Promise((resolve) => this.io.close(resolve));
+    this.http.closeAllConnections();
+    await closed;
+    await this.queue;
+  }
+
+  private onConnection(socket: Socket): void {
+    if (this.closing) {
+      socket.disconnect(true);
+      return;
+    }
+    if (this.connections.size >= this.limits.maxConnections) {
+      const { error } = this.refuse(
+        'server_full',
+        `the server has its maximum of ${this.limits.maxConnections} connections`,
+      );
+      socket.emit(SignalingEvents.protocolError, { error });
+      socket.disconnect(true);
+      return;
+    }
+    const connection: Connection = {
+      socket,
+      events: new TokenBucket(
+        this.limits.eventsPerSecond,
+        this.limits.eventBurst,
+        this.clock.now(),
+      ),
+      joining: false,
+    };
+    this.connections.set(socket.id, connection);
+    this.armJoinTimer(connection);
+    socket.onAny((event: unknown, ...args: unknown[]) => this.onEvent(connection, event, args));
+    socket.on('disconnect', () => this.onDisconnect(connection));
+  }
+
+  /** Disconnects a connection that has not joined within `joinTimeoutMs`. */
+  private armJoinTimer(connection: Connection): void {
+    connection.cancelJoinTimer = this.clock.setTimer(this.joinTimeoutMs, () => {
+      if (connection.nodeId !== undefined || connection.joining) return;
+      connection.socket.emit(SignalingEvents.protocolError, {
+        error: { code: 'not_joined', message: `no join within ${this.joinTimeoutMs} ms` },
+      });
+      connection.socket.disconnect(true);
+    });
+  }
+
+  private onDisconnect(connection: Connection): void {
+    this.connections.delete(connection.socket.id);
+    connection.cancelJoinTimer?.();
+    const nodeId = connection.nodeId;
+    if (nodeId === undefined || this.bindings.get(nodeId) !== connection) return;
+    this.bindings.delete(nodeId);
+    if (this.closing) return;
+    this.announcePresence(nodeId, false);
+    this.log(`member ${nodeId} disconnected; grace period ${this.gracePeriodMs} ms`);
+    this.armGraceTimer(nodeId);
+  }
+
+  /** The single entry point of every incoming event. Never throws. */
+  private onEvent(connection: Connection, event: unknown, args: unknown[]): void {
+    const last = args[args.length - 1];
+    const ack = typeof last === 'function' ? (args.pop() as (reply: unknown) => void) : undefined;
+    const known = typeof event === 'string' && CLIENT_EVENTS.has(event);
+    const respond: Respond = (reply) => {
+      if (ack) ack(reply);
+      else if (!reply.ok) {
+        connection.socket.emit(SignalingEvents.protocolError, {
+          error: reply.error,
+          ...(known ? { event } : {}),
+        });
+      }
+    };
+    try {
+      if (!connection.events.take(this.clock.now())) {
+        respond(
+          this.refuse('rate_limited', `more than ${this.limits.eventsPerSecond} events per second`),
+        );
+      } else if (!known) {
+        respond(this.refuse('invalid', 'unknown event'));
+      } else if (args.length !== 1) {
+        respond(this.refuse('invalid', `${event} takes exactly one payload argument`));
+      } else if (jsonBytes(args[0]) > this.limits.maxMessageBytes) {
+        respond(
+          this.refuse('too_large', `${event} is larger than ${this.limits.maxMessageBytes} bytes`),
+        );
+      } else if (event === SignalingEvents.join) {
+        this.onJoin(connection, args[0], respond);
+      } else if (event === SignalingEvents.signal) {
+        respond(this.onSignal(connection, args[0]));
+      } else {
+        this.onLeave(connection, args[0], respond);
+      }
+    } catch (error) {
+      this.log(`error handling ${known ? event : 'an unknown event'}: ${String(error)}`);
+      respond(this.refuse('unavailable', 'the server failed to handle this message'));
+    }
+  }
+
+  private onJoin(connection: Connection, payload: unknown, respond: Respond): void {
+    const checked = this.checkJoin(connection, payload);
+    if (!checked.ok) {
+      respond(checked);
+      return;
+    }
+    connection.joining = true;
+    this.serialize(async () => {
+      try {
+        respond(await this.admit(connection, checked.request));
+      } finally {
+        connection.joining = false;
+      }
+    });
+  }
+
+  /** The checks of a join that need no registry state: shape, version, token, cluster. */
+  private checkJoin(
+    connection: Connection,
+    payload: unknown,
+  ): { ok: true; request: JoinRequest } | Refusal {
+    const parsed = parseJoinRequest(payload);
+    if (!parsed.ok) return this.refuse('invalid', parsed.reason);
+    const request = parsed.value;
+    if (request.protocolVersion !== PROTOCOL_VERSION) {
+      return this.refuse(
+        'incompatible_version',
+        `protocol version ${request.protocolVersion}; this server speaks ${PROTOCOL_VERSION}`,
+      );
+    }
+    if (!timingSafeEqual(digest(request.token), this.tokenDigest)) {
+      const what = request.token === '' ? 'missing cluster token' : 'wrong cluster token';
+      return this.refuse('unauthorized', what);
+    }
+    const clusterProblem = this.clusterProblem(request.clusterId);
+    if (clusterProblem) return clusterProblem;
+    if (connection.nodeId !== undefined || connection.joining) {
+      return this.refuse('invalid', 'this connection already joined (or is joining)');
+    }
+    return { ok: true, request };
+  }
+
+  /** Runs inside the queue: decides the node id, commits the registry, binds. */
+  private async admit(connection: Connection, request: JoinRequest): Promise<Reply<JoinAccepted>> {
+    const nodeId = request.nodeId ?? this.freshNodeId();
+    const holder = this.bindings.get(nodeId);
+    if (holder !== undefined && holder !== connection) {
+      if (request.sessionKey === undefined || request.sessionKey !== holder.sessionKey) {
+        return this.refuse(
+          'duplicate_id',
+          `node id '${nodeId}' is in use by another connection (a duplicated tab or a second process with the same id?)`,
+        );
+      }
+      // The same client on a new connection; the old one is dead but not noticed yet.
+      this.unbind(holder);
+      holder.socket.disconnect(true);
+      this.log(`member ${nodeId} moved to a new connection`);
+    }
+    const admission = admit(
+      this.current,
+      {
+        nodeId,
+        kind: request.kind,
+        ...(request.httpAddress === undefined ? {} : { httpAddress: request.httpAddress }),
+      },
+      this.limits,
+    );
+    if (!admission.ok) return this.refuse('cluster_full', admission.reason);
+    try {
+      await this.commit(admission.registry, `member ${nodeId} joined (${request.kind})`);
+    } catch (error) {
+      if (error instanceof PersistFailed) return this.refuse('unavailable', error.message);
+      throw error;
+    }
+    if (!connection.socket.connected || this.closing) {
+      // It went away while we were writing; it is `up` now, so it gets a grace period.
+      this.armGraceTimer(nodeId);
+      return this.refuse('unavailable', 'the connection closed during the join');
+    }
+    const sessionKey = this.bind(connection, nodeId);
+    return {
+      ok: true,
+      nodeId,
+      sessionKey,
+      registry: this.current,
+      online: this.connectedMembers(),
+    };
+  }
+
+  /** Binds `connection` to `nodeId` and announces it online; returns the session key. */
+  private bind(connection: Connection, nodeId: string): string {
+    const sessionKey = randomBytes(16).toString('hex');
+    connection.nodeId = nodeId;
+    connection.sessionKey = sessionKey;
+    connection.cancelJoinTimer?.();
+    this.bindings.set(nodeId, connection);
+    this.cancelGraceTimer(nodeId);
+    if (!this.signalBuckets.has(nodeId)) {
+      this.signalBuckets.set(
+        nodeId,
+        new TokenBucket(this.limits.signalsPerSecond, this.limits.signalBurst, this.clock.now()),
+      );
+    }
+    this.announcePresence(nodeId, true);
+    connection.socket.join(MEMBERS_ROOM);
+    return sessionKey;
+  }
+
+  private onSignal(connection: Connection, payload: unknown): Reply<SignalRelayed> {
+    const parsed = parseSignalRequest(payload);
+    if (!parsed.ok) return this.refuse('invalid', parsed.reason);
+    const from = connection.nodeId;
+    if (from === undefined) return this.refuse('not_joined', 'join before sending signals');
+    const { clusterId, to, payload: signal } = parsed.value;
+    const clusterProblem = this.clusterProblem(clusterId);
+    if (clusterProblem) return clusterProblem;
+    if (!this.signalBuckets.get(from)!.take(this.clock.now())) {
+      return this.refuse(
+        'rate_limited',
+        `more than ${this.limits.signalsPerSecond} signals per second`,
+      );
+    }
+    if (to === from) return this.refuse('invalid', 'a member cannot signal itself');
+    const member = findMember(this.current, to);
+    if (member === undefined)
+      return this.refuse('unknown_target', `no member '${to}' in this cluster`);
+    const target = this.bindings.get(to);
+    if (target === undefined) {
+      return this.refuse('target_unavailable', `member '${to}' (${member.state}) is not connected`);
+    }
+    const delivery: SignalDelivery = { clusterId, from, payload: signal };
+    target.socket.emit(SignalingEvents.signal, delivery);
+    this.signalsRelayed++;
+    return { ok: true };
+  }
+
+  private onLeave(connection: Connection, payload: unknown, respond: Respond): void {
+    const parsed = parseLeaveRequest(payload);
+    const nodeId = connection.nodeId;
+    const refusal = !parsed.ok
+      ? this.refuse('invalid', parsed.reason)
+      : (this.clusterProblem(parsed.value.clusterId) ??
+        (nodeId === undefined ? this.refuse('not_joined', 'join before leaving') : undefined));
+    if (refusal || nodeId === undefined) {
+      respond(refusal ?? this.refuse('not_joined', 'join before leaving'));
+      return;
+    }
+    this.serialize(async () => respond(await this.markLeft(connection, nodeId)));
+  }
+
+  /** Runs inside the queue. */
+  private async markLeft(connection: Connection, nodeId: string): Promise<Reply<LeaveAccepted>> {
+    // A takeover may have moved the id to another connection meanwhile.
+    if (connection.nodeId !== nodeId) return this.refuse('not_joined', 'no longer joined');
+    try {
+      await this.commit(
+        setState(this.current, nodeId, 'left', this.limits),
+        `member ${nodeId} left`,
+      );
+    } catch (error) {
+      if (error instanceof PersistFailed) return this.refuse('unavailable', error.message);
+      throw error;
+    }
+    this.unbind(connection);
+    this.signalBuckets.delete(nodeId);
+    // The connection stays open (the client closes it) and may join again.
+    this.armJoinTimer(connection);
+    return { ok: true, epoch: this.current.epoch };
+  }
+
+  /** Undoes `bind` (leave, takeover) and announces the member offline. */
+  private unbind(connection: Connection): void {
+    const nodeId = connection.nodeId;
+    connection.nodeId = undefined;
+    connection.sessionKey = undefined;
+    connection.socket.leave(MEMBERS_ROOM);
+    if (nodeId !== undefined && this.bindings.get(nodeId) === connection) {
+      this.bindings.delete(nodeId);
+      this.announcePresence(nodeId, false);
+    }
+  }
+
+  private announcePresence(nodeId: string, online: boolean): void {
+    const update: PresenceUpdate = { clusterId: this.settings.clusterId, nodeId, online };
+    this.io.to(MEMBERS_ROOM).emit(SignalingEvents.presence, update);
+  }
+
+  private armGraceTimer(nodeId: string): void {
+    if (this.closing || this.graceTimers.has(nodeId)) return;
+    const cancel = this.clock.setTimer(this.gracePeriodMs, () => {
+      this.graceTimers.delete(nodeId);
+      this.serialize(() => this.markDown(nodeId));
+    });
+    this.graceTimers.set(nodeId, cancel);
+  }
+
+  private cancelGraceTimer(nodeId: string): void {
+    this.graceTimers.get(nodeId)?.();
+    this.graceTimers.delete(nodeId);
+  }
+
+  private async markDown(nodeId: string): Promise<void> {
+    // It may have re-joined, or left, since the timer was armed.
+    if (this.bindings.has(nodeId) || findMember(this.current, nodeId)?.state !== 'up') return;
+    try {
+      await this.commit(
+        setState(this.current, nodeId, 'down', this.limits),
+        `member ${nodeId} down after ${this.gracePeriodMs} ms`,
+      );
+    } catch (error) {
+      if (!(error instanceof PersistFailed)) throw error;
+      // Still up and absent: try again after another grace period.
+      this.armGraceTimer(nodeId);
+    }
+  }
+
+  /**
+   * Persists `next` and only then makes it current and pushes it to the members. Does
+   * nothing if `next` is the current snapshot. Throws PersistFailed, leaving all as it was.
+   */
+  private async commit(next: RegistrySnapshot, what: string): Promise<void> {
+    if (next === this.current) return;
+    try {
+      await saveRegistry(this.options.dataDir, next);
+    } catch (error) {
+      this.persistFailures++;
+      this.log(`could not persist the registry (${what}): ${String(error)}`);
+      throw new PersistFailed(`the registry could not be written; try again later`);
+    }
+    this.current = next;
+    this.log(`${what}; epoch ${next.epoch}`);
+    this.io.to(MEMBERS_ROOM).emit(SignalingEvents.registry, { registry: next });
+  }
+
+  /** Queues a membership change behind the previous ones; failures are logged, not thrown. */
+  private serialize(change: () => Promise<void>): void {
+    this.queue = this.queue.then(change).catch((error: unknown) => {
+      this.log(`membership change failed: ${String(error)}`);
+    });
+  }
+
+  private clusterProblem(clusterId: string): Refusal | undefined {
+    if (clusterId === this.settings.clusterId) return undefined;
+    return this.refuse(
+      'wrong_cluster',
+      `this server hosts cluster '${this.settings.clusterId}', not '${clusterId}'`,
+    );
+  }
+
+  private freshNodeId(): string {
+    for (;;) {
+      const nodeId = `n${randomBytes(6).toString('hex')}`;
+      if (findMember(this.current, nodeId) === undefined) return nodeId;
+    }
+  }
+
+  private refuse(code: SignalingErrorCode, message: string): Refusal {
+    this.refused[code] = (this.refused[code] ?? 0) + 1;
+    return { ok: false, error: { code, message } };
+  }
+}
+
+function digest(text: string): Buffer {
+  return createHash('sha256').update(text, 'utf8').digest();
+}
+
+/** JSON size of a payload; what cannot be serialized counts as too large. */
+function jsonBytes(value: unknown): number {
+  try {
+    return Buffer.byteLength(JSON.stringify(value) ?? '', 'utf8');
+  } catch {
+    return Number.POSITIVE_INFINITY;
+  }
+}
+
+function validateOptions(options: SignalingServerOptions, limits: SignalingLimits): void {
+  if (typeof options.token !== 'string' || options.token.length === 0) {
+    throw new RangeError('a cluster token is required (--token or MESHKV_TOKEN)');
+  }
+  if (Buffer.byteLength(options.token) > MAX_TOKEN_BYTES) {
+    throw new RangeError(`the cluster token is longer than ${MAX_TOKEN_BYTES} bytes`);
+  }
+  const positive: [string, number | undefined][] = [
+    ['gracePeriodMs', options.gracePeriodMs],
+    ['joinTimeoutMs', options.joinTimeoutMs],
+    ...Object.entries(limits),
+  ];
+  for (const [name, value] of positive) {
+    if (value !== undefined && !(Number.isFinite(value) && value > 0)) {
+      throw new RangeError(`${name} must be a positive number, not ${value}`);
+    }
+  }
+  if (limits.maxMembers > MAX_MEMBERS) {
+    throw new RangeError(`maxMembers must be at most ${MAX_MEMBERS}, the ring's limit`);
+  }
+  if (limits.maxFrameBytes < limits.maxMessageBytes) {
+    throw new RangeError('maxFrameBytes must be at least maxMessageBytes');
+  }
+}

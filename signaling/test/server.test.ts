@@ -1,0 +1,548 @@
+import { readdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { DEFAULT_SETTINGS } from '@meshkv/ring';
+import { SignalingClient, SignalingError } from '@meshkv/transport';
+import { expect } from 'chai';
+import { RegistryFileError, registryFilePath } from '../src/registry-file.ts';
+import { CLUSTER, Fixture, joinPayload, ManualClock, request, TOKEN, waitFor } from './support.ts';
+
+/** The rejection of `promise`, which must reject. */
+async function rejection(promise: Promise<unknown>): Promise<SignalingError> {
+  try {
+    await promise;
+  } catch (error) {
+    expect(error).to.be.instanceOf(SignalingError);
+    return error as SignalingError;
+  }
+  throw new Error('expected a rejection');
+}
+
+function stateOf(registry: { members: readonly { nodeId: string; state: string }[] }, id: string) {
+  return registry.members.find((member) => member.nodeId === id)?.state;
+}
+
+describe('signaling server: joining', () => {
+  const fx = new Fixture();
+  afterEach(() => fx.cleanup());
+
+  it('assigns a fresh node id when none is requested and registers it up at epoch 1', async () => {
+    const server = await fx.server();
+    const client = await fx.client(server, { kind: 'browser' });
+    expect(client.nodeId).to.match(/^[A-Za-z0-9._:-]{1,64}$/);
+    expect(client.registry.epoch).to.equal(1);
+    expect(client.registry.members).to.deep.equal([
+      { nodeId: client.nodeId, kind: 'browser', state: 'up', joinedAtEpoch: 1, changedAtEpoch: 1 },
+    ]);
+    expect(client.registry.settings).to.deep.equal({
+      clusterId: CLUSTER,
+      ...DEFAULT_SETTINGS,
+    });
+    expect(server.registry()).to.deep.equal(client.registry);
+  });
+
+  it('registers a requested id and pushes each join to the members already there', async () => {
+    const server = await fx.server();
+    const a = await fx.client(server, { nodeId: 'a' });
+    const epochs: number[] = [];
+    a.on('registry', (registry) => epochs.push(registry.epoch));
+    const b = await fx.client(server, { nodeId: 'b', httpAddress: 'http://127.0.0.1:9000' });
+    expect(b.nodeId).to.equal('b');
+    await waitFor(() => epochs.length === 1, 'the push of b joining');
+    expect(epochs).to.deep.equal([2]);
+    expect(a.registry.members.map((member) => member.nodeId)).to.deep.equal(['a', 'b']);
+    expect(a.registry.members[1]!.httpAddress).to.equal('http://127.0.0.1:9000');
+  });
+
+  it('refuses a wrong or missing token with a clear reason', async () => {
+    const server = await fx.server();
+    const wrong = await rejection(fx.client(server, { token: 'not-the-token' }));
+    expect(wrong.code).to.equal('unauthorized');
+    expect(wrong.message).to.equal('wrong cluster token');
+    const missing = await rejection(fx.client(server, { token: '' }));
+    expect(missing.code).to.equal('unauthorized');
+    expect(missing.message).to.equal('missing cluster token');
+    expect(server.stats().refused.unauthorized).to.equal(2);
+    expect(server.registry().epoch).to.equal(0);
+  });
+
+  it('refuses another cluster id and another protocol version', async () => {
+    const server = await fx.server();
+    const socket = await fx.socket(server);
+    expect(await request(socket, 'join', joinPayload({ clusterId: 'other' }))).to.deep.equal({
+      ok: false,
+      error: {
+        code: 'wrong_cluster',
+        message: `this server hosts cluster '${CLUSTER}', not 'other'`,
+      },
+    });
+    const version = (await request(socket, 'join', joinPayload({ protocolVersion: 2 }))) as {
+      error: { code: string };
+    };
+    expect(version.error.code).to.equal('incompatible_version');
+    expect(server.registry().epoch).to.equal(0);
+  });
+
+  it('refuses malformed node ids', async () => {
+    const server = await fx.server();
+    const socket = await fx.socket(server);
+    for (const nodeId of ['', 'a#1', 'a b', 'x'.repeat(65), 'é', 7]) {
+      const reply = (await request(socket, 'join', joinPayload({ nodeId }))) as {
+        error: { code: string };
+      };
+      expect(reply.error.code, JSON.stringify(nodeId)).to.equal('invalid');
+    }
+    expect(server.stats().refused.invalid).to.equal(6);
+  });
+
+  it('refuses an id connected elsewhere and reclaims it once that one is gone', async () => {
+    const server = await fx.server();
+    const first = await fx.client(server, { nodeId: 'x' });
+    const duplicate = await rejection(fx.client(server, { nodeId: 'x' }));
+    expect(duplicate.code).to.equal('duplicate_id');
+    expect(duplicate.message).to.contain("'x'");
+    await first.close();
+    await waitFor(() => server.connectedMembers().length === 0, 'the server to notice');
+    const again = await fx.client(server, { nodeId: 'x' });
+    expect(again.nodeId).to.equal('x');
+    // Reclaiming an `up` id is not a membership change.
+    expect(server.registry().epoch).to.equal(1);
+  });
+
+  it('lets the same session take its id over from a connection not noticed dead', async () => {
+    const server = await fx.server();
+    const old = await fx.socket(server);
+    const joined = (await request(old, 'join', joinPayload({ nodeId: 'x' }))) as {
+      sessionKey: string;
+    };
+    const fresh = await fx.socket(server);
+    const refused = (await request(fresh, 'join', joinPayload({ nodeId: 'x' }))) as {
+      error: { code: string };
+    };
+    expect(refused.error.code).to.equal('duplicate_id');
+    const wrongKey = (await request(
+      fresh,
+      'join',
+      joinPayload({ nodeId: 'x', sessionKey: 'guess' }),
+    )) as { error: { code: string } };
+    expect(wrongKey.error.code).to.equal('duplicate_id');
+    const taken = (await request(
+      fresh,
+      'join',
+      joinPayload({ nodeId: 'x', sessionKey: joined.sessionKey }),
+    )) as { ok: boolean; nodeId: string };
+    expect(taken).to.include({ ok: true, nodeId: 'x' });
+    await waitFor(() => !old.connected, 'the old connection to be closed');
+    expect(server.connectedMembers()).to.deep.equal(['x']);
+    expect(server.registry().epoch).to.equal(1);
+  });
+
+  it('disconnects a connection that does not join in time', async () => {
+    const clock = new ManualClock();
+    const server = await fx.server({ clock, joinTimeoutMs: 5_000 });
+    const socket = await fx.socket(server);
+    const notices: unknown[] = [];
+    socket.on('protocol_error', (notice) => notices.push(notice));
+    clock.advance(4_999);
+    expect(socket.connected).to.equal(true);
+    clock.advance(1);
+    await waitFor(() => !socket.connected, 'the disconnection');
+    expect(notices).to.deep.equal([
+      { error: { code: 'not_joined', message: 'no join within 5000 ms' } },
+    ]);
+  });
+
+  it('refuses new ids beyond maxMembers while known ids may come back', async () => {
+    const server = await fx.server({ limits: { maxMembers: 2 } });
+    await fx.client(server, { nodeId: 'a' });
+    const b = await fx.client(server, { nodeId: 'b' });
+    const full = await rejection(fx.client(server, { nodeId: 'c' }));
+    expect(full.code).to.equal('cluster_full');
+    await b.close();
+    await waitFor(() => server.connectedMembers().length === 1, 'b to be gone');
+    await fx.client(server, { nodeId: 'b' });
+  });
+
+  it('refuses connections beyond maxConnections', async () => {
+    const server = await fx.server({ limits: { maxConnections: 2 } });
+    await fx.socket(server);
+    await fx.socket(server);
+    const third = await fx.socket(server).catch(() => undefined);
+    // The third may be closed before or after its `connect` event: either way it ends.
+    if (third) await waitFor(() => !third.connected, 'the third connection to be closed');
+    expect(server.stats().refused.server_full).to.equal(1);
+    expect(server.stats().connections).to.equal(2);
+  });
+});
+
+describe('signaling server: grace period and leave', () => {
+  const fx = new Fixture();
+  afterEach(() => fx.cleanup());
+  const gracePeriodMs = 1_000;
+
+  /** A server with a manual clock, member `a` and an observer recording pushed epochs. */
+  async function setup() {
+    const clock = new ManualClock();
+    const server = await fx.server({ clock, gracePeriodMs });
+    const a = await fx.client(server, { nodeId: 'a' });
+    const observer = await fx.client(server, { nodeId: 'observer' });
+    const pushed: number[] = [];
+    observer.on('registry', (registry) => pushed.push(registry.epoch));
+    expect(server.registry().epoch).to.equal(2);
+    return { clock, server, a, observer, pushed };
+  }
+
+  it('does not mark down a member back within the grace period', async () => {
+    const { clock, server, a, pushed } = await setup();
+    await a.close();
+    await waitFor(() => !server.connectedMembers().includes('a'), 'the disconnection');
+    clock.advance(gracePeriodMs - 1);
+    await fx.client(server, { nodeId: 'a' });
+    clock.advance(10 * gracePeriodMs);
+    expect(server.registry().epoch).to.equal(2);
+    expect(stateOf(server.registry(), 'a')).to.equal('up');
+    expect(pushed).to.deep.equal([]);
+  });
+
+  it('marks down after the grace period, once, pushed; a return marks it up', async () => {
+    const { clock, server, a, observer, pushed } = await setup();
+    await a.close();
+    await waitFor(() => !server.connectedMembers().includes('a'), 'the disconnection');
+    clock.advance(gracePeriodMs);
+    await waitFor(() => pushed.length === 1, 'the push of a down');
+    expect(pushed).to.deep.equal([3]);
+    expect(stateOf(observer.registry, 'a')).to.equal('down');
+    expect(observer.registry.members.find((m) => m.nodeId === 'a')!.changedAtEpoch).to.equal(3);
+    clock.advance(10 * gracePeriodMs);
+    await fx.client(server, { nodeId: 'a' });
+    await waitFor(() => pushed.length === 2, 'the push of a up again');
+    expect(pushed).to.deep.equal([3, 4]);
+    expect(stateOf(server.registry(), 'a')).to.equal('up');
+    expect(server.registry().members.find((m) => m.nodeId === 'a')!.joinedAtEpoch).to.equal(1);
+  });
+
+  it('marks a graceful leave left, once, pushed, and never down afterwards', async () => {
+    const { clock, server, a, observer, pushed } = await setup();
+    await a.leave();
+    expect(a.state).to.equal('closed');
+    await waitFor(() => pushed.length === 1, 'the push of a left');
+    expect(pushed).to.deep.equal([3]);
+    expect(stateOf(observer.registry, 'a')).to.equal('left');
+    clock.advance(10 * gracePeriodMs);
+    expect(server.registry().epoch).to.equal(3);
+    expect(await rejection(a.sendSignal('observer', {}))).to.have.property('code', 'closed');
+  });
+});
+
+describe('signaling server: relay', () => {
+  const fx = new Fixture();
+  afterEach(() => fx.cleanup());
+
+  it('relays a signal between members with the authenticated sender id', async () => {
+    const server = await fx.server();
+    const a = await fx.client(server, { nodeId: 'a' });
+    const b = await fx.client(server, { nodeId: 'b' });
+    const received: unknown[] = [];
+    b.on('signal', (from, payload) => received.push({ from, payload }));
+    const offer = { type: 'offer', sdp: 'v=0\r\n', nested: { list: [1, 'two', null, true] } };
+    await a.sendSignal('b', offer);
+    await waitFor(() => received.length === 1, 'the signal');
+    expect(received).to.deep.equal([{ from: 'a', payload: offer }]);
+    expect(server.stats().signalsRelayed).to.equal(1);
+  });
+
+  it('answers an unknown target, an absent one and oneself with errors', async () => {
+    const server = await fx.server();
+    const a = await fx.client(server, { nodeId: 'a' });
+    const b = await fx.client(server, { nodeId: 'b' });
+    const unknown = await rejection(a.sendSignal('nobody', {}));
+    expect(unknown.code).to.equal('unknown_target');
+    await b.close();
+    await waitFor(() => server.connectedMembers().length === 1, 'b to be gone');
+    const absent = await rejection(a.sendSignal('b', {}));
+    expect(absent.code).to.equal('target_unavailable');
+    expect((await rejection(a.sendSignal('a', {}))).code).to.equal('invalid');
+    expect(server.stats().signalsRelayed).to.equal(0);
+  });
+
+  it('relays nothing for a connection that has not joined, or for another cluster', async () => {
+    const server = await fx.server();
+    const b = await fx.client(server, { nodeId: 'b' });
+    const received: unknown[] = [];
+    b.on('signal', (from) => received.push(from));
+    const socket = await fx.socket(server);
+    const signal = { clusterId: CLUSTER, to: 'b', payload: {} };
+    const early = (await request(socket, 'signal', signal)) as { error: { code: string } };
+    expect(early.error.code).to.equal('not_joined');
+    const bad = (await request(socket, 'join', joinPayload({ nodeId: 'r', token: 'x' }))) as {
+      error: { code: string };
+    };
+    expect(bad.error.code).to.equal('unauthorized');
+    const stillEarly = (await request(socket, 'signal', signal)) as { error: { code: string } };
+    expect(stillEarly.error.code).to.equal('not_joined');
+    await request(socket, 'join', joinPayload({ nodeId: 'r' }));
+    const other = (await request(socket, 'signal', { ...signal, clusterId: 'other' })) as {
+      error: { code: string };
+    };
+    expect(other.error.code).to.equal('wrong_cluster');
+    expect(await request(socket, 'signal', signal)).to.deep.equal({ ok: true });
+    await waitFor(() => received.length === 1, 'the one valid signal');
+    expect(received).to.deep.equal(['r']);
+  });
+
+  it('tells members when others come online and go offline', async () => {
+    const server = await fx.server();
+    const a = await fx.client(server, { nodeId: 'a' });
+    const events: string[] = [];
+    a.on('presence', (nodeId, online) => events.push(`${nodeId} ${online}`));
+    const b = await fx.client(server, { nodeId: 'b' });
+    expect([...b.online].sort()).to.deep.equal(['a', 'b']);
+    await waitFor(() => events.length === 1, 'b online');
+    expect(a.online.has('b')).to.equal(true);
+    await b.close();
+    await waitFor(() => events.length === 2, 'b offline');
+    expect(events).to.deep.equal(['b true', 'b false']);
+    expect(a.online.has('b')).to.equal(false);
+    expect(server.registry().epoch).to.equal(2);
+  });
+});
+
+describe('signaling server: limits and malformed input', () => {
+  const fx = new Fixture();
+  afterEach(() => fx.cleanup());
+
+  it('refuses an oversized message with too_large and counts it', async () => {
+    const server = await fx.server({ limits: { maxMessageBytes: 1_024 } });
+    const a = await fx.client(server, { nodeId: 'a' });
+    const b = await fx.client(server, { nodeId: 'b' });
+    const received: unknown[] = [];
+    b.on('signal', (_from, payload) => received.push(payload));
+    const error = await rejection(a.sendSignal('b', { blob: 'x'.repeat(2_000) }));
+    expect(error.code).to.equal('too_large');
+    expect(server.stats().refused.too_large).to.equal(1);
+    await a.sendSignal('b', { small: true });
+    await waitFor(() => received.length === 1, 'the small signal');
+    expect(received).to.deep.equal([{ small: true }]);
+  });
+
+  it('closes a connection sending a frame above maxFrameBytes and serves the others', async () => {
+    const server = await fx.server({ limits: { maxMessageBytes: 1_024, maxFrameBytes: 8_192 } });
+    const a = await fx.client(server, { nodeId: 'a' });
+    const b = await fx.client(server, { nodeId: 'b' });
+    const socket = await fx.socket(server);
+    socket.emit('signal', { blob: 'x'.repeat(20_000) });
+    await waitFor(() => !socket.connected, 'the oversized connection to be closed');
+    const received: unknown[] = [];
+    b.on('signal', (from) => received.push(from));
+    await a.sendSignal('b', {});
+    await waitFor(() => received.length === 1, 'a signal after the oversized frame');
+  });
+
+  it('refuses a signal flood beyond the per-member rate and counts it', async () => {
+    // Frozen time: the bucket holds exactly `signalBurst` and refills only when told.
+    const clock = new ManualClock();
+    const server = await fx.server({ clock, limits: { signalsPerSecond: 10, signalBurst: 5 } });
+    const a = await fx.client(server, { nodeId: 'a' });
+    await fx.client(server, { nodeId: 'b' });
+    const results = await Promise.allSettled(
+      Array.from({ length: 8 }, (_, i) => a.sendSignal('b', { i })),
+    );
+    expect(results.filter((result) => result.status === 'fulfilled')).to.have.length(5);
+    const codes = results.flatMap((result) =>
+      result.status === 'rejected' ? [(result.reason as SignalingError).code] : [],
+    );
+    expect(codes).to.deep.equal(['rate_limited', 'rate_limited', 'rate_limited']);
+    expect(server.stats().refused.rate_limited).to.equal(3);
+    clock.advance(100);
+    await a.sendSignal('b', { refilled: true });
+  });
+
+  it('survives a flood of malformed messages and members are not affected', async () => {
+    const server = await fx.server();
+    const a = await fx.client(server, { nodeId: 'a' });
+    const b = await fx.client(server, { nodeId: 'b' });
+    const received: unknown[] = [];
+    b.on('signal', (from) => received.push(from));
+    const socket = await fx.socket(server);
+    const notices: unknown[] = [];
+    socket.on('protocol_error', (notice) => notices.push(notice));
+    let deep: unknown = {};
+    for (let i = 0; i < 50; i++) deep = { deep };
+    const payloads: unknown[] = [
+      null,
+      42,
+      'text',
+      [],
+      {},
+      { clusterId: 5 },
+      { clusterId: CLUSTER, to: 'b', payload: deep },
+      { clusterId: CLUSTER, to: 'b', payload: new Uint8Array(16) },
+      { clusterId: CLUSTER, to: 'b', payload: [1, 2] },
+      { clusterId: CLUSTER, to: 'b', payload: {}, extra: 1 },
+      joinPayload({ kind: 'cat' }),
+      joinPayload({ protocolVersion: '1' }),
+      joinPayload({ httpAddress: 'ftp://x' }),
+      joinPayload({ token: 5 }),
+    ];
+    let acked = 0;
+    const answers: Promise<unknown>[] = [];
+    for (let round = 0; round < 5; round++) {
+      for (const event of ['join', 'signal', 'leave', 'bogus', 'registry']) {
+        for (const payload of payloads) {
+          answers.push(request(socket, event, payload).then((reply) => reply));
+          socket.emit(event, payload); // no acknowledgement: answered with a notice
+          acked++;
+        }
+        socket.emit(event); // no payload at all
+        socket.emit(event, 1, 2); // too many
+      }
+    }
+    const replies = (await Promise.all(answers)) as { ok: boolean; error: { code: string } }[];
+    expect(replies).to.have.length(acked);
+    for (const reply of replies) {
+      expect(reply.ok).to.equal(false);
+      expect(['invalid', 'not_joined', 'rate_limited']).to.include(reply.error.code);
+    }
+    await waitFor(() => notices.length === acked + 50, 'a notice for each unacknowledged one');
+    // Raw Engine.IO garbage: Socket.IO's parser refuses it and closes that connection.
+    socket.io.engine.write('2{{{{not a packet');
+    await waitFor(() => !socket.connected, 'the garbage connection to be closed');
+    await a.sendSignal('b', {});
+    await waitFor(() => received.length === 1, 'a signal after the flood');
+    const { refused } = server.stats();
+    expect(
+      (refused.invalid ?? 0) + (refused.not_joined ?? 0) + (refused.rate_limited ?? 0),
+    ).to.equal(2 * acked + 50);
+    expect(server.registry().epoch).to.equal(2);
+  });
+});
+
+describe('signaling server: persistence and restart', () => {
+  const fx = new Fixture();
+  afterEach(() => fx.cleanup());
+
+  it('restores the registry from disk, and members re-join by themselves', async () => {
+    const dataDir = await fx.dataDir();
+    const first = await fx.server({ dataDir });
+    const a = await fx.client(first, { nodeId: 'a' });
+    const b = await fx.client(first, { nodeId: 'b', kind: 'browser' });
+    await a.leave();
+    const c = await fx.client(first, { nodeId: 'c' });
+    const before = first.registry();
+    expect(before.epoch).to.equal(4);
+    await first.close();
+    await waitFor(() => b.state === 'reconnecting' && c.state === 'reconnecting', 'reconnecting');
+    const second = await fx.server({ dataDir, port: first.port });
+    expect(second.registry()).to.deep.equal(before);
+    await waitFor(() => second.connectedMembers().join() === 'b,c', 'b and c to re-join');
+    expect(b.state).to.equal('joined');
+    expect(b.stats().rejoins).to.equal(1);
+    expect(second.registry()).to.deep.equal(before);
+    const received: unknown[] = [];
+    c.on('signal', (from) => received.push(from));
+    await b.sendSignal('c', {});
+    await waitFor(() => received.length === 1, 'a signal after the restart');
+  });
+
+  it('marks down after the grace period the members that do not come back', async () => {
+    const dataDir = await fx.dataDir();
+    const first = await fx.server({ dataDir });
+    const a = await fx.client(first, { nodeId: 'a' });
+    await a.close();
+    await first.close();
+    const clock = new ManualClock();
+    const second = await fx.server({ dataDir, clock, gracePeriodMs: 1_000 });
+    expect(stateOf(second.registry(), 'a')).to.equal('up');
+    clock.advance(1_000);
+    await waitFor(() => second.registry().epoch === 2, 'a to be marked down');
+    expect(stateOf(second.registry(), 'a')).to.equal('down');
+  });
+
+  it('refuses to start with settings that differ from the stored ones', async () => {
+    const dataDir = await fx.dataDir();
+    const first = await fx.server({ dataDir, settings: { clusterId: CLUSTER, partitions: 16 } });
+    await first.close();
+    let error: unknown;
+    await fx
+      .server({ dataDir, settings: { clusterId: CLUSTER, partitions: 32, replicationFactor: 3 } })
+      .catch((e: unknown) => {
+        error = e;
+      });
+    expect(error).to.be.instanceOf(RegistryFileError);
+    expect((error as Error).message).to.contain(registryFilePath(dataDir));
+    expect((error as Error).message).to.contain('partitions 32 (stored: 16)');
+    // Settings not given are taken from the file.
+    const again = await fx.server({ dataDir, settings: {} });
+    expect(again.registry().settings.partitions).to.equal(16);
+  });
+
+  it('refuses to start on a corrupt registry file, naming the file', async () => {
+    const dataDir = await fx.dataDir();
+    await writeFile(join(dataDir, 'registry.json'), '{"format": "meshkv-registry", "vers');
+    let error: unknown;
+    await fx.server({ dataDir }).catch((e: unknown) => {
+      error = e;
+    });
+    expect(error).to.be.instanceOf(RegistryFileError);
+    expect((error as Error).message).to.contain(
+      `registry file ${registryFilePath(dataDir)} is corrupt`,
+    );
+  });
+
+  it('keeps only the registry file in its directory', async () => {
+    const dataDir = await fx.dataDir();
+    const server = await fx.server({ dataDir });
+    await fx.client(server, { nodeId: 'a' });
+    expect(await readdir(dataDir)).to.deep.equal(['registry.json']);
+  });
+});
+
+describe('signaling server: HTTP', () => {
+  const fx = new Fixture();
+  afterEach(() => fx.cleanup());
+
+  it('answers /health and /status', async () => {
+    const server = await fx.server();
+    await fx.client(server, { nodeId: 'a' });
+    const health = await fetch(`${server.url}/health`);
+    expect(health.status).to.equal(200);
+    expect(await health.json()).to.deep.equal({ status: 'ok' });
+    const status = (await (await fetch(`${server.url}/status`)).json()) as {
+      settings: { clusterId: string };
+      epoch: number;
+      members: { nodeId: string; state: string; connected: boolean }[];
+    };
+    expect(status.settings.clusterId).to.equal(CLUSTER);
+    expect(status.epoch).to.equal(1);
+    expect(status.members).to.have.length(1);
+    expect(status.members[0]).to.include({ nodeId: 'a', state: 'up', connected: true });
+  });
+
+  it('serves the static folder and nothing outside it', async () => {
+    const staticDir = await fx.dataDir();
+    await writeFile(join(staticDir, 'index.html'), '<h1>demo</h1>');
+    await writeFile(join(staticDir, 'app.js'), 'export {};');
+    const server = await fx.server({ staticDir });
+    const index = await fetch(`${server.url}/`);
+    expect(index.headers.get('content-type')).to.equal('text/html; charset=utf-8');
+    expect(await index.text()).to.equal('<h1>demo</h1>');
+    expect(await (await fetch(`${server.url}/app.js`)).text()).to.equal('export {};');
+    expect((await fetch(`${server.url}/missing.js`)).status).to.equal(404);
+    expect((await fetch(`${server.url}/%2e%2e/%2e%2e/etc/passwd`)).status).to.equal(404);
+    expect((await fetch(`${server.url}/%E0%A4%A`)).status).to.equal(400);
+    expect((await fetch(`${server.url}/health`, { method: 'POST' })).status).to.equal(405);
+  });
+});
+
+describe('signaling client: options', () => {
+  it('refuses malformed ids before connecting', async () => {
+    const error = await rejection(
+      SignalingClient.connect({
+        url: 'http://127.0.0.1:1',
+        token: TOKEN,
+        clusterId: 'bad id',
+        kind: 'node',
+      }),
+    );
+    expect(error.code).to.equal('invalid');
+  });
+});
