@@ -1,0 +1,173 @@
+// The signaling client against the signaling server CLI in a child process.
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { expect } from 'chai';
+import {
+  SignalingClient,
+  type SignalingClientOptions,
+  SignalingError,
+} from '../src/signaling-client.ts';
+import { waitFor } from './mesh-helpers.ts';
+import { SignalingProcess } from './signaling-server.ts';
+
+const TOKEN = 'client-test-token';
+const CLUSTER = 'client-test';
+
+async function rejection(promise: Promise<unknown>): Promise<SignalingError> {
+  try {
+    await promise;
+  } catch (error) {
+    expect(error).to.be.instanceOf(SignalingError);
+    return error as SignalingError;
+  }
+  throw new Error('expected a rejection');
+}
+
+describe('signaling client with a server process', () => {
+  const processes: SignalingProcess[] = [];
+  const clients: SignalingClient[] = [];
+  let dataDir: string;
+
+  beforeEach(async () => {
+    dataDir = await mkdtemp(join(tmpdir(), 'meshkv-signaling-client-'));
+  });
+
+  afterEach(async () => {
+    for (const client of clients.splice(0)) await client.close();
+    for (const server of processes.splice(0)) await server.stop();
+    await rm(dataDir, { recursive: true, force: true });
+  });
+
+  async function server(options: { port?: number; token?: string } = {}) {
+    const started = await SignalingProcess.start({
+      dataDir,
+      token: options.token ?? TOKEN,
+      ...(options.port === undefined ? {} : { port: options.port }),
+      args: ['--cluster-id', CLUSTER],
+    });
+    processes.push(started);
+    return started;
+  }
+
+  async function client(url: string, options: Partial<SignalingClientOptions> = {}) {
+    const joined = await SignalingClient.connect({
+      url,
+      token: TOKEN,
+      clusterId: CLUSTER,
+      kind: 'node',
+      connectTimeoutMs: 30_000,
+      reconnectDelayMs: 50,
+      reconnectDelayMaxMs: 250,
+      ...options,
+    });
+    clients.push(joined);
+    return joined;
+  }
+
+  it('joins, learns members and presence, and relays signals', async () => {
+    const { url } = await server();
+    const a = await client(url, { nodeId: 'a' });
+    const joined: string[] = [];
+    a.on('presence', (nodeId, online) => online && joined.push(nodeId));
+    const epochs: number[] = [];
+    a.on('registry', (registry) => epochs.push(registry.epoch));
+    const b = await client(url, { kind: 'browser' });
+    await waitFor(() => joined.length === 1 && epochs.length === 1, 'b to appear at a');
+    expect(joined).to.deep.equal([b.nodeId]);
+    expect(epochs).to.deep.equal([2]);
+    expect(a.registry.members.map((member) => member.nodeId)).to.include(b.nodeId);
+    const received: unknown[] = [];
+    a.on('signal', (from, payload) => received.push({ from, payload }));
+    await b.sendSignal('a', { type: 'answer', sdp: 'v=0' });
+    await waitFor(() => received.length === 1, 'the signal');
+    expect(received).to.deep.equal([{ from: b.nodeId, payload: { type: 'answer', sdp: 'v=0' } }]);
+    expect((await rejection(b.sendSignal('nobody', {}))).code).to.equal('unknown_target');
+  });
+
+  it('refuses a bad token with a typed error and a clear reason', async () => {
+    const { url } = await server();
+    const error = await rejection(client(url, { token: 'wrong' }));
+    expect(error.code).to.equal('unauthorized');
+    expect(error.message).to.equal('wrong cluster token');
+  });
+
+  it('reconnects by itself after a server restart and re-joins with its id', async () => {
+    const first = await server();
+    const a = await client(first.url, { nodeId: 'a' });
+    const b = await client(first.url, { nodeId: 'b' });
+    const c = await client(first.url, { nodeId: 'c' });
+    await c.leave();
+    const before = a.registry;
+    expect(before.epoch).to.equal(4);
+    expect(await first.stop('SIGTERM')).to.equal(0);
+    await waitFor(() => a.state === 'reconnecting' && b.state === 'reconnecting', 'reconnecting');
+    expect((await rejection(a.sendSignal('b', {}))).code).to.equal('disconnected');
+    const second = await server({ port: first.port });
+    await waitFor(() => a.state === 'joined' && b.state === 'joined', 'both to re-join');
+    expect(a.nodeId).to.equal('a');
+    expect(a.stats().rejoins).to.equal(1);
+    // Restored from disk: same epoch, same members; reconnecting changed nothing.
+    expect(a.registry).to.deep.equal(before);
+    const status = (await (await fetch(`${second.url}/status`)).json()) as {
+      epoch: number;
+      members: { nodeId: string; state: string; connected: boolean }[];
+    };
+    expect(status.epoch).to.equal(4);
+    await waitFor(() => b.online.has('a'), 'a online at b');
+    const received: string[] = [];
+    b.on('signal', (from) => received.push(from));
+    await a.sendSignal('b', { after: 'restart' });
+    await waitFor(() => received.length === 1, 'a signal after the restart');
+  });
+
+  it('reports a refused re-join as an error and closes', async () => {
+    const first = await server();
+    const a = await client(first.url, { nodeId: 'a' });
+    const errors: SignalingError[] = [];
+    a.on('error', (error) => errors.push(error));
+    await first.stop();
+    await server({ port: first.port, token: 'rotated' });
+    await waitFor(() => a.state === 'closed', 'the client to give up');
+    expect(errors.map((error) => error.code)).to.deep.equal(['unauthorized']);
+    expect((await rejection(a.sendSignal('b', {}))).code).to.equal('closed');
+  });
+
+  it('fails connect with timeout when no server answers', async () => {
+    const first = await server();
+    const { url } = first;
+    await first.stop();
+    const error = await rejection(client(url, { connectTimeoutMs: 500 }));
+    expect(error.code).to.equal('timeout');
+    expect(error.message).to.contain(url);
+  });
+});
+
+describe('signaling CLI', () => {
+  it('exits 2 with the reason when the token is missing', async () => {
+    const outcome = await SignalingProcess.run(['--port', '0']);
+    expect(outcome.code).to.equal(2);
+    expect(outcome.stderr).to.contain('a cluster token is required');
+  });
+
+  it('exits 1 naming the file when the registry is corrupt', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'meshkv-signaling-cli-'));
+    try {
+      await writeFile(join(dataDir, 'registry.json'), 'not json');
+      const outcome = await SignalingProcess.run([
+        '--port',
+        '0',
+        '--data-dir',
+        dataDir,
+        '--token',
+        't',
+      ]);
+      expect(outcome.code).to.equal(1);
+      expect(outcome.stderr).to.contain(
+        `registry file ${join(dataDir, 'registry.json')} is corrupt`,
+      );
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+});
