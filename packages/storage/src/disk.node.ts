@@ -32,6 +32,9 @@ export async function openLevelEngine(path: string): Promise<Engine> {
   const db = new ClassicLevel<Uint8Array, Uint8Array>(path, {
     keyEncoding: 'view',
     valueEncoding: 'view',
+    // Measured (README "Disk"): 64 MiB memtables write large entries ~1.5x faster than
+    // the 4 MiB default, for at most two such buffers of memory.
+    writeBufferSize: 64 * 1024 * 1024,
   });
   try {
     await db.open();

@@ -1,0 +1,114 @@
+// `pnpm bench storage [disk|indexeddb]…`: durable batches/s and entries/s of the storage
+// backends, for batches of 1, 100 and 1000 entries of 100 B and 64 KiB, one group.
+// Disk = LevelDB (classic-level, sync writes) in os.tmpdir(); IndexedDB = Debian's headless
+// Chromium ({durability: 'strict'}), which needs the network namespace:
+// `scripts/netns-run.sh pnpm bench storage`. Each configuration runs `repeats` times on a
+// fresh database; one JSON line gives the median run and the range (the machine is shared).
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { openDiskStorage } from '../packages/storage/src/disk.node.ts';
+import { benchBatch } from '../packages/storage/test/bench-workload.ts';
+import { killChromium, launchChromium, servePage } from '../packages/storage/test/chromium.ts';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const batchSizes = [1, 100, 1000];
+const entrySizes = [100, 64 * 1024];
+/** Each run writes about this much (at least 5 batches, at most 2000). */
+const budgetBytes = 128 * 1024 * 1024;
+const repeats = 3;
+const backends = process.argv.slice(2).length > 0 ? process.argv.slice(2) : ['disk', 'indexeddb'];
+
+function batchesFor(batchSize: number, entryBytes: number): number {
+  return Math.min(2000, Math.max(5, Math.ceil(budgetBytes / (batchSize * entryBytes))));
+}
+
+function report(
+  backend: string,
+  batchSize: number,
+  entryBytes: number,
+  batches: number,
+  elapsedMs: number[],
+) {
+  const sorted = [...elapsedMs].sort((x, y) => x - y);
+  const perSec = (count: number, ms: number) => Math.round(count / (ms / 1000));
+  const medianMs = sorted[Math.floor(sorted.length / 2)]!;
+  console.log(
+    JSON.stringify({
+      bench: 'storage',
+      backend,
+      batchSize,
+      entryBytes,
+      batches,
+      runs: sorted.length,
+      medianSeconds: Number((medianMs / 1000).toFixed(3)),
+      batchesPerSec: perSec(batches, medianMs),
+      entriesPerSec: perSec(batches * batchSize, medianMs),
+      entriesPerSecRange: [
+        perSec(batches * batchSize, sorted.at(-1)!),
+        perSec(batches * batchSize, sorted[0]!),
+      ],
+      mibPerSec: Number(
+        ((batches * batchSize * entryBytes) / 2 ** 20 / (medianMs / 1000)).toFixed(1),
+      ),
+    }),
+  );
+}
+
+if (backends.includes('disk')) {
+  for (const entryBytes of entrySizes) {
+    for (const batchSize of batchSizes) {
+      const batches = batchesFor(batchSize, entryBytes);
+      const elapsedMs: number[] = [];
+      for (let run = 0; run < repeats; run++) {
+        const dir = await mkdtemp(join(tmpdir(), 'meshkv-bench-'));
+        const storage = await openDiskStorage(join(dir, 'db'));
+        await storage.write({ groups: [{ group: 0, create: true }] });
+        const startedMs = performance.now();
+        for (let b = 0; b < batches; b++) await storage.write(benchBatch(b, batchSize, entryBytes));
+        elapsedMs.push(performance.now() - startedMs);
+        await storage.close();
+        await rm(dir, { recursive: true, force: true });
+      }
+      report('disk (LevelDB)', batchSize, entryBytes, batches, elapsedMs);
+    }
+  }
+}
+
+if (backends.includes('indexeddb')) {
+  const profile = await mkdtemp(join(tmpdir(), 'meshkv-bench-chromium-'));
+  const server = await servePage(join(here, '../packages/storage/test/bench-page.ts'));
+  const browser = await launchChromium(profile);
+  try {
+    const page = await browser.newPage();
+    await page.goto(server.url);
+    await page.waitForFunction(() => 'runBench' in globalThis);
+    for (const entryBytes of entrySizes) {
+      for (const batchSize of batchSizes) {
+        const batches = batchesFor(batchSize, entryBytes);
+        const elapsedMs: number[] = [];
+        for (let run = 0; run < repeats; run++) {
+          elapsedMs.push(
+            await page.evaluate(
+              (size, bytes, count) =>
+                (
+                  globalThis as unknown as {
+                    runBench: (size: number, bytes: number, count: number) => Promise<number>;
+                  }
+                ).runBench(size, bytes, count),
+              batchSize,
+              entryBytes,
+              batches,
+            ),
+          );
+        }
+        report('IndexedDB (Chromium)', batchSize, entryBytes, batches, elapsedMs);
+      }
+    }
+  } finally {
+    await killChromium(browser);
+    await server.close();
+    await rm(profile, { recursive: true, force: true });
+  }
+}
