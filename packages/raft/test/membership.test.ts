@@ -1,0 +1,231 @@
+import { expect } from 'chai';
+import {
+  ConfChangeTransition,
+  ConfChangeType,
+  type ConfChangeV2,
+  DropReason,
+  decodeConfChange,
+  encodeConfChange,
+  MessageType,
+  RaftError,
+  RaftErrorCode,
+} from '../src/index.ts';
+import { enc, Network } from './harness.ts';
+
+const add = (nodeId: string) => ({ type: ConfChangeType.AddNode, nodeId });
+const remove = (nodeId: string) => ({ type: ConfChangeType.RemoveNode, nodeId });
+const addLearner = (nodeId: string) => ({ type: ConfChangeType.AddLearnerNode, nodeId });
+
+function dropReason(fn: () => void): string | null {
+  try {
+    fn();
+    return null;
+  } catch (e) {
+    expect(e).to.be.instanceOf(RaftError);
+    return (e as RaftError).reason;
+  }
+}
+
+/** Adds blank node `id` as a learner and waits until it has caught up (via snapshot). */
+function addCaughtUpLearner(net: Network, leaderId: string, id: string): void {
+  net.addBlank(id);
+  net.node(leaderId).raw.proposeConfChange(addLearner(id));
+  net.stabilize();
+  const leader = net.node(leaderId);
+  leader.snapshotAndCompact();
+  net.tickUntil(() => net.node(id).appliedIndex === leader.appliedIndex);
+}
+
+describe('raft: membership changes (thesis §4) with learners and joint consensus', () => {
+  it('membership add: a voter added by a simple change takes part in the quorum', () => {
+    const net = new Network(['a', 'b', 'c'], { seed: 51 });
+    const leader = net.electLeader();
+    addCaughtUpLearner(net, leader.id, 'd');
+    leader.raw.proposeConfChange(add('d'));
+    net.stabilize();
+    expect(leader.confState.voters).to.deep.equal(['a', 'b', 'c', 'd']);
+    // With four voters a commit needs three: two down blocks progress.
+    const [x, y] = ['a', 'b', 'c'].filter((id) => id !== leader.id);
+    net.crash(x!);
+    net.crash(y!);
+    leader.raw.propose(enc('needs-d'));
+    net.stabilize();
+    expect(leader.state).to.not.include('needs-d');
+    net.restart(x!);
+    net.tickUntil(() => leader.state.includes('needs-d'));
+  });
+
+  it('membership remove: a removed follower stops counting; the rest keep committing', () => {
+    const net = new Network(['a', 'b', 'c', 'd'], { seed: 52 });
+    const leader = net.electLeader();
+    const victim = ['a', 'b', 'c', 'd'].find((id) => id !== leader.id)!;
+    leader.raw.proposeConfChange(remove(victim));
+    net.stabilize();
+    expect(leader.confState.voters).to.not.include(victim);
+    net.crash(victim);
+    const [x] = ['a', 'b', 'c', 'd'].filter((id) => id !== leader.id && id !== victim);
+    net.crash(x!);
+    // Three voters left, two up: still a majority.
+    net.propose(leader.id, 'after-remove');
+    expect(leader.state).to.include('after-remove');
+  });
+
+  it('membership replace leader: joint consensus swaps the leader out; it steps down and a new leader continues', () => {
+    const net = new Network(['a', 'b', 'c'], { seed: 53 });
+    const leader = net.electLeader();
+    addCaughtUpLearner(net, leader.id, 'd');
+    const cc: ConfChangeV2 = {
+      transition: ConfChangeTransition.Auto,
+      changes: [add('d'), remove(leader.id)],
+    };
+    leader.raw.proposeConfChange(cc);
+    net.stabilize();
+    // Entering the joint config was applied; the leader then left it automatically.
+    net.tickUntil(
+      () =>
+        net.node('d').confState.votersOutgoing.length === 0 &&
+        net.node('d').confState.voters.includes('d'),
+    );
+    const expected = ['a', 'b', 'c', 'd'].filter((id) => id !== leader.id);
+    expect(net.node('d').confState.voters).to.deep.equal(expected);
+    expect(leader.status.role, 'removed leader steps down').to.equal('follower');
+    net.crash(leader.id);
+    const next = net.electLeader();
+    expect(expected).to.include(next.id);
+    net.propose(next.id, 'post-replace');
+    for (const id of expected) expect(net.node(id).state).to.include('post-replace');
+  });
+
+  it('joint consensus: while joint, a decision needs majorities of both halves (§4.3)', () => {
+    const net = new Network(['a', 'b', 'c'], { seed: 54 });
+    const leader = net.electLeader();
+    for (const id of ['d', 'e']) addCaughtUpLearner(net, leader.id, id);
+    // Explicit: stay joint until told to leave.
+    leader.raw.proposeConfChange({
+      transition: ConfChangeTransition.Explicit,
+      changes: [add('d'), add('e'), remove(['a', 'b', 'c'].find((id) => id !== leader.id)!)],
+    });
+    net.stabilize();
+    expect(leader.confState.votersOutgoing).to.deep.equal(['a', 'b', 'c']);
+    // Take down the new voters: the incoming half {leader, other, d, e} loses its majority.
+    net.crash('d');
+    net.crash('e');
+    leader.raw.propose(enc('joint'));
+    net.stabilize();
+    expect(leader.state).to.not.include('joint');
+    net.restart('d');
+    net.tickUntil(() => leader.state.includes('joint'));
+    // Leaving is explicit: an empty ConfChangeV2.
+    leader.raw.proposeConfChange({ transition: ConfChangeTransition.Auto, changes: [] });
+    net.stabilize();
+    expect(leader.confState.votersOutgoing).to.deep.equal([]);
+  });
+
+  it('conf changes are serialized: a second one is dropped until the first is applied', () => {
+    const net = new Network(['a', 'b', 'c'], { seed: 55, checkQuorum: false });
+    const leader = net.electLeader();
+    net.isolate(leader.id);
+    leader.raw.proposeConfChange(addLearner('x'));
+    expect(dropReason(() => leader.raw.proposeConfChange(addLearner('y')))).to.equal(
+      DropReason.ConfChangePending,
+    );
+    net.heal();
+    net.tickUntil(() => leader.confState.learners.includes('x'));
+    leader.raw.proposeConfChange(addLearner('y'));
+  });
+
+  it('joint configuration: only a leave is accepted while joint, and a leave only while joint', () => {
+    const net = new Network(['a', 'b', 'c'], { seed: 56 });
+    const leader = net.electLeader();
+    expect(
+      dropReason(() =>
+        leader.raw.proposeConfChange({ transition: ConfChangeTransition.Auto, changes: [] }),
+      ),
+    ).to.equal(DropReason.ConfNotJoint);
+    leader.raw.proposeConfChange({
+      transition: ConfChangeTransition.Explicit,
+      changes: [addLearner('z')],
+    });
+    net.stabilize();
+    expect(dropReason(() => leader.raw.proposeConfChange(addLearner('w')))).to.equal(
+      DropReason.ConfAlreadyJoint,
+    );
+  });
+
+  it('learners receive the log but do not vote or count for commit', () => {
+    const net = new Network(['a', 'b', 'l'], { seed: 57, learners: ['l'] });
+    const leader = net.electLeader();
+    net.propose(leader.id, 'x');
+    expect(net.node('l').state).to.deep.equal(['x']);
+    const voter = ['a', 'b'].find((id) => id !== leader.id)!;
+    net.crash(voter);
+    leader.raw.propose(enc('y'));
+    net.stabilize();
+    expect(leader.state, 'leader + learner is not a quorum').to.deep.equal(['x']);
+    expect(
+      net.delivered.some((m) => m.type === MessageType.VoteResp && m.from === 'l'),
+      'nobody asks the learner for a vote',
+    ).to.equal(false);
+  });
+
+  it('demoting a voter to learner in a joint config keeps it voting until the joint config is left', () => {
+    const net = new Network(['a', 'b', 'c'], { seed: 58 });
+    const leader = net.electLeader();
+    const demoted = ['a', 'b', 'c'].find((id) => id !== leader.id)!;
+    leader.raw.proposeConfChange({
+      transition: ConfChangeTransition.Explicit,
+      changes: [addLearner(demoted)],
+    });
+    net.stabilize();
+    expect(leader.confState.learnersNext).to.deep.equal([demoted]);
+    leader.raw.proposeConfChange({ transition: ConfChangeTransition.Auto, changes: [] });
+    net.stabilize();
+    expect(leader.confState.learners).to.deep.equal([demoted]);
+    expect(leader.confState.voters).to.not.include(demoted);
+  });
+
+  it('invalid changes are rejected identically by every replica when applied', () => {
+    const net = new Network(['a'], { seed: 59 });
+    net.tickUntil(() => net.node('a').status.role === 'leader');
+    expect(() => net.node('a').raw.applyConfChange(remove('a'))).to.throw(
+      RaftError,
+      'removed all voters',
+    );
+    expect(() =>
+      net
+        .node('a')
+        .raw.applyConfChange({
+          transition: ConfChangeTransition.Auto,
+          changes: [add('x'), add('y')],
+        }),
+    ).to.not.throw();
+    expect(() => net.node('a').raw.applyConfChange(add('z'))).to.throw(RaftError, 'joint');
+  });
+
+  it('ConfChange codec: round trip, and malformed input is rejected with InvalidConfChange', () => {
+    const cc: ConfChangeV2 = {
+      transition: ConfChangeTransition.Implicit,
+      changes: [add('nodé-1'), remove('n2'), addLearner('n3')],
+      context: new Uint8Array([1, 2, 3]),
+    };
+    const decoded = decodeConfChange(encodeConfChange(cc));
+    expect(decoded.transition).to.equal(cc.transition);
+    expect(decoded.changes).to.deep.equal(cc.changes);
+    expect([...decoded.context!]).to.deep.equal([1, 2, 3]);
+    const simple = decodeConfChange(encodeConfChange(add('x')));
+    expect(simple).to.deep.include({ transition: ConfChangeTransition.Auto, changes: [add('x')] });
+    const bytes = encodeConfChange(cc);
+    for (let cut = 0; cut < bytes.byteLength; cut++) {
+      expect(() => decodeConfChange(bytes.subarray(0, cut)), `cut at ${cut}`).to.throw(RaftError);
+    }
+    const bad = bytes.slice();
+    bad[0] = 9;
+    expect(() => decodeConfChange(bad)).to.throw(RaftError, 'version');
+    try {
+      encodeConfChange(add(''));
+      expect.fail('empty id encoded');
+    } catch (e) {
+      expect((e as RaftError).code).to.equal(RaftErrorCode.InvalidConfChange);
+    }
+  });
+});

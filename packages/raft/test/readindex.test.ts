@@ -1,0 +1,119 @@
+import { expect } from 'chai';
+import { DropReason, MessageType, type RaftError, RaftErrorCode } from '../src/index.ts';
+import { dec, enc, Network } from './harness.ts';
+
+const ids = ['a', 'b', 'c'];
+
+describe('raft: ReadIndex linearizable reads (thesis §6.4)', () => {
+  it('a read on the leader returns its commit index after a heartbeat quorum', () => {
+    const net = new Network(ids, { seed: 71 });
+    const leader = net.electLeader();
+    net.propose(leader.id, 'x');
+    const before = net.delivered.length;
+    leader.raw.readIndex(enc('r1'));
+    net.stabilize();
+    expect(leader.readStates).to.have.length(1);
+    expect(dec(leader.readStates[0]!.context)).to.equal('r1');
+    expect(leader.readStates[0]!.index).to.equal(leader.status.commit);
+    // Safe mode confirmed leadership with a heartbeat round carrying the context.
+    const hb = net.delivered.slice(before).filter((m) => m.type === MessageType.Heartbeat);
+    expect(hb.length).to.be.at.least(2);
+    expect(dec(hb[0]!.context)).to.equal('r1');
+  });
+
+  it('a read on a follower is forwarded and answered with the leader commit index', () => {
+    const net = new Network(ids, { seed: 72 });
+    const leader = net.electLeader();
+    net.propose(leader.id, 'x');
+    const follower = ids.find((id) => id !== leader.id)!;
+    net.node(follower).raw.readIndex(enc('f1'));
+    net.stabilize();
+    const rs = net.node(follower).readStates;
+    expect(rs).to.have.length(1);
+    expect(rs[0]!.index).to.equal(leader.status.commit);
+    expect(dec(rs[0]!.context)).to.equal('f1');
+  });
+
+  it('a partitioned old leader cannot serve a read (no heartbeat quorum): no stale read', () => {
+    const net = new Network(ids, { seed: 73, checkQuorum: false });
+    const leader = net.electLeader();
+    net.propose(leader.id, 'x');
+    net.isolate(leader.id);
+    leader.raw.readIndex(enc('stale?'));
+    net.tick([leader.id], 30);
+    expect(leader.status.role).to.equal('leader');
+    expect(leader.readStates).to.have.length(0);
+  });
+
+  it('a new leader defers reads until it commits an entry of its own term', () => {
+    const net = new Network(ids, { seed: 74 });
+    const leader = net.electLeader();
+    net.ignore(MessageType.AppResp);
+    const other = ids.find((id) => id !== leader.id)!;
+    leader.raw.transferLeader(other);
+    net.stabilize();
+    const fresh = net.node(other);
+    expect(fresh.status.role).to.equal('leader');
+    fresh.raw.readIndex(enc('early'));
+    net.stabilize();
+    expect(fresh.readStates, 'no commit in the new term yet').to.have.length(0);
+    net.heal();
+    net.tick(undefined, 2);
+    expect(fresh.readStates).to.have.length(1);
+    expect(fresh.readStates[0]!.index).to.equal(fresh.status.commit);
+  });
+
+  it('many reads confirmed by one heartbeat round are all answered, in order', () => {
+    const net = new Network(ids, { seed: 75 });
+    const leader = net.electLeader();
+    net.ignore(MessageType.HeartbeatResp);
+    for (const c of ['q1', 'q2', 'q3']) leader.raw.readIndex(enc(c));
+    net.stabilize();
+    expect(leader.readStates).to.have.length(0);
+    net.heal();
+    net.tick(undefined, 1);
+    expect(leader.readStates.map((r) => dec(r.context))).to.deep.equal(['q1', 'q2', 'q3']);
+  });
+
+  it('lease reads (opt-in): answered without a heartbeat round', () => {
+    const net = new Network(ids, { seed: 76, readOnlyOption: 'lease' });
+    const leader = net.electLeader();
+    net.propose(leader.id, 'x');
+    const before = net.delivered.length;
+    leader.raw.readIndex(enc('lease'));
+    net.stabilize();
+    expect(leader.readStates).to.have.length(1);
+    expect(net.delivered.slice(before).some((m) => m.type === MessageType.Heartbeat)).to.equal(
+      false,
+    );
+  });
+
+  it('read dropped with reason no-leader, and read-queue-full beyond the bound', () => {
+    const net = new Network(ids, { seed: 77, maxPendingReadIndexRequests: 2 });
+    try {
+      net.node('a').raw.readIndex(enc('x'));
+      expect.fail('accepted');
+    } catch (e) {
+      expect((e as RaftError).code).to.equal(RaftErrorCode.ReadIndexDropped);
+      expect((e as RaftError).reason).to.equal(DropReason.NoLeader);
+    }
+    const leader = net.electLeader();
+    net.ignore(MessageType.HeartbeatResp);
+    leader.raw.readIndex(enc('1'));
+    leader.raw.readIndex(enc('2'));
+    try {
+      leader.raw.readIndex(enc('3'));
+      expect.fail('accepted');
+    } catch (e) {
+      expect((e as RaftError).reason).to.equal(DropReason.ReadQueueFull);
+    }
+  });
+
+  it('single-voter group answers reads at once', () => {
+    const net = new Network(['solo'], { seed: 78 });
+    net.tickUntil(() => net.node('solo').status.role === 'leader', 30);
+    net.node('solo').raw.readIndex(enc('s'));
+    net.stabilize();
+    expect(net.node('solo').readStates).to.have.length(1);
+  });
+});
