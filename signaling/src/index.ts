@@ -4,6 +4,7 @@ export {
   DEFAULT_GRACE_PERIOD_MS,
   DEFAULT_JOIN_TIMEOUT_MS,
   DEFAULT_LIMITS,
+  DEFAULT_PROBE_TIMEOUT_MS,
   type SignalingLimits,
   SignalingServer,
   type SignalingServerOptions,

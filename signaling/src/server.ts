@@ -27,6 +27,7 @@ import {
   MAX_TOKEN_BYTES,
   PROTOCOL_VERSION,
   type PresenceUpdate,
+  type ProbeRequest,
   parseJoinRequest,
   parseLeaveRequest,
   parseSignalRequest,
@@ -80,6 +81,7 @@ export const DEFAULT_LIMITS: SignalingLimits = {
 
 export const DEFAULT_GRACE_PERIOD_MS = 15_000;
 export const DEFAULT_JOIN_TIMEOUT_MS = 10_000;
+export const DEFAULT_PROBE_TIMEOUT_MS = 3_000;
 
 export interface SignalingServerOptions {
   /** Directory of the registry file (created if missing). */
@@ -101,6 +103,8 @@ export interface SignalingServerOptions {
   readonly gracePeriodMs?: number;
   /** How long a connection may stay without joining before it is disconnected. */
   readonly joinTimeoutMs?: number;
+  /** How long a connection holding a requested node id has to answer a probe. */
+  readonly probeTimeoutMs?: number;
   readonly limits?: Partial<SignalingLimits>;
   readonly clock?: Clock;
   /** One line per notable event (joins, state changes, persist failures). */
@@ -154,6 +158,7 @@ export class SignalingServer {
   private readonly log: (line: string) => void;
   private readonly gracePeriodMs: number;
   private readonly joinTimeoutMs: number;
+  private readonly probeTimeoutMs: number;
   private readonly tokenDigest: Buffer;
   private readonly connections = new Map<string, Connection>();
   /** Node id → the connection it is bound to now. */
@@ -182,6 +187,7 @@ export class SignalingServer {
     this.log = options.log ?? (() => {});
     this.gracePeriodMs = options.gracePeriodMs ?? DEFAULT_GRACE_PERIOD_MS;
     this.joinTimeoutMs = options.joinTimeoutMs ?? DEFAULT_JOIN_TIMEOUT_MS;
+    this.probeTimeoutMs = options.probeTimeoutMs ?? DEFAULT_PROBE_TIMEOUT_MS;
     this.tokenDigest = digest(options.token);
     const address = http.address() as AddressInfo;
     this.port = address.port;
@@ -386,13 +392,49 @@ export class SignalingServer {
       return;
     }
     connection.joining = true;
-    this.serialize(async () => {
-      try {
-        respond(await this.admit(connection, checked.request));
-      } finally {
-        connection.joining = false;
-      }
-    });
+    void this.replaceDeadHolder(connection, checked.request)
+      .catch((error: unknown) => this.log(`probing failed: ${String(error)}`))
+      .then(() =>
+        this.serialize(async () => {
+          try {
+            respond(await this.admit(connection, checked.request));
+          } finally {
+            connection.joining = false;
+          }
+        }),
+      );
+  }
+
+  /**
+   * If the requested id is bound to another connection, probes it: a connection that does
+   * not answer within `probeTimeoutMs` is dead but not yet noticed (a blip, a reload, a
+   * killed process) and is dropped, so the join can proceed. A live one stays, and the
+   * join is refused as a duplicate. Runs outside the queue: a probe must not hold up
+   * other membership changes.
+   */
+  private async replaceDeadHolder(connection: Connection, request: JoinRequest): Promise<void> {
+    if (request.nodeId === undefined) return;
+    const holder = this.bindings.get(request.nodeId);
+    if (holder === undefined || holder === connection) return;
+    if (request.sessionKey !== undefined && request.sessionKey === holder.sessionKey) return;
+    const probe: ProbeRequest = { clusterId: this.settings.clusterId };
+    const alive = await holder.socket
+      .timeout(this.probeTimeoutMs)
+      .emitWithAck(SignalingEvents.probe, probe)
+      .then(
+        () => true,
+        () => false,
+      );
+    if (alive || this.bindings.get(request.nodeId) !== holder) return;
+    this.log(`member ${request.nodeId}: its connection did not answer a probe; replaced`);
+    this.dropHolder(holder, request.nodeId);
+  }
+
+  /** Unbinds and disconnects `holder`; the member gets a grace period until it re-binds. */
+  private dropHolder(holder: Connection, nodeId: string): void {
+    this.unbind(holder);
+    holder.socket.disconnect(true);
+    this.armGraceTimer(nodeId);
   }
 
   /** The checks of a join that need no registry state: shape, version, token, cluster. */
@@ -429,13 +471,12 @@ export class SignalingServer {
       if (request.sessionKey === undefined || request.sessionKey !== holder.sessionKey) {
         return this.refuse(
           'duplicate_id',
-          `node id '${nodeId}' is in use by another connection (a duplicated tab or a second process with the same id?)`,
+          `node id '${nodeId}' is in use by a live connection (a duplicated tab, or a second process with the same id?)`,
         );
       }
       // The same client on a new connection; the old one is dead but not noticed yet.
-      this.unbind(holder);
-      holder.socket.disconnect(true);
       this.log(`member ${nodeId} moved to a new connection`);
+      this.dropHolder(holder, nodeId);
     }
     const admission = admit(
       this.current,
@@ -664,6 +705,7 @@ function validateOptions(options: SignalingServerOptions, limits: SignalingLimit
   const positive: [string, number | undefined][] = [
     ['gracePeriodMs', options.gracePeriodMs],
     ['joinTimeoutMs', options.joinTimeoutMs],
+    ['probeTimeoutMs', options.probeTimeoutMs],
     ...Object.entries(limits),
   ];
   for (const [name, value] of positive) {

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { DEFAULT_SETTINGS } from '@meshkv/ring';
 import { SignalingClient, SignalingError } from '@meshkv/transport';
 import { expect } from 'chai';
+import type { Socket } from 'socket.io-client';
 import { RegistryFileError, registryFilePath } from '../src/registry-file.ts';
 import { CLUSTER, Fixture, joinPayload, ManualClock, request, TOKEN, waitFor } from './support.ts';
 
@@ -15,6 +16,11 @@ async function rejection(promise: Promise<unknown>): Promise<SignalingError> {
     return error as SignalingError;
   }
   throw new Error('expected a rejection');
+}
+
+/** Makes a bare socket answer probes, as a live SignalingClient does. */
+function answerProbes(socket: Socket): void {
+  socket.on('probe', (_request: unknown, ack: (reply: unknown) => void) => ack({}));
 }
 
 function stateOf(registry: { members: readonly { nodeId: string; state: string }[] }, id: string) {
@@ -111,6 +117,7 @@ describe('signaling server: joining', () => {
   it('lets the same session take its id over from a connection not noticed dead', async () => {
     const server = await fx.server();
     const old = await fx.socket(server);
+    answerProbes(old);
     const joined = (await request(old, 'join', joinPayload({ nodeId: 'x' }))) as {
       sessionKey: string;
     };
@@ -134,6 +141,22 @@ describe('signaling server: joining', () => {
     await waitFor(() => !old.connected, 'the old connection to be closed');
     expect(server.connectedMembers()).to.deep.equal(['x']);
     expect(server.registry().epoch).to.equal(1);
+  });
+
+  it('replaces a holder of the id that does not answer a probe (dead, not noticed)', async () => {
+    const server = await fx.server({ probeTimeoutMs: 200 });
+    const observer = await fx.client(server, { nodeId: 'observer' });
+    const presence: string[] = [];
+    observer.on('presence', (nodeId, online) => presence.push(`${nodeId} ${online}`));
+    const silent = await fx.socket(server); // joins, then never answers anything
+    await request(silent, 'join', joinPayload({ nodeId: 'x' }));
+    const reloaded = await fx.client(server, { nodeId: 'x' });
+    expect(reloaded.nodeId).to.equal('x');
+    await waitFor(() => !silent.connected, 'the silent connection to be closed');
+    await waitFor(() => presence.length === 3, 'presence of x: on, off, on');
+    expect(presence).to.deep.equal(['x true', 'x false', 'x true']);
+    expect(server.connectedMembers()).to.deep.equal(['observer', 'x']);
+    expect(server.registry().epoch).to.equal(2);
   });
 
   it('disconnects a connection that does not join in time', async () => {
@@ -166,9 +189,8 @@ describe('signaling server: joining', () => {
     const server = await fx.server({ limits: { maxConnections: 2 } });
     await fx.socket(server);
     await fx.socket(server);
-    const third = await fx.socket(server).catch(() => undefined);
-    // The third may be closed before or after its `connect` event: either way it ends.
-    if (third) await waitFor(() => !third.connected, 'the third connection to be closed');
+    const third = await rejection(fx.client(server));
+    expect(third.code).to.equal('server_full');
     expect(server.stats().refused.server_full).to.equal(1);
     expect(server.stats().connections).to.equal(2);
   });

@@ -152,6 +152,10 @@ export class SignalingClient {
     socket.on(SignalingEvents.registry, (update: unknown) => this.onRegistry(update));
     socket.on(SignalingEvents.signal, (delivery: unknown) => this.onSignal(delivery));
     socket.on(SignalingEvents.presence, (update: unknown) => this.onPresence(update));
+    // Answering proves this connection alive, so nobody can take our id over.
+    socket.on(SignalingEvents.probe, (_request: unknown, ack: unknown) => {
+      if (typeof ack === 'function') ack({});
+    });
     socket.on(SignalingEvents.protocolError, (notice: unknown) => this.onProtocolError(notice));
     socket.on('disconnect', (reason) => this.onDisconnect(reason));
     socket.on('connect', () => this.rejoin());
@@ -450,7 +454,8 @@ function emitWithAck(
 
 /**
  * Connects and performs the first join. Connection errors are retried by Socket.IO until
- * the deadline; a refused join fails at once (a wrong token will not become right).
+ * the deadline; a refused join or an error notice fails at once (a wrong token will not
+ * become right).
  */
 function firstJoin(socket: Socket, options: SignalingClientOptions): Promise<JoinAccepted> {
   const connectTimeoutMs = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
@@ -464,6 +469,7 @@ function firstJoin(socket: Socket, options: SignalingClientOptions): Promise<Joi
       clearTimeout(deadline);
       socket.off('connect', onConnect);
       socket.off('connect_error', onConnectError);
+      socket.off(SignalingEvents.protocolError, onProtocolError);
       if (error) reject(error);
       else resolve(accepted!);
     };
@@ -479,6 +485,11 @@ function firstJoin(socket: Socket, options: SignalingClientOptions): Promise<Joi
     );
     const onConnectError = (error: Error) => {
       lastProblem = error.message;
+    };
+    // E.g. `server_full` just before the server disconnects: no join will follow.
+    const onProtocolError = (notice: unknown) => {
+      const parsed = parseProtocolErrorNotice(notice);
+      if (parsed.ok) finish(errorFromBody(parsed.value.error));
     };
     const onConnect = async () => {
       try {
@@ -503,6 +514,7 @@ function firstJoin(socket: Socket, options: SignalingClientOptions): Promise<Joi
     };
     socket.on('connect', onConnect);
     socket.on('connect_error', onConnectError);
+    socket.on(SignalingEvents.protocolError, onProtocolError);
     socket.connect();
   });
 }

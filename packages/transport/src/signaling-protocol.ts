@@ -23,6 +23,10 @@
  *                    Not a registry change: a reload within the grace period shows as
  *                    offline → online with no epoch change. WebRTC uses it to re-signal.
  * - `signal`         SignalDelivery: a signal from another member of the same cluster.
+ * - `probe`          ProbeRequest, with an acknowledgement the member answers with `{}`
+ *                    at once: sent when another connection asks for this member's node
+ *                    id, to tell a live duplicate (refused) from a dead connection the
+ *                    server has not noticed yet (replaced).
  * - `protocol_error` ProtocolErrorNotice: an error for a message that had no
  *                    acknowledgement callback (or for the connection as a whole, e.g.
  *                    `server_full`, just before the server disconnects).
@@ -43,6 +47,7 @@ export const SignalingEvents = {
   leave: 'leave',
   registry: 'registry',
   presence: 'presence',
+  probe: 'probe',
   protocolError: 'protocol_error',
 } as const;
 
@@ -158,6 +163,10 @@ export interface RegistryUpdate {
   readonly registry: RegistrySnapshot;
 }
 
+export interface ProbeRequest {
+  readonly clusterId: string;
+}
+
 export interface PresenceUpdate {
   readonly clusterId: string;
   readonly nodeId: string;
@@ -170,7 +179,8 @@ export interface PresenceUpdate {
  * - `unauthorized`: missing or wrong cluster token.
  * - `wrong_cluster`: `clusterId` is not the cluster this server hosts.
  * - `incompatible_version`: `protocolVersion` differs from the server's.
- * - `duplicate_id`: the requested node id is connected from another socket.
+ * - `duplicate_id`: the requested node id is bound to another live connection (it
+ *   answered a probe): a duplicated tab, or two processes with one id.
  * - `cluster_full`: the member limit is reached (only new ids are refused).
  * - `server_full`: too many connections; the server disconnects.
  * - `invalid`: a malformed message (shape, type, id syntax, unknown event), a second
