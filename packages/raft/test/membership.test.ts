@@ -192,12 +192,10 @@ describe('raft: membership changes (thesis §4) with learners and joint consensu
       'removed all voters',
     );
     expect(() =>
-      net
-        .node('a')
-        .raw.applyConfChange({
-          transition: ConfChangeTransition.Auto,
-          changes: [add('x'), add('y')],
-        }),
+      net.node('a').raw.applyConfChange({
+        transition: ConfChangeTransition.Auto,
+        changes: [add('x'), add('y')],
+      }),
     ).to.not.throw();
     expect(() => net.node('a').raw.applyConfChange(add('z'))).to.throw(RaftError, 'joint');
   });

@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { ConfChangeType, MessageType, mulberry32 } from '../src/index.ts';
-import { enc, Network } from './harness.ts';
+import { type ClusterOptions, enc, Network } from './harness.ts';
 
 /** Proposes `count` values on the leader and compacts every live node's log. */
 function writeAndCompact(net: Network, leaderId: string, prefix: string, count: number): void {
@@ -11,15 +11,24 @@ function writeAndCompact(net: Network, leaderId: string, prefix: string, count: 
   }
 }
 
+/**
+ * A 3-node cluster whose leader wrote `count` values and compacted while one follower was
+ * down; the follower is restarted and must be caught up by snapshot.
+ */
+function laggingFollower(seed: number, count: number, options: ClusterOptions = {}) {
+  const net = new Network(['a', 'b', 'c'], { seed, ...options });
+  const leader = net.electLeader();
+  const lagging = ['a', 'b', 'c'].find((id) => id !== leader.id)!;
+  net.crash(lagging);
+  writeAndCompact(net, leader.id, 'v', count);
+  net.restart(lagging);
+  return { net, leader, lagging };
+}
+
 describe('raft: log compaction and snapshots (§7)', () => {
   it('snapshot install (basic): a follower behind the compacted log is caught up by snapshot', () => {
-    const net = new Network(['a', 'b', 'c'], { seed: 41 });
-    const leader = net.electLeader();
-    const lagging = ['a', 'b', 'c'].find((id) => id !== leader.id)!;
-    net.crash(lagging);
-    writeAndCompact(net, leader.id, 'v', 20);
+    const { net, leader, lagging } = laggingFollower(41, 20);
     expect(leader.storage.firstIndex()).to.be.greaterThan(2);
-    net.restart(lagging);
     net.tickUntil(() => net.node(lagging).state.length === 20);
     expect(net.node(lagging).state).to.deep.equal(leader.state);
     expect(net.delivered.some((m) => m.type === MessageType.Snap && m.to === lagging)).to.equal(
@@ -32,12 +41,7 @@ describe('raft: log compaction and snapshots (§7)', () => {
   });
 
   it('snapshots are sent in chunks of at most maxSnapshotChunkBytes and reassembled', () => {
-    const net = new Network(['a', 'b', 'c'], { seed: 42, maxSnapshotChunkBytes: 64 });
-    const leader = net.electLeader();
-    const lagging = ['a', 'b', 'c'].find((id) => id !== leader.id)!;
-    net.crash(lagging);
-    writeAndCompact(net, leader.id, 'value-', 30);
-    net.restart(lagging);
+    const { net, leader, lagging } = laggingFollower(42, 30, { maxSnapshotChunkBytes: 64 });
     net.tickUntil(() => net.node(lagging).state.length === 30);
     const chunks = net.delivered.filter((m) => m.type === MessageType.Snap && m.to === lagging);
     const total = chunks[0]!.snapshot!.totalBytes;
@@ -47,12 +51,7 @@ describe('raft: log compaction and snapshots (§7)', () => {
   });
 
   it('a lost chunk makes the follower reject and the leader restart the transfer', () => {
-    const net = new Network(['a', 'b', 'c'], { seed: 43, maxSnapshotChunkBytes: 32 });
-    const leader = net.electLeader();
-    const lagging = ['a', 'b', 'c'].find((id) => id !== leader.id)!;
-    net.crash(lagging);
-    writeAndCompact(net, leader.id, 'v', 20);
-    net.restart(lagging);
+    const { net, leader, lagging } = laggingFollower(43, 20, { maxSnapshotChunkBytes: 32 });
     let dropped = false;
     net.intercept = (m) => {
       if (!dropped && m.type === MessageType.Snap && m.snapshot!.offsetBytes === 64) {
@@ -68,16 +67,10 @@ describe('raft: log compaction and snapshots (§7)', () => {
   });
 
   it('a lost last chunk stalls nothing: the leader resends after snapshotTimeoutTicks', () => {
-    const net = new Network(['a', 'b', 'c'], {
-      seed: 44,
+    const { net, lagging } = laggingFollower(44, 20, {
       maxSnapshotChunkBytes: 32,
       snapshotTimeoutTicks: 15,
     });
-    const leader = net.electLeader();
-    const lagging = ['a', 'b', 'c'].find((id) => id !== leader.id)!;
-    net.crash(lagging);
-    writeAndCompact(net, leader.id, 'v', 20);
-    net.restart(lagging);
     let dropped = 0;
     net.intercept = (m) => {
       const c = m.snapshot;
@@ -96,12 +89,7 @@ describe('raft: log compaction and snapshots (§7)', () => {
   });
 
   it('snapshot install (crash): a follower crashing mid-transfer installs it after restart', () => {
-    const net = new Network(['a', 'b', 'c'], { seed: 45, maxSnapshotChunkBytes: 32 });
-    const leader = net.electLeader();
-    const lagging = ['a', 'b', 'c'].find((id) => id !== leader.id)!;
-    net.crash(lagging);
-    writeAndCompact(net, leader.id, 'v', 20);
-    net.restart(lagging);
+    const { net, leader, lagging } = laggingFollower(45, 20, { maxSnapshotChunkBytes: 32 });
     let crashed = false;
     net.intercept = (m) => {
       if (!crashed && m.type === MessageType.Snap && m.snapshot!.offsetBytes === 96) {
@@ -119,12 +107,7 @@ describe('raft: log compaction and snapshots (§7)', () => {
   });
 
   it('snapshot install (crash): a follower restarted after installing recovers from its stored snapshot', () => {
-    const net = new Network(['a', 'b', 'c'], { seed: 46 });
-    const leader = net.electLeader();
-    const lagging = ['a', 'b', 'c'].find((id) => id !== leader.id)!;
-    net.crash(lagging);
-    writeAndCompact(net, leader.id, 'v', 10);
-    net.restart(lagging);
+    const { net, leader, lagging } = laggingFollower(46, 10);
     net.tickUntil(() => net.node(lagging).state.length === 10);
     net.restart(lagging);
     expect(net.node(lagging).state).to.deep.equal(leader.state);

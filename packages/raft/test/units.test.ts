@@ -15,6 +15,18 @@ import { JointConfig, majorityCommitted, majorityVoteResult } from '../src/quoru
 import { Inflights } from '../src/tracker.ts';
 import { confStateOf, enc, entry, Network } from './harness.ts';
 
+/** Config of a one-voter group 'a' (voters given by `voters`). */
+function soloConfig(groupId = 0, voters = ['a']) {
+  return {
+    id: 'a',
+    groupId,
+    storage: new MemoryStorage({ confState: confStateOf(voters) }),
+    random: mulberry32(1),
+    electionTick: 10,
+    heartbeatTick: 1,
+  };
+}
+
 function code(fn: () => unknown): string | null {
   try {
     fn();
@@ -133,14 +145,7 @@ describe('raft units: flow control, quorum, storage, PRNG, config, message valid
   });
 
   it('Config: invalid values are refused with InvalidConfig naming the field', () => {
-    const base = {
-      id: 'a',
-      groupId: 0,
-      storage: new MemoryStorage({ confState: confStateOf(['a']) }),
-      random: mulberry32(1),
-      electionTick: 10,
-      heartbeatTick: 1,
-    };
+    const base = soloConfig();
     const bad: [object, string][] = [
       [{ id: '' }, 'id'],
       [{ groupId: -1 }, 'groupId'],
@@ -210,14 +215,7 @@ describe('raft units: flow control, quorum, storage, PRNG, config, message valid
     for (const id of ['a', 'b', 'c']) expect(g2.node(id).state).to.deep.equal([]);
     for (const m of g1.delivered) expect(m.groupId).to.equal(1);
     // Every outgoing message is stamped with its RawNode's group.
-    const other = new RawNode({
-      id: 'a',
-      groupId: 7,
-      storage: new MemoryStorage({ confState: confStateOf(['a', 'b']) }),
-      random: mulberry32(3),
-      electionTick: 10,
-      heartbeatTick: 1,
-    });
+    const other = new RawNode(soloConfig(7, ['a', 'b']));
     other.campaign();
     expect(other.ready().messages.every((m) => m.groupId === 7)).to.equal(true);
   });
@@ -301,14 +299,7 @@ describe('raft units: flow control, quorum, storage, PRNG, config, message valid
   });
 
   it('ready/advance misuse is reported with InvalidState', () => {
-    const raw = new RawNode({
-      id: 'a',
-      groupId: 0,
-      storage: new MemoryStorage({ confState: confStateOf(['a']) }),
-      random: mulberry32(1),
-      electionTick: 10,
-      heartbeatTick: 1,
-    });
+    const raw = new RawNode(soloConfig());
     expect(code(() => raw.advance())).to.equal(RaftErrorCode.InvalidState);
     raw.campaign();
     raw.ready();
