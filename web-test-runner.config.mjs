@@ -4,6 +4,7 @@ import { esbuildPlugin } from '@web/dev-server-esbuild';
 import { defaultReporter } from '@web/test-runner';
 import { chromeLauncher } from '@web/test-runner-chrome';
 import { summaryReporter } from './scripts/wtr-summary-reporter.mjs';
+import { signalingPlugin } from './signaling/wtr-plugin.mjs';
 
 export default {
   files: [
@@ -11,8 +12,9 @@ export default {
     'signaling/test/**/*.browser.test.ts',
     'test/**/*.{browser,shared}.test.ts',
   ],
-  nodeResolve: { exportConditions: ['browser', 'import', 'default'] },
-  plugins: [esbuildPlugin({ ts: true, target: 'es2022' })],
+  // `browser: true` applies package.json "browser" field remaps (engine.io-client needs them).
+  nodeResolve: { browser: true, exportConditions: ['browser', 'import', 'default'] },
+  plugins: [esbuildPlugin({ ts: true, target: 'es2022' }), signalingPlugin()],
   browsers: [
     chromeLauncher({
       launchOptions: {
