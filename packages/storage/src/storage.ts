@@ -185,8 +185,8 @@ export interface NodeStorage {
   readonly name: string;
 
   /**
-   * Reads the state of every hosted group as of all writes that resolved before the call.
-   * Costs a few range reads plus one per group (sessions), whatever the number of groups.
+   * Reads the state of every hosted group from the medium, after every call made before it
+   * (it waits for them). Costs three range reads plus one per group (its sessions).
    */
   load(): Promise<NodeState>;
 
@@ -198,12 +198,15 @@ export interface NodeStorage {
    */
   write(batch: WriteBatch): Promise<void>;
 
-  /** The durable value of `key` in the group's KV data, or null. 'unknown_group' if not hosted. */
+  /**
+   * The value of `key` in the group's KV data, or null, after every call made before it (it
+   * waits for them). 'unknown_group' if the group is not hosted.
+   */
   get(group: GroupId, key: string): Promise<Uint8Array | null>;
 
   /**
-   * Streams the group's state machine (applied state, sessions, KV data) as chunks, as of
-   * all writes that resolved before the call, unaffected by later writes. The first chunk
+   * Streams the group's state machine (applied state, sessions, KV data) as chunks, as left
+   * by every call made before it, unaffected by later writes however slowly it is consumed. The first chunk
    * carries the applied state; the last one is marked final. Feed them, in order, to
    * `beginRestore` on the receiving node.
    */
