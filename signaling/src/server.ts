@@ -325,7 +325,12 @@ export class SignalingServer {
   /** Disconnects a connection that has not joined within `joinTimeoutMs`. */
   private armJoinTimer(connection: Connection): void {
     connection.cancelJoinTimer = this.clock.setTimer(this.joinTimeoutMs, () => {
-      if (connection.nodeId !== undefined || connection.joining) return;
+      if (connection.nodeId !== undefined) return;
+      // A join in progress (probe, registry write) may still fail: check again later.
+      if (connection.joining) {
+        this.armJoinTimer(connection);
+        return;
+      }
       connection.socket.emit(SignalingEvents.protocolError, {
         error: { code: 'not_joined', message: `no join within ${this.joinTimeoutMs} ms` },
       });

@@ -1,4 +1,4 @@
-import { readdir, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DEFAULT_SETTINGS } from '@meshkv/ring';
 import { SignalingClient, SignalingError } from '@meshkv/transport';
@@ -508,6 +508,31 @@ describe('signaling server: persistence and restart', () => {
     expect((error as Error).message).to.contain(
       `registry file ${registryFilePath(dataDir)} is corrupt`,
     );
+  });
+
+  it('refuses a change it cannot persist with unavailable, changing nothing', async () => {
+    const dataDir = await fx.dataDir();
+    const clock = new ManualClock();
+    const server = await fx.server({ dataDir, clock, gracePeriodMs: 1_000 });
+    const a = await fx.client(server, { nodeId: 'a' });
+    // A directory where the temporary file goes makes every registry write fail.
+    const blocker = join(dataDir, 'registry.json.tmp');
+    await mkdir(blocker);
+    const refused = await rejection(fx.client(server, { nodeId: 'b' }));
+    expect(refused.code).to.equal('unavailable');
+    expect(server.stats().persistFailures).to.equal(1);
+    await a.close();
+    await waitFor(() => server.connectedMembers().length === 0, 'a to be gone');
+    clock.advance(1_000);
+    await waitFor(() => server.stats().persistFailures === 2, 'the failed down-marking');
+    expect(server.registry().epoch).to.equal(1);
+    expect(stateOf(server.registry(), 'a')).to.equal('up');
+    // Writable again: the next grace period marks it down.
+    await rmdir(blocker);
+    clock.advance(1_000);
+    await waitFor(() => stateOf(server.registry(), 'a') === 'down', 'a down on the retry');
+    expect(server.registry().epoch).to.equal(2);
+    await fx.client(server, { nodeId: 'b' });
   });
 
   it('keeps only the registry file in its directory', async () => {
