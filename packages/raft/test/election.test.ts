@@ -64,7 +64,7 @@ describe('raft: leader election (§5.2), PreVote (thesis §9.6), CheckQuorum (th
     expect(net.leaderOfTerm.size).to.be.greaterThan(1);
   });
 
-  it('PreVote: a partitioned follower does not bump its term and cannot disrupt on rejoin', () => {
+  it('disruptive follower with PreVote: a partitioned follower does not bump its term and cannot disrupt on rejoin', () => {
     const net = new Network(['a', 'b', 'c'], { seed: 5, preVote: true });
     const leader = net.electLeader();
     const term = leader.status.term;

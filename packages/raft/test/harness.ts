@@ -109,6 +109,9 @@ export class Network {
   private readonly cuts = new Set<string>();
   private readonly lossRate = new Map<string, number>();
   private readonly ignored = new Set<MessageType>();
+  /** Probability that a message is delivered twice / postponed to a later round. */
+  private duplicateRate = 0;
+  private delayRate = 0;
   private readonly down = new Set<NodeId>();
   /** Optional hook to inspect or rewrite each message; return null to drop it. */
   intercept: ((m: Message) => Message | null) | null = null;
@@ -219,8 +222,19 @@ export class Network {
     if (this.cuts.has(`${m.from}>${m.to}`)) return null;
     if (this.ignored.has(m.type)) return null;
     const loss = this.lossRate.get(`${m.from}>${m.to}`) ?? this.lossRate.get('*') ?? 0;
-    if (loss > 0 && this.random.nextInt(1_000_000) < loss * 1_000_000) return null;
+    if (loss > 0 && this.chance(loss)) return null;
     return this.intercept ? this.intercept(m) : m;
+  }
+
+  private chance(rate: number): boolean {
+    return this.random.nextInt(1_000_000) < rate * 1_000_000;
+  }
+
+  /** Loses, duplicates and reorders messages at the given rates (seeded). */
+  unreliable(rates: { loss?: number; duplicate?: number; delay?: number } = {}): void {
+    this.loss(rates.loss ?? 0.1);
+    this.duplicateRate = rates.duplicate ?? 0.05;
+    this.delayRate = rates.delay ?? 0.2;
   }
 
   /** Processes Readies and delivers messages until nothing is left to do. */
@@ -235,6 +249,13 @@ export class Network {
       const batch = this.queue;
       this.queue = [];
       for (const m of batch) {
+        if (this.delayRate > 0 && this.chance(this.delayRate)) {
+          // Postponed behind later messages: this is how messages get reordered.
+          this.queue.push(m);
+          busy = true;
+          continue;
+        }
+        if (this.duplicateRate > 0 && this.chance(this.duplicateRate)) this.queue.push(m);
         const d = this.deliverable(m);
         if (!d) continue;
         busy = true;
@@ -312,11 +333,13 @@ export class Network {
     for (const other of this.nodes.keys()) if (other !== id) this.cut(id, other);
   }
 
-  /** Removes every cut, loss rate and ignored type. */
+  /** Removes every cut, loss, duplication, delay and ignored type. */
   heal(): void {
     this.cuts.clear();
     this.lossRate.clear();
     this.ignored.clear();
+    this.duplicateRate = 0;
+    this.delayRate = 0;
   }
 
   /** Drops messages from `from` to `to` ('*' for all links) with probability `rate`. */

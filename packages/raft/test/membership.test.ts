@@ -7,6 +7,7 @@ import {
   decodeConfChange,
   encodeConfChange,
   MessageType,
+  mulberry32,
   RaftError,
   RaftErrorCode,
 } from '../src/index.ts';
@@ -94,6 +95,23 @@ describe('raft: membership changes (thesis §4) with learners and joint consensu
     expect(expected).to.include(next.id);
     net.propose(next.id, 'post-replace');
     for (const id of expected) expect(net.node(id).state).to.include('post-replace');
+  });
+
+  it('membership remove leader (simple change): it steps down once the removal is applied; the rest elect a leader', () => {
+    const net = new Network(['a', 'b', 'c'], { seed: 60 });
+    const leader = net.electLeader();
+    net.propose(leader.id, 'before');
+    leader.raw.proposeConfChange(remove(leader.id));
+    net.stabilize();
+    expect(leader.confState.voters).to.not.include(leader.id);
+    expect(leader.status.role).to.equal('follower');
+    // It no longer campaigns: it is not in the configuration.
+    net.tick([leader.id], 100);
+    expect(leader.status.role).to.equal('follower');
+    const rest = ['a', 'b', 'c'].filter((id) => id !== leader.id);
+    net.tickUntil(() => rest.includes(net.leader()?.id ?? ''));
+    net.propose(net.leader()!.id, 'after');
+    for (const id of rest) expect(net.node(id).state).to.deep.equal(['before', 'after']);
   });
 
   it('joint consensus: while joint, a decision needs majorities of both halves (§4.3)', () => {
@@ -198,6 +216,70 @@ describe('raft: membership changes (thesis §4) with learners and joint consensu
       }),
     ).to.not.throw();
     expect(() => net.node('a').raw.applyConfChange(add('z'))).to.throw(RaftError, 'joint');
+  });
+
+  it('membership churn under an unreliable network: learners added, promoted, removed and swapped; members converge', () => {
+    for (const seed of [3, 17, 29, 41, 53]) {
+      const pool = ['a', 'b', 'c', 'd', 'e', 'f'];
+      const net = new Network(['a', 'b', 'c'], { seed, maxSnapshotChunkBytes: 40 });
+      const rng = mulberry32(seed);
+      net.unreliable({ loss: 0.05, duplicate: 0.05, delay: 0.1 });
+      try {
+        for (let iter = 0; iter < 150; iter++) {
+          const leader = net.leader();
+          if (leader) {
+            const cs = leader.confState;
+            const fresh = pool.find((id) => !net.nodes.has(id));
+            const pick = rng.nextInt(10);
+            try {
+              leader.raw.propose(enc(`v${iter}`));
+              if (pick === 0 && fresh) {
+                net.addBlank(fresh);
+                leader.raw.proposeConfChange(addLearner(fresh));
+              } else if (pick === 1 && cs.learners.length > 0) {
+                leader.raw.proposeConfChange(add(cs.learners[0]!));
+              } else if (pick === 2 && cs.voters.length > 3) {
+                leader.raw.proposeConfChange(remove(cs.voters[rng.nextInt(cs.voters.length)]!));
+              } else if (pick === 3 && cs.learners.length > 0) {
+                const out = cs.voters[rng.nextInt(cs.voters.length)]!;
+                leader.raw.proposeConfChange({
+                  transition: ConfChangeTransition.Auto,
+                  changes: [add(cs.learners[0]!), remove(out)],
+                });
+              }
+            } catch (e) {
+              if (!(e instanceof RaftError)) throw e;
+            }
+          }
+          net.tick(undefined, rng.nextInt(6) + 1);
+          if (rng.nextInt(8) === 0) {
+            for (const id of net.liveIds()) {
+              const n = net.node(id);
+              if (n.appliedIndex > n.storage.snapshot().metadata.index) n.snapshotAndCompact();
+            }
+          }
+          const ids = [...net.nodes.keys()];
+          const victim = ids[rng.nextInt(ids.length)]!;
+          if (rng.nextInt(10) === 0) {
+            if (net.isDown(victim)) net.restart(victim);
+            else if (ids.every((id) => !net.isDown(id))) net.crash(victim);
+          }
+        }
+        net.heal();
+        for (const id of net.nodes.keys()) if (net.isDown(id)) net.restart(id);
+        net.tickUntil(() => net.leader()?.confState.votersOutgoing.length === 0, 3000);
+        const leader = net.leader()!;
+        net.propose(leader.id, 'final');
+        const members = [...leader.confState.voters, ...leader.confState.learners];
+        net.tickUntil(() => members.every((id) => net.node(id).state.includes('final')), 3000);
+        const states = members.map((id) => net.node(id).state.join(','));
+        expect(new Set(states).size, 'members agree').to.equal(1);
+        const applied = [...net.appliedAt.values()].filter((k) => k.split(':')[1] === '1');
+        expect(applied.length, 'configuration changes applied').to.be.at.least(3);
+      } catch (e) {
+        throw new Error(`seed ${seed}: ${(e as Error).message}`);
+      }
+    }
   });
 
   it('ConfChange codec: round trip, and malformed input is rejected with InvalidConfChange', () => {

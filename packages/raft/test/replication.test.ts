@@ -266,7 +266,7 @@ describe('raft: Figure 8 (§5.4.2)', () => {
       const seed = unreliable ? 808 : 8;
       const net = new Network(five, { seed });
       const rng = mulberry32(seed);
-      if (unreliable) net.loss(0.1);
+      if (unreliable) net.unreliable();
       let up = five.length;
       try {
         for (let iter = 0; iter < 200; iter++) {

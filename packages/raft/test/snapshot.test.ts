@@ -120,7 +120,7 @@ describe('raft: log compaction and snapshots (§7)', () => {
     const ids = ['a', 'b', 'c', 'd', 'e'];
     const net = new Network(ids, { seed, maxSnapshotChunkBytes: 48 });
     const rng = mulberry32(seed);
-    net.loss(0.1);
+    net.unreliable();
     let written = 0;
     try {
       for (let iter = 0; iter < 60; iter++) {
