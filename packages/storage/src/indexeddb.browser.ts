@@ -43,9 +43,38 @@ function idbKey(key: Uint8Array): IDBValidKey {
   return key as Uint8Array<ArrayBuffer>;
 }
 
+/**
+ * Holds a Web Lock named after the database for as long as the store is open, so that a
+ * second store on the same database (another tab, a duplicated tab) fails with 'locked'
+ * instead of interleaving its writes. The browser releases it when the page goes away.
+ */
+function lockDatabase(dbName: string, name: string): Promise<() => void> {
+  return new Promise((resolve, reject) => {
+    navigator.locks
+      .request(`meshkv-storage:${dbName}`, { ifAvailable: true }, (lock) => {
+        if (lock === null) {
+          reject(new StorageError('locked', `${name}: already open in this or another tab`));
+          return;
+        }
+        return new Promise<void>((release) => resolve(release));
+      })
+      .catch(reject);
+  });
+}
+
 /** The raw key space of database `dbName` (store.ts uses it; tests plant bad records in it). */
 export async function openIndexedDbEngine(dbName: string): Promise<Engine> {
   const name = `IndexedDB ${JSON.stringify(dbName)}`;
+  const unlock = await lockDatabase(dbName, name);
+  try {
+    return await openUnlocked(dbName, name, unlock);
+  } catch (error) {
+    unlock();
+    throw error;
+  }
+}
+
+async function openUnlocked(dbName: string, name: string, unlock: () => void): Promise<Engine> {
   let db: IDBDatabase;
   try {
     const request = indexedDB.open(dbName, schemaVersion);
@@ -115,6 +144,7 @@ export async function openIndexedDbEngine(dbName: string): Promise<Engine> {
       }),
     async close() {
       db.close();
+      unlock();
     },
   };
 }

@@ -89,7 +89,8 @@ export interface GroupWrite {
   /**
    * Ready.snapshot: a snapshot received from the leader. Replaces the whole log: the log is
    * then empty and compacted at (metadata.index, metadata.term). It must be newer than the
-   * stored snapshot ('snapshot_out_of_date'). It does not touch the KV data: pair it with
+   * stored snapshot or at its index ('snapshot_out_of_date' if older, as raft's
+   * MemoryStorage.applySnapshot). It does not touch the KV data: pair it with
    * `restore` to install the state machine carried by the snapshot's chunks.
    */
   readonly snapshot?: Snapshot;
@@ -100,9 +101,9 @@ export interface GroupWrite {
   readonly restore?: SnapshotRestore;
   /**
    * Ready.entries: entries to append, with consecutive indexes and non-decreasing terms.
-   * The first index i must satisfy compacted.index < i ≤ lastIndex + 1, and its term must be
-   * ≥ the term at i − 1. Everything stored at index ≥ i is replaced (a conflicting suffix
-   * is truncated).
+   * Entries at or below compacted.index are ignored (as raft's MemoryStorage.append does);
+   * the first remaining index i must be ≤ lastIndex + 1 and its term ≥ the term at i − 1.
+   * Everything stored at index ≥ i is replaced (a conflicting suffix is truncated).
    */
   readonly entries?: readonly Entry[];
   /**

@@ -15,7 +15,14 @@
  * writes a new one at i, which masks the tail of the segment it lands in without
  * rewriting it. Compaction deletes the segments wholly at or below the compaction point.
  */
-import type { ConfState, Entry, GroupId, HardState, Snapshot } from '@meshkv/raft';
+import {
+  type ConfState,
+  type Entry,
+  emptyConfState,
+  type GroupId,
+  type HardState,
+  type Snapshot,
+} from '@meshkv/raft';
 import {
   type Chunk,
   type ChunkRecord,
@@ -65,13 +72,6 @@ import {
 /** Log segments are split so that no single record grows past this (LevelDB, IDB values). */
 const maxSegmentBytes = 8 * 1024 * 1024;
 const defaultTargetChunkBytes = 1024 * 1024;
-const emptyConfState: ConfState = {
-  voters: [],
-  learners: [],
-  votersOutgoing: [],
-  learnersNext: [],
-  autoLeave: false,
-};
 
 /** A segment as the store tracks it: its key's first index and the terms it covers. */
 interface Segment {
@@ -497,10 +497,10 @@ class EngineStorage implements NodeStorage {
       if (gw.snapshot !== undefined) {
         const meta = gw.snapshot.metadata;
         g.snapshot(gw.snapshot, 'snapshot');
-        if (record.snapshotIndex !== null && meta.index <= record.snapshotIndex) {
+        if (record.snapshotIndex !== null && meta.index < record.snapshotIndex) {
           throw new StorageError(
             'snapshot_out_of_date',
-            `${this.name}: write: group ${id}: snapshot at index ${meta.index} is not newer than the stored one at ${record.snapshotIndex}`,
+            `${this.name}: write: group ${id}: snapshot at index ${meta.index} is older than the stored one at ${record.snapshotIndex}`,
           );
         }
         for (const s of segments)
@@ -660,53 +660,56 @@ class EngineStorage implements NodeStorage {
     m: GroupMirror,
     ops: EngineOp[],
   ): Segment[] {
-    if (!Array.isArray(entries) || entries.length === 0)
+    if (!Array.isArray(entries) || entries.length === 0) {
       g.fail('entries must be a non-empty array');
-    const first = entries[0]!;
-    const from = g.index(first?.index, 'entries[0].index');
-    const last = lastIndexOf(m);
-    const compacted = m.record.compacted.index;
-    if (from <= compacted || from > last + 1) {
-      g.fail(
-        `entries[0].index ${from} is outside (${compacted}, ${last + 1}]: the log holds (${compacted}, ${last}]`,
-      );
     }
-    let previousTerm = termAt(m, from - 1)!;
+    const from = g.index(entries[0]?.index, 'entries[0].index');
     for (const [i, e] of entries.entries()) {
       if (e?.index !== from + i) g.fail(`entries[${i}].index is ${e?.index}, expected ${from + i}`);
-      const term = g.index(e.term, `entries[${i}].term`);
-      if (term < previousTerm)
-        g.fail(`entries[${i}].term ${term} < the previous entry's term ${previousTerm}`);
+      g.index(e.term, `entries[${i}].term`);
       if (e.type !== 0 && e.type !== 1) g.fail(`entries[${i}].type ${e.type} is not an EntryType`);
       g.bytesValue(e.data, limits.maxEntryDataBytes, `entries[${i}].data`);
-      previousTerm = term;
+    }
+    // Entries the log has compacted away are ignored, as raft's MemoryStorage.append does.
+    const compacted = m.record.compacted.index;
+    const appended = from > compacted ? entries : entries.slice(compacted + 1 - from);
+    if (appended.length === 0) return [...m.segments];
+    const start = appended[0]!.index;
+    const last = lastIndexOf(m);
+    if (start > last + 1)
+      g.fail(`entries[0].index ${from} leaves a gap after the last index ${last}`);
+    let previousTerm = termAt(m, start - 1)!;
+    for (const e of appended) {
+      if (e.term < previousTerm) {
+        g.fail(`entry ${e.index} has term ${e.term} < the previous entry's term ${previousTerm}`);
+      }
+      previousTerm = e.term;
     }
 
     const space = m.record.logSpace;
-    const kept: Segment[] = [];
+    const segments: Segment[] = [];
     for (const s of m.segments) {
-      if (s.first >= from) {
+      if (s.first >= start) {
         ops.push({ type: 'del', key: segmentKey(space, s.first) });
-      } else if (s.first + s.terms.length > from) {
-        kept.push({ first: s.first, terms: s.terms.slice(0, from - s.first) });
+      } else if (s.first + s.terms.length > start) {
+        segments.push({ first: s.first, terms: s.terms.slice(0, start - s.first) });
       } else {
-        kept.push(s);
+        segments.push(s);
       }
     }
-    let start = 0;
-    while (start < entries.length) {
-      let end = start + 1;
-      let bytes = segmentBytes([entries[start]!]);
-      while (end < entries.length && bytes + 13 + entries[end]!.data.length <= maxSegmentBytes) {
-        bytes += 13 + entries[end]!.data.length;
+    for (let at = 0; at < appended.length; ) {
+      let end = at + 1;
+      let bytes = segmentBytes([appended[at]!]);
+      while (end < appended.length && bytes + 13 + appended[end]!.data.length <= maxSegmentBytes) {
+        bytes += 13 + appended[end]!.data.length;
         end++;
       }
-      const run = entries.slice(start, end);
+      const run = appended.slice(at, end);
       ops.push({ type: 'put', key: segmentKey(space, run[0]!.index), value: encodeSegment(run) });
-      kept.push({ first: run[0]!.index, terms: run.map((e) => e.term) });
-      start = end;
+      segments.push({ first: run[0]!.index, terms: run.map((e) => e.term) });
+      at = end;
     }
-    return kept;
+    return segments;
   }
 
   get(group: GroupId, key: string): Promise<Uint8Array | null> {

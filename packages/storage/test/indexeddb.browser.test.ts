@@ -4,7 +4,7 @@ import {
   openIndexedDbEngine,
   openIndexedDbStorage,
 } from '../src/indexeddb.browser.ts';
-import { storageContract } from './contract.ts';
+import { expectCode, storageContract } from './contract.ts';
 
 let databases = 0;
 const run = `${Date.now()}-${Math.random()}`;
@@ -29,6 +29,20 @@ storageContract({
 });
 
 describe('storage: IndexedDB specifics', () => {
+  it('refuses a second open of the same database with locked, until the first closes', async () => {
+    const nodeId = `lock-${run}`;
+    const first = await openIndexedDbStorage({ clusterId: 'test', nodeId });
+    await expectCode(
+      openIndexedDbStorage({ clusterId: 'test', nodeId }),
+      'locked',
+      indexedDbName('test', nodeId),
+    );
+    await first.close();
+    const second = await openIndexedDbStorage({ clusterId: 'test', nodeId });
+    expect((await second.load()).groups.size).to.equal(0);
+    await second.close();
+  });
+
   it('names one database per cluster and node', () => {
     expect(indexedDbName('c1', 'n1')).to.not.equal(indexedDbName('c1', 'n2'));
     expect(indexedDbName('c1', 'n1')).to.not.equal(indexedDbName('c2', 'n1'));
