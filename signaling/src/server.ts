@@ -4,7 +4,7 @@
  * Contract (protocol: packages/transport/src/signaling-protocol.ts; summary: README.md):
  * - Holds the registry (settings fixed at creation, members, epoch), persists every change
  *   atomically before anyone hears of it, restores it on start, and pushes every change to
- *   every joined member.
+ *   every joined member as a delta.
  * - Admits members with the cluster token; binds each connection to one node id at a time.
  * - Relays signals only from a joined member to a connected member of the same cluster.
  * - A member whose connection drops stays `up` for `gracePeriodMs`; if it has not
@@ -33,6 +33,7 @@ import {
   parseSignalRequest,
   type RegistrySnapshot,
   type Reply,
+  registryDelta,
   type SignalDelivery,
   type SignalingErrorCode,
   SignalingEvents,
@@ -654,9 +655,10 @@ export class SignalingServer {
       this.log(`could not persist the registry (${what}): ${String(error)}`);
       throw new PersistFailed(`the registry could not be written; try again later`);
     }
+    const delta = registryDelta(this.current, next);
     this.current = next;
     this.log(`${what}; epoch ${next.epoch}`);
-    this.io.to(MEMBERS_ROOM).emit(SignalingEvents.registry, { registry: next });
+    this.io.to(MEMBERS_ROOM).emit(SignalingEvents.registry, delta);
   }
 
   /** Queues a membership change behind the previous ones; failures are logged, not thrown. */

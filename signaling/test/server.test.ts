@@ -255,6 +255,31 @@ describe('signaling server: grace period and leave', () => {
   });
 });
 
+describe('signaling server: registry pushes', () => {
+  const fx = new Fixture();
+  afterEach(() => fx.cleanup());
+
+  it('keeps every member’s copy equal to the registry, pruned records included', async () => {
+    const server = await fx.server({ limits: { maxLeftMembers: 1 } });
+    const observer = await fx.client(server, { nodeId: 'observer' });
+    let pushes = 0;
+    observer.on('registry', () => pushes++);
+    for (const nodeId of ['a', 'b', 'c']) {
+      const member = await fx.client(server, { nodeId });
+      await member.leave();
+    }
+    await fx.client(server, { nodeId: 'b', kind: 'browser' });
+    await waitFor(() => pushes === 7, 'seven pushes');
+    expect(observer.registry).to.deep.equal(server.registry());
+    expect(server.registry().members.map((m) => `${m.nodeId} ${m.state}`)).to.deep.equal([
+      'b up',
+      'c left',
+      'observer up',
+    ]);
+    expect(observer.stats().malformedReceived).to.equal(0);
+  });
+});
+
 describe('signaling server: relay', () => {
   const fx = new Fixture();
   afterEach(() => fx.cleanup());

@@ -12,8 +12,8 @@
  *   `sendSignal` rejects with `disconnected`. If a re-join is refused for good
  *   (`unauthorized`, `duplicate_id`, `wrong_cluster`, ...), the client emits `error` and
  *   then `closed`.
- * - `registry` fires with each newer registry (pushed, or learnt on a re-join); never for
- *   the one `connect` resolved with. `signal` fires for each signal relayed to us.
+ * - `registry` fires with each new registry (a pushed change, or a different one learnt on
+ *   a re-join); never for the one `connect` resolved with. `signal` fires for each signal relayed to us.
  * - `online` is the set of members connected to the server now (from the join reply, then
  *   kept by `presence` updates). `presence` fires when another member comes online
  *   (joins, re-joins after a reload or a server restart) or goes offline. While this
@@ -26,6 +26,7 @@
  */
 import { io, type Socket } from 'socket.io-client';
 import {
+  applyRegistryDelta,
   type ErrorBody,
   idProblem,
   type JoinAccepted,
@@ -37,7 +38,7 @@ import {
   PROTOCOL_VERSION,
   parsePresenceUpdate,
   parseProtocolErrorNotice,
-  parseRegistryUpdate,
+  parseRegistryDelta,
   parseReply,
   parseSignalDelivery,
   type RegistrySnapshot,
@@ -300,7 +301,7 @@ export class SignalingClient {
       this.sessionKey = accepted.sessionKey;
       this.rejoins++;
       this.setState('joined');
-      this.acceptRegistry(accepted.registry, true);
+      this.replaceRegistry(accepted.registry);
       this.acceptOnline(accepted.online);
     } catch (error) {
       if (this.isClosed()) return;
@@ -333,24 +334,31 @@ export class SignalingClient {
   }
 
   private onRegistry(update: unknown): void {
-    const parsed = parseRegistryUpdate(update);
-    if (!parsed.ok || parsed.value.registry.settings.clusterId !== this.clusterId) {
+    const parsed = parseRegistryDelta(update);
+    if (!parsed.ok) {
       this.malformedReceived++;
       return;
     }
-    this.acceptRegistry(parsed.value.registry, false);
+    const next = applyRegistryDelta(this.currentRegistry, parsed.value);
+    if (!next.ok) {
+      // A delta we cannot apply means our copy is off; a re-join brings the whole registry.
+      this.malformedReceived++;
+      this.socket.disconnect();
+      this.socket.connect();
+      return;
+    }
+    this.currentRegistry = next.value;
+    this.emit('registry', next.value);
   }
 
   /**
-   * Pushed registries only move forward. A re-join's registry is authoritative (a server
-   * restored from an older file may have a lower epoch), so it replaces ours if different.
+   * A re-join's registry is authoritative (a server restored from an older file may even
+   * have a lower epoch): it replaces ours, and is reported if it differs.
    */
-  private acceptRegistry(registry: RegistrySnapshot, authoritative: boolean): void {
-    const current = this.currentRegistry.epoch;
-    const newer = authoritative ? registry.epoch !== current : registry.epoch > current;
-    if (!newer) return;
+  private replaceRegistry(registry: RegistrySnapshot): void {
+    const same = JSON.stringify(registry) === JSON.stringify(this.currentRegistry);
     this.currentRegistry = registry;
-    this.emit('registry', registry);
+    if (!same) this.emit('registry', registry);
   }
 
   /** Replaces the online set with a re-join's, reporting each difference. */

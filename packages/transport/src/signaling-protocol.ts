@@ -18,7 +18,10 @@
  *                            the server then closes the socket.
  *
  * Server → member:
- * - `registry`       RegistryUpdate: the whole registry after every change (epoch grew).
+ * - `registry`       RegistryDelta: each change, as the records it added, updated or
+ *                    dropped (epoch e → e + 1; the join reply carries the whole registry).
+ *                    Pushes arrive in order on one connection, so each applies to the
+ *                    previous one's result; a member that missed one re-joins.
  * - `presence`       PresenceUpdate: a member's connection to the server came or went.
  *                    Not a registry change: a reload within the grace period shows as
  *                    offline → online with no epoch change. WebRTC uses it to re-signal.
@@ -159,8 +162,18 @@ export interface LeaveAccepted {
   readonly epoch: number;
 }
 
-export interface RegistryUpdate {
-  readonly registry: RegistrySnapshot;
+/**
+ * One registry change. Deltas keep a change's cost independent of the cluster's size:
+ * the whole registry of 1000 members is ~150 KB, sent to each of them on every change.
+ */
+export interface RegistryDelta {
+  readonly clusterId: string;
+  /** The epoch this applies to; the result has epoch `fromEpoch + 1`. */
+  readonly fromEpoch: number;
+  /** Records added or replaced. */
+  readonly changed: readonly Member[];
+  /** Node ids whose records were dropped (the oldest `left` ones). */
+  readonly removed: readonly string[];
 }
 
 export interface ProbeRequest {
@@ -468,12 +481,73 @@ export function registryProblem(value: unknown): string | undefined {
   return undefined;
 }
 
-export function parseRegistryUpdate(value: unknown): Parsed<RegistryUpdate> {
-  const problem =
-    objectProblem(value, 'registry update', ['registry']) ??
-    registryProblem((value as Record<string, unknown>).registry);
+export function parseRegistryDelta(value: unknown): Parsed<RegistryDelta> {
+  const problem = objectProblem(value, 'registry delta', [
+    'clusterId',
+    'fromEpoch',
+    'changed',
+    'removed',
+  ]);
   if (problem) return fail(problem);
-  return { ok: true, value: value as RegistryUpdate };
+  const v = value as Record<string, unknown>;
+  const reason =
+    idProblem(v.clusterId, 'clusterId') ??
+    integerProblem(v.fromEpoch, 'fromEpoch', 0, Number.MAX_SAFE_INTEGER - 1) ??
+    (Array.isArray(v.changed) ? undefined : 'changed must be an array') ??
+    (v.changed as unknown[]).map(memberProblem).find((issue) => issue !== undefined) ??
+    idListProblem(v.removed, 'removed');
+  if (reason) return fail(reason);
+  return { ok: true, value: v as unknown as RegistryDelta };
+}
+
+/** The delta that turns `from` into `to`, whose epoch must be `from.epoch + 1`. */
+export function registryDelta(from: RegistrySnapshot, to: RegistrySnapshot): RegistryDelta {
+  const before = new Map(from.members.map((member) => [member.nodeId, member]));
+  const after = new Set(to.members.map((member) => member.nodeId));
+  return {
+    clusterId: to.settings.clusterId,
+    fromEpoch: from.epoch,
+    changed: to.members.filter((member) => !sameMember(before.get(member.nodeId), member)),
+    removed: from.members.map((member) => member.nodeId).filter((nodeId) => !after.has(nodeId)),
+  };
+}
+
+function sameMember(a: Member | undefined, b: Member): boolean {
+  return (
+    a !== undefined &&
+    a.nodeId === b.nodeId &&
+    a.kind === b.kind &&
+    a.state === b.state &&
+    a.joinedAtEpoch === b.joinedAtEpoch &&
+    a.changedAtEpoch === b.changedAtEpoch &&
+    a.httpAddress === b.httpAddress
+  );
+}
+
+/**
+ * Applies `delta` to `registry`: the next registry, or the reason it does not apply (another
+ * epoch, another cluster, or a result that breaks the registry's invariants).
+ */
+export function applyRegistryDelta(
+  registry: RegistrySnapshot,
+  delta: RegistryDelta,
+): Parsed<RegistrySnapshot> {
+  if (delta.clusterId !== registry.settings.clusterId) return fail('delta of another cluster');
+  if (delta.fromEpoch !== registry.epoch) {
+    return fail(`delta from epoch ${delta.fromEpoch} to a registry at epoch ${registry.epoch}`);
+  }
+  const members = new Map(registry.members.map((member) => [member.nodeId, member]));
+  for (const nodeId of delta.removed) members.delete(nodeId);
+  for (const member of delta.changed) members.set(member.nodeId, member);
+  const next: RegistrySnapshot = {
+    settings: registry.settings,
+    epoch: registry.epoch + 1,
+    members: [...members.values()].sort((a, b) =>
+      a.nodeId < b.nodeId ? -1 : a.nodeId > b.nodeId ? 1 : 0,
+    ),
+  };
+  const problem = registryProblem(next);
+  return problem ? fail(problem) : { ok: true, value: next };
 }
 
 const ERROR_CODES: ReadonlySet<string> = new Set<SignalingErrorCode>([

@@ -1,0 +1,109 @@
+import { DEFAULT_SETTINGS } from '@meshkv/ring';
+import { expect } from 'chai';
+import {
+  applyRegistryDelta,
+  idProblem,
+  type Member,
+  parseJoinRequest,
+  parseRegistryDelta,
+  parseReply,
+  parseSignalRequest,
+  type RegistrySnapshot,
+  registryDelta,
+  registryProblem,
+  settingsProblem,
+} from '../src/signaling-protocol.ts';
+
+const settings = { clusterId: 'c', ...DEFAULT_SETTINGS };
+
+function member(nodeId: string, epoch: number, state: Member['state'] = 'up'): Member {
+  return { nodeId, kind: 'node', state, joinedAtEpoch: 1, changedAtEpoch: epoch };
+}
+
+describe('signaling protocol: validation', () => {
+  it('accepts safe ids up to 64 bytes and names what is wrong with others', () => {
+    expect(idProblem('node-1.a_b:c', 'nodeId')).to.equal(undefined);
+    expect(idProblem('x'.repeat(64), 'nodeId')).to.equal(undefined);
+    expect(idProblem('x'.repeat(65), 'nodeId')).to.equal('nodeId is longer than 64 bytes');
+    expect(idProblem('', 'nodeId')).to.equal('nodeId must not be empty');
+    expect(idProblem('a#1', 'nodeId')).to.equal('nodeId may contain only A-Z a-z 0-9 . _ : -');
+    expect(idProblem(1, 'nodeId')).to.equal('nodeId must be a string');
+  });
+
+  it('parses a join and refuses unknown fields, bad kinds and long tokens', () => {
+    const join = { protocolVersion: 1, clusterId: 'c', token: 't', kind: 'browser' };
+    expect(parseJoinRequest(join)).to.deep.equal({ ok: true, value: join });
+    expect(parseJoinRequest({ ...join, admin: true })).to.deep.equal({
+      ok: false,
+      reason: "join has an unknown field 'admin'",
+    });
+    expect(parseJoinRequest({ ...join, kind: 'phone' }).ok).to.equal(false);
+    expect(parseJoinRequest({ ...join, token: 'é'.repeat(600) }).ok).to.equal(false);
+    expect(parseJoinRequest(Object.create({ inherited: 1 })).ok).to.equal(false);
+  });
+
+  it('accepts only plain JSON objects as signal payloads', () => {
+    const signal = { clusterId: 'c', to: 'b', payload: { candidate: { sdpMid: '0' } } };
+    expect(parseSignalRequest(signal).ok).to.equal(true);
+    for (const payload of [null, [1], 'offer', { n: Number.NaN }, { d: new Date(0) }]) {
+      expect(parseSignalRequest({ ...signal, payload }).ok, String(payload)).to.equal(false);
+    }
+  });
+
+  it('checks settings with the ring’s bounds', () => {
+    expect(settingsProblem(settings)).to.equal(undefined);
+    expect(settingsProblem({ ...settings, partitions: 3 })).to.contain('power of two');
+    expect(settingsProblem({ ...settings, clusterId: '' })).to.equal('clusterId must not be empty');
+  });
+
+  it('parses replies: an error needs a known code', () => {
+    const none = () => undefined;
+    expect(parseReply({ ok: false, error: { code: 'invalid', message: 'm' } }, none).ok).to.equal(
+      true,
+    );
+    expect(parseReply({ ok: false, error: { code: 'teapot', message: 'm' } }, none).ok).to.equal(
+      false,
+    );
+    expect(parseReply({ ok: 'yes' }, none).ok).to.equal(false);
+  });
+});
+
+describe('signaling protocol: registry deltas', () => {
+  const from: RegistrySnapshot = {
+    settings,
+    epoch: 5,
+    members: [member('a', 1), member('b', 2, 'left'), member('c', 3)],
+  };
+  const to: RegistrySnapshot = {
+    settings,
+    epoch: 6,
+    members: [member('a', 1), member('c', 6, 'down'), member('d', 6)],
+  };
+
+  it('carries only what changed, and applying it gives the next registry', () => {
+    const delta = registryDelta(from, to);
+    expect(delta).to.deep.equal({
+      clusterId: 'c',
+      fromEpoch: 5,
+      changed: [member('c', 6, 'down'), member('d', 6)],
+      removed: ['b'],
+    });
+    expect(parseRegistryDelta(JSON.parse(JSON.stringify(delta)))).to.deep.equal({
+      ok: true,
+      value: delta,
+    });
+    expect(applyRegistryDelta(from, delta)).to.deep.equal({ ok: true, value: to });
+  });
+
+  it('refuses a delta for another epoch or one that breaks the invariants', () => {
+    const delta = registryDelta(from, to);
+    expect(applyRegistryDelta(to, delta)).to.deep.equal({
+      ok: false,
+      reason: 'delta from epoch 5 to a registry at epoch 6',
+    });
+    // A record changed "in the future" of the resulting epoch.
+    const bad = { ...delta, changed: [member('e', 9)] };
+    expect(applyRegistryDelta(from, bad).ok).to.equal(false);
+    expect(registryProblem(to)).to.equal(undefined);
+  });
+});
