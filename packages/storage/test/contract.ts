@@ -193,6 +193,26 @@ export function storageContract(backend: Backend): void {
       return count;
     }
 
+    it('splits a large append into several segments and truncates inside them', async () => {
+      const big = (index: number, term: number) => ({
+        index,
+        term,
+        type: 0 as const,
+        data: new Uint8Array(limits.maxEntryDataBytes).fill(index),
+      });
+      const appended = [1, 2, 3, 4, 5, 6].map((i) => big(i, 1));
+      await storage.write({ groups: [{ group: 1, create: true, entries: appended }] });
+      expect(await rawCount(Table.Segment), 'segments of at most 8 MiB').to.equal(2);
+      await storage.write({ groups: [{ group: 1, entries: [big(3, 2)] }] });
+      await reopen();
+      const g = await groupOf(storage, 1);
+      expect(g.entries.map((e) => [e.index, e.term, e.data.length, e.data[0]])).to.deep.equal([
+        [1, 1, limits.maxEntryDataBytes, 1],
+        [2, 1, limits.maxEntryDataBytes, 2],
+        [3, 2, limits.maxEntryDataBytes, 3],
+      ]);
+    });
+
     it('rejects entries that leave a gap, go backwards in term or skip an index', async () => {
       await storage.write({ groups: [{ group: 1, create: true, entries: entryRange(1, 3, 2) }] });
       const name = db.name;
@@ -547,6 +567,32 @@ export function storageContract(backend: Backend): void {
         await other.close();
         await target.destroy();
       }
+    });
+
+    it('restores into a group created by the same batch; unknown groups are refused', async () => {
+      const applied: AppliedState = { index: 7, term: 2, confState: conf('a') };
+      await storage.write({
+        groups: [
+          { group: 1, create: true, appliedState: applied, kv: [{ key: 'k', value: bytes('v') }] },
+        ],
+      });
+      const chunks: Uint8Array[] = [];
+      for await (const chunk of storage.snapshotChunks(1)) chunks.push(chunk);
+      expect(chunks.length).to.equal(1);
+      const restore = await storage.beginRestore(2);
+      await restore.add(chunks[0]!);
+      await storage.write({
+        groups: [{ group: 2, create: true, restore, snapshot: snapshotAt(7, 2) }],
+      });
+      expect((await groupOf(storage, 2)).appliedState).to.deep.equal(applied);
+      expect([...(await storage.get(2, 'k'))!]).to.deep.equal([...bytes('v')]);
+      const consume = async (group: number, targetChunkBytes?: number) => {
+        for await (const _ of storage.snapshotChunks(group, { targetChunkBytes })) {
+          // draining only
+        }
+      };
+      await expectCode(consume(3), 'unknown_group', db.name);
+      await expectCode(consume(1, 0), 'invalid_argument', db.name);
     });
 
     it('discards an aborted or uncommitted restore', async () => {

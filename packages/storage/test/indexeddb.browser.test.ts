@@ -43,6 +43,42 @@ describe('storage: IndexedDB specifics', () => {
     await second.close();
   });
 
+  /** Creates database `name` at `version`, with the object stores listed, as another app would. */
+  function foreignDatabase(name: string, version: number, stores: string[]): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const request = indexedDB.open(name, version);
+      request.onupgradeneeded = () => {
+        for (const store of stores) request.result.createObjectStore(store);
+      };
+      request.onsuccess = () => {
+        request.result.close();
+        resolve();
+      };
+      request.onerror = () => reject(request.error);
+    });
+  }
+
+  it('refuses a database of a newer schema version with unsupported_version', async () => {
+    const nodeId = `newer-${run}`;
+    await foreignDatabase(indexedDbName('test', nodeId), 2, ['records']);
+    await expectCode(
+      openIndexedDbStorage({ clusterId: 'test', nodeId }),
+      'unsupported_version',
+      indexedDbName('test', nodeId),
+    );
+  });
+
+  it('refuses a foreign database without our object store with corrupt', async () => {
+    const nodeId = `foreign-${run}`;
+    await foreignDatabase(indexedDbName('test', nodeId), 1, ['somethingElse']);
+    const error = await expectCode(
+      openIndexedDbStorage({ clusterId: 'test', nodeId }),
+      'corrupt',
+      indexedDbName('test', nodeId),
+    );
+    expect(error.message).to.include('not a meshkv store');
+  });
+
   it('names one database per cluster and node', () => {
     expect(indexedDbName('c1', 'n1')).to.not.equal(indexedDbName('c1', 'n2'));
     expect(indexedDbName('c1', 'n1')).to.not.equal(indexedDbName('c2', 'n1'));

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { MemoryDisk } from '../src/index.ts';
+import { type Engine, MemoryDisk, openEngineStorage } from '../src/index.ts';
 import { expectCode, prng } from './contract.ts';
 import { batchFor, checkStore } from './crash-workload.ts';
 
@@ -38,6 +38,32 @@ describe('storage: memory backend durability control', () => {
     const storage = await disk.open();
     await storage.write(batchFor(1, 2));
     disk.crash();
+    expect(await checkStore(await disk.open(), 2)).to.equal(1);
+  });
+
+  it('stops for good with io after the medium fails a write; a reopen recovers', async () => {
+    const disk = new MemoryDisk({ name: 'failing disk' });
+    const engine = disk.openEngine();
+    let failWrites = false;
+    const failing: Engine = {
+      name: engine.name,
+      get: (key) => engine.get(key),
+      scan: (lo, hi) => engine.scan(lo, hi),
+      write: (ops) =>
+        failWrites ? Promise.reject(new Error('EIO: fsync failed')) : engine.write(ops),
+      clearRange: (lo, hi) => engine.clearRange(lo, hi),
+      close: () => engine.close(),
+    };
+    const storage = await openEngineStorage(failing);
+    await storage.write(batchFor(1, 2));
+    failWrites = true;
+    const error = await expectCode(storage.write(batchFor(2, 2)), 'io', 'failing disk');
+    expect(error.message).to.include('EIO');
+    failWrites = false;
+    // What reached the medium is unknown: the store refuses everything, reads included.
+    await expectCode(storage.write(batchFor(2, 2)), 'io');
+    await expectCode(storage.load(), 'io');
+    await storage.close();
     expect(await checkStore(await disk.open(), 2)).to.equal(1);
   });
 
