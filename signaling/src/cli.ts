@@ -6,7 +6,7 @@
  */
 import { parseArgs } from 'node:util';
 import { DEFAULT_SETTINGS, MAX_REPLICATION_FACTOR } from '@meshkv/ring';
-import { type ClusterSettings, DEFAULT_CLUSTER_ID } from '@meshkv/transport';
+import { type ClusterSettings, DEFAULT_CLUSTER_ID } from '@meshkv/transport/signaling-protocol';
 import { DEFAULT_GRACE_PERIOD_MS, SignalingServer } from './server.ts';
 
 const USAGE = `Usage: node --import tsx signaling/src/cli.ts [flags]

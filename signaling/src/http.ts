@@ -114,6 +114,8 @@ function sendJson(response: ServerResponse, statusCode: number, body: unknown): 
     'content-type': 'application/json; charset=utf-8',
     'content-length': Buffer.byteLength(text),
     'cache-control': 'no-store',
+    // Read-only and credential-free: a demo served from a dev server may poll /status.
+    'access-control-allow-origin': '*',
   });
   response.end(text);
 }

@@ -13,7 +13,11 @@
  */
 import { mkdir, open, readFile, rename } from 'node:fs/promises';
 import { join } from 'node:path';
-import { type ClusterSettings, type RegistrySnapshot, registryProblem } from '@meshkv/transport';
+import {
+  type ClusterSettings,
+  type RegistrySnapshot,
+  registryProblem,
+} from '@meshkv/transport/signaling-protocol';
 
 export const REGISTRY_FILE_NAME = 'registry.json';
 const FORMAT = 'meshkv-registry';

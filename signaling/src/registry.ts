@@ -15,7 +15,7 @@ import {
   type RegistrySnapshot,
   registryProblem,
   settingsProblem,
-} from '@meshkv/transport';
+} from '@meshkv/transport/signaling-protocol';
 
 export interface MembershipLimits {
   /** Members that are `up` or `down`; joins of new ids beyond it are refused. */

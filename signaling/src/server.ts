@@ -38,7 +38,7 @@ import {
   type SignalingErrorCode,
   SignalingEvents,
   type SignalRelayed,
-} from '@meshkv/transport';
+} from '@meshkv/transport/signaling-protocol';
 import { type Socket, Server as SocketServer } from 'socket.io';
 import { type Clock, systemClock } from './clock.ts';
 import { createRequestHandler } from './http.ts';
@@ -83,6 +83,9 @@ export const DEFAULT_LIMITS: SignalingLimits = {
 export const DEFAULT_GRACE_PERIOD_MS = 15_000;
 export const DEFAULT_JOIN_TIMEOUT_MS = 10_000;
 export const DEFAULT_PROBE_TIMEOUT_MS = 3_000;
+/** Socket.IO's defaults are 25 s and 20 s; detection within 20 s suits a 15 s grace period. */
+export const DEFAULT_PING_INTERVAL_MS = 10_000;
+export const DEFAULT_PING_TIMEOUT_MS = 10_000;
 
 export interface SignalingServerOptions {
   /** Directory of the registry file (created if missing). */
@@ -106,6 +109,13 @@ export interface SignalingServerOptions {
   readonly joinTimeoutMs?: number;
   /** How long a connection holding a requested node id has to answer a probe. */
   readonly probeTimeoutMs?: number;
+  /**
+   * Socket.IO heartbeat: a ping every `pingIntervalMs`; no pong within `pingTimeoutMs`
+   * closes the connection. Bounds how long a silently dead member (a sleeping laptop)
+   * looks connected; the grace period starts after that.
+   */
+  readonly pingIntervalMs?: number;
+  readonly pingTimeoutMs?: number;
   readonly limits?: Partial<SignalingLimits>;
   readonly clock?: Clock;
   /** One line per notable event (joins, state changes, persist failures). */
@@ -226,6 +236,8 @@ export class SignalingServer {
     const io = new SocketServer(http, {
       transports: ['websocket'],
       maxHttpBufferSize: limits.maxFrameBytes,
+      pingInterval: options.pingIntervalMs ?? DEFAULT_PING_INTERVAL_MS,
+      pingTimeout: options.pingTimeoutMs ?? DEFAULT_PING_TIMEOUT_MS,
       serveClient: false,
     });
     await new Promise<void>((resolve, reject) => {
@@ -713,6 +725,8 @@ function validateOptions(options: SignalingServerOptions, limits: SignalingLimit
     ['gracePeriodMs', options.gracePeriodMs],
     ['joinTimeoutMs', options.joinTimeoutMs],
     ['probeTimeoutMs', options.probeTimeoutMs],
+    ['pingIntervalMs', options.pingIntervalMs],
+    ['pingTimeoutMs', options.pingTimeoutMs],
     ...Object.entries(limits),
   ];
   for (const [name, value] of positive) {

@@ -1,5 +1,5 @@
 import { DEFAULT_SETTINGS } from '@meshkv/ring';
-import type { RegistrySnapshot } from '@meshkv/transport';
+import type { RegistrySnapshot } from '@meshkv/transport/signaling-protocol';
 import { expect } from 'chai';
 import { admit, completeSettings, emptyRegistry, findMember, setState } from '../src/registry.ts';
 

@@ -1,7 +1,7 @@
 import { mkdir, readdir, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DEFAULT_SETTINGS } from '@meshkv/ring';
-import { SignalingClient, SignalingError } from '@meshkv/transport';
+import { SignalingClient, SignalingError } from '@meshkv/transport/signaling-client';
 import { expect } from 'chai';
 import type { Socket } from 'socket.io-client';
 import { RegistryFileError, registryFilePath } from '../src/registry-file.ts';
@@ -578,6 +578,7 @@ describe('signaling server: HTTP', () => {
     const health = await fetch(`${server.url}/health`);
     expect(health.status).to.equal(200);
     expect(await health.json()).to.deep.equal({ status: 'ok' });
+    expect(health.headers.get('access-control-allow-origin')).to.equal('*');
     const status = (await (await fetch(`${server.url}/status`)).json()) as {
       settings: { clusterId: string };
       epoch: number;

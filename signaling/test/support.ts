@@ -2,7 +2,8 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type MemberKind, SignalingClient, type SignalingClientOptions } from '@meshkv/transport';
+import { SignalingClient, type SignalingClientOptions } from '@meshkv/transport/signaling-client';
+import type { MemberKind } from '@meshkv/transport/signaling-protocol';
 import { io, type Socket } from 'socket.io-client';
 import type { Clock } from '../src/clock.ts';
 import { SignalingServer, type SignalingServerOptions } from '../src/server.ts';
