@@ -61,6 +61,7 @@ import { StorageError } from './errors.ts';
 import {
   type AppliedState,
   type GroupState,
+  type GroupWrite,
   limits,
   type NodeState,
   type NodeStorage,
@@ -72,6 +73,21 @@ import {
 /** Log segments are split so that no single record grows past this (LevelDB, IDB values). */
 const maxSegmentBytes = 8 * 1024 * 1024;
 const defaultTargetChunkBytes = 1024 * 1024;
+/** A misspelt field must not be ignored silently. */
+const groupWriteFields = new Set<string>([
+  'group',
+  'create',
+  'remove',
+  'snapshot',
+  'restore',
+  'entries',
+  'savedSnapshot',
+  'compactTo',
+  'hardState',
+  'appliedState',
+  'kv',
+  'sessions',
+] satisfies (keyof GroupWrite)[]);
 
 /** A segment as the store tracks it: its key's first index and the terms it covers. */
 interface Segment {
@@ -405,7 +421,17 @@ class EngineStorage implements NodeStorage {
 
   write(batch: WriteBatch): Promise<void> {
     return this.run(async () => {
-      const plan = this.plan(batch);
+      let plan: ReturnType<EngineStorage['plan']>;
+      try {
+        plan = this.plan(batch);
+      } catch (error) {
+        // Planning touches nothing: whatever it trips over is the caller's malformed input.
+        if (error instanceof StorageError) throw error;
+        throw new StorageError(
+          'invalid_argument',
+          `${this.name}: write: malformed batch: ${String(error)}`,
+        );
+      }
       await this.engineWrite(plan.ops);
       for (const [id, mirror] of plan.mirrors) {
         if (mirror === null) this.mirrors.delete(id);
@@ -443,6 +469,8 @@ class EngineStorage implements NodeStorage {
         check.fail(`group id must be an integer in [0, 2^32), got ${id}`);
       }
       if (mirrors.has(id)) check.fail(`group ${id} appears twice in the batch`);
+      const unknown = Object.keys(gw).filter((field) => !groupWriteFields.has(field));
+      if (unknown.length > 0) check.fail(`group ${id}: unknown field(s) ${unknown.join(', ')}`);
       const g: BatchChecker = new BatchChecker(`${this.name}: write: group ${id}: `);
       g.bytes = check.bytes;
       const m = this.mirrors.get(id);
@@ -495,8 +523,8 @@ class EngineStorage implements NodeStorage {
       const mirror = (): GroupMirror => ({ record, segments });
 
       if (gw.snapshot !== undefined) {
-        const meta = gw.snapshot.metadata;
         g.snapshot(gw.snapshot, 'snapshot');
+        const meta = gw.snapshot.metadata;
         if (record.snapshotIndex !== null && meta.index < record.snapshotIndex) {
           throw new StorageError(
             'snapshot_out_of_date',
@@ -540,8 +568,8 @@ class EngineStorage implements NodeStorage {
       }
 
       if (gw.savedSnapshot !== undefined) {
-        const meta = gw.savedSnapshot.metadata;
         g.snapshot(gw.savedSnapshot, 'savedSnapshot');
+        const meta = gw.savedSnapshot.metadata;
         const last = lastIndexOf(mirror());
         if (meta.index < record.compacted.index || meta.index > last) {
           g.fail(

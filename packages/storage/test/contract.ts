@@ -470,6 +470,26 @@ export function storageContract(backend: Backend): void {
         storage.write({ groups: [{ group: 1.5, create: true }] }),
         'invalid_argument',
       );
+      const misspelt = { group: 1, hardstate: { term: 9, vote: null, commit: 0 } } as GroupWrite;
+      const unknownField = await expectCode(
+        storage.write({ groups: [misspelt] }),
+        'invalid_argument',
+      );
+      expect(unknownField.message).to.include('hardstate');
+      const malformed = { group: 1, snapshot: null } as unknown as GroupWrite;
+      await expectCode(storage.write({ groups: [malformed] }), 'invalid_argument');
+      const notAnArray = { group: 1, kv: { key: 'k', value: null } } as unknown as GroupWrite;
+      await expectCode(storage.write({ groups: [notAnArray] }), 'invalid_argument');
+      const throwing = {
+        group: 1,
+        get kv(): never {
+          throw new TypeError('boom');
+        },
+      } as GroupWrite;
+      const thrown = await expectCode(storage.write({ groups: [throwing] }), 'invalid_argument');
+      expect(thrown.message).to.include('boom');
+      // None of that stopped the store.
+      await storage.write({ groups: [{ group: 1, kv: [{ key: 'ok', value: bytes('1') }] }] });
     });
 
     it('removes a group and all of its data; the id can be created again empty', async () => {
