@@ -144,6 +144,19 @@ describe('signaling client with a server process', () => {
 });
 
 describe('signaling CLI', () => {
+  it('prints its usage with --help and exits 0', async () => {
+    const outcome = await SignalingProcess.run(['--help']);
+    expect(outcome.code).to.equal(0);
+    expect(outcome.stdout).to.contain('--grace-period-ms');
+    expect(outcome.stdout).to.contain('MESHKV_TOKEN');
+  });
+
+  it('exits 2 for an unknown flag', async () => {
+    const outcome = await SignalingProcess.run(['--token', 't', '--partitons', '8']);
+    expect(outcome.code).to.equal(2);
+    expect(outcome.stderr).to.contain("Unknown option '--partitons'");
+  });
+
   it('exits 2 with the reason when the token is missing', async () => {
     const outcome = await SignalingProcess.run(['--port', '0']);
     expect(outcome.code).to.equal(2);
