@@ -13,7 +13,8 @@
  *   (`unauthorized`, `duplicate_id`, `wrong_cluster`, ...), the client emits `error` and
  *   then `closed`.
  * - `registry` fires with each new registry (a pushed change, or a different one learnt on
- *   a re-join); never for the one `connect` resolved with. `signal` fires for each signal relayed to us.
+ *   a re-join); never for the one `connect` resolved with. `signal` fires for each signal
+ *   relayed to us. `error` events nobody listens to are dropped.
  * - `online` is the set of members connected to the server now (from the join reply, then
  *   kept by `presence` updates). `presence` fires when another member comes online
  *   (joins, re-joins after a reload or a server restart) or goes offline. While this

@@ -14,8 +14,9 @@
  *                            before it is refused with `not_joined`.
  * - `signal` SignalRequest → Reply<SignalRelayed>: relays `payload` to member `to`. `ok`
  *                            means handed to the target's socket, not that it was handled.
- * - `leave`  LeaveRequest  → Reply<LeaveAccepted>: marks the member `left` (graceful leave);
- *                            the server then closes the socket.
+ * - `leave`  LeaveRequest  → Reply<LeaveAccepted>: marks the member `left` (graceful leave)
+ *                            and unbinds the connection, which stays open, unjoined (the
+ *                            client closes it).
  *
  * Server → member:
  * - `registry`       RegistryDelta: each change, as the records it added, updated or
@@ -106,7 +107,11 @@ export interface JoinRequest {
   readonly protocolVersion: number;
   readonly clusterId: string;
   readonly token: string;
-  /** Requested node id: reclaimed if known and not connected, registered if unknown. */
+  /**
+   * Requested node id: registered if unknown, reclaimed if known and not connected (or
+   * bound to a connection that fails the `probe`); refused with `duplicate_id` if bound
+   * to a live connection. Omitted: the server assigns a fresh id.
+   */
   readonly nodeId?: string;
   readonly kind: MemberKind;
   readonly httpAddress?: string;
@@ -128,8 +133,8 @@ export interface JoinAccepted {
 }
 
 /**
- * Opaque WebRTC signalling data (simple-peer's `signal` objects: offer, answer, candidate,
- * renegotiate, ...): any plain JSON object, at most `maxMessageBytes` as JSON.
+ * Opaque WebRTC signalling data (offer, answer, candidates, ...): any plain JSON object
+ * (finite numbers, nesting depth ≤ 8), at most the server's `maxMessageBytes` as JSON.
  */
 export type SignalPayload = { readonly [key: string]: JsonValue };
 export type JsonValue =
