@@ -1,4 +1,6 @@
+export { MemorySignalRelay, type SignalChannel, type SignalData } from './signal-channel.ts';
 export * from './signaling-client.ts';
 export * from './signaling-protocol.ts';
 export * from './sim-network.ts';
 export type { LinkStats, PeerId, Transport, TransportHandlers } from './transport.ts';
+export { type MeshStats, WebRtcMesh, type WebRtcMeshOptions } from './webrtc-mesh.ts';

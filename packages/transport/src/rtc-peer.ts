@@ -1,0 +1,178 @@
+/**
+ * One WebRTC connection carrying one ordered, reliable data channel: the offer/answer and
+ * trickled ICE candidates over the standard RTCPeerConnection API, nothing else.
+ *
+ * Why not simple-peer: @thaunknown/simple-peer (the maintained fork) pulls CommonJS
+ * modules (streamx, debug, err-code, and Node's `events` through events-universal) that a
+ * browser loads only through a bundler with Node polyfills (web-test-runner could not), and
+ * its Node backend (webrtc-polyfill) pins node-datachannel ^0.32, which has no prebuilt
+ * binary in the registry. The mesh needs a single data channel, which is this file.
+ *
+ * Contract: `onSignal` carries JSON objects for the other side's `signal()`, in order.
+ * `onOpen` fires once when the channel opens; `onClose` fires at most once, when the
+ * connection or channel fails or closes, never after `destroy()`. No callback throws into
+ * the RTC stack: negotiation errors become `onClose(reason)`.
+ */
+
+/** The RTCPeerConnection constructor to use: the browser's, or node-datachannel's polyfill. */
+export type RtcPeerConnectionClass = new (configuration?: RTCConfiguration) => RTCPeerConnection;
+
+export interface RtcPeerCallbacks {
+  signal(data: { readonly [key: string]: unknown }): void;
+  open(): void;
+  message(data: Uint8Array): void;
+  close(reason: string): void;
+}
+
+const CHANNEL_LABEL = 'meshkv';
+
+export class RtcPeer {
+  private readonly pc: RTCPeerConnection;
+  private channel: RTCDataChannel | undefined;
+  /** Negotiation steps run one after another, in signal order. */
+  private steps: Promise<void> = Promise.resolve();
+  private pendingCandidates: RTCIceCandidateInit[] = [];
+  private remoteDescriptionSet = false;
+  private finished = false;
+
+  constructor(
+    PeerConnection: RtcPeerConnectionClass,
+    configuration: RTCConfiguration,
+    readonly initiator: boolean,
+    private readonly callbacks: RtcPeerCallbacks,
+  ) {
+    this.pc = new PeerConnection(configuration);
+    this.pc.onicecandidate = (event) => {
+      const candidate = event.candidate;
+      if (candidate === null || candidate.candidate === '' || this.finished) return;
+      this.callbacks.signal({
+        candidate: {
+          candidate: candidate.candidate,
+          sdpMid: candidate.sdpMid,
+          sdpMLineIndex: candidate.sdpMLineIndex,
+        },
+      });
+    };
+    this.pc.onconnectionstatechange = () => {
+      const state = this.pc.connectionState;
+      if (state === 'failed' || state === 'closed') this.finish(`connection ${state}`);
+    };
+    if (initiator) {
+      this.setUpChannel(this.pc.createDataChannel(CHANNEL_LABEL, { ordered: true }));
+      this.step(async () => {
+        const offer = await this.pc.createOffer();
+        await this.pc.setLocalDescription(offer);
+        this.callbacks.signal({ type: 'offer', sdp: offer.sdp ?? '' });
+      });
+    } else {
+      this.pc.ondatachannel = (event) => this.setUpChannel(event.channel);
+    }
+  }
+
+  /** Bytes handed to the channel and not yet sent. */
+  get bufferedAmount(): number {
+    return this.channel?.bufferedAmount ?? 0;
+  }
+
+  /** The channel once it exists (for `bufferedamountlow`). */
+  get dataChannel(): RTCDataChannel | undefined {
+    return this.channel;
+  }
+
+  /** Applies a signal from the other side; a malformed one fails the connection. */
+  signal(data: { readonly [key: string]: unknown }): void {
+    const { type, sdp, candidate } = data;
+    if ((type === 'offer' || type === 'answer') && typeof sdp === 'string') {
+      if ((type === 'offer') === this.initiator) {
+        this.finish(`unexpected ${type}`);
+        return;
+      }
+      this.step(async () => {
+        await this.pc.setRemoteDescription({ type, sdp });
+        this.remoteDescriptionSet = true;
+        for (const pending of this.pendingCandidates) await this.pc.addIceCandidate(pending);
+        this.pendingCandidates = [];
+        if (type === 'offer') {
+          const answer = await this.pc.createAnswer();
+          await this.pc.setLocalDescription(answer);
+          this.callbacks.signal({ type: 'answer', sdp: answer.sdp ?? '' });
+        }
+      });
+    } else if (isCandidate(candidate)) {
+      this.step(async () => {
+        if (this.remoteDescriptionSet) await this.pc.addIceCandidate(candidate);
+        else this.pendingCandidates.push(candidate);
+      });
+    } else {
+      this.finish('malformed signal');
+    }
+  }
+
+  /** Sends one message; throws if the channel is not open (the caller fails the link). */
+  send(message: Uint8Array): void {
+    if (this.channel === undefined || this.channel.readyState !== 'open') {
+      throw new Error('data channel not open');
+    }
+    // Our messages are built on plain ArrayBuffers (wire.ts), never shared memory.
+    this.channel.send(message as Uint8Array<ArrayBuffer>);
+  }
+
+  /** Closes everything; no callback fires afterwards. Idempotent. */
+  destroy(): void {
+    this.finished = true;
+    try {
+      this.channel?.close();
+      this.pc.close();
+    } catch {
+      // Closing a connection that already failed may throw in some stacks; it is closed.
+    }
+  }
+
+  private setUpChannel(channel: RTCDataChannel): void {
+    this.channel = channel;
+    channel.binaryType = 'arraybuffer';
+    channel.onopen = () => {
+      if (!this.finished) this.callbacks.open();
+    };
+    channel.onmessage = (event: MessageEvent) => {
+      if (this.finished) return;
+      const data: unknown = event.data;
+      if (data instanceof ArrayBuffer) this.callbacks.message(new Uint8Array(data));
+      else if (ArrayBuffer.isView(data)) {
+        this.callbacks.message(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+      } else this.callbacks.message(new Uint8Array(0)); // a text message: malformed for us
+    };
+    channel.onclose = () => this.finish('channel closed');
+    channel.onerror = (event) => {
+      const error = (event as RTCErrorEvent).error;
+      this.finish(`channel error: ${error?.message ?? 'unknown'}`);
+    };
+  }
+
+  private step(action: () => Promise<void>): void {
+    this.steps = this.steps.then(async () => {
+      if (this.finished) return;
+      try {
+        await action();
+      } catch (error) {
+        this.finish(`negotiation failed: ${error instanceof Error ? error.message : error}`);
+      }
+    });
+  }
+
+  private finish(reason: string): void {
+    if (this.finished) return;
+    this.destroy();
+    this.callbacks.close(reason);
+  }
+}
+
+function isCandidate(value: unknown): value is RTCIceCandidateInit {
+  if (typeof value !== 'object' || value === null) return false;
+  const { candidate, sdpMid, sdpMLineIndex } = value as { [key: string]: unknown };
+  return (
+    typeof candidate === 'string' &&
+    (sdpMid === null || sdpMid === undefined || typeof sdpMid === 'string') &&
+    (sdpMLineIndex === null || sdpMLineIndex === undefined || typeof sdpMLineIndex === 'number')
+  );
+}

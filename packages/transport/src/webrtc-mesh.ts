@@ -1,0 +1,665 @@
+/**
+ * The WebRTC mesh: the Transport contract over one ordered, reliable data channel per
+ * peer pair, negotiated through a `SignalChannel`. Runs unchanged in browsers (native
+ * RTCPeerConnection) and in Node (node-datachannel's polyfill, injected by
+ * `webrtc.node.ts`).
+ *
+ * Links:
+ * - Opened on demand by `send` (or by the peer), closed after `linkIdleTimeoutMs` without
+ *   frames either way, and at most `maxLinks` at once (the least recently used idle link
+ *   is closed to make room; with none idle, the new frame is dropped and counted).
+ * - Glare: the peer with the smaller id always creates the offer. The other side asks for
+ *   one with a `dial` signal. Each attempt has a random session id; signals of another
+ *   session are stale and ignored, and a new offer replaces whatever link existed (the
+ *   initiator restarted or gave up on it).
+ * - Failure detection: Chromium notices a dead peer only after 5-15 s, so both ends send
+ *   a HEARTBEAT record whenever they sent nothing for `heartbeatIntervalMs`, and a link
+ *   silent for `peerTimeoutMs` is reported down. A failed link that was used within
+ *   `linkIdleTimeoutMs` is re-signalled with exponential backoff
+ *   (`retryDelayMinMs`..`retryDelayMaxMs`), and at once when the peer rejoins signaling.
+ *   Frames queued for a failed attempt get one retry; then they, and frames sent while
+ *   the link backs off, are dropped and counted.
+ *
+ * Sending: frames are queued per peer (at most `maxQueuedBytesPerPeer`) and flushed in a
+ * microtask, so every frame queued in one event loop turn goes out together, packed into
+ * as few messages as fit (see wire.ts). The channel's `bufferedAmount` is kept under
+ * `bufferedHighWaterBytes`: above it, sending waits for `bufferedamountlow` or, since
+ * some stacks never fire it, for a poll every `bufferedAmountPollMs`.
+ *
+ * Events (frame, peerUp, peerDown) are delivered in order from microtasks, never from
+ * inside `send`. A handler that throws does not disturb the mesh: the exception is
+ * rethrown asynchronously, as an uncaught error.
+ */
+import { RtcPeer, type RtcPeerConnectionClass } from './rtc-peer.ts';
+import type { SignalChannel } from './signal-channel.ts';
+import type { LinkStats, PeerId, Transport, TransportHandlers } from './transport.ts';
+import { CLOSE_MESSAGE, HEARTBEAT_MESSAGE, Inbox, MIN_MESSAGE_BYTES, Outbox } from './wire.ts';
+
+export interface WebRtcMeshOptions {
+  readonly localId: PeerId;
+  readonly signal: SignalChannel;
+  /**
+   * The RTCPeerConnection implementation. Default: the global one (browsers); Node peers
+   * pass node-datachannel's (`createNodeWebRtcMesh` in `webrtc.node.ts` does).
+   */
+  readonly RTCPeerConnection?: RtcPeerConnectionClass;
+  /** Send a heartbeat after this long without sending anything. Default 500. */
+  readonly heartbeatIntervalMs?: number;
+  /** Report a link down after this long without receiving anything. Default 2 000. */
+  readonly peerTimeoutMs?: number;
+  /** Give up on a connection attempt after this long. Default 5 000. */
+  readonly connectTimeoutMs?: number;
+  /** First delay before re-signalling a failed link; doubles per failure. Default 250. */
+  readonly retryDelayMinMs?: number;
+  /** Default 5 000. */
+  readonly retryDelayMaxMs?: number;
+  /** Close a link after this long without frames either way. Default 60 000. */
+  readonly linkIdleTimeoutMs?: number;
+  /** Links connecting or up at once. Default 64. */
+  readonly maxLinks?: number;
+  /** Largest frame sent or accepted. Default 16 MiB. */
+  readonly maxFrameBytes?: number;
+  /** Bound on frames queued for one peer and not yet handed to its channel. Default 64 MiB. */
+  readonly maxQueuedBytesPerPeer?: number;
+  /** Largest data channel message. Default 64 KiB (Chromium's limit is 256 KiB). */
+  readonly maxMessageBytes?: number;
+  /** Stop handing messages to a channel while its `bufferedAmount` is above. Default 1 MiB. */
+  readonly bufferedHighWaterBytes?: number;
+  /** Fallback poll of `bufferedAmount` while waiting for it to drain. Default 10. */
+  readonly bufferedAmountPollMs?: number;
+  /** Peers whose counters are kept after their link is gone. Default 4 096. */
+  readonly maxTrackedPeers?: number;
+  /** Passed to RTCPeerConnection. Default `{ iceServers: [] }`: host candidates only. */
+  readonly rtcConfig?: RTCConfiguration;
+}
+
+type Settings = Required<Omit<WebRtcMeshOptions, 'localId' | 'signal' | 'RTCPeerConnection'>>;
+
+const DEFAULTS: Settings = {
+  heartbeatIntervalMs: 500,
+  peerTimeoutMs: 2_000,
+  connectTimeoutMs: 5_000,
+  retryDelayMinMs: 250,
+  retryDelayMaxMs: 5_000,
+  linkIdleTimeoutMs: 60_000,
+  maxLinks: 64,
+  maxFrameBytes: 16 * 1024 * 1024,
+  maxQueuedBytesPerPeer: 64 * 1024 * 1024,
+  maxMessageBytes: 64 * 1024,
+  bufferedHighWaterBytes: 1024 * 1024,
+  bufferedAmountPollMs: 10,
+  maxTrackedPeers: 4_096,
+  rtcConfig: { iceServers: [] },
+};
+
+/** Counters beyond the per-link ones. */
+export interface MeshStats {
+  /** Links connecting or up. */
+  readonly activeLinks: number;
+  /** Signals that failed validation (or broke the glare rule) and were ignored. */
+  readonly malformedSignals: number;
+}
+
+type MutableLinkStats = { -readonly [K in keyof LinkStats]: LinkStats[K] };
+
+interface Link {
+  readonly peer: PeerId;
+  state: 'connecting' | 'up' | 'backoff';
+  /** Session of the current attempt; undefined while waiting for the peer's offer. */
+  session: string | undefined;
+  sp: RtcPeer | undefined;
+  readonly outbox: Outbox;
+  readonly inbox: Inbox;
+  readonly stats: MutableLinkStats;
+  startedMs: number;
+  lastSentMs: number;
+  lastReceivedMs: number;
+  /** Last frame (not heartbeat) sent or received, or send attempted. */
+  lastUsedMs: number;
+  retryAtMs: number;
+  retryDelayMs: number;
+  /** Failed attempts since the link was last up. */
+  failedAttempts: number;
+  flushScheduled: boolean;
+  /** Cancels a wait for `bufferedAmount` to drain, if one is pending. */
+  stopWaiting: (() => void) | undefined;
+}
+
+type Signal = { kind: 'dial' } | { kind: 'rtc'; session: string; rtc: { [key: string]: unknown } };
+
+const SIGNAL_VERSION = 1;
+const MAX_SESSION_ID_CHARS = 32;
+
+export class WebRtcMesh implements Transport {
+  readonly localId: PeerId;
+  private readonly signal: SignalChannel;
+  private readonly PeerConnection: RtcPeerConnectionClass;
+  private readonly settings: Settings;
+  private readonly links = new Map<PeerId, Link>();
+  /** Counters of peers without a link, oldest first (Map keeps insertion order). */
+  private readonly retiredStats = new Map<PeerId, MutableLinkStats>();
+  private readonly handlers: { [E in keyof TransportHandlers]: Set<TransportHandlers[E]> } = {
+    frame: new Set(),
+    peerUp: new Set(),
+    peerDown: new Set(),
+  };
+  private readonly unsubscribe: (() => void)[];
+  private readonly ticker: ReturnType<typeof setInterval>;
+  private malformedSignals = 0;
+  private closed = false;
+
+  constructor(options: WebRtcMeshOptions) {
+    this.localId = options.localId;
+    this.signal = options.signal;
+    const { localId: _, signal: __, RTCPeerConnection: PeerConnection, ...rest } = options;
+    const global = (globalThis as { RTCPeerConnection?: RtcPeerConnectionClass }).RTCPeerConnection;
+    const chosen = PeerConnection ?? global;
+    if (chosen === undefined) {
+      throw new TypeError('WebRtcMesh: no RTCPeerConnection here; pass options.RTCPeerConnection');
+    }
+    this.PeerConnection = chosen;
+    this.settings = { ...DEFAULTS, ...rest };
+    validateSettings(this.settings);
+    this.unsubscribe = [
+      this.signal.onSignal((from, data) => this.onSignal(from, data)),
+      this.signal.onPeerOnline((peer) => this.onPeerOnline(peer)),
+    ];
+    this.ticker = setInterval(() => this.tick(), this.settings.heartbeatIntervalMs / 2);
+    // In Node, a mesh alone must not keep the process alive.
+    (this.ticker as { unref?: () => void }).unref?.();
+  }
+
+  send(to: PeerId, frame: Uint8Array): void {
+    const now = nowMs();
+    let link = this.links.get(to);
+    if (this.closed || to === this.localId || frame.length > this.settings.maxFrameBytes) {
+      this.countDropped(to, link);
+      return;
+    }
+    if (link === undefined) {
+      link = this.createLink(to);
+      if (link === undefined) {
+        this.countDropped(to, undefined);
+        return;
+      }
+      this.dial(link, now);
+    } else if (link.state === 'backoff') {
+      link.lastUsedMs = now;
+      if (now >= link.retryAtMs) {
+        this.dial(link, now);
+      } else if (link.failedAttempts > 1) {
+        link.stats.framesDropped += 1;
+        return;
+      }
+    }
+    if (link.outbox.queuedBytes + frame.length > this.settings.maxQueuedBytesPerPeer) {
+      link.stats.framesDropped += 1;
+      return;
+    }
+    link.outbox.push(frame);
+    link.lastUsedMs = now;
+    if (link.state === 'up') this.scheduleFlush(link);
+  }
+
+  on<E extends keyof TransportHandlers>(event: E, handler: TransportHandlers[E]): () => void {
+    const set = this.handlers[event] as Set<TransportHandlers[E]>;
+    set.add(handler);
+    return () => set.delete(handler);
+  }
+
+  peers(): readonly PeerId[] {
+    return [...this.links.values()].filter((link) => link.state === 'up').map((link) => link.peer);
+  }
+
+  stats(peer: PeerId): LinkStats {
+    const stats = this.links.get(peer)?.stats ?? this.retiredStats.get(peer);
+    return stats === undefined ? zeroStats() : { ...stats };
+  }
+
+  meshStats(): MeshStats {
+    let activeLinks = 0;
+    for (const link of this.links.values()) if (link.state !== 'backoff') activeLinks += 1;
+    return { activeLinks, malformedSignals: this.malformedSignals };
+  }
+
+  async close(): Promise<void> {
+    if (!this.closed) {
+      this.closed = true;
+      clearInterval(this.ticker);
+      for (const unsubscribe of this.unsubscribe) unsubscribe();
+      for (const link of [...this.links.values()]) this.removeLink(link, 'transport closed');
+    }
+  }
+
+  // ---- links ----------------------------------------------------------------------------
+
+  private createLink(peer: PeerId): Link | undefined {
+    if (this.meshStats().activeLinks >= this.settings.maxLinks && !this.evictIdleLink()) {
+      return undefined;
+    }
+    const stats = this.retiredStats.get(peer) ?? zeroStats();
+    this.retiredStats.delete(peer);
+    const now = nowMs();
+    const link: Link = {
+      peer,
+      state: 'connecting',
+      session: undefined,
+      sp: undefined,
+      outbox: new Outbox(this.settings.maxMessageBytes),
+      inbox: new Inbox(this.settings.maxFrameBytes),
+      stats,
+      startedMs: now,
+      lastSentMs: now,
+      lastReceivedMs: now,
+      lastUsedMs: now,
+      retryAtMs: 0,
+      retryDelayMs: this.settings.retryDelayMinMs,
+      failedAttempts: 0,
+      flushScheduled: false,
+      stopWaiting: undefined,
+    };
+    this.links.set(peer, link);
+    return link;
+  }
+
+  /** Closes the least recently used link that is up with nothing queued. */
+  private evictIdleLink(): boolean {
+    let victim: Link | undefined;
+    for (const link of this.links.values()) {
+      if (link.state !== 'up' || link.outbox.queuedFrames > 0) continue;
+      if (victim === undefined || link.lastUsedMs < victim.lastUsedMs) victim = link;
+    }
+    if (victim === undefined) return false;
+    this.removeLink(victim, 'evicted: too many links');
+    return true;
+  }
+
+  /** Starts a connection attempt: an offer if we initiate, else a request for one. */
+  private dial(link: Link, now: number, reason = 'redial'): void {
+    this.detach(link, reason);
+    link.state = 'connecting';
+    link.startedMs = now;
+    if (this.localId < link.peer) {
+      this.attach(link, newSessionId(), true);
+    } else {
+      this.signal.sendSignal(link.peer, { v: SIGNAL_VERSION, kind: 'dial' });
+    }
+  }
+
+  private attach(link: Link, session: string, initiator: boolean): void {
+    const peer = link.peer;
+    let sp: RtcPeer | undefined;
+    const current = () => sp !== undefined && link.sp === sp;
+    try {
+      sp = new RtcPeer(this.PeerConnection, this.settings.rtcConfig, initiator, {
+        signal: (rtc) => {
+          if (current())
+            this.signal.sendSignal(peer, { v: SIGNAL_VERSION, kind: 'rtc', session, rtc });
+        },
+        open: () => {
+          if (current()) this.onConnect(link);
+        },
+        message: (message) => {
+          if (current()) this.onMessage(link, message);
+        },
+        close: (reason) => {
+          if (current()) this.fail(link, reason);
+        },
+      });
+    } catch (error) {
+      this.fail(link, `cannot create a peer connection: ${describe(error)}`);
+      return;
+    }
+    link.sp = sp;
+    link.session = session;
+  }
+
+  /**
+   * Drops the link's connection (if any): the peer connection is destroyed, the partial
+   * frame forgotten, and, if the link was up, its queue dropped and peerDown reported.
+   */
+  private detach(link: Link, reason: string, notifyPeer = false): void {
+    const sp = link.sp;
+    link.sp = undefined;
+    link.session = undefined;
+    link.stopWaiting?.();
+    link.inbox.reset();
+    if (sp !== undefined) {
+      if (notifyPeer && link.state === 'up') {
+        try {
+          sp.send(CLOSE_MESSAGE);
+        } catch {
+          // The channel is already failing; the peer will notice by itself.
+        }
+      }
+      sp.destroy();
+    }
+    if (link.state === 'up') {
+      link.stats.framesDropped += link.outbox.clear();
+      link.state = 'connecting';
+      this.emit('peerDown', link.peer, reason);
+    }
+  }
+
+  /**
+   * The attempt or link failed: back off, and retry later if the link is still wanted.
+   * Frames queued for a failed attempt are kept for ONE retry (first connections between
+   * node-datachannel peers fail now and then, e.g. "remote candidate without ICE
+   * transport"); after a second failure in a row they are dropped, and so are new ones
+   * until the link is up, so a dead peer does not collect a backlog.
+   */
+  private fail(link: Link, reason: string): void {
+    const wasUp = link.state === 'up';
+    this.detach(link, reason);
+    link.failedAttempts = wasUp ? 1 : link.failedAttempts + 1;
+    if (link.failedAttempts > 1) link.stats.framesDropped += link.outbox.clear();
+    link.retryDelayMs =
+      link.failedAttempts === 1
+        ? this.settings.retryDelayMinMs
+        : Math.min(link.retryDelayMs * 2, this.settings.retryDelayMaxMs);
+    link.state = 'backoff';
+    link.retryAtMs = nowMs() + link.retryDelayMs;
+  }
+
+  /** Closes the link on purpose and forgets it (its counters are kept). */
+  private removeLink(link: Link, reason: string): void {
+    this.detach(link, reason, true);
+    link.stats.framesDropped += link.outbox.clear();
+    this.links.delete(link.peer);
+    this.retiredStats.set(link.peer, link.stats);
+    while (this.retiredStats.size > this.settings.maxTrackedPeers) {
+      const oldest = this.retiredStats.keys().next().value as PeerId;
+      this.retiredStats.delete(oldest);
+    }
+  }
+
+  private onConnect(link: Link): void {
+    if (link.state === 'up') return;
+    const now = nowMs();
+    link.state = 'up';
+    link.lastReceivedMs = now;
+    link.lastSentMs = now;
+    link.retryDelayMs = this.settings.retryDelayMinMs;
+    link.failedAttempts = 0;
+    this.emit('peerUp', link.peer);
+    this.scheduleFlush(link);
+  }
+
+  // ---- receiving ------------------------------------------------------------------------
+
+  private onMessage(link: Link, message: Uint8Array): void {
+    // The peer may send as soon as its side is connected, before ours says so.
+    if (link.state !== 'up') this.onConnect(link);
+    const now = nowMs();
+    link.lastReceivedMs = now;
+    const decoded = link.inbox.decode(message);
+    if (!decoded.ok) {
+      link.stats.malformedReceived += 1;
+      return;
+    }
+    for (const record of decoded.records) {
+      if (record.kind === 'frame') {
+        link.stats.framesReceived += 1;
+        link.stats.bytesReceived += record.frame.length;
+        link.lastUsedMs = now;
+        this.emit('frame', link.peer, record.frame);
+      } else if (record.kind === 'close') {
+        this.removeLink(link, 'closed by peer');
+        return;
+      }
+    }
+  }
+
+  private onSignal(from: PeerId, data: unknown): void {
+    if (this.closed || from === this.localId) return;
+    const signal = parseSignal(data);
+    const weInitiate = this.localId < from;
+    // Only the larger id asks for an offer, only the smaller one makes offers.
+    if (signal === undefined || (signal.kind === 'dial' && !weInitiate)) {
+      this.malformedSignals += 1;
+      return;
+    }
+    const now = nowMs();
+    let link = this.links.get(from);
+    if (signal.kind === 'dial') {
+      // An offer of ours crossed the request: it is on its way, let it land.
+      if (link?.state === 'connecting' && link.sp !== undefined) {
+        if (now - link.startedMs < this.settings.connectTimeoutMs) return;
+      }
+      link ??= this.createLink(from);
+      if (link !== undefined) this.dial(link, now, 'peer asked to reconnect');
+      return;
+    }
+    if (link?.sp !== undefined && link.session === signal.session) {
+      link.sp.signal(signal.rtc);
+      return;
+    }
+    // Answers and candidates of another session are stale. A new offer means the
+    // initiator started over (restart, or it gave up on the old link): replace ours.
+    if (!weInitiate && signal.rtc.type === 'offer') {
+      link ??= this.createLink(from);
+      if (link === undefined) return;
+      this.detach(link, 'peer reconnected');
+      link.state = 'connecting';
+      link.startedMs = now;
+      link.lastUsedMs = now;
+      this.attach(link, signal.session, false);
+      link.sp?.signal(signal.rtc);
+    }
+  }
+
+  private onPeerOnline(peer: PeerId): void {
+    const link = this.links.get(peer);
+    if (this.closed || link === undefined || link.state !== 'backoff') return;
+    link.retryAtMs = 0;
+    if (this.isWanted(link, nowMs())) this.dial(link, nowMs());
+  }
+
+  // ---- sending --------------------------------------------------------------------------
+
+  private scheduleFlush(link: Link): void {
+    if (link.flushScheduled) return;
+    link.flushScheduled = true;
+    queueMicrotask(() => {
+      link.flushScheduled = false;
+      this.flush(link);
+    });
+  }
+
+  private flush(link: Link): void {
+    const sp = link.sp;
+    if (link.state !== 'up' || sp === undefined || link.stopWaiting !== undefined) return;
+    while (link.outbox.queuedFrames > 0) {
+      if (sp.bufferedAmount > this.settings.bufferedHighWaterBytes) {
+        this.waitForDrain(link, sp);
+        return;
+      }
+      let frames = 0;
+      let bytes = 0;
+      const message = link.outbox.nextMessage((frameBytes) => {
+        frames += 1;
+        bytes += frameBytes;
+      });
+      if (message === undefined) return;
+      try {
+        sp.send(message);
+      } catch (error) {
+        link.stats.framesDropped += frames;
+        this.fail(link, `send failed: ${describe(error)}`);
+        return;
+      }
+      link.stats.framesSent += frames;
+      link.stats.bytesSent += bytes;
+      link.lastSentMs = nowMs();
+    }
+  }
+
+  /** Resumes `flush` once the channel drained below half the high-water mark. */
+  private waitForDrain(link: Link, sp: RtcPeer): void {
+    const lowWaterBytes = this.settings.bufferedHighWaterBytes / 2;
+    const channel = sp.dataChannel;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const resume = () => {
+      link.stopWaiting?.();
+      this.flush(link);
+    };
+    const poll = () => {
+      if (sp.bufferedAmount <= lowWaterBytes) resume();
+      else timer = setTimeout(poll, this.settings.bufferedAmountPollMs);
+    };
+    link.stopWaiting = () => {
+      link.stopWaiting = undefined;
+      clearTimeout(timer);
+      channel?.removeEventListener('bufferedamountlow', resume);
+    };
+    if (channel !== undefined) {
+      channel.bufferedAmountLowThreshold = lowWaterBytes;
+      channel.addEventListener('bufferedamountlow', resume);
+    }
+    timer = setTimeout(poll, this.settings.bufferedAmountPollMs);
+  }
+
+  // ---- timers ---------------------------------------------------------------------------
+
+  private tick(): void {
+    const now = nowMs();
+    const s = this.settings;
+    for (const link of [...this.links.values()]) {
+      if (link.state === 'up') {
+        if (now - link.lastReceivedMs > s.peerTimeoutMs) {
+          this.fail(link, `no heartbeat for ${now - link.lastReceivedMs} ms`);
+        } else if (link.outbox.queuedFrames === 0 && now - link.lastUsedMs > s.linkIdleTimeoutMs) {
+          this.removeLink(link, 'idle');
+        } else if (now - link.lastSentMs >= s.heartbeatIntervalMs) {
+          try {
+            link.sp?.send(HEARTBEAT_MESSAGE);
+            link.lastSentMs = now;
+          } catch (error) {
+            this.fail(link, `send failed: ${describe(error)}`);
+          }
+        }
+      } else if (link.state === 'connecting') {
+        if (now - link.startedMs > s.connectTimeoutMs) {
+          this.fail(link, `not connected after ${s.connectTimeoutMs} ms`);
+        }
+      } else if (!this.isWanted(link, now)) {
+        this.removeLink(link, 'idle');
+      } else if (now >= link.retryAtMs) {
+        this.dial(link, now);
+      }
+    }
+  }
+
+  private isWanted(link: Link, now: number): boolean {
+    return now - link.lastUsedMs <= this.settings.linkIdleTimeoutMs;
+  }
+
+  // ---- helpers --------------------------------------------------------------------------
+
+  private countDropped(peer: PeerId, link: Link | undefined): void {
+    if (link !== undefined) {
+      link.stats.framesDropped += 1;
+      return;
+    }
+    let stats = this.retiredStats.get(peer);
+    if (stats === undefined) {
+      if (this.retiredStats.size >= this.settings.maxTrackedPeers) return;
+      stats = zeroStats();
+      this.retiredStats.set(peer, stats);
+    }
+    stats.framesDropped += 1;
+  }
+
+  private emit<E extends keyof TransportHandlers>(
+    event: E,
+    ...args: Parameters<TransportHandlers[E]>
+  ): void {
+    queueMicrotask(() => {
+      for (const handler of this.handlers[event]) {
+        try {
+          (handler as (...a: Parameters<TransportHandlers[E]>) => void)(...args);
+        } catch (error) {
+          queueMicrotask(() => {
+            throw error;
+          });
+        }
+      }
+    });
+  }
+}
+
+function parseSignal(data: unknown): Signal | undefined {
+  if (typeof data !== 'object' || data === null) return undefined;
+  const record = data as { [key: string]: unknown };
+  if (record.v !== SIGNAL_VERSION) return undefined;
+  if (record.kind === 'dial') return { kind: 'dial' };
+  const { session, rtc } = record;
+  if (
+    record.kind !== 'rtc' ||
+    typeof session !== 'string' ||
+    session.length === 0 ||
+    session.length > MAX_SESSION_ID_CHARS ||
+    typeof rtc !== 'object' ||
+    rtc === null ||
+    Array.isArray(rtc)
+  ) {
+    return undefined;
+  }
+  return { kind: 'rtc', session, rtc: rtc as { [key: string]: unknown } };
+}
+
+function validateSettings(s: Settings): void {
+  const positive: (keyof Settings)[] = [
+    'heartbeatIntervalMs',
+    'peerTimeoutMs',
+    'connectTimeoutMs',
+    'retryDelayMinMs',
+    'retryDelayMaxMs',
+    'linkIdleTimeoutMs',
+    'maxLinks',
+    'maxFrameBytes',
+    'maxQueuedBytesPerPeer',
+    'bufferedHighWaterBytes',
+    'bufferedAmountPollMs',
+    'maxTrackedPeers',
+  ];
+  for (const key of positive) {
+    const value = s[key];
+    if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
+      throw new RangeError(`WebRtcMesh: ${key} must be a positive number, got ${String(value)}`);
+    }
+  }
+  if (s.peerTimeoutMs <= s.heartbeatIntervalMs) {
+    throw new RangeError('WebRtcMesh: peerTimeoutMs must exceed heartbeatIntervalMs');
+  }
+  if (s.maxMessageBytes < MIN_MESSAGE_BYTES || s.maxMessageBytes > 256 * 1024) {
+    throw new RangeError(`WebRtcMesh: maxMessageBytes must be in ${MIN_MESSAGE_BYTES}..262144`);
+  }
+  if (s.maxQueuedBytesPerPeer < s.maxFrameBytes) {
+    throw new RangeError('WebRtcMesh: maxQueuedBytesPerPeer must be at least maxFrameBytes');
+  }
+}
+
+function zeroStats(): MutableLinkStats {
+  return {
+    framesSent: 0,
+    framesReceived: 0,
+    bytesSent: 0,
+    bytesReceived: 0,
+    framesDropped: 0,
+    malformedReceived: 0,
+  };
+}
+
+function newSessionId(): string {
+  const words = crypto.getRandomValues(new Uint32Array(2));
+  return [...words].map((word) => word.toString(16).padStart(8, '0')).join('');
+}
+
+function nowMs(): number {
+  return performance.now();
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
