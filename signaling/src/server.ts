@@ -43,7 +43,13 @@ import { type Socket, Server as SocketServer } from 'socket.io';
 import { type Clock, systemClock } from './clock.ts';
 import { createRequestHandler } from './http.ts';
 import { admit, completeSettings, emptyRegistry, findMember, setState } from './registry.ts';
-import { checkSettings, loadRegistry, registryFilePath, saveRegistry } from './registry-file.ts';
+import {
+  checkSettings,
+  loadRegistry,
+  lockDataDir,
+  registryFilePath,
+  saveRegistry,
+} from './registry-file.ts';
 import { TokenBucket } from './token-bucket.ts';
 
 export interface SignalingLimits {
@@ -191,6 +197,7 @@ export class SignalingServer {
     private readonly http: HttpServer,
     private readonly io: SocketServer,
     limits: SignalingLimits,
+    private readonly unlock: () => Promise<void>,
   ) {
     this.settings = current.settings;
     this.limits = limits;
@@ -213,13 +220,27 @@ export class SignalingServer {
   }
 
   /**
-   * Loads (or creates) the registry, then listens. Rejects with a clear error for bad
-   * options, a corrupt registry file, settings that differ from the stored ones, or a
-   * port in use.
+   * Locks the data dir, loads (or creates) the registry, then listens. Rejects with a
+   * clear error for bad options, a data dir in use by another server, a corrupt registry
+   * file, settings that differ from the stored ones, or a port in use.
    */
   static async start(options: SignalingServerOptions): Promise<SignalingServer> {
     const limits = { ...DEFAULT_LIMITS, ...options.limits };
     validateOptions(options, limits);
+    const unlock = await lockDataDir(options.dataDir);
+    try {
+      return await SignalingServer.open(options, limits, unlock);
+    } catch (error) {
+      await unlock();
+      throw error;
+    }
+  }
+
+  private static async open(
+    options: SignalingServerOptions,
+    limits: SignalingLimits,
+    unlock: () => Promise<void>,
+  ): Promise<SignalingServer> {
     let registry = await loadRegistry(options.dataDir);
     if (registry) {
       checkSettings(options.dataDir, registry.settings, options.settings ?? {});
@@ -250,7 +271,7 @@ export class SignalingServer {
       await new Promise((resolve) => io.close(resolve));
       throw error;
     });
-    server = new SignalingServer(options, registry, http, io, limits);
+    server = new SignalingServer(options, registry, http, io, limits, unlock);
     return server;
   }
 
@@ -304,6 +325,7 @@ export class SignalingServer {
     this.http.closeAllConnections();
     await closed;
     await this.queue;
+    await this.unlock();
   }
 
   private onConnection(socket: Socket): void {

@@ -560,11 +560,30 @@ describe('signaling server: persistence and restart', () => {
     await fx.client(server, { nodeId: 'b' });
   });
 
-  it('keeps only the registry file in its directory', async () => {
+  it('keeps only the registry and its lock in the data dir, and removes the lock', async () => {
     const dataDir = await fx.dataDir();
     const server = await fx.server({ dataDir });
     await fx.client(server, { nodeId: 'a' });
+    expect((await readdir(dataDir)).sort()).to.deep.equal(['registry.json', 'registry.lock']);
+    await server.close();
     expect(await readdir(dataDir)).to.deep.equal(['registry.json']);
+  });
+
+  it('refuses a second server on the same data dir, and takes over a stale lock', async () => {
+    const dataDir = await fx.dataDir();
+    const first = await fx.server({ dataDir });
+    let error: unknown;
+    await fx.server({ dataDir }).catch((e: unknown) => {
+      error = e;
+    });
+    expect(error).to.be.instanceOf(RegistryFileError);
+    expect((error as Error).message).to.equal(
+      `data dir ${dataDir} is in use by process ${process.pid} (${join(dataDir, 'registry.lock')}); one server per data dir`,
+    );
+    await first.close();
+    // A pid that cannot exist: the lock of a server that crashed.
+    await writeFile(join(dataDir, 'registry.lock'), '2147483646\n');
+    await fx.server({ dataDir });
   });
 });
 
