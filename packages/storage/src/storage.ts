@@ -114,7 +114,9 @@ export interface GroupWrite {
   readonly savedSnapshot?: Snapshot;
   /**
    * Discard entries at or below this index (etcd's Compact). At or below the current
-   * compaction point it is a no-op; above lastIndex it is an 'invalid_argument'.
+   * compaction point it is a no-op; above the latest snapshot's index (a snapshot saved in
+   * the same part counts) it is an 'invalid_argument': entries are only dropped once a
+   * snapshot covers them, so a restarted raft MemoryStorage is applySnapshot + append.
    */
   readonly compactTo?: number;
   /** Ready.hardState. Term and commit never decrease ('invalid_argument'). */

@@ -599,6 +599,13 @@ class EngineStorage implements NodeStorage {
         const to = g.index(gw.compactTo, 'compactTo');
         const last = lastIndexOf(mirror());
         if (to > last) g.fail(`compactTo ${to} is beyond the last index ${last}`);
+        // Compacting past the latest snapshot would lose entries a lagging follower needs and
+        // no snapshot covers (Storage.firstIndex is snapshot index + 1 in raft's contract).
+        if (to > (record.snapshotIndex ?? 0)) {
+          g.fail(
+            `compactTo ${to} is beyond the latest snapshot (${record.snapshotIndex ?? 'none'}): save one first`,
+          );
+        }
         if (to > record.compacted.index) {
           const term = termAt(mirror(), to)!;
           segments = segments.filter((s) => {

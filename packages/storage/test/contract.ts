@@ -241,10 +241,17 @@ export function storageContract(backend: Backend): void {
       expect(plain((await groupOf(storage, 1)).entries)).to.deep.equal(plain(entryRange(1, 3, 2)));
     });
 
-    it('compacts a prefix, idempotently, and refuses to compact beyond the log', async () => {
+    it('compacts a prefix covered by a snapshot, idempotently, never beyond it or the log', async () => {
       await storage.write({ groups: [{ group: 1, create: true, entries: entryRange(1, 3, 1) }] });
       await storage.write({ groups: [{ group: 1, entries: entryRange(4, 6, 2) }] });
-      await storage.write({ groups: [{ group: 1, compactTo: 4 }] });
+      await expectCode(
+        storage.write({ groups: [{ group: 1, compactTo: 4 }] }),
+        'invalid_argument',
+        db.name,
+      );
+      await storage.write({
+        groups: [{ group: 1, savedSnapshot: snapshotAt(4, 2), compactTo: 4 }],
+      });
       await storage.write({ groups: [{ group: 1, compactTo: 2 }] });
       await expectCode(
         storage.write({ groups: [{ group: 1, compactTo: 7 }] }),
@@ -260,7 +267,9 @@ export function storageContract(backend: Backend): void {
       expect(plain((await groupOf(storage, 1)).entries)).to.deep.equal(plain(entryRange(5, 6, 2)));
       await storage.write({ groups: [{ group: 1, entries: [entry(4, 2), entry(5, 3)] }] });
       expect(plain((await groupOf(storage, 1)).entries)).to.deep.equal(plain([entry(5, 3)]));
-      await storage.write({ groups: [{ group: 1, compactTo: 5 }] });
+      await storage.write({
+        groups: [{ group: 1, savedSnapshot: snapshotAt(5, 3), compactTo: 5 }],
+      });
       await storage.write({ groups: [{ group: 1, entries: [entry(6, 3)] }] });
       await reopen();
       const after = await groupOf(storage, 1);
@@ -778,6 +787,10 @@ export function storageContract(backend: Backend): void {
             gw.entries = added;
           } else if (action === 5) {
             const to = m.compacted.index + pick(last - m.compacted.index + 1);
+            if (to > (m.snapshotIndex ?? 0)) {
+              gw.savedSnapshot = snapshotAt(to, termOf(m, to));
+              m.snapshotIndex = to;
+            }
             if (to > m.compacted.index) {
               m.compacted = { index: to, term: termOf(m, to) };
               m.entries = m.entries.slice(to - old.compacted.index);

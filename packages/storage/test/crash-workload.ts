@@ -5,7 +5,7 @@
  *
  * Batch b, for every group g: appends sizeOf(b) entries, sets hardState.commit = b and
  * appliedState.index = b, puts KV `b${b}` and `last` = b and a session for client `c${b % 3}`;
- * every 7th batch also compacts the log to 5 entries before its end.
+ * every 7th batch also saves a snapshot 5 entries before its end and compacts the log there.
  */
 import type { Entry } from '@meshkv/raft';
 import type { GroupWrite, NodeStorage, WriteBatch } from '../src/index.ts';
@@ -58,7 +58,15 @@ export function batchFor(batch: number, groups: number): WriteBatch {
         { key: 'last', value: encoder.encode(String(batch)) },
       ],
       sessions: [{ clientId: `c${batch % 3}`, record: encoder.encode(String(batch)) }],
-      ...(batch % 7 === 0 ? { compactTo: last - 5 } : {}),
+      ...(batch % 7 === 0
+        ? {
+            savedSnapshot: {
+              metadata: { index: last - 5, term: 1, confState: emptyConf },
+              data: new Uint8Array(0),
+            },
+            compactTo: last - 5,
+          }
+        : {}),
     });
   }
   return { groups: parts };

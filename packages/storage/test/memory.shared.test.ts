@@ -1,7 +1,8 @@
+import { MemoryStorage } from '@meshkv/raft';
 import { expect } from 'chai';
 import { type Engine, MemoryDisk, openEngineStorage } from '../src/index.ts';
 import { expectCode, prng } from './contract.ts';
-import { batchFor, checkStore } from './crash-workload.ts';
+import { batchFor, checkStore, lastIndexAfter } from './crash-workload.ts';
 
 /** Lets the store's queued microtasks run until its write reaches the disk. */
 async function untilPending(disk: MemoryDisk): Promise<void> {
@@ -65,6 +66,25 @@ describe('storage: memory backend durability control', () => {
     await expectCode(storage.load(), 'io');
     await storage.close();
     expect(await checkStore(await disk.open(), 2)).to.equal(1);
+  });
+
+  it("rebuilds raft's MemoryStorage from a loaded group: applySnapshot, append, setHardState", async () => {
+    const disk = new MemoryDisk();
+    let storage = await disk.open();
+    for (let batch = 1; batch <= 15; batch++) await storage.write(batchFor(batch, 2));
+    await storage.close();
+    storage = await disk.open();
+    for (const state of (await storage.load()).groups.values()) {
+      const raftStorage = new MemoryStorage();
+      if (state.snapshot !== null) raftStorage.applySnapshot(state.snapshot);
+      raftStorage.append(state.entries);
+      raftStorage.setHardState(state.hardState);
+      // Batch 14 saved a snapshot 5 entries before its end and compacted there.
+      expect(raftStorage.firstIndex()).to.equal(lastIndexAfter(14) - 5 + 1);
+      expect(raftStorage.lastIndex()).to.equal(lastIndexAfter(15));
+      expect(raftStorage.term(raftStorage.lastIndex())).to.equal(1);
+      expect(raftStorage.initialState().hardState.commit).to.equal(15);
+    }
   });
 
   it('allows one open store per disk', async () => {
