@@ -48,11 +48,14 @@ export interface Config {
   readonly maxCommittedSizePerReadyBytes?: number;
   /** Bytes of snapshot data per MsgSnap chunk. Default 256 KiB. */
   readonly maxSnapshotChunkBytes?: number;
+  /** Snapshot chunks sent beyond what the follower acknowledged. Default 8. */
+  readonly maxSnapshotInflightChunks?: number;
   /** Largest snapshot a follower accepts for reassembly. Default 1 GiB. */
   readonly maxSnapshotBytes?: number;
   /**
-   * Ticks the leader waits for a follower to acknowledge a snapshot before sending it
-   * again (a lost chunk otherwise stalls the transfer). Default 4·electionTick.
+   * Ticks without progress in a snapshot transfer after which the leader resends from
+   * the last acknowledged chunk (lost chunks or acknowledgements), or gives up on a
+   * follower that went quiet. Default electionTick.
    */
   readonly snapshotTimeoutTicks?: number;
   /** Read-index requests the leader queues at most. Default 4096. */
@@ -85,6 +88,7 @@ export const configDefaults = {
   maxUncommittedEntriesBytes: 64 * MiB,
   maxCommittedSizePerReadyBytes: 16 * MiB,
   maxSnapshotChunkBytes: 256 * 1024,
+  maxSnapshotInflightChunks: 8,
   maxSnapshotBytes: 1024 * MiB,
   maxPendingReadIndexRequests: 4096,
   preVote: true,
@@ -112,7 +116,7 @@ export function resolveConfig(config: Config): ResolvedConfig {
   if (config.electionTick <= config.heartbeatTick) bad('electionTick', 'must exceed heartbeatTick');
   const resolved: ResolvedConfig = {
     ...configDefaults,
-    snapshotTimeoutTicks: 4 * config.electionTick,
+    snapshotTimeoutTicks: config.electionTick,
     ...stripUndefined(config),
   };
   if (!Number.isSafeInteger(resolved.applied) || resolved.applied < 0) {
@@ -129,6 +133,7 @@ export function resolveConfig(config: Config): ResolvedConfig {
   positive('maxUncommittedEntriesBytes', resolved.maxUncommittedEntriesBytes);
   positive('maxCommittedSizePerReadyBytes', resolved.maxCommittedSizePerReadyBytes);
   positive('maxSnapshotChunkBytes', resolved.maxSnapshotChunkBytes);
+  positive('maxSnapshotInflightChunks', resolved.maxSnapshotInflightChunks);
   positive('maxSnapshotBytes', resolved.maxSnapshotBytes);
   positive('snapshotTimeoutTicks', resolved.snapshotTimeoutTicks);
   positive('maxPendingReadIndexRequests', resolved.maxPendingReadIndexRequests);

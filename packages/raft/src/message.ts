@@ -41,7 +41,11 @@ export const MessageType = {
   /** Pre-candidate → voter: would you vote for me at `term` (not yet adopted)? (thesis §9.6) */
   PreVote: 17,
   PreVoteResp: 18,
-  /** Follower → leader: a snapshot chunk arrived out of order; restart the transfer of snapshot `index`. */
+  /**
+   * Follower → leader, for snapshot `index`: `rejectHint` bytes are reassembled in order
+   * (flow control; 0 = start over), or `reject` = the snapshot is refused (too large, or
+   * its configuration does not include the follower): the leader sends a fresh one later.
+   */
   SnapResp: 19,
 } as const;
 export type MessageType = (typeof MessageType)[keyof typeof MessageType];
@@ -80,9 +84,10 @@ export function isResponseMessage(type: MessageType): boolean {
 /**
  * One chunk of a snapshot. The leader cuts `Storage.snapshot().data` into chunks of at
  * most `maxSnapshotChunkBytes` and sends them in order; the follower reassembles them and
- * installs the snapshot once `offsetBytes + data.byteLength === totalBytes`. A chunk out of
- * order makes the follower discard what it has and answer SnapResp(reject), after which
- * the leader restarts the transfer from offset 0.
+ * installs the snapshot once it has `totalBytes`. The follower acknowledges each chunk
+ * with SnapResp (bytes received in order); the leader keeps at most
+ * `maxSnapshotInflightChunks` unacknowledged and resends from the acknowledged offset
+ * when the transfer stalls.
  */
 export interface SnapshotChunk {
   /** The snapshot's metadata, repeated in every chunk so each is self-describing. */
@@ -114,7 +119,7 @@ export interface Message {
   readonly commit: number;
   /** Vote/PreVote/AppResp/SnapResp: the request was refused. */
   readonly reject: boolean;
-  /** AppResp(reject): the follower's guess of the last index that may match (fast backtracking). */
+  /** AppResp(reject): the follower's guess of the last index that may match (fast backtracking). SnapResp: bytes received. */
   readonly rejectHint: number;
   /** ReadIndex/ReadIndexResp/Heartbeat(Resp): the read request's context. Vote: "transfer" marker. */
   readonly context: Uint8Array;

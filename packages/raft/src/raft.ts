@@ -41,6 +41,10 @@ function isCampaignTransfer(context: Uint8Array): boolean {
   return context.every((b, i) => b === CAMPAIGN_TRANSFER[i]);
 }
 
+function isMemberOf(cs: ConfState, id: NodeId): boolean {
+  return [cs.voters, cs.learners, cs.votersOutgoing].some((ids) => ids.includes(id));
+}
+
 function payloadBytes(entries: readonly Entry[]): number {
   let n = 0;
   for (const e of entries) n += e.data.byteLength;
@@ -182,7 +186,7 @@ export class Raft {
     return true;
   }
 
-  /** Sends the storage's snapshot to `to` in chunks of at most maxSnapshotChunkBytes. */
+  /** Starts sending the storage's snapshot to `to`, chunk by chunk. */
   private sendSnapshot(to: NodeId, pr: Progress): boolean {
     // A follower we have not heard from may be down; do not push a snapshot into the void.
     if (!pr.recentActive) return false;
@@ -194,20 +198,32 @@ export class Raft {
       throw e;
     }
     invariant(snapshot.metadata.index > 0, `need a non-empty snapshot to catch up ${to}`);
+    pr.becomeSnapshot(snapshot);
+    this.sendSnapshotChunks(to, pr);
+    return true;
+  }
+
+  /**
+   * Sends the next chunks of the snapshot in transfer, at most maxSnapshotInflightChunks
+   * beyond what the follower acknowledged (flow control: a large snapshot must not flood
+   * the transport's bounded queues).
+   */
+  private sendSnapshotChunks(to: NodeId, pr: Progress): void {
+    const snapshot = pr.snapshot!;
     const total = snapshot.data.byteLength;
     const chunk = this.cfg.maxSnapshotChunkBytes;
-    let offset = 0;
-    do {
+    const window = chunk * this.cfg.maxSnapshotInflightChunks;
+    while (!pr.snapshotAllSent && pr.snapshotNextOffset - pr.snapshotAckedBytes < window) {
+      const offset = pr.snapshotNextOffset;
       const data = snapshot.data.subarray(offset, Math.min(total, offset + chunk));
       this.send({
         type: MessageType.Snap,
         to,
         snapshot: { metadata: snapshot.metadata, offsetBytes: offset, totalBytes: total, data },
       });
-      offset += data.byteLength;
-    } while (offset < total);
-    pr.becomeSnapshot(snapshot.metadata.index);
-    return true;
+      pr.snapshotNextOffset += data.byteLength;
+      if (pr.snapshotNextOffset >= total) pr.snapshotAllSent = true;
+    }
   }
 
   private sendHeartbeat(to: NodeId, context: Uint8Array | null): void {
@@ -404,12 +420,15 @@ export class Raft {
     }
     if (this.role !== 'leader') return;
     for (const [id, pr] of this.trk.progress) {
-      if (pr.state !== 'snapshot') continue;
-      if (++pr.snapshotTicks >= this.cfg.snapshotTimeoutTicks) {
-        // The snapshot (or its acknowledgement) was lost: probe again, which resends it.
+      if (pr.state !== 'snapshot' || ++pr.snapshotTicks < this.cfg.snapshotTimeoutTicks) continue;
+      if (pr.recentActive) {
+        // Chunks or acknowledgements were lost: resend from the last acknowledged byte.
+        pr.rewindSnapshot(pr.snapshotAckedBytes);
+        this.sendSnapshotChunks(id, pr);
+      } else {
+        // The follower went quiet: stop sending; probing restarts the transfer when it answers.
         pr.pendingSnapshot = 0;
         pr.becomeProbe();
-        this.sendAppend(id);
       }
     }
     if (this.heartbeatElapsed >= this.cfg.heartbeatTick) {
@@ -549,7 +568,15 @@ export class Raft {
       case MessageType.SnapStatus:
       case MessageType.SnapResp: {
         if (pr.state !== 'snapshot') return;
-        if (m.type === MessageType.SnapResp && m.index !== pr.pendingSnapshot) return;
+        if (m.type === MessageType.SnapResp) {
+          if (m.index !== pr.pendingSnapshot) return;
+          pr.recentActive = true;
+          if (!m.reject) {
+            pr.snapshotAcked(m.rejectHint);
+            this.sendSnapshotChunks(m.from, pr);
+            return;
+          }
+        }
         // On failure forget the snapshot so probing starts from the match index.
         if (m.reject) pr.pendingSnapshot = 0;
         pr.becomeProbe();
@@ -602,6 +629,10 @@ export class Raft {
       // The follower has the snapshot (or caught up otherwise): replicate from the log.
       pr.becomeProbe();
       pr.becomeReplicate();
+    } else if (pr.state === 'snapshot' && pr.match >= pr.pendingSnapshot) {
+      // It installed the snapshot, but we compacted past it meanwhile: probe, which
+      // sends the newer snapshot.
+      pr.becomeProbe();
     } else if (pr.state === 'replicate') pr.inflights.freeLE(m.index);
 
     if (this.maybeCommit()) {
@@ -833,30 +864,53 @@ export class Raft {
 
   /**
    * Reassembles snapshot chunks and installs the snapshot when the last one arrives.
-   * Chunks of one transfer have the same sender, term and snapshot (index, term), so the
-   * same bytes: a chunk already received (duplicate or a restarted transfer) is skipped;
-   * a gap discards the partial snapshot and asks the leader to start over (SnapResp).
+   * Chunks of one transfer have the same sender, term and snapshot (index, term), hence
+   * the same bytes. Each chunk is answered with SnapResp{rejectHint: bytes received in
+   * order}, which opens the leader's window; out-of-order chunks are ignored (the leader
+   * resends from the acknowledged offset after a timeout) and a chunk of a transfer we
+   * know nothing of is answered with 0 so the leader starts over.
    */
   private handleSnapshot(m: Message): void {
     const chunk = m.snapshot!;
     const meta = chunk.metadata;
-    const a = this.assembly;
+    if (meta.index <= this.raftLog.committed) {
+      // Already have it all (a late chunk, or we caught up another way).
+      this.assembly = null;
+      this.send({ type: MessageType.AppResp, to: m.from, index: this.raftLog.committed });
+      return;
+    }
+    if (!isMemberOf(meta.confState, this.id)) {
+      // A snapshot older than our addition: refuse it so the leader sends a newer one.
+      this.assembly = null;
+      this.send({ type: MessageType.SnapResp, to: m.from, index: meta.index, reject: true });
+      return;
+    }
+    const ack = (receivedBytes: number): void => {
+      this.send({
+        type: MessageType.SnapResp,
+        to: m.from,
+        index: meta.index,
+        rejectHint: receivedBytes,
+      });
+    };
+    let a = this.assembly;
     const sameTransfer =
       a !== null &&
       a.from === m.from &&
       a.term === m.term &&
       a.index === meta.index &&
       a.snapTerm === meta.term;
-    const restart = (): void => {
-      this.assembly = null;
-      this.send({ type: MessageType.SnapResp, to: m.from, index: meta.index, reject: true });
-    };
     if (!sameTransfer) {
-      if (chunk.offsetBytes !== 0 || chunk.totalBytes > this.cfg.maxSnapshotBytes) {
-        restart();
+      if (chunk.totalBytes > this.cfg.maxSnapshotBytes) {
+        this.assembly = null;
+        this.send({ type: MessageType.SnapResp, to: m.from, index: meta.index, reject: true });
         return;
       }
-      this.assembly = {
+      if (chunk.offsetBytes !== 0) {
+        ack(0);
+        return;
+      }
+      a = {
         from: m.from,
         term: m.term,
         index: meta.index,
@@ -864,21 +918,18 @@ export class Raft {
         data: new Uint8Array(chunk.totalBytes),
         receivedBytes: 0,
       };
-    } else if (
-      chunk.data.byteLength > 0 &&
-      chunk.offsetBytes + chunk.data.byteLength <= a.receivedBytes
-    ) {
-      return;
-    } else if (chunk.offsetBytes !== a.receivedBytes) {
-      restart();
+      this.assembly = a;
+    }
+    if (chunk.offsetBytes === a!.receivedBytes) {
+      a!.data.set(chunk.data, chunk.offsetBytes);
+      a!.receivedBytes += chunk.data.byteLength;
+    }
+    if (a!.receivedBytes < chunk.totalBytes) {
+      ack(a!.receivedBytes);
       return;
     }
-    const asm = this.assembly!;
-    asm.data.set(chunk.data, chunk.offsetBytes);
-    asm.receivedBytes += chunk.data.byteLength;
-    if (asm.receivedBytes < chunk.totalBytes) return;
     this.assembly = null;
-    const snapshot: Snapshot = { metadata: meta, data: asm.data };
+    const snapshot: Snapshot = { metadata: meta, data: a!.data };
     const index = this.restore(snapshot) ? this.raftLog.lastIndex() : this.raftLog.committed;
     this.send({ type: MessageType.AppResp, to: m.from, index });
   }
@@ -889,8 +940,7 @@ export class Raft {
     if (meta.index <= this.raftLog.committed) return false;
     invariant(this.role === 'follower', `${this.role} asked to restore a snapshot`);
     const cs = meta.confState;
-    const member = [cs.voters, cs.learners, cs.votersOutgoing].some((ids) => ids.includes(this.id));
-    if (!member) return false;
+    if (!isMemberOf(cs, this.id)) return false;
     // We already have the entry the snapshot ends with: just commit up to it.
     if (this.raftLog.matchTerm(meta.index, meta.term)) {
       this.raftLog.commitTo(meta.index);

@@ -7,7 +7,7 @@ import {
 } from './confchange.ts';
 import { invariant, RaftError, RaftErrorCode } from './errors.ts';
 import { JointConfig, type VoteResult } from './quorum.ts';
-import type { ConfState, NodeId } from './types.ts';
+import type { ConfState, NodeId, Snapshot } from './types.ts';
 
 /**
  * Sliding window of MsgApps sent but not yet acknowledged to one follower: their last
@@ -90,8 +90,14 @@ export class Progress {
   state: ProgressState = 'probe';
   /** Index of the snapshot being sent (state 'snapshot'), else 0. */
   pendingSnapshot = 0;
-  /** Ticks since the snapshot was sent (state 'snapshot'). */
+  /** Ticks since the snapshot transfer last made progress (state 'snapshot'). */
   snapshotTicks = 0;
+  /** The snapshot being sent, its next chunk's offset and the bytes the follower acknowledged. */
+  snapshot: Snapshot | null = null;
+  snapshotNextOffset = 0;
+  snapshotAckedBytes = 0;
+  /** Every chunk up to the end has been sent (since the last rewind). */
+  snapshotAllSent = false;
   /** Heard from since the last CheckQuorum. */
   recentActive = false;
   /** Probe: one MsgApp is out, wait for its answer (or a heartbeat response). */
@@ -112,6 +118,10 @@ export class Progress {
     this.msgAppFlowPaused = false;
     this.pendingSnapshot = 0;
     this.snapshotTicks = 0;
+    this.snapshot = null;
+    this.snapshotNextOffset = 0;
+    this.snapshotAckedBytes = 0;
+    this.snapshotAllSent = false;
     this.state = state;
     this.inflights.reset();
   }
@@ -128,10 +138,36 @@ export class Progress {
     this.next = this.match + 1;
   }
 
-  becomeSnapshot(snapshotIndex: number): void {
+  becomeSnapshot(snapshot: Snapshot): void {
     this.resetState('snapshot');
-    this.pendingSnapshot = snapshotIndex;
-    this.next = snapshotIndex + 1;
+    this.snapshot = snapshot;
+    this.pendingSnapshot = snapshot.metadata.index;
+    this.next = snapshot.metadata.index + 1;
+  }
+
+  /**
+   * The follower reports `receivedBytes` of the snapshot reassembled in order. Returns
+   * whether the transfer made progress. 0 after progress means it lost its partial copy
+   * (restart): send again from the beginning.
+   */
+  snapshotAcked(receivedBytes: number): boolean {
+    const total = this.snapshot!.data.byteLength;
+    if (receivedBytes > this.snapshotAckedBytes) {
+      this.snapshotAckedBytes = Math.min(receivedBytes, total);
+      this.snapshotNextOffset = Math.max(this.snapshotNextOffset, this.snapshotAckedBytes);
+      this.snapshotTicks = 0;
+      return true;
+    }
+    if (receivedBytes === 0 && this.snapshotAckedBytes > 0) this.rewindSnapshot(0);
+    return false;
+  }
+
+  /** Sends again from `offset` (lost chunks or acknowledgements). */
+  rewindSnapshot(offset: number): void {
+    this.snapshotAckedBytes = offset;
+    this.snapshotNextOffset = offset;
+    this.snapshotAllSent = false;
+    this.snapshotTicks = 0;
   }
 
   /** Records a MsgApp carrying `count` entries (`bytes`) just sent from `next`. */

@@ -371,6 +371,23 @@ export class Network {
     return this.liveIds().filter((id) => this.node(id).state.includes(data)).length;
   }
 
+  /**
+   * The end of a randomized scenario: heals the network, restarts crashed nodes, waits for
+   * a leader with a settled configuration, writes a last value and checks that every
+   * member applied the same history.
+   */
+  finalAgreement(): void {
+    this.heal();
+    for (const id of this.nodes.keys()) if (this.isDown(id)) this.restart(id);
+    this.tickUntil(() => this.leader()?.confState.votersOutgoing.length === 0, 3000);
+    const leader = this.leader()!;
+    this.propose(leader.id, 'final');
+    const members = [...leader.confState.voters, ...leader.confState.learners];
+    this.tickUntil(() => members.every((id) => this.node(id).state.includes('final')), 3000);
+    const histories = new Set(members.map((id) => this.node(id).state.join(',')));
+    expect(histories.size, 'members applied the same history').to.equal(1);
+  }
+
   /** Drops queued, undelivered messages (as a crash of the network would). */
   dropQueued(): void {
     this.queue = [];
@@ -427,4 +444,38 @@ export function drain(raw: RawNode, storage: MemoryStorage): Message[] {
 
 export function entry(index: number, term: number, data = ''): Entry {
   return { index, term, type: EntryType.Normal, data: enc(data) };
+}
+
+/**
+ * Seeds for randomized scenarios: `defaults`, or those in RAFT_SEEDS ("1-500" or
+ * "3,17,29") to search more of the space. Failing tests print the seed to replay.
+ */
+export function scenarioSeeds(defaults: number[]): number[] {
+  const spec = process.env.RAFT_SEEDS;
+  if (!spec) return defaults;
+  const range = /^(\d+)-(\d+)$/.exec(spec);
+  if (range) {
+    const [from, to] = [Number(range[1]), Number(range[2])];
+    return Array.from({ length: to - from + 1 }, (_, i) => from + i);
+  }
+  return spec.split(',').map(Number);
+}
+
+/** Runs a randomized scenario for each seed, naming the seed in any failure. */
+export function forEachSeed(defaults: number[], scenario: (seed: number) => void): void {
+  for (const seed of scenarioSeeds(defaults)) {
+    try {
+      scenario(seed);
+    } catch (e) {
+      throw new Error(`seed ${seed} (replay: RAFT_SEEDS=${seed}): ${(e as Error).message}`);
+    }
+  }
+}
+
+/** Every live node that applied something new snapshots its state and compacts its log. */
+export function compactAll(net: Network): void {
+  for (const id of net.liveIds()) {
+    const n = net.node(id);
+    if (n.appliedIndex > n.storage.snapshot().metadata.index) n.snapshotAndCompact();
+  }
 }
