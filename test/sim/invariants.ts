@@ -1,0 +1,139 @@
+/**
+ * Raft's safety properties (Figure 3 of the paper), checked as the simulation runs:
+ * - Election Safety: at most one leader per term.
+ * - Log Matching: entries with the same index and term are identical, and the logs before
+ *   them are identical too.
+ * - Leader Completeness: a leader's log holds every entry committed before its term.
+ * - State Machine Safety: every node applies the same entry at a given index, each index
+ *   once, in order.
+ * A violation throws SimFailure, which stops the seed.
+ */
+import type { Entry, MemoryStorage, NodeId } from '@meshkv/raft';
+
+/** A broken invariant; `invariant` names it for the report. */
+export class SimFailure extends Error {
+  override readonly name = 'SimFailure';
+  constructor(
+    readonly invariant: string,
+    message: string,
+  ) {
+    super(`${invariant}: ${message}`);
+  }
+}
+
+const decoder = new TextDecoder();
+
+/** An entry's identity beyond index and term: its type and payload. */
+export function entryContent(entry: Entry): string {
+  return `${entry.type}:${decoder.decode(entry.data)}`;
+}
+
+export class SafetyMonitor {
+  /** term → the node that led it. */
+  private readonly leaders = new Map<number, NodeId>();
+  /** `${index}:${term}` → content of the entry any node persisted there. */
+  private readonly persisted = new Map<string, string>();
+  /** index → term and content of the entry applied there (applied ⇒ committed). */
+  private readonly applied = new Map<number, { term: number; content: string; by: NodeId }>();
+  private maxAppliedIndex = 0;
+
+  /** A node reports it is leader of `term`. */
+  onLeader(node: NodeId, term: number, storage: MemoryStorage): void {
+    const other = this.leaders.get(term);
+    if (other !== undefined && other !== node) {
+      throw new SimFailure('election safety', `${other} and ${node} both lead term ${term}`);
+    }
+    this.leaders.set(term, node);
+    this.checkCompleteness(node, term, storage);
+  }
+
+  /** A node persisted `entries` (before sending anything that depends on them). */
+  onPersist(node: NodeId, entries: readonly Entry[]): void {
+    for (const entry of entries) {
+      const key = `${entry.index}:${entry.term}`;
+      const content = entryContent(entry);
+      const known = this.persisted.get(key);
+      if (known === undefined) this.persisted.set(key, content);
+      else if (known !== content) {
+        throw new SimFailure(
+          'log matching',
+          `${node} persisted ${describe(entry)} but another node has ${known} at index ${entry.index} term ${entry.term}`,
+        );
+      }
+    }
+  }
+
+  /** A node applied `entry` (after `previousApplied`, its last applied index). */
+  onApply(node: NodeId, entry: Entry, previousApplied: number): void {
+    if (entry.index !== previousApplied + 1) {
+      throw new SimFailure(
+        'state machine safety',
+        `${node} applied index ${entry.index} right after ${previousApplied} (gap or repeat)`,
+      );
+    }
+    const content = entryContent(entry);
+    const known = this.applied.get(entry.index);
+    if (known === undefined) {
+      this.applied.set(entry.index, { term: entry.term, content, by: node });
+      this.maxAppliedIndex = Math.max(this.maxAppliedIndex, entry.index);
+    } else if (known.term !== entry.term || known.content !== content) {
+      throw new SimFailure(
+        'state machine safety',
+        `${node} applied ${describe(entry)} at index ${entry.index}, ${known.by} applied term ${known.term} ${known.content}`,
+      );
+    }
+  }
+
+  /**
+   * Log Matching's second half, for every pair of logs: below the highest index where two
+   * logs agree on the term, they agree on every term (contents follow from onPersist).
+   */
+  checkLogMatching(logs: ReadonlyMap<NodeId, MemoryStorage>): void {
+    const ids = [...logs.keys()];
+    for (let a = 0; a < ids.length; a++) {
+      for (let b = a + 1; b < ids.length; b++) {
+        const x = logs.get(ids[a]!)!;
+        const y = logs.get(ids[b]!)!;
+        const low = Math.max(x.firstIndex(), y.firstIndex());
+        let high = Math.min(x.lastIndex(), y.lastIndex());
+        while (high >= low && x.term(high) !== y.term(high)) high--;
+        for (let i = low; i < high; i++) {
+          if (x.term(i) !== y.term(i)) {
+            throw new SimFailure(
+              'log matching',
+              `${ids[a]} and ${ids[b]} agree at index ${high} (term ${x.term(high)}) but differ at ${i}: terms ${x.term(i)} and ${y.term(i)}`,
+            );
+          }
+        }
+      }
+    }
+  }
+
+  termsWithLeader(): number {
+    return this.leaders.size;
+  }
+
+  private checkCompleteness(node: NodeId, term: number, storage: MemoryStorage): void {
+    const first = storage.firstIndex();
+    const last = storage.lastIndex();
+    if (last < this.maxAppliedIndex) {
+      throw new SimFailure(
+        'leader completeness',
+        `${node} leads term ${term} with last index ${last}, but index ${this.maxAppliedIndex} was committed`,
+      );
+    }
+    for (let i = first; i <= this.maxAppliedIndex; i++) {
+      const committed = this.applied.get(i);
+      if (committed !== undefined && committed.term !== storage.term(i)) {
+        throw new SimFailure(
+          'leader completeness',
+          `${node} leads term ${term} with term ${storage.term(i)} at index ${i}, where term ${committed.term} was committed`,
+        );
+      }
+    }
+  }
+}
+
+function describe(entry: Entry): string {
+  return `{index ${entry.index}, term ${entry.term}, ${entryContent(entry)}}`;
+}
