@@ -96,6 +96,8 @@ export class Raft {
   heartbeatCommit = 0;
   private readonly random: Prng;
   private assembly: SnapshotAssembly | null = null;
+  /** Entries were appended or the commit index advanced since the last broadcast (leader). */
+  broadcastPending = false;
 
   constructor(config: Config) {
     this.cfg = resolveConfig(config);
@@ -239,6 +241,22 @@ export class Raft {
 
   private bcastAppend(): void {
     for (const id of this.trk.ids()) if (id !== this.id) this.sendAppend(id);
+  }
+
+  /**
+   * Sends what proposals and commit advances left pending, once per Ready: many
+   * proposals between two Readies then travel in one MsgApp per follower (up to
+   * maxSizePerMsgBytes, pipelined within the inflight window) instead of one each.
+   */
+  flushBroadcast(): void {
+    if (!this.broadcastPending) return;
+    this.broadcastPending = false;
+    if (this.role !== 'leader') return;
+    for (const id of this.trk.ids()) {
+      if (id === this.id) continue;
+      this.sendAppend(id);
+      while (this.maybeSendAppend(id, false)) {}
+    }
   }
 
   private bcastHeartbeat(): void {
@@ -637,7 +655,7 @@ export class Raft {
 
     if (this.maybeCommit()) {
       this.releasePendingReadIndexMessages();
-      this.bcastAppend();
+      this.broadcastPending = true;
     } else if (wasPaused) {
       this.sendAppend(m.from);
     }
@@ -689,7 +707,7 @@ export class Raft {
         `uncommitted log holds ${this.uncommittedBytes} bytes (limit ${this.cfg.maxUncommittedEntriesBytes})`,
       );
     }
-    this.bcastAppend();
+    this.broadcastPending = true;
   }
 
   private leaderReadIndex(m: Message): void {
@@ -1005,7 +1023,7 @@ export class Raft {
     }
     if (this.role !== 'leader' || cs.voters.length === 0) return cs;
     // The quorum changed: something may have become committed, and new members need entries.
-    if (this.maybeCommit()) this.bcastAppend();
+    if (this.maybeCommit()) this.broadcastPending = true;
     else for (const id of this.trk.ids()) if (id !== this.id) this.maybeSendAppend(id, false);
     if (this.leadTransferee !== null && !this.trk.isVoter(this.leadTransferee)) {
       this.leadTransferee = null;

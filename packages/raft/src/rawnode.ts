@@ -274,6 +274,7 @@ export class RawNode {
   hasReady(): boolean {
     if (this.outstanding) return false;
     const r = this.raft;
+    r.flushBroadcast();
     const ss = r.softState();
     if (ss.lead !== this.prevSoftState.lead || ss.role !== this.prevSoftState.role) return true;
     if (!hardStateEqual(r.hardState(), this.prevHardState)) return true;
@@ -295,6 +296,7 @@ export class RawNode {
       throw new RaftError(RaftErrorCode.InvalidState, 'ready() called again before advance()');
     }
     const r = this.raft;
+    r.flushBroadcast();
     const ss = r.softState();
     const hs = r.hardState();
     const softChanged = ss.lead !== this.prevSoftState.lead || ss.role !== this.prevSoftState.role;
