@@ -365,6 +365,15 @@ describe('raft paper §5.4: safety', () => {
     }
   });
 
+  it('§5.4.1 a candidate asks for votes with its last log index and term', () => {
+    const s = storageWith([entry(1, 1), entry(2, 2)], peers, 2);
+    const { raw } = singleNode('1', peers, { storage: s });
+    raw.campaign();
+    const votes = drain(raw, s).filter((m) => m.type === MessageType.Vote);
+    expect(votes).to.have.length(2);
+    for (const m of votes) expect(m).to.deep.include({ term: 3, index: 2, logTerm: 2 });
+  });
+
   it('§5.4.2 a leader never commits an entry of an older term by counting replicas (Figure 8)', () => {
     // The leader of term 3 holds an entry of term 2 at index 2, replicated to a majority.
     const s = storageWith([entry(1, 1), entry(2, 2)], peers, 2);

@@ -174,6 +174,19 @@ describe('raft: log replication (§5.3)', () => {
     expect(apps.some((m) => m.entries.length > 1)).to.equal(true);
   });
 
+  it('reportUnreachable stops pipelining to a follower (replicate → probe)', () => {
+    const net = new Network(['a', 'b', 'c'], { seed: 30 });
+    const leader = net.electLeader();
+    net.propose(leader.id, 'x');
+    const follower = ['a', 'b', 'c'].find((id) => id !== leader.id)!;
+    expect(leader.status.progress.get(follower)!.state).to.equal('replicate');
+    leader.raw.reportUnreachable(follower);
+    expect(leader.status.progress.get(follower)!.state).to.equal('probe');
+    net.propose(leader.id, 'y');
+    expect(leader.status.progress.get(follower)!.state).to.equal('replicate');
+    expect(net.node(follower).state).to.deep.equal(['x', 'y']);
+  });
+
   it('proposal dropped with reason no-leader when no leader is known', () => {
     const net = new Network(['a', 'b', 'c']);
     expectDrop(() => net.node('a').raw.propose(enc('x')), DropReason.NoLeader);

@@ -120,6 +120,17 @@ describe('raft: log compaction and snapshots (§7)', () => {
     expect(net.node('d').confState.learners).to.deep.equal(['d']);
   });
 
+  it('reportSnapshot(failure) from the host aborts the transfer; probing sends it again', () => {
+    const { net, leader, lagging } = laggingFollower(47, 10);
+    net.intercept = (m) => (m.type === MessageType.Snap ? null : m);
+    net.tickUntil(() => leader.status.progress.get(lagging)!.state === 'snapshot', 50);
+    leader.raw.reportSnapshot(lagging, 'failure');
+    expect(leader.status.progress.get(lagging)!.state).to.equal('probe');
+    expect(leader.status.progress.get(lagging)!.pendingSnapshot).to.equal(0);
+    net.intercept = null;
+    net.tickUntil(() => net.node(lagging).state.length === 10);
+  });
+
   it('snapshot install (crash): a follower crashing mid-transfer installs it after restart', () => {
     const { net, leader, lagging } = laggingFollower(45, 20, { maxSnapshotChunkBytes: 32 });
     let crashed = false;
