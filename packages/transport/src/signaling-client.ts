@@ -26,7 +26,6 @@
  *   uncaught error, like an EventEmitter's listener bug).
  */
 import { io, type Socket } from 'socket.io-client';
-import type { SignalChannel } from './signal-channel.ts';
 import {
   applyRegistryDelta,
   type ErrorBody,
@@ -103,8 +102,6 @@ export interface SignalingClientStats {
   readonly malformedReceived: number;
   /** Successful joins after the first one. */
   readonly rejoins: number;
-  /** Signals sent through `signalChannel()` that the server refused or that failed. */
-  readonly signalsFailed: number;
 }
 
 const DEFAULT_CONNECT_TIMEOUT_MS = 15_000;
@@ -141,7 +138,6 @@ export class SignalingClient {
   };
   private malformedReceived = 0;
   private rejoins = 0;
-  private signalsFailed = 0;
   /** Pending re-join retry or delayed reconnection. */
   private retryTimer: ReturnType<typeof setTimeout> | undefined;
 
@@ -207,11 +203,7 @@ export class SignalingClient {
   }
 
   stats(): SignalingClientStats {
-    return {
-      malformedReceived: this.malformedReceived,
-      rejoins: this.rejoins,
-      signalsFailed: this.signalsFailed,
-    };
+    return { malformedReceived: this.malformedReceived, rejoins: this.rejoins };
   }
 
   /** Subscribes a handler; returns a function that unsubscribes it. */
@@ -237,29 +229,6 @@ export class SignalingClient {
       { clusterId: this.clusterId, to, payload },
       signalRelayedProblem,
     );
-  }
-
-  /**
-   * This client as the WebRTC mesh's `SignalChannel`: `sendSignal` never throws (a refused
-   * or failed relay is counted in `stats().signalsFailed`; the mesh retries by itself),
-   * `onSignal` hears every relayed signal, `onPeerOnline` hears other members come online
-   * (`presence`). Signals from one sender to one receiver keep their order: one
-   * connection each way, relayed in arrival order.
-   */
-  signalChannel(): SignalChannel {
-    return {
-      sendSignal: (to, data) => {
-        // The server validates `data` as JSON; anything else comes back `invalid`.
-        this.sendSignal(to, data as SignalPayload).catch(() => {
-          this.signalsFailed++;
-        });
-      },
-      onSignal: (handler) => this.on('signal', handler),
-      onPeerOnline: (handler) =>
-        this.on('presence', (nodeId, online) => {
-          if (online) handler(nodeId);
-        }),
-    };
   }
 
   /**
