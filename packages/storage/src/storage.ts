@@ -188,8 +188,9 @@ export interface NodeStorage {
   readonly name: string;
 
   /**
-   * Reads the state of every hosted group from the medium, after every call made before it
-   * (it waits for them). Costs three range reads plus one per group (its sessions).
+   * The state of every hosted group, after every call made before it (it waits for them).
+   * The first call after opening returns what opening read (nothing changed since); later
+   * calls read the medium again: three range reads plus one per group (its sessions).
    */
   load(): Promise<NodeState>;
 

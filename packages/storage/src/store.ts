@@ -335,10 +335,6 @@ class BatchChecker {
 
 // ---- The store ----------------------------------------------------------------------------
 
-interface PlannedNode extends NodeRecord {
-  readonly garbage: readonly number[];
-}
-
 class EngineStorage implements NodeStorage {
   readonly name: string;
   private tail: Promise<unknown> = Promise.resolve();
@@ -346,16 +342,18 @@ class EngineStorage implements NodeStorage {
   private stopped: StorageError | null = null;
   private streams = 0;
   private closed: Promise<void> | null = null;
+  private readonly mirrors: Map<GroupId, GroupMirror>;
+  /** What open() read, served to the first load() unless a write came first: a restart reads once. */
+  private opened: NodeState | null;
 
   constructor(
     private readonly engine: Engine,
-    private node: PlannedNode,
-    groups: Map<GroupId, { mirror: GroupMirror }>,
-    private readonly mirrors = new Map<GroupId, GroupMirror>(
-      [...groups].map(([id, g]) => [id, g.mirror]),
-    ),
+    private node: NodeRecord,
+    groups: Map<GroupId, { state: GroupState; mirror: GroupMirror }>,
   ) {
     this.name = engine.name;
+    this.mirrors = new Map([...groups].map(([id, g]) => [id, g.mirror]));
+    this.opened = { groups: new Map([...groups].map(([id, g]) => [id, g.state])) };
   }
 
   /**
@@ -414,6 +412,9 @@ class EngineStorage implements NodeStorage {
 
   load(): Promise<NodeState> {
     return this.run(async () => {
+      const opened = this.opened;
+      this.opened = null;
+      if (opened !== null) return opened;
       const { groups } = await readGroups(this.engine);
       return { groups: new Map([...groups].map(([id, g]) => [id, g.state])) };
     });
@@ -421,6 +422,7 @@ class EngineStorage implements NodeStorage {
 
   write(batch: WriteBatch): Promise<void> {
     return this.run(async () => {
+      this.opened = null;
       let plan: ReturnType<EngineStorage['plan']>;
       try {
         plan = this.plan(batch);
@@ -676,7 +678,7 @@ class EngineStorage implements NodeStorage {
       check.bytes = g.bytes;
     }
 
-    const node: PlannedNode = { nextSpace, garbage };
+    const node: NodeRecord = { nextSpace, garbage };
     if (nextSpace >= 2 ** 32) {
       throw new StorageError(
         'too_large',
