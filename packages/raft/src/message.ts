@@ -30,7 +30,10 @@ export const MessageType = {
   SnapStatus: 11,
   /** Local: the leader checks it still hears from a quorum. */
   CheckQuorum: 12,
-  /** Ask the leader to transfer leadership to `from` (the transferee). */
+  /**
+   * Ask the leader to transfer leadership to `from`, the transferee (etcd's convention):
+   * when a follower forwards it, `from` is the transferee, not the sending node.
+   */
   TransferLeader: 13,
   /** Leader → transferee: campaign now, bypassing the election timeout and PreVote (§3.10). */
   TimeoutNow: 14,

@@ -836,8 +836,9 @@ export class Raft {
         this.handleSnapshot(m);
         return;
       case MessageType.TransferLeader:
-        // Without a leader there is nothing to transfer; RawNode reports it to local callers.
-        if (this.lead === null) return;
+        // Without a leader there is nothing to transfer (RawNode reports it to local callers);
+        // a transfer to the current leader is already done.
+        if (this.lead === null || m.from === this.lead) return;
         this.send({ ...m, to: this.lead, term: 0 });
         return;
       case MessageType.TimeoutNow:

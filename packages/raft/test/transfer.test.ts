@@ -75,6 +75,16 @@ describe('raft: leadership transfer (thesis §3.10)', () => {
     expect(leader.status.leadTransferee).to.equal(null);
   });
 
+  it('transfer to the current leader requested on a follower is a no-op (nothing is sent)', () => {
+    const net = new Network(ids, { seed: 70 });
+    const leader = net.electLeader();
+    const follower = net.node(ids.find((id) => id !== leader.id)!);
+    follower.raw.transferLeader(leader.id);
+    expect(follower.raw.ready().messages).to.deep.equal([]);
+    follower.raw.advance();
+    expect(net.leader()!.id).to.equal(leader.id);
+  });
+
   it('transfer to a non-member (or a learner) is refused with InvalidArgument', () => {
     const net = new Network(['a', 'b', 'c', 'l'], { seed: 66, learners: ['l'] });
     const leader = net.electLeader();
