@@ -1,4 +1,5 @@
 export { MemorySignalRelay, type SignalChannel, type SignalData } from './signal-channel.ts';
+export { SignalingChannel } from './signaling-channel.ts';
 export * from './signaling-client.ts';
 export * from './signaling-protocol.ts';
 export * from './sim-network.ts';

@@ -1,14 +1,5 @@
 // Helpers shared by the transport tests (Node and browser).
-import type { RtcPeerConnectionClass } from '../src/rtc-peer.ts';
 import type { PeerId, Transport } from '../src/transport.ts';
-
-/** The RTCPeerConnection of this environment: node-datachannel's in Node, native in a page. */
-export async function platformRTCPeerConnection(): Promise<RtcPeerConnectionClass> {
-  if (typeof window !== 'undefined') return window.RTCPeerConnection;
-  // Loaded only in Node: the browser never fetches the native module.
-  const { nodeRTCPeerConnection } = await import('../src/webrtc.node.ts');
-  return nodeRTCPeerConnection;
-}
 
 /**
  * Resolves once `condition()` holds; rejects after `deadlineMs` naming `what`. Polls: the
@@ -44,4 +35,91 @@ export class FrameLog {
   constructor(transport: Transport) {
     transport.on('frame', (from, frame) => this.frames.push({ from, frame }));
   }
+}
+
+/** Frame `i` of a numbered sequence: its index (u32), then a pattern of 4..203 bytes. */
+export function indexedFrame(i: number): Uint8Array {
+  const body = patternFrame(4 + (i % 200), i);
+  const frame = new Uint8Array(4 + body.length);
+  new DataView(frame.buffer).setUint32(0, i);
+  frame.set(body, 4);
+  return frame;
+}
+
+/**
+ * Drives one transport in the cross-environment tests (in Node, in a child process, in a
+ * page): sends known frames, keeps what arrives per peer, echoes if asked, logs link events.
+ * Its methods take and return only JSON values, so a test can call them in a page.
+ */
+export class MeshProbe {
+  readonly events: string[] = [];
+  private readonly received = new Map<PeerId, Uint8Array[]>();
+
+  constructor(
+    readonly transport: Transport,
+    echo: boolean,
+  ) {
+    transport.on('frame', (from, frame) => {
+      if (echo) transport.send(from, frame);
+      else this.framesFrom(from).push(frame);
+    });
+    transport.on('peerUp', (peer) => this.events.push(`up ${peer}`));
+    transport.on('peerDown', (peer, reason) => this.events.push(`down ${peer} ${reason}`));
+  }
+
+  sendPatterns(to: PeerId, sizes: readonly number[]): void {
+    sizes.forEach((size, i) => {
+      this.transport.send(to, patternFrame(size, i));
+    });
+  }
+
+  sendIndexed(to: PeerId, count: number): void {
+    for (let i = 0; i < count; i++) this.transport.send(to, indexedFrame(i));
+  }
+
+  count(from: PeerId): number {
+    return this.framesFrom(from).length;
+  }
+
+  /** Forgets what arrived from `from`. */
+  reset(from: PeerId): void {
+    this.received.delete(from);
+  }
+
+  /** True if exactly the frames of `sendPatterns(…, sizes)` arrived from `from`, in order. */
+  matchesPatterns(from: PeerId, sizes: readonly number[]): boolean {
+    const frames = this.framesFrom(from);
+    return (
+      frames.length === sizes.length &&
+      sizes.every((size, i) => sameBytes(frames[i]!, patternFrame(size, i)))
+    );
+  }
+
+  /** True if exactly the frames of `sendIndexed(…, count)` arrived from `from`, in order. */
+  matchesIndexed(from: PeerId, count: number): boolean {
+    const frames = this.framesFrom(from);
+    return frames.length === count && frames.every((frame, i) => sameBytes(frame, indexedFrame(i)));
+  }
+
+  isUp(peer: PeerId): boolean {
+    return this.transport.peers().includes(peer);
+  }
+
+  /** How many times the link to `peer` was reported down. */
+  downs(peer: PeerId): number {
+    return this.events.filter((event) => event.startsWith(`down ${peer} `)).length;
+  }
+
+  private framesFrom(from: PeerId): Uint8Array[] {
+    let frames = this.received.get(from);
+    if (frames === undefined) {
+      frames = [];
+      this.received.set(from, frames);
+    }
+    return frames;
+  }
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((byte, i) => byte === b[i]);
 }

@@ -5,7 +5,7 @@ import type { RtcPeerConnectionClass } from '../src/rtc-peer.ts';
 import { MemorySignalRelay } from '../src/signal-channel.ts';
 import type { PeerId } from '../src/transport.ts';
 import { WebRtcMesh, type WebRtcMeshOptions } from '../src/webrtc-mesh.ts';
-import { FrameLog, patternFrame, platformRTCPeerConnection, waitFor } from './mesh-helpers.ts';
+import { FrameLog, indexedFrame, patternFrame, waitFor } from './mesh-helpers.ts';
 
 const kind = typeof window === 'undefined' ? 'Node↔Node' : 'Chromium↔Chromium';
 
@@ -166,11 +166,10 @@ function freeze(mesh: WebRtcMesh): void {
   }
 }
 
-/** Frame `i` of a sequence: its index, then a pattern of 4..203 bytes. */
-function indexedFrame(i: number): Uint8Array {
-  const body = patternFrame(4 + (i % 200), i);
-  const frame = new Uint8Array(4 + body.length);
-  new DataView(frame.buffer).setUint32(0, i);
-  frame.set(body, 4);
-  return frame;
+/** The RTCPeerConnection of this environment: node-datachannel's in Node, native in a page. */
+async function platformRTCPeerConnection(): Promise<RtcPeerConnectionClass> {
+  if (typeof window !== 'undefined') return window.RTCPeerConnection;
+  // Loaded only in Node: the browser never fetches the native module.
+  const { nodeRTCPeerConnection } = await import('../src/webrtc.node.ts');
+  return nodeRTCPeerConnection;
 }
