@@ -5,7 +5,7 @@ import {
   encodeConfChange,
 } from './confchange.ts';
 import type { Config } from './config.ts';
-import { DropReason, isRaftError, RaftError, RaftErrorCode } from './errors.ts';
+import { isRaftError, RaftError, RaftErrorCode } from './errors.ts';
 import {
   isLocalMessage,
   isResponseMessage,
@@ -240,11 +240,7 @@ export class RawNode {
       );
     }
     if (this.raft.lead === null) {
-      throw new RaftError(
-        RaftErrorCode.InvalidState,
-        'no leader known to transfer from',
-        DropReason.NoLeader,
-      );
+      throw new RaftError(RaftErrorCode.InvalidState, 'no leader known to transfer from');
     }
     this.raft.step(
       newMessage({ ...this.localFields(MessageType.TransferLeader), from: transferee }),
