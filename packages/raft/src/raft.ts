@@ -680,16 +680,19 @@ export class Raft {
         `leadership moving to ${this.leadTransferee}`,
       );
     }
+    // Validate every conf change before touching any state, so a refused proposal
+    // changes nothing; only one may be pending at a time (thesis §4.1).
     const last = this.raftLog.lastIndex();
+    let confIndex = 0;
     m.entries.forEach((e, i) => {
       if (e.type !== EntryType.ConfChange) return;
       const cc = decodeConfChange(e.data);
       const joint = this.trk.config.voters.isJoint();
-      if (this.pendingConfIndex > this.raftLog.applied) {
+      if (confIndex !== 0 || this.pendingConfIndex > this.raftLog.applied) {
         this.drop(
           m.type,
           DropReason.ConfChangePending,
-          `conf change at ${this.pendingConfIndex} not yet applied (applied ${this.raftLog.applied})`,
+          `conf change at ${confIndex || this.pendingConfIndex} not yet applied (applied ${this.raftLog.applied})`,
         );
       }
       if (joint && !isLeaveJoint(cc)) {
@@ -698,7 +701,7 @@ export class Raft {
       if (!joint && isLeaveJoint(cc)) {
         this.drop(m.type, DropReason.ConfNotJoint, 'configuration is not joint');
       }
-      this.pendingConfIndex = last + i + 1;
+      confIndex = last + i + 1;
     });
     if (!this.appendEntries(m.entries)) {
       this.drop(
@@ -707,6 +710,7 @@ export class Raft {
         `uncommitted log holds ${this.uncommittedBytes} bytes (limit ${this.cfg.maxUncommittedEntriesBytes})`,
       );
     }
+    if (confIndex !== 0) this.pendingConfIndex = confIndex;
     this.broadcastPending = true;
   }
 

@@ -2,6 +2,7 @@ import {
   asConfChangeV2,
   type ConfChange,
   type ConfChangeV2,
+  decodeConfChange,
   encodeConfChange,
 } from './confchange.ts';
 import type { Config } from './config.ts';
@@ -446,6 +447,16 @@ export function validateMessage(m: Message, groupId: GroupId, to: NodeId): void 
     }
   });
   if (m.type === MessageType.Prop && m.entries.length === 0) bad('proposal without entries');
+  if (m.type === MessageType.Prop) {
+    for (const e of m.entries) {
+      if (e.type !== EntryType.ConfChange) continue;
+      try {
+        decodeConfChange(e.data);
+      } catch (err) {
+        bad(`forwarded conf change: ${(err as Error).message}`);
+      }
+    }
+  }
   if (m.type !== MessageType.App && m.type !== MessageType.Prop && m.entries.length > 0) {
     bad(`${messageTypeName(m.type)} with entries`);
   }

@@ -5,9 +5,11 @@ import {
   type ConfChangeV2,
   DropReason,
   decodeConfChange,
+  EntryType,
   encodeConfChange,
   MessageType,
   mulberry32,
+  newMessage,
   RaftError,
   RaftErrorCode,
 } from '../src/index.ts';
@@ -150,6 +152,24 @@ describe('raft: membership changes (thesis §4) with learners and joint consensu
     net.heal();
     net.tickUntil(() => leader.confState.learners.includes('x'));
     leader.raw.proposeConfChange(addLearner('y'));
+  });
+
+  it('a refused conf change leaves no trace: a malformed one does not block the next', () => {
+    const net = new Network(['a', 'b', 'c'], { seed: 61 });
+    const leader = net.electLeader();
+    const lastIndex = leader.status.lastIndex;
+    const bad = newMessage({
+      groupId: 1,
+      type: MessageType.Prop,
+      from: ['a', 'b', 'c'].find((id) => id !== leader.id)!,
+      to: leader.id,
+      entries: [{ term: 0, index: 0, type: EntryType.ConfChange, data: new Uint8Array([9, 9]) }],
+    });
+    expect(() => leader.raw.step(bad)).to.throw(RaftError, 'InvalidMessage');
+    expect(leader.status.lastIndex).to.equal(lastIndex);
+    leader.raw.proposeConfChange(addLearner('x'));
+    net.stabilize();
+    expect(leader.confState.learners).to.deep.equal(['x']);
   });
 
   it('joint configuration: only a leave is accepted while joint, and a leave only while joint', () => {
