@@ -57,12 +57,15 @@ class Writer {
     return at;
   }
 
+  // `reserve` may replace the buffer and its view: call it before reading `this.view`.
   u8(value: number): this {
-    this.view.setUint8(this.reserve(1), value);
+    const at = this.reserve(1);
+    this.view.setUint8(at, value);
     return this;
   }
   u32(value: number): this {
-    this.view.setUint32(this.reserve(4), value);
+    const at = this.reserve(4);
+    this.view.setUint32(at, value);
     return this;
   }
   u53(value: number): this {
@@ -72,7 +75,8 @@ class Writer {
     return this;
   }
   raw(value: Uint8Array): this {
-    this.bytes.set(value, this.reserve(value.length));
+    const at = this.reserve(value.length);
+    this.bytes.set(value, at);
     return this;
   }
   bytesField(value: Uint8Array): this {

@@ -318,6 +318,33 @@ export function storageContract(backend: Backend): void {
       expect(plain(g.entries)).to.deep.equal(plain(entryRange(4, 5, 2)));
     });
 
+    it('persists large configurations (records that outgrow their first buffer)', async () => {
+      const ids = (prefix: string) =>
+        Array.from({ length: 64 }, (_, i) => `${prefix}${i}`.padEnd(limits.maxNodeIdBytes, 'x'));
+      const confState = {
+        voters: ids('v'),
+        learners: ids('l'),
+        votersOutgoing: ids('o'),
+        learnersNext: ids('n'),
+        autoLeave: true,
+      };
+      await storage.write({
+        groups: [
+          {
+            group: 1,
+            create: true,
+            entries: entryRange(1, 2, 1),
+            savedSnapshot: { metadata: { index: 2, term: 1, confState }, data: bytes('') },
+            appliedState: { index: 2, term: 1, confState },
+          },
+        ],
+      });
+      await reopen();
+      const g = await groupOf(storage, 1);
+      expect(g.appliedState.confState).to.deep.equal(confState);
+      expect(g.snapshot?.metadata.confState).to.deep.equal(confState);
+    });
+
     it('keeps hard state monotonic', async () => {
       await storage.write({
         groups: [{ group: 1, create: true, hardState: { term: 5, vote: 'a', commit: 3 } }],
