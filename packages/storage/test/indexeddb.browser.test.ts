@@ -79,6 +79,34 @@ describe('storage: IndexedDB specifics', () => {
     expect(error.message).to.include('not a meshkv store');
   });
 
+  it("opens every readwrite transaction with durability 'strict'", async () => {
+    const seen: Array<{ mode: string | undefined; durability: string | undefined }> = [];
+    const original = IDBDatabase.prototype.transaction;
+    IDBDatabase.prototype.transaction = function (
+      this: IDBDatabase,
+      ...args: Parameters<IDBDatabase['transaction']>
+    ) {
+      seen.push({ mode: args[1], durability: args[2]?.durability });
+      return original.apply(this, args);
+    };
+    try {
+      const storage = await openIndexedDbStorage({ clusterId: 'test', nodeId: `strict-${run}` });
+      await storage.write({
+        groups: [{ group: 1, create: true, kv: [{ key: 'k', value: new Uint8Array(1) }] }],
+      });
+      await storage.write({ groups: [{ group: 1, remove: true }] });
+      await storage.close();
+    } finally {
+      IDBDatabase.prototype.transaction = original;
+    }
+    const writes = seen.filter((t) => t.mode === 'readwrite');
+    expect(writes.length).to.be.greaterThan(2);
+    expect(
+      writes.every((t) => t.durability === 'strict'),
+      JSON.stringify(writes),
+    ).to.equal(true);
+  });
+
   it('names one database per cluster and node', () => {
     expect(indexedDbName('c1', 'n1')).to.not.equal(indexedDbName('c1', 'n2'));
     expect(indexedDbName('c1', 'n1')).to.not.equal(indexedDbName('c2', 'n1'));
