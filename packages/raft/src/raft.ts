@@ -97,7 +97,9 @@ export class Raft {
   private readonly random: Prng;
   private assembly: SnapshotAssembly | null = null;
   /** Entries were appended or the commit index advanced since the last broadcast (leader). */
-  broadcastPending = false;
+  private broadcastPending = false;
+  /** Read-index requests wait for a heartbeat round (leader, safe reads). */
+  private readHeartbeatPending = false;
 
   constructor(config: Config) {
     this.cfg = resolveConfig(config);
@@ -244,19 +246,25 @@ export class Raft {
   }
 
   /**
-   * Sends what proposals and commit advances left pending, once per Ready: many
+   * Sends what proposals, commit advances and reads left pending, once per Ready: many
    * proposals between two Readies then travel in one MsgApp per follower (up to
-   * maxSizePerMsgBytes, pipelined within the inflight window) instead of one each.
+   * maxSizePerMsgBytes, pipelined within the inflight window) instead of one each, and
+   * many reads share one heartbeat round.
    */
   flushBroadcast(): void {
-    if (!this.broadcastPending) return;
+    const appends = this.broadcastPending;
+    const heartbeats = this.readHeartbeatPending;
     this.broadcastPending = false;
+    this.readHeartbeatPending = false;
     if (this.role !== 'leader') return;
-    for (const id of this.trk.ids()) {
-      if (id === this.id) continue;
-      this.sendAppend(id);
-      while (this.maybeSendAppend(id, false)) {}
+    if (appends) {
+      for (const id of this.trk.ids()) {
+        if (id === this.id) continue;
+        this.sendAppend(id);
+        while (this.maybeSendAppend(id, false)) {}
+      }
     }
+    if (heartbeats) this.bcastHeartbeat();
   }
 
   private bcastHeartbeat(): void {
@@ -746,7 +754,8 @@ export class Raft {
     this.readOnly.add(this.raftLog.committed, m);
     // The leader's own acknowledgement counts towards the quorum.
     this.readOnly.recvAck(this.id, m.context);
-    for (const id of this.trk.ids()) if (id !== this.id) this.sendHeartbeat(id, m.context);
+    // One heartbeat round per Ready, carrying the newest context, confirms every read queued.
+    this.readHeartbeatPending = true;
   }
 
   private releasePendingReadIndexMessages(): void {

@@ -75,6 +75,20 @@ describe('raft: ReadIndex linearizable reads (thesis §6.4)', () => {
     expect(leader.readStates.map((r) => dec(r.context))).to.deep.equal(['q1', 'q2', 'q3']);
   });
 
+  it('reads issued between two Readies share one heartbeat round', () => {
+    const net = new Network(ids, { seed: 79 });
+    const leader = net.electLeader();
+    net.propose(leader.id, 'x');
+    const before = net.delivered.length;
+    for (let i = 0; i < 10; i++) leader.raw.readIndex(enc(`batch${i}`));
+    net.stabilize();
+    const heartbeats = net.delivered.slice(before).filter((m) => m.type === MessageType.Heartbeat);
+    expect(heartbeats).to.have.length(2);
+    expect(leader.readStates.map((r) => dec(r.context))).to.deep.equal(
+      Array.from({ length: 10 }, (_, i) => `batch${i}`),
+    );
+  });
+
   it('lease reads (opt-in): answered without a heartbeat round', () => {
     const net = new Network(ids, { seed: 76, readOnlyOption: 'lease' });
     const leader = net.electLeader();
