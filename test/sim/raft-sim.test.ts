@@ -8,7 +8,7 @@ import { runSeed } from './simulation.ts';
  * reported with its invariant, the end of its trace and the command that replays it.
  */
 const FIRST_SEED = 1;
-const SEEDS = 150;
+const SEEDS = 1000;
 
 describe('Raft deterministic simulation', () => {
   it(`keeps every safety invariant and linearizable reads over seeds ${FIRST_SEED}..${FIRST_SEED + SEEDS - 1}`, function () {
@@ -19,6 +19,15 @@ describe('Raft deterministic simulation', () => {
       if (result.failure !== null) failures.push(describeFailure(result));
     }
     expect(failures, failures.join('\n\n')).to.deep.equal([]);
+  });
+
+  it('catches a deliberate bug: gets answered locally, without ReadIndex', () => {
+    const caught = [1, 2, 3, 4, 5].map((seed) => runSeed(seed, { sabotage: 'local-reads' }));
+    const failed = caught.filter((result) => result.failure?.invariant === 'linearizability');
+    expect(failed.length, 'seeds 1-5 with local reads').to.be.greaterThan(2);
+    const report = describeFailure(failed[0]!);
+    expect(report).to.contain('is not linearizable');
+    expect(report).to.contain(`replay: pnpm sim --seed ${failed[0]!.seed}`);
   });
 
   it('replays a seed exactly', () => {

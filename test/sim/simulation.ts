@@ -37,6 +37,11 @@ export interface SimOptions {
   readonly fullTrace?: boolean;
   /** Include every message send and delivery in the trace (very long). */
   readonly traceMessages?: boolean;
+  /**
+   * A deliberate bug, to show the checks catch it (tests only): gets are answered from the
+   * contacted node's state machine without ReadIndex.
+   */
+  readonly sabotage?: 'local-reads';
 }
 
 export interface SimResult {
@@ -307,6 +312,10 @@ class Simulation implements NodeHost {
         continue;
       }
       this.pending.set(requestId, op);
+      if (call.kind === 'get' && this.options.sabotage === 'local-reads') {
+        this.complete(op, { kind: 'get', value: node.stateMachine.get(call.key) });
+        continue;
+      }
       try {
         node.act((raw) =>
           call.kind === 'get'
