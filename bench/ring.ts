@@ -1,10 +1,11 @@
-// `pnpm bench ring [speed|balance|tokens|movement] [--sets N]`: consistent-hashing figures,
+// `pnpm bench ring [speed|balance|tokens|movement|plan] [--sets N]`: consistent-hashing figures,
 // one JSON line per measurement (bench/README.md "## ring").
 //   speed     (default) lookup ns/op and placement build/rebuild ms, M = 10, 100, 1000,
 //             default V, Q = 64..4096;
 //   balance   most-loaded node's replicas over the mean, M = 5..100, Q = 64..4096, default V;
 //   tokens    the same ratio at M = 100 for V = 16..512 and Q = 1024..16384 (how V was chosen);
-//   movement  replicas moved by one join and one leave, over random member sets.
+//   movement  replicas moved by one join and one leave, over random member sets;
+//   plan      the balance ratio for the 1000-node plan (M = 1000; 5 sets unless --sets).
 // Member sets are node ids `s<set>-n<index>`: sha256 makes their tokens random, and the
 // figures are reproducible.
 
@@ -19,7 +20,7 @@ import { memberSet } from '../packages/ring/test/reference.ts';
 
 const mode = process.argv[2] ?? 'speed';
 const setsArg = process.argv.indexOf('--sets');
-const sets = setsArg > 0 ? Number(process.argv[setsArg + 1]) : 100;
+const sets = setsArg > 0 ? Number(process.argv[setsArg + 1]) : mode === 'plan' ? 5 : 100;
 const N = 3;
 const partitionCounts = [64, 128, 256, 512, 1024, 2048, 4096];
 
@@ -58,15 +59,33 @@ function median(values: number[]): number {
   return sorted[Math.floor(sorted.length / 2)]!;
 }
 
-/** Median wall time of `run` over `repeats` calls, in ms. */
-function medianMs(repeats: number, run: (repeat: number) => void): number {
-  const times: number[] = [];
+interface Timing {
+  wallMs: number;
+  /** Process CPU time: steadier than wall time when other work shares the cores. */
+  cpuMs: number;
+}
+
+/** Median wall and CPU time of `run` over `repeats` calls (each median on its own). */
+function measure(repeats: number, run: (repeat: number) => void): Timing {
+  const wall: number[] = [];
+  const cpu: number[] = [];
   for (let r = 0; r < repeats; r++) {
+    const cpuStart = process.cpuUsage();
     const start = performance.now();
     run(r);
-    times.push(performance.now() - start);
+    wall.push(performance.now() - start);
+    const used = process.cpuUsage(cpuStart);
+    cpu.push((used.user + used.system) / 1000);
   }
-  return median(times);
+  return { wallMs: median(wall), cpuMs: median(cpu) };
+}
+
+/** `timing` divided by `count`, in the unit `scale` (1e6: ns from ms), as {name, nameCpu}. */
+function fields(name: string, timing: Timing, count: number, scale: number, digits: number) {
+  return {
+    [name]: round((timing.wallMs * scale) / count, digits),
+    [`${name}Cpu`]: round((timing.cpuMs * scale) / count, digits),
+  };
 }
 
 function speed(): void {
@@ -78,25 +97,26 @@ function speed(): void {
     for (const partitions of partitionCounts) {
       const members = memberSet(0, memberCount);
       // From nothing: every token hashed and sorted (a process's first placement).
-      const buildColdMs = medianMs(3, () => new Ring(settings(partitions)).placement(members));
+      const buildCold = measure(3, () => new Ring(settings(partitions)).placement(members));
       const ring = new Ring(settings(partitions));
       ring.placement(members);
-      // What a node does once per membership epoch: one member joins, or one leaves.
-      const rebuildJoinMs = medianMs(9, (r) => {
+      // What a node does once per membership epoch: one member joins, or one leaves. Each
+      // sample is two placements (away and back).
+      const rebuildJoin = measure(9, (r) => {
         ring.placement([...members, `joiner-${r}`]);
         ring.placement(members);
       });
-      const rebuildLeaveMs = medianMs(9, (r) => {
+      const rebuildLeave = measure(9, (r) => {
         ring.placement(members.filter((_, i) => i !== r));
         ring.placement(members);
       });
       const placement = ring.placement(members);
       let sink = 0;
-      const lookupMs = medianMs(3, () => {
+      const lookup = measure(3, () => {
         for (const key of keys) sink += placement.replicasOf(ring.partitionOf(key)).length;
       });
       const tableReads = 1_000_000;
-      const replicasOfMs = medianMs(3, () => {
+      const replicasOf = measure(3, () => {
         for (let i = 0; i < tableReads; i++)
           sink += placement.replicasOf(i & (partitions - 1)).length;
       });
@@ -106,12 +126,11 @@ function speed(): void {
         Q: partitions,
         V: DEFAULT_TOKENS_PER_NODE,
         N,
-        lookupNsPerOp: Math.round((lookupMs * 1e6) / keys.length),
-        replicasOfNsPerOp: round((replicasOfMs * 1e6) / tableReads, 1),
-        buildColdMs: round(buildColdMs, 1),
-        // Each sample is two placements (away and back); report one.
-        rebuildJoinMs: round(rebuildJoinMs / 2, 2),
-        rebuildLeaveMs: round(rebuildLeaveMs / 2, 2),
+        ...fields('lookupNsPerOp', lookup, keys.length, 1e6, 0),
+        ...fields('replicasOfNsPerOp', replicasOf, tableReads, 1e6, 1),
+        ...fields('buildColdMs', buildCold, 1, 1, 1),
+        ...fields('rebuildJoinMs', rebuildJoin, 2, 1, 2),
+        ...fields('rebuildLeaveMs', rebuildLeave, 2, 1, 2),
       });
     }
   }
@@ -142,6 +161,19 @@ function tokens(): void {
   const memberCount = 100;
   for (const tokensPerNode of [16, 32, 64, 128, 256, 512]) {
     for (const partitions of [1024, 4096, 16384]) {
+      const ring = new Ring(settings(partitions, tokensPerNode));
+      const ratios = Array.from({ length: sets }, (_, set) =>
+        maxOverMean(ring, memberSet(set, memberCount)),
+      );
+      print({ M: memberCount, Q: partitions, V: tokensPerNode, N, sets, ...summarize(ratios) });
+    }
+  }
+}
+
+function plan(): void {
+  const memberCount = 1000;
+  for (const tokensPerNode of [128, 256]) {
+    for (const partitions of [16384, 32768, 65536]) {
       const ring = new Ring(settings(partitions, tokensPerNode));
       const ratios = Array.from({ length: sets }, (_, set) =>
         maxOverMean(ring, memberSet(set, memberCount)),
@@ -190,7 +222,7 @@ function moved(changes: ReturnType<typeof diff>): number {
   return changes.reduce((sum, change) => sum + change.added.length, 0);
 }
 
-const modes: Record<string, () => void> = { speed, balance, tokens, movement };
+const modes: Record<string, () => void> = { speed, balance, tokens, movement, plan };
 const run = modes[mode];
 if (run === undefined || !(sets > 0)) {
   console.error(`usage: pnpm bench ring [${Object.keys(modes).join('|')}] [--sets N]`);

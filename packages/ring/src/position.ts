@@ -8,7 +8,7 @@ import { utf8ToBytes } from '@noble/hashes/utils.js';
  * allocates. The order of positions is the order of (hi, lo).
  */
 
-/** The high 32 bits of the position of `bytes` (bytes 0..3 of sha256, big endian). */
+/** The high 32 bits of a position: bytes 0..3 of the sha256 digest, big endian. */
 function highWord(digest: Uint8Array): number {
   return ((digest[0]! << 24) | (digest[1]! << 16) | (digest[2]! << 8) | digest[3]!) >>> 0;
 }
