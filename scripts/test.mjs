@@ -70,6 +70,13 @@ const resultsDir = join(root, '.test-results');
 rmSync(resultsDir, { recursive: true, force: true });
 mkdirSync(resultsDir, { recursive: true });
 
+// Node test files; `*.browser.test.ts` are excluded by .mocharc.json.
+const nodeTestGlobs = [
+  'packages/*/test/**/*.test.ts',
+  'signaling/test/**/*.test.ts',
+  'test/**/*.test.ts',
+];
+
 const stages = [
   {
     name: 'lint',
@@ -88,7 +95,7 @@ const stages = [
   {
     name: 'node',
     async run() {
-      const { code, output } = await run(bin('mocha'), []);
+      const { code, output } = await run(bin('mocha'), nodeTestGlobs);
       const passed = Number(/(\d+) passing/.exec(output)?.[1] ?? 0);
       const failed = Number(/(\d+) failing/.exec(output)?.[1] ?? 0);
       // A crash before mocha's summary still has to count as a failure.
