@@ -28,8 +28,9 @@ export interface Config {
   /** Ticks between leader heartbeats. */
   readonly heartbeatTick: number;
   /**
-   * Last index the application has applied (restart). Committed entries above it are
-   * delivered again; the application's apply must tolerate this or pass the right value.
+   * Last index the application has applied (restart); at least the storage snapshot's
+   * index. Committed entries above it are delivered again, so pass the index the
+   * application's durable state reflects. 0 means "as of the snapshot".
    */
   readonly applied?: number;
   /** Upper bound on entries per MsgApp, in bytes (at least one entry is always sent). Default 1 MiB. */

@@ -45,8 +45,9 @@ export interface Storage {
   /** Index of the last entry (the snapshot index when there are no entries). */
   lastIndex(): number;
   /**
-   * The most recent snapshot, sent to followers that need compacted entries. It must
-   * include every applied configuration change up to its index. Throws
+   * The most recent snapshot, sent to followers that need compacted entries. Its index
+   * is at least firstIndex() - 1 (nothing is compacted that no snapshot covers), and it
+   * includes every applied configuration change up to that index. Throws
    * SnapshotTemporarilyUnavailable while one is being produced; raft retries later.
    */
   snapshot(): Snapshot;
