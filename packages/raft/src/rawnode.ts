@@ -32,9 +32,9 @@ import {
 /**
  * Everything the host must do after a batch of calls, in this order:
  *
- * 1. Persist `hardState` (if not null), `entries` (appending, replacing any conflicting
- *    suffix) and `snapshot` (if not null) durably — one atomic write for all groups is
- *    fine. `mustSync` says whether an fsync-level write is required (term, vote or entries
+ * 1. Persist `snapshot` (if not null; it replaces the log), then `entries` (appending,
+ *    replacing any conflicting suffix; they follow the snapshot) and `hardState` (if not
+ *    null) durably — one atomic write for all groups is fine. `mustSync` says whether an fsync-level write is required (term, vote or entries
  *    changed); a commit-index-only change may be written lazily.
  * 2. Send `messages`. They may only leave after step 1 is durable: vote grants and
  *    append acknowledgements promise durable state (Raft Figure 2). This simple contract
