@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 import puppeteer, { type Browser, type Page } from 'puppeteer-core';
 import type { BrowserPeerArgs } from './browser-peer.ts';
+import type { MeshProbe } from './mesh-helpers.ts';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const SIGNALING_CLI = join(ROOT, 'signaling/src/cli.ts');
@@ -29,6 +30,18 @@ export async function waitForAsync(
     if (Date.now() - start > deadlineMs) throw new Error(`timed out waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
+}
+
+/** Calls `method` of the MeshProbe in a page (browser-peer.ts) with JSON arguments. */
+export function inPage<T>(page: Page, method: keyof MeshProbe, ...args: unknown[]): Promise<T> {
+  return page.evaluate(
+    (m, a) => {
+      const probe = window.meshPeer.probe as unknown as Record<string, (...x: unknown[]) => T>;
+      return probe[m]!(...a);
+    },
+    method,
+    args,
+  ) as Promise<T>;
 }
 
 /** A node-peer.ts child process and the events it printed. */

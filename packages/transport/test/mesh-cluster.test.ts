@@ -3,28 +3,15 @@
 // driven Chromium); crashes (SIGKILL), closed tabs, restarts, and a signaling restart.
 // Runs inside the private network namespace (`pnpm test` or scripts/netns-run.sh).
 import { expect } from 'chai';
-import type { Page } from 'puppeteer-core';
 import { SignalingChannel } from '../src/signaling-channel.ts';
 import { SignalingClient } from '../src/signaling-client.ts';
 import { createNodeWebRtcMesh } from '../src/webrtc.node.ts';
 import type { WebRtcMesh } from '../src/webrtc-mesh.ts';
-import { Cluster, waitForAsync } from './cluster-harness.ts';
+import { Cluster, inPage, waitForAsync } from './cluster-harness.ts';
 import { MeshProbe, waitFor } from './mesh-helpers.ts';
 
 const SIZES = [1, 64 * 1024, 4 * 1024 * 1024, 1];
 const SMALL_FRAMES = 10_000;
-
-/** Asks the MeshProbe of a page. */
-function inPage<T>(page: Page, question: string, ...args: unknown[]): Promise<T> {
-  return page.evaluate(
-    (q, a) => {
-      const probe = window.meshPeer.probe as unknown as Record<string, (...x: unknown[]) => T>;
-      return probe[q]!(...a);
-    },
-    question,
-    args,
-  ) as Promise<T>;
-}
 
 describe('WebRTC mesh across processes and Chromium (real signaling server)', function () {
   this.timeout(300_000);

@@ -54,14 +54,26 @@ export function indexedFrame(i: number): Uint8Array {
 export class MeshProbe {
   readonly events: string[] = [];
   private readonly received = new Map<PeerId, Uint8Array[]>();
+  /** Resolvers of `arrivals`, checked on each frame. */
+  private waiters: { from: PeerId; count: number; resolve: () => void }[] = [];
 
   constructor(
     readonly transport: Transport,
     echo: boolean,
   ) {
     transport.on('frame', (from, frame) => {
-      if (echo) transport.send(from, frame);
-      else this.framesFrom(from).push(frame);
+      if (echo) {
+        transport.send(from, frame);
+        return;
+      }
+      const frames = this.framesFrom(from);
+      frames.push(frame);
+      if (this.waiters.length === 0) return;
+      this.waiters = this.waiters.filter((waiter) => {
+        if (waiter.from !== from || frames.length < waiter.count) return true;
+        waiter.resolve();
+        return false;
+      });
     });
     transport.on('peerUp', (peer) => this.events.push(`up ${peer}`));
     transport.on('peerDown', (peer, reason) => this.events.push(`down ${peer} ${reason}`));
@@ -75,6 +87,43 @@ export class MeshProbe {
 
   sendIndexed(to: PeerId, count: number): void {
     for (let i = 0; i < count; i++) this.transport.send(to, indexedFrame(i));
+  }
+
+  /**
+   * Benchmark: sends `count` frames of `frameBytes` to an echoing peer and resolves with
+   * the milliseconds until the last echo arrived (each frame crosses the link both ways).
+   */
+  async timeEchoes(to: PeerId, frameBytes: number, count: number): Promise<number> {
+    this.reset(to);
+    const frame = patternFrame(frameBytes, 1);
+    const arrived = this.arrivals(to, count);
+    const startMs = performance.now();
+    for (let i = 0; i < count; i++) this.transport.send(to, frame);
+    await arrived;
+    return performance.now() - startMs;
+  }
+
+  /** Benchmark: `samples` sequential round trips of one `frameBytes` frame, in ms. */
+  async roundTrips(to: PeerId, frameBytes: number, samples: number): Promise<number[]> {
+    this.reset(to);
+    const frame = patternFrame(frameBytes, 2);
+    const times: number[] = [];
+    for (let i = 1; i <= samples; i++) {
+      const arrived = this.arrivals(to, i);
+      const startMs = performance.now();
+      this.transport.send(to, frame);
+      await arrived;
+      times.push(performance.now() - startMs);
+    }
+    return times;
+  }
+
+  /** Resolves once `count` frames have arrived from `from` since the last reset. */
+  private arrivals(from: PeerId, count: number): Promise<void> {
+    return new Promise((resolve) => {
+      if (this.count(from) >= count) resolve();
+      else this.waiters.push({ from, count, resolve });
+    });
   }
 
   count(from: PeerId): number {
