@@ -79,4 +79,21 @@ export async function killChromium(browser: Browser): Promise<void> {
   // puppeteer starts Chromium detached, as the leader of its own process group.
   process.kill(-child.pid, 'SIGKILL');
   if (child.exitCode === null && child.signalCode === null) await exited;
+  // Renderers and utility processes die with it, but not instantly: wait until the whole
+  // group is gone, or a relaunch could find the profile's databases still held.
+  const deadlineMs = Date.now() + 30_000;
+  while (groupAlive(child.pid)) {
+    if (Date.now() > deadlineMs)
+      throw new Error(`Chromium process group ${child.pid} survived SIGKILL`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+function groupAlive(pgid: number): boolean {
+  try {
+    process.kill(-pgid, 0);
+    return true;
+  } catch {
+    return false;
+  }
 }

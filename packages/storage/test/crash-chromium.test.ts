@@ -73,6 +73,8 @@ describe('storage: crash safety of the IndexedDB backend (SIGKILL of Chromium)',
           )
           .catch((error) => fail(String(error)));
       });
+      // A random delay of up to 30 ms spreads the kill over the page's planning and commits.
+      await new Promise((resolve) => setTimeout(resolve, random() * 30));
       await killChromium(browser);
       browser = null;
     }

@@ -14,7 +14,12 @@ const groups = 8;
 const cycles = 20;
 const deadlineMs = 60_000;
 
-/** Resolves when the child prints a line matching `pattern` and `until` accepts it. */
+/** Resolves after `delayMs`: where the crash lands, not a wait for anything. */
+function jitter(delayMs: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, delayMs));
+}
+
+/** Resolves once `onLine` accepts a line the child printed; rejects if it exits or stalls. */
 function watch(child: ChildProcess, onLine: (line: string) => boolean): Promise<void> {
   return new Promise((resolve, reject) => {
     let buffered = '';
@@ -88,6 +93,9 @@ describe('storage: crash safety of the disk backend (SIGKILL of a writing proces
         }
         return start >= 0 && acked >= start + more;
       });
+      // The ack arrives while the writer plans its next batch; a random delay of up to 30 ms
+      // spreads the kill over planning, the write itself and the fsync.
+      await jitter(random() * 30);
       child.kill('SIGKILL');
       await exited;
       children.delete(child);
