@@ -431,6 +431,10 @@ export class SignalingServer {
       respond(checked);
       return;
     }
+    if (connection.nodeId !== undefined) {
+      respond(this.repeatJoin(connection, connection.nodeId, checked.request));
+      return;
+    }
     connection.joining = true;
     void this.replaceDeadHolder(connection, checked.request)
       .catch((error: unknown) => this.log(`probing failed: ${String(error)}`))
@@ -497,10 +501,37 @@ export class SignalingServer {
     }
     const clusterProblem = this.clusterProblem(request.clusterId);
     if (clusterProblem) return clusterProblem;
-    if (connection.nodeId !== undefined || connection.joining) {
-      return this.refuse('invalid', 'this connection already joined (or is joining)');
+    if (connection.joining) {
+      return this.refuse('unavailable', 'a join on this connection is in progress');
     }
     return { ok: true, request };
+  }
+
+  /**
+   * A join on a connection already joined: the same join again (a client that timed out
+   * waiting for the first answer and retried) gets the same answer, so retrying is safe;
+   * anything else is refused.
+   */
+  private repeatJoin(
+    connection: Connection,
+    nodeId: string,
+    request: JoinRequest,
+  ): Reply<JoinAccepted> {
+    const member = findMember(this.current, nodeId);
+    const same =
+      (request.nodeId === undefined || request.nodeId === nodeId) &&
+      member?.kind === request.kind &&
+      member.httpAddress === request.httpAddress;
+    if (!same || connection.sessionKey === undefined) {
+      return this.refuse('invalid', `this connection already joined as '${nodeId}'`);
+    }
+    return {
+      ok: true,
+      nodeId,
+      sessionKey: connection.sessionKey,
+      registry: this.current,
+      online: this.connectedMembers(),
+    };
   }
 
   /** Runs inside the queue: decides the node id, commits the registry, binds. */

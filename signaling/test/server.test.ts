@@ -143,6 +143,30 @@ describe('signaling server: joining', () => {
     expect(server.registry().epoch).to.equal(1);
   });
 
+  it('answers a repeated join on one connection the same, and refuses a different one', async () => {
+    const server = await fx.server();
+    const socket = await fx.socket(server);
+    const first = await request(socket, 'join', joinPayload({ nodeId: 'x' }));
+    expect(await request(socket, 'join', joinPayload({ nodeId: 'x' }))).to.deep.equal(first);
+    expect(await request(socket, 'join', joinPayload())).to.deep.equal(first);
+    const other = (await request(socket, 'join', joinPayload({ nodeId: 'y' }))) as {
+      error: { code: string; message: string };
+    };
+    expect(other.error).to.deep.equal({
+      code: 'invalid',
+      message: "this connection already joined as 'x'",
+    });
+    const browser = (await request(
+      socket,
+      'join',
+      joinPayload({ nodeId: 'x', kind: 'browser' }),
+    )) as {
+      error: { code: string };
+    };
+    expect(browser.error.code).to.equal('invalid');
+    expect(server.registry().epoch).to.equal(1);
+  });
+
   it('replaces a holder of the id that does not answer a probe (dead, not noticed)', async () => {
     const server = await fx.server({ probeTimeoutMs: 200 });
     const observer = await fx.client(server, { nodeId: 'observer' });

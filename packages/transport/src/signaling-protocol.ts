@@ -201,15 +201,17 @@ export interface PresenceUpdate {
  *   answered a probe): a duplicated tab, or two processes with one id.
  * - `cluster_full`: the member limit is reached (only new ids are refused).
  * - `server_full`: too many connections; the server disconnects.
- * - `invalid`: a malformed message (shape, type, id syntax, unknown event), a second
- *   `join` on one connection, a signal to oneself.
+ * - `invalid`: a malformed message (shape, type, id syntax, unknown event), a join on an
+ *   already joined connection that differs from its first join (the same join again gets
+ *   the same answer), a signal to oneself.
  * - `too_large`: a message above `maxMessageBytes`.
  * - `rate_limited`: over the per-connection event rate or the per-member signal rate.
  * - `not_joined`: `signal`/`leave` before a successful `join`; no join within the
  *   server's join timeout (then it disconnects).
  * - `unknown_target`: `signal` to a node id that is not a member.
  * - `target_unavailable`: `signal` to a member that is not connected now.
- * - `unavailable`: the server could not persist the change; retry later.
+ * - `unavailable`: the server could not persist the change, or a join on this connection
+ *   is still in progress; retry later.
  * Client-side only:
  * - `closed`: the client was closed or left.
  * - `timeout`: no answer in time.
