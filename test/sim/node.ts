@@ -29,10 +29,16 @@ import type { KvResult } from '../lincheck/kv.ts';
 import { type SafetyMonitor, SimFailure } from './invariants.ts';
 import { decodeCommand, KvStateMachine } from './state-machine.ts';
 
-/** Raft settings of every simulated node; small limits so flow control and chunking run. */
-export const raftSettings = {
-  electionTick: 10,
-  heartbeatTick: 2,
+/** The Raft settings a seed varies (the rest are fixed below). */
+export interface RaftVariant {
+  readonly electionTick: number;
+  readonly heartbeatTick: number;
+  readonly preVote: boolean;
+  readonly checkQuorum: boolean;
+}
+
+/** Small limits so flow control and snapshot chunking run in every seed. */
+const raftLimits = {
   maxSizePerMsgBytes: 1024,
   maxInflightMsgs: 4,
   maxSnapshotChunkBytes: 512,
@@ -48,6 +54,7 @@ export const LOG_ENTRIES_KEPT = 10;
 export interface NodeHost {
   readonly monitor: SafetyMonitor;
   readonly prng: Prng;
+  readonly raftVariant: RaftVariant;
   send(from: NodeId, message: Message): void;
   /** The node crashed by itself (crashAfterNextPersist): take it off the network. */
   crashed(node: NodeId): void;
@@ -116,6 +123,11 @@ export class SimNode {
     return this.machine;
   }
 
+  /** The configuration as of the applied index. */
+  get configuration(): ConfState {
+    return this.confState;
+  }
+
   /** Starts (or restarts) from what the disk holds. */
   start(): void {
     if (this.raw !== null) throw new Error(`${this.id} is already running`);
@@ -131,7 +143,8 @@ export class SimNode {
       storage: this.storage,
       random: this.host.prng,
       applied: this.appliedIndex,
-      ...raftSettings,
+      ...raftLimits,
+      ...this.host.raftVariant,
     });
   }
 

@@ -29,11 +29,11 @@ import {
 import { SimNetwork } from '@meshkv/transport/sim-network';
 import { checkKvHistory, type KvCall, type KvHistoryOp, type KvResult } from '../lincheck/kv.ts';
 import { SafetyMonitor, SimFailure } from './invariants.ts';
-import { encodeContext, type NodeHost, SimNode } from './node.ts';
+import { encodeContext, type NodeHost, type RaftVariant, SimNode } from './node.ts';
 import { encodeCommand } from './state-machine.ts';
 
 export interface SimOptions {
-  /** Keep every trace line (for replay); otherwise only the last `traceTailLines`. */
+  /** Keep every trace line (for replay); otherwise only the last TRACE_TAIL_LINES. */
   readonly fullTrace?: boolean;
   /** Include every message send and delivery in the trace (very long). */
   readonly traceMessages?: boolean;
@@ -69,7 +69,7 @@ const SETTLE_MS = 6_000;
 /** A client gives up on a request after this (its outcome is then unknown). */
 const CLIENT_TIMEOUT_MS = 1_500;
 const KEYS = ['x', 'y', 'z'];
-const CLIENTS = 4;
+const CLIENTS = 6;
 const TRACE_TAIL_LINES = 60;
 /** Packet events handled per run at most (a livelock guard; runs use ~10^5). */
 const MAX_EVENTS = 5_000_000;
@@ -90,6 +90,7 @@ export function runSeed(seed: number, options: SimOptions = {}): SimResult {
 class Simulation implements NodeHost {
   readonly monitor = new SafetyMonitor();
   readonly prng: Prng;
+  readonly raftVariant: RaftVariant;
   private readonly seed: number;
   private readonly options: SimOptions;
   private readonly network: SimNetwork<Message>;
@@ -109,6 +110,12 @@ class Simulation implements NodeHost {
     this.seed = seed;
     this.options = options;
     this.prng = mulberry32(seed);
+    this.raftVariant = {
+      electionTick: this.pick([10, 10, 20]),
+      heartbeatTick: this.pick([1, 2, 3]),
+      preVote: this.chance(80),
+      checkQuorum: this.chance(80),
+    };
     this.network = new SimNetwork<Message>({
       prng: this.prng,
       onEvent: options.traceMessages
@@ -235,7 +242,7 @@ class Simulation implements NodeHost {
     };
     this.network.configureAll(faults);
     this.trace(
-      `seed ${this.seed}: voters [${voters}], spares [${all.slice(size)}], link faults ${JSON.stringify(faults)}`,
+      `seed ${this.seed}: voters [${voters}], spares [${all.slice(size)}], raft ${JSON.stringify(this.raftVariant)}, link faults ${JSON.stringify(faults)}`,
     );
     for (const id of all) {
       const node = new SimNode(id, this, voters.includes(id) ? voters : null);
@@ -246,7 +253,7 @@ class Simulation implements NodeHost {
     for (let i = 0; i < CLIENTS; i++) this.idleClients.push(`c${i}`);
   }
 
-  /** Runs the clock to `untilMs`: packet events, ticks, client traffic and `onMs` actions. */
+  /** Runs the clock to `untilMs`: packet events, ticks, client traffic and chaos actions. */
   private runUntil(
     untilMs: number,
     clientTraffic: boolean,
@@ -507,7 +514,20 @@ class Simulation implements NodeHost {
       node.crashAfterNextPersist = false;
       if (!node.isUp) this.restart(node);
     }
-    this.trace('settle: network healed, every node up, no more faults or client requests');
+    // A host stops a group it was removed from (DESIGN: it deletes the partition's data).
+    // A removed node that missed its removal would otherwise campaign forever and, without
+    // PreVote and CheckQuorum, depose every leader (Raft thesis §4.2.3).
+    const latest = [...this.nodes.values()].reduce((a, b) => (b.applied > a.applied ? b : a));
+    const { voters, learners, votersOutgoing, learnersNext } = latest.configuration;
+    const members = new Set([...voters, ...learners, ...votersOutgoing, ...learnersNext]);
+    for (const node of this.nodes.values()) {
+      if (members.has(node.id)) continue;
+      this.crash(node);
+      this.trace(
+        `${node.id} is not in the configuration applied at ${latest.applied}: its host stops the group`,
+      );
+    }
+    this.trace('settle: network healed, members up, no more faults or client requests');
     this.runUntil(CHAOS_MS + SETTLE_MS, false, null);
   }
 
@@ -521,6 +541,7 @@ class Simulation implements NodeHost {
     const members = [...status.config.voters, ...status.config.learners];
     for (const id of members) {
       const node = this.nodes.get(id)!;
+      if (!node.isUp) continue; // stopped at settle: it had been removed, then re-added
       if (node.applied !== status.commit) {
         throw new SimFailure(
           'liveness',
