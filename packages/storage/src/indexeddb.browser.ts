@@ -74,15 +74,69 @@ export async function openIndexedDbEngine(dbName: string): Promise<Engine> {
   }
 }
 
+/**
+ * Remembers, outside IndexedDB, that this profile created the database: Chromium deletes an
+ * IndexedDB backing store it cannot open (seen here once when a browser was relaunched on a
+ * profile whose previous, SIGKILLed processes had not all exited), and a store that then
+ * started empty would silently forget its Raft state. localStorage is per origin like
+ * IndexedDB, so clearing site data clears both; where it is missing (workers) there is no
+ * such guard.
+ */
+function markerKey(dbName: string): string {
+  return `meshkv-storage-created:${dbName}`;
+}
+
+function pageStorage(): Storage | null {
+  return typeof localStorage === 'undefined' ? null : localStorage;
+}
+
+/**
+ * Deletes a node's database (and the marker that it existed), for a node that leaves the
+ * cluster for good or starts over after a 'corrupt' refusal. Fails with 'locked' while a
+ * store has it open.
+ */
+export async function deleteIndexedDbStorage(options: {
+  readonly clusterId: string;
+  readonly nodeId: string;
+}): Promise<void> {
+  const dbName = indexedDbName(options.clusterId, options.nodeId);
+  const name = `IndexedDB ${JSON.stringify(dbName)}`;
+  const unlock = await lockDatabase(dbName, name);
+  try {
+    await promisifyRequest(indexedDB.deleteDatabase(dbName));
+    pageStorage()?.removeItem(markerKey(dbName));
+  } catch (error) {
+    throw new StorageError('io', `${name}: cannot delete: ${String(error)}`, { cause: error });
+  } finally {
+    unlock();
+  }
+}
+
 async function openUnlocked(dbName: string, name: string, unlock: () => void): Promise<Engine> {
   let db: IDBDatabase;
+  let vanished = false;
   try {
     const request = indexedDB.open(dbName, schemaVersion);
     request.onupgradeneeded = (event) => {
-      if (event.oldVersion === 0) request.result.createObjectStore(objectStoreName);
+      if (event.oldVersion !== 0) return;
+      const marks = pageStorage();
+      if (marks !== null && marks.getItem(markerKey(dbName)) !== null) {
+        // Creating it again would start empty: abort, so that it stays absent.
+        vanished = true;
+        request.transaction?.abort();
+        return;
+      }
+      request.result.createObjectStore(objectStoreName);
     };
     db = await promisifyRequest(request);
+    pageStorage()?.setItem(markerKey(dbName), 'created');
   } catch (error) {
+    if (vanished) {
+      throw new StorageError(
+        'corrupt',
+        `${name}: this browser profile created the database before, but it is gone (the browser may have deleted it after a crash); refusing to start empty. deleteIndexedDbStorage() starts over.`,
+      );
+    }
     const found = error instanceof DOMException ? error.name : '';
     throw new StorageError(
       found === 'VersionError' ? 'unsupported_version' : 'io',

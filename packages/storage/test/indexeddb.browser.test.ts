@@ -1,5 +1,6 @@
 import { expect } from 'chai';
 import {
+  deleteIndexedDbStorage,
   indexedDbName,
   openIndexedDbEngine,
   openIndexedDbStorage,
@@ -18,12 +19,7 @@ storageContract({
       name,
       open: () => openIndexedDbStorage({ clusterId: 'test', nodeId }),
       openEngine: () => openIndexedDbEngine(name),
-      destroy: () =>
-        new Promise<void>((resolve, reject) => {
-          const request = indexedDB.deleteDatabase(name);
-          request.onsuccess = () => resolve();
-          request.onerror = () => reject(request.error);
-        }),
+      destroy: () => deleteIndexedDbStorage({ clusterId: 'test', nodeId }),
     };
   },
 });
@@ -105,6 +101,35 @@ describe('storage: IndexedDB specifics', () => {
       writes.every((t) => t.durability === 'strict'),
       JSON.stringify(writes),
     ).to.equal(true);
+  });
+
+  it('refuses to start empty when a database it created has vanished', async () => {
+    const nodeId = `vanished-${run}`;
+    const name = indexedDbName('test', nodeId);
+    const storage = await openIndexedDbStorage({ clusterId: 'test', nodeId });
+    await storage.write({
+      groups: [{ group: 1, create: true, hardState: { term: 3, vote: 'a', commit: 0 } }],
+    });
+    await storage.close();
+    // What Chromium does to a backing store it cannot open: delete it behind our back.
+    await new Promise((resolve, reject) => {
+      const request = indexedDB.deleteDatabase(name);
+      request.onsuccess = resolve;
+      request.onerror = () => reject(request.error);
+    });
+    const error = await expectCode(
+      openIndexedDbStorage({ clusterId: 'test', nodeId }),
+      'corrupt',
+      name,
+    );
+    expect(error.message).to.include('gone');
+    // Still refused: the failed open did not create an empty database.
+    await expectCode(openIndexedDbStorage({ clusterId: 'test', nodeId }), 'corrupt', name);
+    await deleteIndexedDbStorage({ clusterId: 'test', nodeId });
+    const fresh = await openIndexedDbStorage({ clusterId: 'test', nodeId });
+    expect((await fresh.load()).groups.size).to.equal(0);
+    await fresh.close();
+    await deleteIndexedDbStorage({ clusterId: 'test', nodeId });
   });
 
   it('names one database per cluster and node', () => {
