@@ -75,10 +75,10 @@ export async function openIndexedDbEngine(dbName: string): Promise<Engine> {
 }
 
 /**
- * Remembers, outside IndexedDB, that this profile created the database: Chromium deletes an
- * IndexedDB backing store it cannot open (seen here once when a browser was relaunched on a
- * profile whose previous, SIGKILLed processes had not all exited), and a store that then
- * started empty would silently forget its Raft state. localStorage is per origin like
+ * Remembers, outside IndexedDB, that this profile created the database: a database that
+ * vanished (seen once here when a browser was relaunched on a profile whose SIGKILLed
+ * processes had not all exited; most likely Chromium deleting a backing store it failed to
+ * open) must not be re-created empty, or the node would silently forget its Raft state. localStorage is per origin like
  * IndexedDB, so clearing site data clears both; where it is missing (workers) there is no
  * such guard.
  */
