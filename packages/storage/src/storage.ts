@@ -163,8 +163,9 @@ export interface SnapshotRestore {
   readonly group: GroupId;
   /**
    * Validates and stages the next chunk. Rejects with 'invalid_argument' for a chunk out of
-   * order, after the final chunk, or of another stream; 'corrupt' for an undecodable one.
-   * Calls must not overlap (await each).
+   * order, after the final chunk, or of another stream (the restore stays usable: add the
+   * right one); 'corrupt' for an undecodable one; 'too_large' beyond limits.maxChunkBytes.
+   * Calls run in call order with the store's other calls.
    */
   add(chunk: Uint8Array): Promise<void>;
   /** True once the final chunk was added: the restore may then be committed. */
@@ -210,13 +211,18 @@ export interface NodeStorage {
 
   /**
    * Streams the group's state machine (applied state, sessions, KV data) as chunks, as left
-   * by every call made before it, unaffected by later writes however slowly it is consumed. The first chunk
-   * carries the applied state; the last one is marked final. Feed them, in order, to
-   * `beginRestore` on the receiving node.
+   * by every call made before it, unaffected by later writes however slowly it is consumed.
+   * The first chunk carries the applied state; the last one is marked final. Feed them, in
+   * order, to a SnapshotRestore on the receiving node. Errors ('unknown_group',
+   * 'invalid_argument' for targetChunkBytes outside [1, limits.maxChunkBytes]) surface on
+   * the first iteration. IndexedDB holds the whole state machine in memory meanwhile.
    */
   snapshotChunks(group: GroupId, options?: SnapshotChunkOptions): AsyncIterable<Uint8Array>;
 
-  /** Starts staging a state machine for `group` (hosted or created in the committing batch). */
+  /**
+   * Starts staging a state machine for `group`, which must be hosted when the batch carrying
+   * the restore runs (or be created by that batch's part). One durable write.
+   */
   beginRestore(group: GroupId): Promise<SnapshotRestore>;
 
   /** Waits for calls in progress, then releases the database. Idempotent. */
