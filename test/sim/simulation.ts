@@ -462,35 +462,48 @@ class Simulation implements NodeHost {
     if (config.votersOutgoing.length > 0) return; // joint: raft leaves it on its own (auto)
     const members = new Set([...config.voters, ...config.learners]);
     const outsiders = [...this.nodes.keys()].filter((id) => !members.has(id));
-    const choice = this.random(4);
-    let change: ConfChange | ConfChangeV2 | null = null;
-    let what = '';
-    if (choice === 0 && outsiders.length > 0) {
+    // Only changes that keep 3 to 7 voters; pick among those that apply now.
+    const options: { what: string; change: ConfChange | ConfChangeV2 }[] = [];
+    if (outsiders.length > 0) {
       const id = this.pick(outsiders);
-      change = { type: ConfChangeType.AddLearnerNode, nodeId: id };
-      what = `add learner ${id}`;
-    } else if (choice === 1 && config.learners.length > 0 && config.voters.length < 7) {
+      options.push({
+        what: `add learner ${id}`,
+        change: { type: ConfChangeType.AddLearnerNode, nodeId: id },
+      });
+    }
+    if (config.learners.length > 0 && config.voters.length < 7) {
       const id = this.pick(config.learners);
-      change = { type: ConfChangeType.AddNode, nodeId: id };
-      what = `promote ${id}`;
-    } else if (choice === 2 && config.voters.length > 3) {
+      options.push({ what: `promote ${id}`, change: { type: ConfChangeType.AddNode, nodeId: id } });
+    }
+    if (config.voters.length > 3) {
       const id = this.pick(config.voters);
-      change = { type: ConfChangeType.RemoveNode, nodeId: id };
-      what = `remove voter ${id}`;
-    } else if (choice === 3 && config.learners.length > 0) {
+      options.push({
+        what: `remove voter ${id}`,
+        change: { type: ConfChangeType.RemoveNode, nodeId: id },
+      });
+      const demoted = this.pick(config.voters);
+      options.push({
+        what: `demote ${demoted} to learner`,
+        change: { type: ConfChangeType.AddLearnerNode, nodeId: demoted },
+      });
+    }
+    if (config.learners.length > 0) {
       // Joint consensus: swap a learner in for a voter in one step.
       const incoming = this.pick(config.learners);
       const outgoing = this.pick(config.voters);
-      change = {
-        transition: ConfChangeTransition.Auto,
-        changes: [
-          { type: ConfChangeType.AddNode, nodeId: incoming },
-          { type: ConfChangeType.RemoveNode, nodeId: outgoing },
-        ],
-      };
-      what = `joint swap: ${incoming} in, ${outgoing} out`;
+      options.push({
+        what: `joint swap: ${incoming} in, ${outgoing} out`,
+        change: {
+          transition: ConfChangeTransition.Auto,
+          changes: [
+            { type: ConfChangeType.AddNode, nodeId: incoming },
+            { type: ConfChangeType.RemoveNode, nodeId: outgoing },
+          ],
+        },
+      });
     }
-    if (change === null) return;
+    if (options.length === 0) return;
+    const { what, change } = this.pick(options);
     this.trace(`${leader.id} proposes: ${what}`);
     try {
       leader.act((raw) => raw.proposeConfChange(change));
