@@ -1,6 +1,6 @@
 import { mulberry32 } from '@meshkv/raft';
 import { expect } from 'chai';
-import { applyKv, type CheckResult, checkKvHistory, type KvCall, type KvHistoryOp } from './kv.ts';
+import { applyKv, type CheckResult, checkKvHistory, type KvHistoryOp, randomKvCall } from './kv.ts';
 
 /** Shorthands: [client, callMs, returnMs]; `null` result = unknown outcome. */
 function put(
@@ -303,14 +303,7 @@ function randomLinearizableHistory(
   const clientNowMs = new Array<number>(shape.clients).fill(0);
   for (let i = 0; i < shape.operations; i++) {
     const client = i % shape.clients;
-    const key = `k${prng.nextInt(shape.keys)}`;
-    const roll = prng.nextInt(10);
-    const call: KvCall =
-      roll < 4
-        ? { kind: 'put', key, value: `v${i}` }
-        : roll < 8
-          ? { kind: 'get', key }
-          : { kind: 'delete', key };
+    const call = randomKvCall(prng, `k${prng.nextInt(shape.keys)}`, `v${i}`);
     // Distinct fractional effect times give the store a single total order.
     const callMs = clientNowMs[client]! + prng.nextInt(20);
     const effectMs = callMs + prng.nextInt(30) + i / (shape.operations + 1);

@@ -6,6 +6,7 @@
  *
  * Isomorphic: no Node built-ins, so it runs in Chromium too.
  */
+import type { Prng } from '@meshkv/raft';
 import { type Model, type Operation, type SearchResult, searchLinearization } from './wgl.ts';
 
 /** An operation as issued; `V` is the value type (the checker substitutes some values). */
@@ -53,6 +54,13 @@ export function applyKv<V>(
     case 'delete':
       return { state: null, result: { kind: 'delete', removed: state !== null } };
   }
+}
+
+/** A random operation on `key` for workload generators: 40% put(key, value), 40% get, 20% delete. */
+export function randomKvCall(prng: Prng, key: string, value: string): KvCall {
+  const roll = prng.nextInt(10);
+  if (roll < 4) return { kind: 'put', key, value };
+  return roll < 8 ? { kind: 'get', key } : { kind: 'delete', key };
 }
 
 /**

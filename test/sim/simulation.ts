@@ -27,7 +27,13 @@ import {
   RaftErrorCode,
 } from '@meshkv/raft';
 import { SimNetwork } from '@meshkv/transport/sim-network';
-import { checkKvHistory, type KvCall, type KvHistoryOp, type KvResult } from '../lincheck/kv.ts';
+import {
+  checkKvHistory,
+  type KvCall,
+  type KvHistoryOp,
+  type KvResult,
+  randomKvCall,
+} from '../lincheck/kv.ts';
 import { SafetyMonitor, SimFailure } from './invariants.ts';
 import { encodeContext, type NodeHost, type RaftVariant, SimNode } from './node.ts';
 import { encodeCommand } from './state-machine.ts';
@@ -294,15 +300,8 @@ class Simulation implements NodeHost {
   private clientTraffic(): void {
     while (this.idleClients.length > 0 && this.chance(30)) {
       const client = this.idleClients.shift()!;
-      const key = this.pick(KEYS);
-      const roll = this.random(10);
       const requestId = this.nextRequestId++;
-      const call: KvCall =
-        roll < 4
-          ? { kind: 'put', key, value: `v${requestId}` }
-          : roll < 8
-            ? { kind: 'get', key }
-            : { kind: 'delete', key };
+      const call = randomKvCall(this.prng, this.pick(KEYS), `v${requestId}`);
       const node = this.pick([...this.nodes.values()]);
       const op: PendingOp = {
         client,
