@@ -1,3 +1,4 @@
+export type { RtcPeerConnectionClass } from './rtc-peer.ts';
 export { MemorySignalRelay, type SignalChannel, type SignalData } from './signal-channel.ts';
 export { SignalingChannel } from './signaling-channel.ts';
 export * from './signaling-client.ts';
