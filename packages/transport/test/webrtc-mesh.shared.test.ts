@@ -135,6 +135,39 @@ describe(`WebRtcMesh (${kind}, in-process signaling)`, () => {
     expect(a.stats('a').framesDropped).to.equal(1);
   });
 
+  it('drops and counts malformed and oversized incoming data; the link stays usable', async () => {
+    const a = start('a');
+    const b = start('b', { maxFrameBytes: 1024 });
+    const log = new FrameLog(b);
+    a.send('b', new Uint8Array([1]));
+    await waitFor(() => log.frames.length === 1, 'first frame');
+    a.send('b', new Uint8Array(2000)); // above b's maxFrameBytes
+    await waitFor(() => b.stats('a').malformedReceived === 1, 'oversized frame counted');
+    // A broken peer: raw garbage on the channel, under the mesh's framing.
+    const links = (a as unknown as { links: Map<string, { sp: { send(m: Uint8Array): void } }> })
+      .links;
+    links.get('b')!.sp.send(new Uint8Array([1, 2, 0, 0, 0, 9]));
+    links.get('b')!.sp.send(new Uint8Array([7]));
+    await waitFor(() => b.stats('a').malformedReceived === 3, 'garbage counted');
+    a.send('b', new Uint8Array([3]));
+    await waitFor(() => log.frames.length === 2, 'frame after the garbage');
+    expect(log.frames[1]!.frame).to.deep.equal(new Uint8Array([3]));
+    expect(b.stats('a')).to.include({ framesReceived: 2, malformedReceived: 3 });
+    expect(b.peers()).to.deep.equal(['a']);
+  });
+
+  it('ignores and counts malformed signals', async () => {
+    const a = start('a');
+    const rogue = relay.join('z');
+    for (const data of [{}, { v: 2, kind: 'dial' }, { v: 1, kind: 'rtc', session: '' }]) {
+      rogue.sendSignal('a', data);
+    }
+    rogue.sendSignal('a', { v: 1, kind: 'dial' }); // valid: the larger id 'z' may ask 'a'
+    await waitFor(() => a.meshStats().malformedSignals === 3, 'malformed signals counted');
+    // The valid dial made 'a' (the smaller id) start a link to 'z', which never answers.
+    expect(a.peers()).to.deep.equal([]);
+  });
+
   it('closes idle links and reopens them on demand', async () => {
     const options = { linkIdleTimeoutMs: 300, heartbeatIntervalMs: 100, peerTimeoutMs: 1_000 };
     const a = start('a', options);
@@ -145,7 +178,6 @@ describe(`WebRtcMesh (${kind}, in-process signaling)`, () => {
     a.send('b', new Uint8Array([1]));
     await waitFor(() => log.frames.length === 1, 'first frame');
     await waitFor(() => a.meshStats().activeLinks === 0 && downs.length === 1, 'idle close');
-    expect(downs[0]).to.match(/idle|closed by peer/);
     a.send('b', new Uint8Array([2]));
     await waitFor(() => log.frames.length === 2, 'frame over a reopened link');
   });
