@@ -1,3 +1,4 @@
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -8,6 +9,26 @@ import { killChromium, launchChromium, type PageServer, servePage } from './chro
 import { prng } from './contract.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
+
+/** What a failure needs to tell a wiped profile from lost IndexedDB data. */
+function describeProfile(profile: string): string {
+  const dir = join(profile, 'Default', 'IndexedDB');
+  if (!existsSync(dir)) return `${dir} does not exist`;
+  const notes: string[] = [];
+  for (const store of readdirSync(dir)) {
+    for (const log of ['LOG.old', 'LOG']) {
+      const file = join(dir, store, log);
+      if (!existsSync(file)) continue;
+      const lines = readFileSync(file, 'utf8').split('\n');
+      notes.push(
+        ...lines
+          .filter((line) => /corrupt|error|delet|repair/i.test(line))
+          .map((l) => `${log}: ${l}`),
+      );
+    }
+  }
+  return `${dir} holds ${readdirSync(dir).join(', ') || 'nothing'}; LevelDB says: ${notes.join(' | ') || 'nothing unusual'}`;
+}
 const groups = 8;
 const cycles = 8;
 const deadlineMs = 60_000;
@@ -26,17 +47,26 @@ describe('storage: crash safety of the IndexedDB backend (SIGKILL of Chromium)',
     await rm(profile, { recursive: true, force: true });
   });
 
-  it(`after ${cycles} kills of the browser mid-write every acknowledged batch is there`, async () => {
+  it(`after ${cycles} kills mid-write: every acknowledged batch, or a loud refusal`, async () => {
     const seed = Number(process.env.STORAGE_SEED ?? Math.floor(Math.random() * 2 ** 31));
     const random = prng(seed);
+    // Batches acknowledged by the current database (numbering restarts when it is replaced).
     let acked = 0;
+    let totalAcked = 0;
+    let kept = 0;
+    const vanished: string[] = [];
     // Cycle `cycles` only reopens and checks; the others also write until killed.
     for (let cycle = 0; cycle <= cycles; cycle++) {
-      const ackedBefore = acked;
+      let ackedBefore = acked;
       const more = cycle === cycles ? 0 : Math.floor(random() * 12);
       const context = `cycle ${cycle}, seed ${seed}`;
       browser = await launchChromium(profile);
       const page = await browser.newPage();
+      const start = () =>
+        page.evaluate(
+          (count) => (globalThis as { startWriter?: (g: number) => void }).startWriter!(count),
+          groups,
+        );
       await new Promise<void>((resolve, reject) => {
         const timer = setTimeout(
           () => reject(new Error(`${context}: no progress in ${deadlineMs} ms`)),
@@ -44,33 +74,43 @@ describe('storage: crash safety of the IndexedDB backend (SIGKILL of Chromium)',
         );
         const fail = (message: string) => {
           clearTimeout(timer);
-          reject(new Error(`${context}: ${message}`));
+          reject(new Error(`${context}: ${message}; profile: ${describeProfile(profile)}`));
         };
-        let start = -1;
+        let ready = -1;
         page.on('console', (message) => {
           const [word, n] = message.text().split(' ');
-          if (word === 'error') return fail(message.text());
+          if (word === 'error') {
+            // Chromium lost the whole database (README, "Limits"): acceptable only as this
+            // loud refusal. Start over on a new database and go on.
+            if (!message.text().includes('is gone')) return fail(message.text());
+            vanished.push(`${context}: ${ackedBefore} acknowledged batches`);
+            ackedBefore = 0;
+            acked = 0;
+            page
+              .evaluate(() => (globalThis as { startOver?: () => Promise<void> }).startOver!())
+              .then(start)
+              .catch((error) => fail(String(error)));
+            return;
+          }
           if (word === 'ready') {
             // The page reopened the store and checkStore found batches 1..n, each whole.
-            start = Number(n);
-            if (start < ackedBefore)
-              fail(`reopened with ${start} batches, ${ackedBefore} were acknowledged`);
+            ready = Number(n);
+            if (ready < ackedBefore) {
+              return fail(`reopened with ${ready} batches, ${ackedBefore} were acknowledged`);
+            }
+            if (ackedBefore > 0) kept++;
           } else if (word === 'acked') {
+            totalAcked++;
             acked = Math.max(acked, Number(n));
           }
-          if (start >= ackedBefore && acked >= start + more) {
+          if (ready >= 0 && acked >= ready + more) {
             clearTimeout(timer);
             resolve();
           }
         });
         page
           .goto(server.url)
-          .then(() =>
-            page.evaluate(
-              (count) => (globalThis as { startWriter?: (g: number) => void }).startWriter!(count),
-              groups,
-            ),
-          )
+          .then(start)
           .catch((error) => fail(String(error)));
       });
       // A random delay of up to 30 ms spreads the kill over the page's planning and commits.
@@ -78,6 +118,9 @@ describe('storage: crash safety of the IndexedDB backend (SIGKILL of Chromium)',
       await killChromium(browser);
       browser = null;
     }
-    expect(acked, `seed ${seed}`).to.be.greaterThan(cycles);
+    if (vanished.length > 0) console.log(`Chromium lost the database: ${vanished.join('; ')}`);
+    expect(totalAcked, `seed ${seed}`).to.be.greaterThan(cycles);
+    // Most reopenings must have exercised the property, not started over.
+    expect(kept, `seed ${seed}: reopenings that kept their batches`).to.be.at.least(cycles / 2);
   });
 });
