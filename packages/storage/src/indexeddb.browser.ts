@@ -26,9 +26,11 @@ export async function openIndexedDbStorage(options: {
   readonly clusterId: string;
   readonly nodeId: string;
 }): Promise<NodeStorage> {
-  return openEngineStorage(
-    await openIndexedDbEngine(indexedDbName(options.clusterId, options.nodeId)),
-  );
+  const dbName = indexedDbName(options.clusterId, options.nodeId);
+  const storage = await openEngineStorage(await openIndexedDbEngine(dbName));
+  // Only now is the node record durable: from here on an absent or empty database is a loss.
+  pageStorage()?.setItem(markerKey(dbName), 'initialized');
+  return storage;
 }
 
 /** A structured clone copies a view's whole buffer: store exactly the viewed bytes. */
@@ -75,12 +77,12 @@ export async function openIndexedDbEngine(dbName: string): Promise<Engine> {
 }
 
 /**
- * Remembers, outside IndexedDB, that this profile created the database: a database that
- * vanished (seen once here when a browser was relaunched on a profile whose SIGKILLed
- * processes had not all exited; most likely Chromium deleting a backing store it failed to
- * open) must not be re-created empty, or the node would silently forget its Raft state. localStorage is per origin like
- * IndexedDB, so clearing site data clears both; where it is missing (workers) there is no
- * such guard.
+ * Remembers, outside IndexedDB, that this profile initialized the database. Chromium was
+ * seen to lose a whole database when SIGKILLed mid-write (README, "Limits"): gone, or
+ * present but empty. Re-creating or re-initializing it would make the node silently forget
+ * its Raft state (its votes), so while the note exists either is refused. localStorage is
+ * per origin like IndexedDB, so clearing site data clears both; where it is missing
+ * (workers) there is no such guard.
  */
 function markerKey(dbName: string): string {
   return `meshkv-storage-created:${dbName}`;
@@ -129,12 +131,11 @@ async function openUnlocked(dbName: string, name: string, unlock: () => void): P
       request.result.createObjectStore(objectStoreName);
     };
     db = await promisifyRequest(request);
-    pageStorage()?.setItem(markerKey(dbName), 'created');
   } catch (error) {
     if (vanished) {
       throw new StorageError(
         'corrupt',
-        `${name}: this browser profile created the database before, but it is gone (the browser may have deleted it after a crash); refusing to start empty. deleteIndexedDbStorage() starts over.`,
+        `${name}: vanished: this browser profile initialized it before, but it is gone (the browser lost it, e.g. in a crash); refusing to start empty. deleteIndexedDbStorage() starts over.`,
       );
     }
     const found = error instanceof DOMException ? error.name : '';
@@ -150,6 +151,16 @@ async function openUnlocked(dbName: string, name: string, unlock: () => void): P
       'corrupt',
       `${name}: has no "${objectStoreName}" object store: not a meshkv store, refusing to open it`,
     );
+  }
+  if (pageStorage()?.getItem(markerKey(dbName)) != null) {
+    const store = db.transaction(objectStoreName, 'readonly').objectStore(objectStoreName);
+    if ((await promisifyRequest(store.count())) === 0) {
+      db.close();
+      throw new StorageError(
+        'corrupt',
+        `${name}: vanished: this browser profile initialized it before, but it is empty (the browser lost its records, e.g. in a crash); refusing to start empty. deleteIndexedDbStorage() starts over.`,
+      );
+    }
   }
   // Another tab upgrading or deleting the database: let it, and fail our later calls.
   db.onversionchange = () => db.close();

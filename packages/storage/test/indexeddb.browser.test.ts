@@ -132,6 +132,24 @@ describe('storage: IndexedDB specifics', () => {
     await deleteIndexedDbStorage({ clusterId: 'test', nodeId });
   });
 
+  it('refuses to start empty when a database it initialized lost its records', async () => {
+    const nodeId = `emptied-${run}`;
+    const name = indexedDbName('test', nodeId);
+    await (await openIndexedDbStorage({ clusterId: 'test', nodeId })).close();
+    const engine = await openIndexedDbEngine(name);
+    await engine.clearRange(new Uint8Array(0), Uint8Array.of(0xff));
+    await engine.close();
+    const error = await expectCode(
+      openIndexedDbStorage({ clusterId: 'test', nodeId }),
+      'corrupt',
+      name,
+    );
+    expect(error.message).to.include('empty');
+    await deleteIndexedDbStorage({ clusterId: 'test', nodeId });
+    await (await openIndexedDbStorage({ clusterId: 'test', nodeId })).close();
+    await deleteIndexedDbStorage({ clusterId: 'test', nodeId });
+  });
+
   it('names one database per cluster and node', () => {
     expect(indexedDbName('c1', 'n1')).to.not.equal(indexedDbName('c1', 'n2'));
     expect(indexedDbName('c1', 'n1')).to.not.equal(indexedDbName('c2', 'n1'));
