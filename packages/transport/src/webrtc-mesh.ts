@@ -379,6 +379,8 @@ export class WebRtcMesh implements Transport {
     link.state = 'up';
     link.lastReceivedMs = now;
     link.lastSentMs = now;
+    // A new link counts as used: a slow setup must not make it idle on arrival.
+    link.lastUsedMs = now;
     link.retryDelayMs = this.settings.retryDelayMinMs;
     link.failedAttempts = 0;
     this.emit('peerUp', link.peer);
@@ -407,6 +409,21 @@ export class WebRtcMesh implements Transport {
         this.removeLink(link, 'closed by peer');
         return;
       }
+    }
+    // Answering from the message handler keeps heartbeats flowing both ways while only one
+    // side's timers run on time (hidden tabs run timers once per second; handlers are not
+    // throttled).
+    this.heartbeatIfQuiet(link, now);
+  }
+
+  /** Sends a heartbeat if nothing was sent on the link for `heartbeatIntervalMs`. */
+  private heartbeatIfQuiet(link: Link, now: number): void {
+    if (link.state !== 'up' || now - link.lastSentMs < this.settings.heartbeatIntervalMs) return;
+    try {
+      link.sp?.send(HEARTBEAT_MESSAGE);
+      link.lastSentMs = now;
+    } catch (error) {
+      this.fail(link, `send failed: ${describe(error)}`);
     }
   }
 
@@ -528,15 +545,10 @@ export class WebRtcMesh implements Transport {
       if (link.state === 'up') {
         if (now - link.lastReceivedMs > s.peerTimeoutMs) {
           this.fail(link, `no heartbeat for ${now - link.lastReceivedMs} ms`);
-        } else if (link.outbox.queuedFrames === 0 && now - link.lastUsedMs > s.linkIdleTimeoutMs) {
+        } else if (this.isIdle(link, now)) {
           this.removeLink(link, 'idle');
-        } else if (now - link.lastSentMs >= s.heartbeatIntervalMs) {
-          try {
-            link.sp?.send(HEARTBEAT_MESSAGE);
-            link.lastSentMs = now;
-          } catch (error) {
-            this.fail(link, `send failed: ${describe(error)}`);
-          }
+        } else {
+          this.heartbeatIfQuiet(link, now);
         }
       } else if (link.state === 'connecting') {
         if (now - link.startedMs > s.connectTimeoutMs) {
@@ -548,6 +560,15 @@ export class WebRtcMesh implements Transport {
         this.dial(link, now);
       }
     }
+  }
+
+  /** Up, unused for `linkIdleTimeoutMs`, and nothing left to send (closing loses no frame). */
+  private isIdle(link: Link, now: number): boolean {
+    return (
+      now - link.lastUsedMs > this.settings.linkIdleTimeoutMs &&
+      link.outbox.queuedFrames === 0 &&
+      (link.sp?.bufferedAmount ?? 0) === 0
+    );
   }
 
   private isWanted(link: Link, now: number): boolean {
