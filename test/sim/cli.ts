@@ -70,7 +70,10 @@ const isMain = process.argv[1]?.endsWith('cli.ts') ?? false;
 if (isMain) {
   const options = parseArgs(process.argv.slice(2));
   if (options.replay) {
-    const result = runSeed(options.from, { fullTrace: true, traceMessages: options.messages });
+    const result = await runSeed(options.from, {
+      fullTrace: true,
+      traceMessages: options.messages,
+    });
     for (const line of result.trace) console.log(line);
     console.log(JSON.stringify(result.stats));
     console.log(
@@ -87,7 +90,7 @@ if (isMain) {
   let lastProgressMs = startedMs;
   for (let i = 0; i < options.seeds; i++) {
     const seed = options.from + i;
-    const result = runSeed(seed);
+    const result = await runSeed(seed);
     if (result.failure !== null) {
       failed++;
       failedSeeds.push(seed);

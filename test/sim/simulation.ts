@@ -8,8 +8,13 @@
  * the network heals, the group must converge, every acknowledged write must be in every
  * replica, and the client history must be linearizable (test/lincheck).
  *
+ * Nodes persist through @meshkv/storage's memory backend (node.ts): crashes lose the
+ * writes still pending on a node's disk, and restarts run the real recovery path.
+ *
  * Everything random comes from one mulberry32 PRNG seeded with the seed, so a seed
- * replays exactly: `pnpm sim --seed S`.
+ * replays exactly: `pnpm sim --seed S`. The loop is async only because the store is: it
+ * awaits each node's step (and the store calls inside it) before the next event, uses no
+ * timers and no real I/O, so promise ordering, and with it the run, is deterministic.
  */
 import {
   type ConfChange,
@@ -63,6 +68,9 @@ export interface SimResult {
     readonly acknowledged: number;
     readonly leaders: number;
     readonly crashes: number;
+    /** Writes that crashes lost while they were pending on a node's disk. */
+    readonly lostWrites: number;
+    readonly restarts: number;
   };
 }
 
@@ -89,7 +97,7 @@ interface PendingOp {
   readonly deadlineMs: number;
 }
 
-export function runSeed(seed: number, options: SimOptions = {}): SimResult {
+export function runSeed(seed: number, options: SimOptions = {}): Promise<SimResult> {
   return new Simulation(seed, options).run();
 }
 
@@ -97,6 +105,7 @@ class Simulation implements NodeHost {
   readonly monitor = new SafetyMonitor();
   readonly prng: Prng;
   readonly raftVariant: RaftVariant;
+  readonly keys = KEYS;
   private readonly seed: number;
   private readonly options: SimOptions;
   private readonly network: SimNetwork<Message>;
@@ -111,6 +120,9 @@ class Simulation implements NodeHost {
   private readonly idleClients: string[] = [];
   private nextRequestId = 1;
   private crashes = 0;
+  private restarts = 0;
+  /** The step of the node the network just delivered a packet to, until awaited. */
+  private delivery: Promise<void> | null = null;
 
   constructor(seed: number, options: SimOptions) {
     this.seed = seed;
@@ -197,16 +209,16 @@ class Simulation implements NodeHost {
     );
   }
 
-  run(): SimResult {
+  async run(): Promise<SimResult> {
     let failure: SimResult['failure'] = null;
     let size = 3;
     try {
       size = this.pick([3, 3, 3, 5, 5, 7]);
       const spares = this.random(3);
-      this.setUp(size, spares);
-      this.chaos();
-      this.settle();
-      this.finalChecks();
+      await this.setUp(size, spares);
+      await this.chaos();
+      await this.settle();
+      await this.finalChecks();
     } catch (e) {
       if (e instanceof SimFailure) failure = { invariant: e.invariant, message: e.message };
       else if (isRaftError(e, RaftErrorCode.Invariant))
@@ -232,11 +244,13 @@ class Simulation implements NodeHost {
         acknowledged: this.history.filter(({ op }) => op.result !== null).length,
         leaders: this.monitor.termsWithLeader(),
         crashes: this.crashes,
+        lostWrites: [...this.nodes.values()].reduce((sum, node) => sum + node.lostWrites, 0),
+        restarts: this.restarts,
       },
     };
   }
 
-  private setUp(size: number, spares: number): void {
+  private async setUp(size: number, spares: number): Promise<void> {
     const voters = Array.from({ length: size }, (_, i) => `n${i + 1}`);
     const all = [...voters, ...Array.from({ length: spares }, (_, i) => `n${size + i + 1}`)];
     const faults = {
@@ -253,18 +267,21 @@ class Simulation implements NodeHost {
     for (const id of all) {
       const node = new SimNode(id, this, voters.includes(id) ? voters : null);
       this.nodes.set(id, node);
-      this.network.addNode(id, (_from, message) => node.receive(message));
-      node.start();
+      this.network.addNode(id, (_from, message) => {
+        if (this.delivery !== null) throw new Error('a delivery was not awaited');
+        this.delivery = node.receive(message);
+      });
+      await node.start();
     }
     for (let i = 0; i < CLIENTS; i++) this.idleClients.push(`c${i}`);
   }
 
   /** Runs the clock to `untilMs`: packet events, ticks, client traffic and chaos actions. */
-  private runUntil(
+  private async runUntil(
     untilMs: number,
     clientTraffic: boolean,
-    chaosAction: (() => void) | null,
-  ): void {
+    chaosAction: (() => Promise<void>) | null,
+  ): Promise<void> {
     let nextTickMs = Math.ceil((this.nowMs + 1) / TICK_MS) * TICK_MS;
     let nextActionMs = this.nowMs + 50 + this.random(300);
     let events = 0;
@@ -274,30 +291,38 @@ class Simulation implements NodeHost {
         if (++events > MAX_EVENTS)
           throw new SimFailure('liveness', `more than ${MAX_EVENTS} packet events`);
         this.network.step();
+        const delivery = this.delivery;
+        this.delivery = null;
+        await delivery;
         continue;
       }
       const stepMs = Math.min(nextTickMs, untilMs);
       this.network.advanceTo(stepMs);
       if (stepMs < nextTickMs) break;
       nextTickMs += TICK_MS;
-      for (const node of this.nodes.values()) if (node.isUp) node.tick();
+      for (const node of this.nodes.values()) if (node.isUp) await node.tick();
       this.timeOutClients();
-      if (clientTraffic) this.clientTraffic();
+      if (clientTraffic) await this.clientTraffic();
       if (chaosAction !== null && this.nowMs >= nextActionMs) {
-        chaosAction();
+        await chaosAction();
         nextActionMs = this.nowMs + 50 + this.random(400);
       }
       if (this.nowMs % 500 === 0) this.monitor.checkLogMatching(this.logs());
     }
   }
 
+  /** The logs of the nodes that are up (a down node's log is rebuilt when it restarts). */
   private logs(): Map<NodeId, MemoryStorage> {
-    return new Map([...this.nodes].map(([id, node]) => [id, node.storage]));
+    const logs = new Map<NodeId, MemoryStorage>();
+    for (const [id, node] of this.nodes) {
+      if (node.raftStorage !== null) logs.set(id, node.raftStorage);
+    }
+    return logs;
   }
 
   // ---- Clients ----
 
-  private clientTraffic(): void {
+  private async clientTraffic(): Promise<void> {
     while (this.idleClients.length > 0 && this.chance(30)) {
       const client = this.idleClients.shift()!;
       const requestId = this.nextRequestId++;
@@ -323,7 +348,7 @@ class Simulation implements NodeHost {
         continue;
       }
       try {
-        node.act((raw) =>
+        await node.act((raw) =>
           call.kind === 'get'
             ? raw.readIndex(encodeContext(requestId))
             : raw.propose(encodeCommand({ requestId, call })),
@@ -356,11 +381,11 @@ class Simulation implements NodeHost {
 
   // ---- Faults ----
 
-  private chaos(): void {
-    this.runUntil(CHAOS_MS, true, () => this.chaosAction());
+  private async chaos(): Promise<void> {
+    await this.runUntil(CHAOS_MS, true, () => this.chaosAction());
   }
 
-  private chaosAction(): void {
+  private async chaosAction(): Promise<void> {
     const ids = [...this.nodes.keys()];
     const roll = this.random(100);
     const durationMs = 100 + this.random(1500);
@@ -395,31 +420,32 @@ class Simulation implements NodeHost {
       if (up.length === 0) return;
       const node = this.chance(30) ? (this.leader() ?? this.pick(up)) : this.pick(up);
       if (this.chance(25)) {
-        node.crashAfterNextPersist = true;
-        this.trace(`${node.id} will crash after its next persist`);
+        node.crashAtNextPersist = this.chance(50) ? 'write pending' : 'write durable';
+        this.trace(`${node.id} will crash at its next persist (${node.crashAtNextPersist})`);
       } else {
         this.crash(node);
       }
       this.crashes++;
     } else if (roll < 72) {
       const down = [...this.nodes.values()].filter((n) => !n.isUp);
-      if (down.length > 0) this.restart(this.pick(down));
+      if (down.length > 0) await this.restart(this.pick(down));
     } else if (roll < 80) {
-      this.transferLeadership();
+      await this.transferLeadership();
     } else if (roll < 92) {
-      this.changeMembership();
+      await this.changeMembership();
     }
   }
 
   private crash(node: SimNode): void {
-    node.crash();
+    const lost = node.crash();
     this.network.setDown(node.id, true);
-    this.trace(`${node.id} crashes`);
+    this.trace(`${node.id} crashes (${lost} writes pending on its disk lost)`);
   }
 
-  private restart(node: SimNode): void {
+  private async restart(node: SimNode): Promise<void> {
     this.network.setDown(node.id, false);
-    node.start();
+    await node.start();
+    this.restarts++;
     this.trace(
       `${node.id} restarts (term ${node.rawNode!.status().term}, commit ${node.rawNode!.status().commit}, applied ${node.applied})`,
     );
@@ -439,7 +465,7 @@ class Simulation implements NodeHost {
     return best;
   }
 
-  private transferLeadership(): void {
+  private async transferLeadership(): Promise<void> {
     const leader = this.leader();
     if (leader === undefined) return;
     const voters = leader.rawNode!.status().config.voters.filter((id) => id !== leader.id);
@@ -447,14 +473,14 @@ class Simulation implements NodeHost {
     const target = this.pick(voters);
     this.trace(`transfer leadership ${leader.id} → ${target}`);
     try {
-      leader.act((raw) => raw.transferLeader(target));
+      await leader.act((raw) => raw.transferLeader(target));
     } catch (e) {
       if (!isRaftError(e)) throw e;
       this.trace(`transfer refused: ${(e as Error).message}`);
     }
   }
 
-  private changeMembership(): void {
+  private async changeMembership(): Promise<void> {
     const leader = this.leader();
     if (leader === undefined) return;
     const config = leader.rawNode!.status().config;
@@ -505,7 +531,7 @@ class Simulation implements NodeHost {
     const { what, change } = this.pick(options);
     this.trace(`${leader.id} proposes: ${what}`);
     try {
-      leader.act((raw) => raw.proposeConfChange(change));
+      await leader.act((raw) => raw.proposeConfChange(change));
     } catch (e) {
       if (!isRaftError(e, RaftErrorCode.ProposalDropped)) throw e;
       this.trace(`membership change refused: ${(e as Error).message}`);
@@ -514,7 +540,7 @@ class Simulation implements NodeHost {
 
   // ---- The end ----
 
-  private settle(): void {
+  private async settle(): Promise<void> {
     this.network.heal();
     this.network.configureAll({
       lossProbability: 0,
@@ -523,8 +549,8 @@ class Simulation implements NodeHost {
       minDelayMs: 1,
     });
     for (const node of this.nodes.values()) {
-      node.crashAfterNextPersist = false;
-      if (!node.isUp) this.restart(node);
+      node.crashAtNextPersist = null;
+      if (!node.isUp) await this.restart(node);
     }
     // A host stops a group it was removed from (DESIGN: it deletes the partition's data).
     // A removed node that missed its removal would otherwise campaign forever and, without
@@ -540,10 +566,10 @@ class Simulation implements NodeHost {
       );
     }
     this.trace('settle: network healed, members up, no more faults or client requests');
-    this.runUntil(CHAOS_MS + SETTLE_MS, false, null);
+    await this.runUntil(CHAOS_MS + SETTLE_MS, false, null);
   }
 
-  private finalChecks(): void {
+  private async finalChecks(): Promise<void> {
     for (const op of [...this.pending.values()]) this.complete(op, null);
     this.monitor.checkLogMatching(this.logs());
     const leader = this.leader();
@@ -575,6 +601,7 @@ class Simulation implements NodeHost {
           );
         }
       }
+      await node.checkStore();
     }
     const history = this.history.map((entry) => this.resolveOutcome(entry));
     const result = checkKvHistory(history, { maxSteps: 20_000_000 });
