@@ -11,13 +11,13 @@ import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { chromiumPath } from './chromium.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const chromePath = process.env.CHROME_PATH ?? '/usr/bin/chromium';
 
 function ensureChromium() {
-  if (existsSync(chromePath)) return;
-  console.log(`test: ${chromePath} is missing; installing Debian's chromium with apt-get`);
+  if (existsSync(chromiumPath)) return;
+  console.log(`test: ${chromiumPath} is missing; installing Debian's chromium with apt-get`);
   for (const args of [
     ['update', '-qq'],
     ['install', '-y', '-qq', 'chromium'],
@@ -108,7 +108,7 @@ const stages = [
       const summaryFile = join(resultsDir, 'wtr.json');
       const { code } = await run(bin('wtr'), [], {
         MESHKV_SUMMARY_FILE: summaryFile,
-        CHROME_PATH: chromePath,
+        CHROME_PATH: chromiumPath,
       });
       if (!existsSync(summaryFile)) return { passed: 0, failed: 1 };
       const { passed, failed } = JSON.parse(readFileSync(summaryFile, 'utf8'));

@@ -7,17 +7,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { build } from 'esbuild';
 import { type Browser, launch } from 'puppeteer-core';
-
-const chromePath = process.env.CHROME_PATH ?? '/usr/bin/chromium';
-const flags = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
+import { chromiumArgs, chromiumPath } from '../../../scripts/chromium.mjs';
 
 /** One page whose module script is `entry`, bundled for the browser. */
 export interface PageServer {
@@ -61,10 +51,10 @@ export async function servePage(entry: string): Promise<PageServer> {
 /** Launches headless Chromium on `userDataDir` (kept across launches). */
 export function launchChromium(userDataDir: string): Promise<Browser> {
   return launch({
-    executablePath: chromePath,
+    executablePath: chromiumPath,
     headless: true,
     userDataDir,
-    args: flags,
+    args: [...chromiumArgs],
     handleSIGINT: false,
     handleSIGTERM: false,
     handleSIGHUP: false,
