@@ -12,6 +12,8 @@ export interface BrowserPeerArgs {
   readonly clusterId: string;
   readonly nodeId: string;
   readonly echo: boolean;
+  /** The mesh's peerTimeoutMs; default if undefined. */
+  readonly peerTimeoutMs?: number;
 }
 
 declare global {
@@ -22,8 +24,13 @@ declare global {
 
 window.meshPeer = {
   async start(args) {
-    const client = await SignalingClient.connect({ ...args, kind: 'browser' });
-    const mesh = new WebRtcMesh({ localId: client.nodeId, signal: new SignalingChannel(client) });
-    this.probe = new MeshProbe(mesh, args.echo);
+    const { echo, peerTimeoutMs, ...join } = args;
+    const client = await SignalingClient.connect({ ...join, kind: 'browser' });
+    const mesh = new WebRtcMesh({
+      localId: client.nodeId,
+      signal: new SignalingChannel(client),
+      ...(peerTimeoutMs === undefined ? {} : { peerTimeoutMs }),
+    });
+    this.probe = new MeshProbe(mesh, echo);
   },
 };

@@ -12,6 +12,7 @@ import { build } from 'esbuild';
 import puppeteer, { type Browser, type Page } from 'puppeteer-core';
 import type { BrowserPeerArgs } from './browser-peer.ts';
 import type { MeshProbe } from './mesh-helpers.ts';
+import type { PeerArgs } from './node-peer.ts';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const SIGNALING_CLI = join(ROOT, 'signaling/src/cli.ts');
@@ -123,8 +124,15 @@ export class Cluster {
     }
   }
 
-  async startNodePeer(nodeId: string): Promise<NodePeerProcess> {
-    const args = { url: this.url, token: this.token, clusterId: this.clusterId, nodeId };
+  /** Starts a node-peer.ts child joined as `nodeId`, its mesh with `peerTimeoutMs` if given. */
+  async startNodePeer(nodeId: string, peerTimeoutMs?: number): Promise<NodePeerProcess> {
+    const args: PeerArgs = {
+      url: this.url,
+      token: this.token,
+      clusterId: this.clusterId,
+      nodeId,
+      peerTimeoutMs,
+    };
     const child = spawn(process.execPath, ['--import', 'tsx', NODE_PEER, JSON.stringify(args)], {
       cwd: ROOT,
       stdio: ['ignore', 'pipe', 'inherit'],
@@ -143,7 +151,7 @@ export class Cluster {
   }
 
   /** Opens a Chromium tab running a browser peer joined as `nodeId`. */
-  async openPage(nodeId: string, echo: boolean): Promise<Page> {
+  async openPage(nodeId: string, echo: boolean, peerTimeoutMs?: number): Promise<Page> {
     const browser = await this.launchBrowser();
     const page = await browser.newPage();
     page.on('pageerror', (error) => console.error(`page ${nodeId}:`, error));
@@ -154,6 +162,7 @@ export class Cluster {
       clusterId: this.clusterId,
       nodeId,
       echo,
+      peerTimeoutMs,
     };
     await page.evaluate((a) => window.meshPeer.start(a), args);
     return page;

@@ -2,17 +2,21 @@
 import type { PeerId, Transport } from '../src/transport.ts';
 
 /**
- * Resolves once `condition()` holds; rejects after `deadlineMs` naming `what`. Polls: the
+ * Resolves once `condition()` holds; rejects after `deadlineMs` naming `what` and showing
+ * `state()` (counters, events: what a rare failure needs to be understood). Polls: the
  * tests wait on conditions, never on fixed sleeps, and assert no timing.
  */
 export async function waitFor(
   condition: () => boolean,
   what: string,
   deadlineMs = 60_000,
+  state: () => unknown = () => undefined,
 ): Promise<void> {
   const start = Date.now();
   while (!condition()) {
-    if (Date.now() - start > deadlineMs) throw new Error(`timed out waiting for ${what}`);
+    if (Date.now() - start > deadlineMs) {
+      throw new Error(`timed out waiting for ${what}; state: ${JSON.stringify(state())}`);
+    }
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
 }

@@ -7,18 +7,25 @@ import { SignalingChannel } from '../src/signaling-channel.ts';
 import { SignalingClient } from '../src/signaling-client.ts';
 import { createNodeWebRtcMesh } from '../src/webrtc.node.ts';
 
-interface PeerArgs {
+export interface PeerArgs {
   readonly url: string;
   readonly token: string;
   readonly clusterId: string;
   readonly nodeId: string;
+  /** The mesh's peerTimeoutMs; default if undefined. */
+  readonly peerTimeoutMs?: number;
 }
 
 const args = JSON.parse(process.argv[2] ?? '{}') as PeerArgs;
 const print = (line: object) => process.stdout.write(`${JSON.stringify(line)}\n`);
 
-const client = await SignalingClient.connect({ ...args, kind: 'node' });
-const mesh = createNodeWebRtcMesh({ localId: client.nodeId, signal: new SignalingChannel(client) });
+const { peerTimeoutMs, ...join } = args;
+const client = await SignalingClient.connect({ ...join, kind: 'node' });
+const mesh = createNodeWebRtcMesh({
+  localId: client.nodeId,
+  signal: new SignalingChannel(client),
+  ...(peerTimeoutMs === undefined ? {} : { peerTimeoutMs }),
+});
 mesh.on('frame', (from, frame) => mesh.send(from, frame));
 mesh.on('peerUp', (peer) => print({ event: 'up', peer }));
 mesh.on('peerDown', (peer, reason) => print({ event: 'down', peer, reason }));

@@ -60,7 +60,12 @@ describe(`WebRtcMesh (${kind}, in-process signaling)`, () => {
       sizes.forEach((size, i) => {
         sender.send(responder, patternFrame(size, i));
       });
-      await waitFor(() => log.frames.length === sizes.length, 'all echoes');
+      await waitFor(
+        () => log.frames.length === sizes.length,
+        'all echoes',
+        60_000,
+        () => meshState(sender, echo),
+      );
       log.frames.forEach(({ from, frame }, i) => {
         expect(from).to.equal(responder);
         expect(frame).to.deep.equal(patternFrame(sizes[i]!, i));
@@ -80,7 +85,12 @@ describe(`WebRtcMesh (${kind}, in-process signaling)`, () => {
     const log = new FrameLog(b);
     const count = 10_000;
     for (let i = 0; i < count; i++) a.send('b', indexedFrame(i));
-    await waitFor(() => log.frames.length === count, `${count} frames`);
+    await waitFor(
+      () => log.frames.length === count,
+      `${count} frames`,
+      60_000,
+      () => meshState(a, b),
+    );
     const order = log.frames.map(({ frame }) => new DataView(frame.buffer).getUint32(0));
     expect(order).to.deep.equal(Array.from({ length: count }, (_, i) => i));
     log.frames.forEach(({ frame }, i) => {
@@ -196,6 +206,14 @@ describe(`WebRtcMesh (${kind}, in-process signaling)`, () => {
     expect(a.meshStats().activeLinks).to.equal(1);
   });
 });
+
+/** Counters and events of two meshes, for a failure message. */
+function meshState(x: WebRtcMesh, y: WebRtcMesh) {
+  return {
+    [x.localId]: { link: x.stats(y.localId), mesh: x.meshStats(), peers: x.peers() },
+    [y.localId]: { link: y.stats(x.localId), mesh: y.meshStats(), peers: y.peers() },
+  };
+}
 
 /** Stops a mesh's timers and links without telling its peers, as a killed process would. */
 function freeze(mesh: WebRtcMesh): void {
