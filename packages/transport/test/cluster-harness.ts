@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 import puppeteer, { type Browser, type Page } from 'puppeteer-core';
+import { chromiumArgs, chromiumPath } from '../../../scripts/chromium.mjs';
 import type { BrowserPeerArgs } from './browser-peer.ts';
 import type { MeshProbe } from './mesh-helpers.ts';
 import type { PeerArgs } from './node-peer.ts';
@@ -203,16 +204,10 @@ export class Cluster {
     if (address === null || typeof address === 'string') throw new Error('no http address');
     this.pageUrl = `http://127.0.0.1:${address.port}/`;
     this.browser = await puppeteer.launch({
-      executablePath: process.env.CHROME_PATH ?? '/usr/bin/chromium',
+      executablePath: chromiumPath,
       headless: true,
       args: [
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
+        ...chromiumArgs,
         // Several tabs share one window here; none may be throttled as a hidden tab is
         // (that case is the heartbeat settings' business, not these tests').
         '--disable-background-timer-throttling',
