@@ -14,9 +14,9 @@ import { chromiumArgs, chromiumPath } from '../../../scripts/chromium.mjs';
 import type { BrowserPeerArgs } from './browser-peer.ts';
 import type { MeshProbe } from './mesh-helpers.ts';
 import type { PeerArgs } from './node-peer.ts';
+import { SignalingProcess } from './signaling-server.ts';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
-const SIGNALING_CLI = join(ROOT, 'signaling/src/cli.ts');
 const NODE_PEER = fileURLToPath(new URL('./node-peer.ts', import.meta.url));
 const BROWSER_PEER = fileURLToPath(new URL('./browser-peer.ts', import.meta.url));
 const START_DEADLINE_MS = 60_000;
@@ -89,7 +89,7 @@ export class Cluster {
   readonly token = 'transport-tests';
   readonly clusterId = 'transport-tests';
   private readonly dataDir = mkdtempSync(join(tmpdir(), 'meshkv-transport-'));
-  private signaling: ChildProcess | undefined;
+  private signaling: SignalingProcess | undefined;
   private signalingPort = 0;
   private readonly peers = new Set<NodePeerProcess>();
   private browser: Browser | undefined;
@@ -99,30 +99,20 @@ export class Cluster {
 
   /** Starts the signaling server; after a stop, on the same port and registry file. */
   async startSignaling(): Promise<void> {
-    const child = spawn(
-      process.execPath,
-      [
-        '--import',
-        'tsx',
-        SIGNALING_CLI,
-        ...['--port', String(this.signalingPort), '--data-dir', this.dataDir],
-        ...['--token', this.token, '--cluster-id', this.clusterId],
-      ],
-      { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    this.signaling = child;
-    this.url = await readLine(child, /listening on (\S+)/, 'signaling server');
-    this.signalingPort = Number(new URL(this.url).port);
+    this.signaling = await SignalingProcess.start({
+      port: this.signalingPort,
+      dataDir: this.dataDir,
+      token: this.token,
+      args: ['--cluster-id', this.clusterId],
+    });
+    this.url = this.signaling.url;
+    this.signalingPort = this.signaling.port;
   }
 
   async stopSignaling(): Promise<void> {
-    const child = this.signaling;
+    const signaling = this.signaling;
     this.signaling = undefined;
-    if (child !== undefined && child.exitCode === null && child.signalCode === null) {
-      const exited = new Promise((resolve) => child.once('exit', resolve));
-      child.kill('SIGTERM');
-      await exited;
-    }
+    await signaling?.stop();
   }
 
   /** Starts a node-peer.ts child joined as `nodeId`, its mesh with `peerTimeoutMs` if given. */
@@ -217,30 +207,4 @@ export class Cluster {
     });
     return this.browser;
   }
-}
-
-/** Resolves with the first capture of `pattern` in the child's stdout. */
-function readLine(child: ChildProcess, pattern: RegExp, what: string): Promise<string> {
-  let stdout = '';
-  let stderr = '';
-  child.stderr?.on('data', (chunk) => {
-    stderr += chunk;
-  });
-  return new Promise((resolve, reject) => {
-    const deadline = setTimeout(() => {
-      reject(new Error(`${what} did not start in ${START_DEADLINE_MS} ms: ${stderr}`));
-    }, START_DEADLINE_MS);
-    child.stdout?.on('data', (chunk) => {
-      stdout += chunk;
-      const match = pattern.exec(stdout);
-      if (match) {
-        clearTimeout(deadline);
-        resolve(match[1]!);
-      }
-    });
-    child.once('exit', (code) => {
-      clearTimeout(deadline);
-      reject(new Error(`${what} exited with ${code}: ${stderr}`));
-    });
-  });
 }
