@@ -106,10 +106,7 @@ const stages = [
     name: 'browser',
     async run() {
       const summaryFile = join(resultsDir, 'wtr.json');
-      const { code } = await run(bin('wtr'), [], {
-        MESHKV_SUMMARY_FILE: summaryFile,
-        CHROME_PATH: chromiumPath,
-      });
+      const { code } = await run(bin('wtr'), [], { MESHKV_SUMMARY_FILE: summaryFile });
       if (!existsSync(summaryFile)) return { passed: 0, failed: 1 };
       const { passed, failed } = JSON.parse(readFileSync(summaryFile, 'utf8'));
       return { passed, failed: code !== 0 && failed === 0 ? 1 : failed };
