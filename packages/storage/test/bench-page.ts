@@ -1,5 +1,5 @@
 // Page script of bench/storage.ts (bundled by esbuild): times durable IndexedDB batches.
-import { openIndexedDbStorage } from '../src/indexeddb.browser.ts';
+import { deleteIndexedDbStorage, openIndexedDbStorage } from '../src/indexeddb.browser.ts';
 import { benchBatch } from './bench-workload.ts';
 
 async function runBench(batchSize: number, entryBytes: number, batches: number): Promise<number> {
@@ -10,9 +10,7 @@ async function runBench(batchSize: number, entryBytes: number, batches: number):
   for (let b = 0; b < batches; b++) await storage.write(benchBatch(b, batchSize, entryBytes));
   const elapsedMs = performance.now() - startedMs;
   await storage.close();
-  await new Promise((resolve) => {
-    indexedDB.deleteDatabase(`meshkv/bench/${nodeId}`).onsuccess = resolve;
-  });
+  await deleteIndexedDbStorage({ clusterId: 'bench', nodeId });
   return elapsedMs;
 }
 

@@ -1,19 +1,12 @@
 // Page script of crash-chromium.test.ts (bundled by esbuild): the same numbered-batch
 // workload as the Node crash test, against IndexedDB. Reports through console.log, which
-// the test reads: `repaired <copy>: <reason>` when the open rebuilt a copy, `ready N` after
-// the reopened store checked out with N batches, then `acked N` after each write resolved,
-// or `error ...`.
-import { openIndexedDbStorage } from '../src/indexeddb.browser.ts';
+// the test reads: `ready N` after the reopened store checked out with N batches, then
+// `acked N` after each write resolved, or `error ...`. `startOver` deletes the database.
+import { deleteIndexedDbStorage, openIndexedDbStorage } from '../src/indexeddb.browser.ts';
 import { batchFor, checkStore } from './crash-workload.ts';
 
 async function writeForever(groups: number): Promise<void> {
-  const storage = await openIndexedDbStorage({
-    clusterId: 'crash-test',
-    nodeId: 'n1',
-    onRepair: ({ copy, reason, done }) => {
-      if (done) console.log(`repaired ${copy}: ${reason}`);
-    },
-  });
+  const storage = await openIndexedDbStorage({ clusterId: 'crash-test', nodeId: 'n1' });
   let batch = await checkStore(storage, groups);
   console.log(`ready ${batch}`);
   for (;;) {
@@ -26,3 +19,6 @@ async function writeForever(groups: number): Promise<void> {
 (globalThis as { startWriter?: (groups: number) => void }).startWriter = (groups) => {
   writeForever(groups).catch((error) => console.log(`error ${String(error)}`));
 };
+
+(globalThis as { startOver?: () => Promise<void> }).startOver = () =>
+  deleteIndexedDbStorage({ clusterId: 'crash-test', nodeId: 'n1' });
