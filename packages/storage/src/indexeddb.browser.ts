@@ -100,6 +100,14 @@ function pageStorage(): Storage | null {
 const lostStoreName = 'lost';
 const lostKey = 'reason';
 
+/** The refusal of a database the browser lost, saying why and how to start over. */
+function vanished(name: string, why: string): StorageError {
+  return new StorageError(
+    'corrupt',
+    `${name}: vanished: ${why}; refusing to start empty. deleteIndexedDbStorage() starts over.`,
+  );
+}
+
 /**
  * Why a database that an open is about to create is really a lost one, or null for a first
  * start: the browser reports that it replaced a damaged backing store (Chromium, once, on
@@ -167,10 +175,7 @@ async function openUnlocked(dbName: string, name: string, unlock: () => void): P
     const store = db.transaction(lostStoreName, 'readonly').objectStore(lostStoreName);
     const loss = await promisifyRequest(store.get(lostKey)).catch(() => undefined);
     db.close();
-    throw new StorageError(
-      'corrupt',
-      `${name}: vanished: ${typeof loss === 'string' ? loss : 'the browser lost it'}; refusing to start empty. deleteIndexedDbStorage() starts over.`,
-    );
+    throw vanished(name, typeof loss === 'string' ? loss : 'the browser lost it');
   }
   if (!db.objectStoreNames.contains(objectStoreName)) {
     db.close();
@@ -183,9 +188,9 @@ async function openUnlocked(dbName: string, name: string, unlock: () => void): P
     const store = db.transaction(objectStoreName, 'readonly').objectStore(objectStoreName);
     if ((await promisifyRequest(store.count())) === 0) {
       db.close();
-      throw new StorageError(
-        'corrupt',
-        `${name}: vanished: this browser profile initialized it before, but it is empty (the browser lost its records, e.g. in a crash); refusing to start empty. deleteIndexedDbStorage() starts over.`,
+      throw vanished(
+        name,
+        'this browser profile initialized it before, but it is empty (the browser lost its records, e.g. in a crash)',
       );
     }
   }

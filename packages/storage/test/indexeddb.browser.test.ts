@@ -125,7 +125,9 @@ describe('storage: IndexedDB specifics', () => {
     expect(error.message).to.include('gone');
     // Still refused, even once the localStorage note is gone (Chromium writes it lazily, so
     // a crash can lose it): the refusal is written into the database that replaced it.
-    localStorage.removeItem(`meshkv-storage-created:${name}`);
+    const note = `meshkv-storage-created:${name}`;
+    expect(localStorage.getItem(note), 'the note this test removes').to.not.equal(null);
+    localStorage.removeItem(note);
     await expectCode(openIndexedDbStorage({ clusterId: 'test', nodeId }), 'corrupt', name);
     await deleteIndexedDbStorage({ clusterId: 'test', nodeId });
     const fresh = await openIndexedDbStorage({ clusterId: 'test', nodeId });
