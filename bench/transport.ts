@@ -14,7 +14,8 @@ import { SignalingChannel } from '../packages/transport/src/signaling-channel.ts
 import { SignalingClient } from '../packages/transport/src/signaling-client.ts';
 import { createNodeWebRtcMesh } from '../packages/transport/src/webrtc.node.ts';
 import { Cluster, inPage } from '../packages/transport/test/cluster-harness.ts';
-import { MeshProbe, waitFor } from '../packages/transport/test/mesh-helpers.ts';
+import { MeshProbe } from '../packages/transport/test/mesh-helpers.ts';
+import { waitFor } from '../packages/transport/test/support.ts';
 
 if (process.env.MESHKV_NETNS !== '1') {
   const self = fileURLToPath(import.meta.url);

@@ -1,22 +1,12 @@
 import { mkdir, readdir, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DEFAULT_SETTINGS } from '@meshkv/ring';
-import { SignalingClient, SignalingError } from '@meshkv/transport/signaling-client';
+import { SignalingClient, type SignalingError } from '@meshkv/transport/signaling-client';
+import { rejection, waitFor } from '@meshkv/transport/test-support';
 import { expect } from 'chai';
 import type { Socket } from 'socket.io-client';
 import { RegistryFileError, registryFilePath } from '../src/registry-file.ts';
-import { CLUSTER, Fixture, joinPayload, ManualClock, request, TOKEN, waitFor } from './support.ts';
-
-/** The rejection of `promise`, which must reject. */
-async function rejection(promise: Promise<unknown>): Promise<SignalingError> {
-  try {
-    await promise;
-  } catch (error) {
-    expect(error).to.be.instanceOf(SignalingError);
-    return error as SignalingError;
-  }
-  throw new Error('expected a rejection');
-}
+import { CLUSTER, Fixture, joinPayload, ManualClock, request, TOKEN } from './support.ts';
 
 /** Makes a bare socket answer probes, as a live SignalingClient does. */
 function answerProbes(socket: Socket): void {

@@ -46,19 +46,6 @@ export class ManualClock implements Clock {
   }
 }
 
-/** Resolves once `condition()` holds; rejects after `deadlineMs` naming `what`. */
-export async function waitFor(
-  condition: () => boolean,
-  what: string,
-  deadlineMs = 20_000,
-): Promise<void> {
-  const start = Date.now();
-  while (!condition()) {
-    if (Date.now() - start > deadlineMs) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
-
 /** Servers, clients, sockets and directories a test made; `cleanup` stops them all. */
 export class Fixture {
   readonly servers: SignalingServer[] = [];

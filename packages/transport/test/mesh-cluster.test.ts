@@ -8,7 +8,8 @@ import { SignalingClient } from '../src/signaling-client.ts';
 import { createNodeWebRtcMesh } from '../src/webrtc.node.ts';
 import type { WebRtcMesh } from '../src/webrtc-mesh.ts';
 import { Cluster, inPage, waitForAsync } from './cluster-harness.ts';
-import { MeshProbe, waitFor } from './mesh-helpers.ts';
+import { MeshProbe } from './mesh-helpers.ts';
+import { waitFor } from './support.ts';
 
 const SIZES = [1, 64 * 1024, 4 * 1024 * 1024, 1];
 /**

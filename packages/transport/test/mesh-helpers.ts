@@ -1,26 +1,6 @@
 // Helpers shared by the transport tests (Node and browser).
 import type { PeerId, Transport } from '../src/transport.ts';
 
-/**
- * Resolves once `condition()` holds; rejects after `deadlineMs` naming `what` and showing
- * `state()` (counters, events: what a rare failure needs to be understood). Polls: the
- * tests wait on conditions, never on fixed sleeps, and assert no timing.
- */
-export async function waitFor(
-  condition: () => boolean,
-  what: string,
-  deadlineMs = 60_000,
-  state: () => unknown = () => undefined,
-): Promise<void> {
-  const start = Date.now();
-  while (!condition()) {
-    if (Date.now() - start > deadlineMs) {
-      throw new Error(`timed out waiting for ${what}; state: ${JSON.stringify(state())}`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
-
 /** A frame of `size` bytes whose content depends on `seed`, to detect mixups and damage. */
 export function patternFrame(size: number, seed: number): Uint8Array {
   const frame = new Uint8Array(size);

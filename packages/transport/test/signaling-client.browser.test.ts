@@ -2,7 +2,7 @@
 import { executeServerCommand } from '@web/test-runner-commands';
 import { expect } from 'chai';
 import { SignalingClient, SignalingError } from '../src/signaling-client.ts';
-import { waitFor } from './mesh-helpers.ts';
+import { waitFor } from './support.ts';
 
 interface SignalingServerInfo {
   readonly url: string;

@@ -6,23 +6,13 @@ import { expect } from 'chai';
 import {
   SignalingClient,
   type SignalingClientOptions,
-  SignalingError,
+  type SignalingError,
 } from '../src/signaling-client.ts';
-import { waitFor } from './mesh-helpers.ts';
 import { SignalingProcess } from './signaling-server.ts';
+import { rejection, waitFor } from './support.ts';
 
 const TOKEN = 'client-test-token';
 const CLUSTER = 'client-test';
-
-async function rejection(promise: Promise<unknown>): Promise<SignalingError> {
-  try {
-    await promise;
-  } catch (error) {
-    expect(error).to.be.instanceOf(SignalingError);
-    return error as SignalingError;
-  }
-  throw new Error('expected a rejection');
-}
 
 describe('signaling client with a server process', () => {
   const processes: SignalingProcess[] = [];

@@ -5,7 +5,8 @@ import type { RtcPeerConnectionClass } from '../src/rtc-peer.ts';
 import { MemorySignalRelay } from '../src/signal-channel.ts';
 import type { PeerId } from '../src/transport.ts';
 import { WebRtcMesh, type WebRtcMeshOptions } from '../src/webrtc-mesh.ts';
-import { FrameLog, indexedFrame, patternFrame, waitFor } from './mesh-helpers.ts';
+import { FrameLog, indexedFrame, patternFrame } from './mesh-helpers.ts';
+import { waitFor } from './support.ts';
 
 /**
  * For the bulk transfers: both peers share one thread and one pair of UDP sockets here, and
