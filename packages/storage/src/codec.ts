@@ -8,14 +8,31 @@
  * are big-endian; indexes and terms are u53 stored in 8 bytes; strings are u32-length UTF-8.
  */
 import type { ConfState, Entry, EntryType, HardState, Snapshot } from '@meshkv/raft';
+import type { EngineOp } from './engine.ts';
 import type { AppliedState } from './storage.ts';
 
 export const FORMAT_VERSION = 1;
 /** Identifies a meshkv store in its node record (foreign data never carries it). */
 export const MAGIC = 'meshkv-storage';
 
-const Tag = { Node: 1, Group: 2, Segment: 3, Snapshot: 4, Chunk: 5 } as const;
+const Tag = {
+  Node: 1,
+  Group: 2,
+  Segment: 3,
+  Snapshot: 4,
+  Chunk: 5,
+  JournalWrite: 6,
+  JournalBasePage: 7,
+  JournalBaseEnd: 8,
+} as const;
 type Tag = (typeof Tag)[keyof typeof Tag];
+
+/** The first byte of each journal frame payload (journal-protocol.ts): its record tag. */
+export const JournalTag = {
+  Write: Tag.JournalWrite,
+  BasePage: Tag.JournalBasePage,
+  BaseEnd: Tag.JournalBaseEnd,
+} as const;
 
 /** A record that cannot be decoded: damaged, foreign or of an unknown version. */
 export class DecodeError extends Error {
@@ -489,4 +506,66 @@ export function decodeChunk(bytes: Uint8Array, what: string): Chunk {
   }
   r.end();
   return { streamId, seq, final, appliedState, records };
+}
+
+// ---- Journal payloads -------------------------------------------------------------------
+// The IndexedDB backend's OPFS journal (journal.browser.ts) holds engine writes and bases
+// (the whole key space) in these records.
+
+/** An engine op as the journal records it: clearRange becomes a range delete [key, end). */
+export type JournalOp =
+  | EngineOp
+  | { readonly type: 'delRange'; readonly key: Uint8Array; readonly end: Uint8Array };
+
+const JournalOpCode = { put: 1, del: 2, delRange: 3 } as const;
+
+export function encodeJournalWrite(ops: readonly JournalOp[]): Uint8Array {
+  const w = new Writer().u8(Tag.JournalWrite).u8(FORMAT_VERSION).u32(ops.length);
+  for (const op of ops) {
+    w.u8(JournalOpCode[op.type]).bytesField(op.key);
+    if (op.type === 'put') w.bytesField(op.value);
+    else if (op.type === 'delRange') w.bytesField(op.end);
+  }
+  return w.finish();
+}
+
+export function decodeJournalWrite(bytes: Uint8Array, what: string): JournalOp[] {
+  const r = new Reader(bytes, what);
+  r.header(Tag.JournalWrite);
+  const ops: JournalOp[] = [];
+  for (let count = r.u32(); count > 0; count--) {
+    const code = r.u8();
+    const key = r.bytesField();
+    if (code === JournalOpCode.put) ops.push({ type: 'put', key, value: r.bytesField() });
+    else if (code === JournalOpCode.del) ops.push({ type: 'del', key });
+    else if (code === JournalOpCode.delRange)
+      ops.push({ type: 'delRange', key, end: r.bytesField() });
+    else throw new DecodeError('corrupt', `${what} has unknown op ${code}`);
+  }
+  r.end();
+  return ops;
+}
+
+export function encodeJournalBasePage(
+  pairs: ReadonlyArray<readonly [Uint8Array, Uint8Array]>,
+): Uint8Array {
+  const w = new Writer().u8(Tag.JournalBasePage).u8(FORMAT_VERSION).u32(pairs.length);
+  for (const [key, value] of pairs) w.bytesField(key).bytesField(value);
+  return w.finish();
+}
+
+export function decodeJournalBasePage(
+  bytes: Uint8Array,
+  what: string,
+): Array<[Uint8Array, Uint8Array]> {
+  const r = new Reader(bytes, what);
+  r.header(Tag.JournalBasePage);
+  const pairs: Array<[Uint8Array, Uint8Array]> = [];
+  for (let count = r.u32(); count > 0; count--) pairs.push([r.bytesField(), r.bytesField()]);
+  r.end();
+  return pairs;
+}
+
+export function encodeJournalBaseEnd(): Uint8Array {
+  return Uint8Array.of(Tag.JournalBaseEnd, FORMAT_VERSION);
 }

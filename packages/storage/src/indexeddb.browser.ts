@@ -6,28 +6,77 @@
  * the browser has flushed it. One database per cluster and node, one object store of
  * binary keys (compared bytewise, as the engine contract needs); a batch is one
  * transaction, hence atomic.
+ *
+ * Every batch is also appended to a journal in OPFS (journal.browser.ts), at the same
+ * time, and resolves only when both copies have it: Chromium can lose the whole database
+ * when killed mid-write (README, "Limits"), and then the open rebuilds it from the
+ * journal. Each transaction stores the batch's sequence number beside the records, so an
+ * open can tell which copy a crash left behind: a journal behind the database is rewritten
+ * from it, writes the database never committed are cut from the journal.
  */
 import { get, promisifyRequest, type UseStore } from 'idb-keyval';
+import {
+  DecodeError,
+  decodeJournalBasePage,
+  decodeJournalWrite,
+  type JournalOp,
+  JournalTag,
+} from './codec.ts';
 import type { Engine, EngineOp, EnginePage } from './engine.ts';
 import { StorageError } from './errors.ts';
+import { deleteJournal, Journal } from './journal.browser.ts';
+import type { JournalExtent } from './journal-protocol.ts';
 import type { NodeStorage } from './storage.ts';
 import { openEngineStorage } from './store.ts';
 
 const objectStoreName = 'records';
-/** The IndexedDB schema version (one object store); the record format has its own version. */
-const schemaVersion = 1;
+/**
+ * Beside the records: `seq` (the number of the last batch, u53), and while set, `lost`
+ * (why the database is refused) or `rebuilding` (why it is being rebuilt from the journal).
+ */
+const metaStoreName = 'meta';
+const seqKey = 'seq';
+const lostKey = 'lost';
+const rebuildingKey = 'rebuilding';
+/** The IndexedDB schema version (the two object stores); the record format has its own version. */
+const schemaVersion = 2;
+/** The journal is rewritten once its writes exceed this and twice its base. */
+const defaultJournalRewriteBytes = 64 * 1024 * 1024;
+/** Bytes moved per transaction or journal request while rebuilding either copy. */
+const repairStepBytes = 4 * 1024 * 1024;
 
 /** The database a node uses: one per cluster and node id. */
 export function indexedDbName(clusterId: string, nodeId: string): string {
   return `meshkv/${clusterId}/${nodeId}`;
 }
 
-export async function openIndexedDbStorage(options: {
+/** Progress of an open that rebuilds one copy of a node's data from the other. */
+export interface IndexedDbRepair {
+  /** The IndexedDB database name. */
+  readonly database: string;
+  /** The copy being rebuilt: the database (from the journal) or the journal (from it). */
+  readonly rebuilding: 'database' | 'journal';
+  /** Why, e.g. "the database is missing (the browser lost it)". */
+  readonly reason: string;
+  /** Work done of the total: journal bytes read, or database records copied. */
+  readonly done: number;
+  readonly total: number;
+  readonly unit: 'bytes' | 'records';
+  readonly finished: boolean;
+}
+
+export interface IndexedDbOptions {
   readonly clusterId: string;
   readonly nodeId: string;
-}): Promise<NodeStorage> {
+  /** Called as an open rebuilds a copy (rare: after the browser lost data in a crash). */
+  readonly onRepair?: (progress: IndexedDbRepair) => void;
+  /** The journal is rewritten from the database once its writes exceed this (default 64 MiB) and twice its base. */
+  readonly journalRewriteBytes?: number;
+}
+
+export async function openIndexedDbStorage(options: IndexedDbOptions): Promise<NodeStorage> {
   const dbName = indexedDbName(options.clusterId, options.nodeId);
-  const storage = await openEngineStorage(await openIndexedDbEngine(dbName));
+  const storage = await openEngineStorage(await openIndexedDbEngine(dbName, options));
   // Only now is the node record durable: from here on an absent or empty database is a loss.
   pageStorage()?.setItem(markerKey(dbName), 'initialized');
   return storage;
@@ -65,11 +114,14 @@ function lockDatabase(dbName: string, name: string): Promise<() => void> {
 }
 
 /** The raw key space of database `dbName` (store.ts uses it; tests plant bad records in it). */
-export async function openIndexedDbEngine(dbName: string): Promise<Engine> {
+export async function openIndexedDbEngine(
+  dbName: string,
+  options: Pick<IndexedDbOptions, 'onRepair' | 'journalRewriteBytes'> = {},
+): Promise<Engine> {
   const name = `IndexedDB ${JSON.stringify(dbName)}`;
   const unlock = await lockDatabase(dbName, name);
   try {
-    return await openUnlocked(dbName, name, unlock);
+    return await openUnlocked(dbName, name, unlock, options);
   } catch (error) {
     unlock();
     throw error;
@@ -80,7 +132,8 @@ export async function openIndexedDbEngine(dbName: string): Promise<Engine> {
  * Remembers, outside IndexedDB, that this profile initialized the database. Chromium was
  * seen to lose a whole database when SIGKILLed mid-write (README, "Limits"): gone, or
  * present but empty. Re-creating or re-initializing it would make the node silently forget
- * its Raft state (its votes), so while the note exists either is refused. localStorage is
+ * its Raft state (its votes), so while the note exists either is rebuilt from the journal
+ * or, without one, refused. localStorage is
  * per origin like IndexedDB, so clearing site data clears both; where it is missing
  * (workers) only the browser's data-loss report guards (lossOnCreate). Chromium writes
  * localStorage to disk lazily, so a kill soon after the first open can lose the note too.
@@ -92,13 +145,6 @@ function markerKey(dbName: string): string {
 function pageStorage(): Storage | null {
   return typeof localStorage === 'undefined' ? null : localStorage;
 }
-
-/**
- * Object store that exists only in a database created in place of a lost one; its record
- * says why, and every open refuses it until deleteIndexedDbStorage().
- */
-const lostStoreName = 'lost';
-const lostKey = 'reason';
 
 /** The refusal of a database the browser lost, saying why and how to start over. */
 function vanished(name: string, why: string): StorageError {
@@ -126,9 +172,11 @@ function lossOnCreate(event: IDBVersionChangeEvent, dbName: string): string | nu
 }
 
 /**
- * Deletes a node's database (and the marker that it existed), for a node that leaves the
- * cluster for good or starts over after a 'corrupt' refusal. Fails with 'locked' while a
- * store has it open.
+ * Deletes a node's database, its journal and the marker that it existed, for a node that
+ * leaves the cluster for good or starts over after a 'corrupt' refusal. Fails with
+ * 'locked' while a store has it open. The journal goes first: a crash midway leaves the
+ * database, which the next open keeps (call this again), never a journal that would bring
+ * a deleted database back.
  */
 export async function deleteIndexedDbStorage(options: {
   readonly clusterId: string;
@@ -138,6 +186,7 @@ export async function deleteIndexedDbStorage(options: {
   const name = `IndexedDB ${JSON.stringify(dbName)}`;
   const unlock = await lockDatabase(dbName, name);
   try {
+    await deleteJournal(dbName);
     await promisifyRequest(indexedDB.deleteDatabase(dbName));
     pageStorage()?.removeItem(markerKey(dbName));
   } catch (error) {
@@ -147,22 +196,112 @@ export async function deleteIndexedDbStorage(options: {
   }
 }
 
-async function openUnlocked(dbName: string, name: string, unlock: () => void): Promise<Engine> {
-  let db: IDBDatabase;
+/** What the meta store says about the database as opened. */
+interface Meta {
+  readonly seq: number;
+  readonly lost: string | undefined;
+  readonly rebuilding: string | undefined;
+}
+
+function strictTransaction(db: IDBDatabase, stores: string[]): IDBTransaction {
+  return db.transaction(stores, 'readwrite', { durability: 'strict' });
+}
+
+function range(lo: Uint8Array, hi: Uint8Array | null): IDBKeyRange {
+  return hi === null
+    ? IDBKeyRange.lowerBound(idbKey(lo))
+    : IDBKeyRange.bound(idbKey(lo), idbKey(hi), false, true);
+}
+
+function applyOps(records: IDBObjectStore, ops: readonly JournalOp[]): void {
+  for (const op of ops) {
+    if (op.type === 'put') records.put(exact(op.value), idbKey(op.key));
+    else if (op.type === 'del') records.delete(idbKey(op.key));
+    else records.delete(range(op.key, op.end));
+  }
+}
+
+/**
+ * The whole record store in pages of about `repairStepBytes`, each read by its own
+ * transaction (callers make sure no write runs meanwhile).
+ */
+async function* recordPages(db: IDBDatabase): AsyncGenerator<Array<[Uint8Array, Uint8Array]>> {
+  let after: Uint8Array | null = null;
+  for (;;) {
+    const from: Uint8Array | null = after;
+    const page = await new Promise<Array<[Uint8Array, Uint8Array]>>((resolve, reject) => {
+      const store = db.transaction(objectStoreName, 'readonly').objectStore(objectStoreName);
+      const request = store.openCursor(
+        from === null ? null : IDBKeyRange.lowerBound(idbKey(from), true),
+      );
+      const pairs: Array<[Uint8Array, Uint8Array]> = [];
+      let bytes = 0;
+      request.onsuccess = () => {
+        const cursor = request.result;
+        if (cursor === null) return resolve(pairs);
+        const key = new Uint8Array(cursor.key as ArrayBuffer);
+        const value = cursor.value as Uint8Array;
+        pairs.push([key, value]);
+        bytes += key.length + value.length;
+        if (bytes >= repairStepBytes) resolve(pairs);
+        else cursor.continue();
+      };
+      request.onerror = () => reject(request.error);
+    });
+    if (page.length === 0) return;
+    yield page;
+    after = page.at(-1)![0];
+  }
+}
+
+async function openUnlocked(
+  dbName: string,
+  name: string,
+  unlock: () => void,
+  options: Pick<IndexedDbOptions, 'onRepair' | 'journalRewriteBytes'>,
+): Promise<Engine> {
+  const opened = await Journal.open(dbName, name);
+  const journal = opened.journal;
+  let db: IDBDatabase | null = null;
+  try {
+    db = await openDatabase(dbName, name, opened.extent !== null);
+    const engine = await reconcile(db, journal, opened.extent, dbName, name, unlock, options);
+    return engine;
+  } catch (error) {
+    db?.close();
+    await journal.close().catch(() => {});
+    throw error;
+  }
+}
+
+/**
+ * Opens (creating or upgrading) the database. A database created where this profile had
+ * one before, or where the browser reports a loss, is marked in the same upgrade
+ * transaction, so the mark survives a crash right after: `rebuilding` if the journal can
+ * restore it, `lost` (refused for good) if not.
+ */
+async function openDatabase(
+  dbName: string,
+  name: string,
+  hasJournal: boolean,
+): Promise<IDBDatabase> {
   try {
     const request = indexedDB.open(dbName, schemaVersion);
     request.onupgradeneeded = (event) => {
+      const upgrading = request.result;
+      if (event.oldVersion === 0) upgrading.createObjectStore(objectStoreName);
+      // Version 1 had only the records; its missing journal is written on this open.
+      if (event.oldVersion <= 1) upgrading.createObjectStore(metaStoreName);
       if (event.oldVersion !== 0) return;
-      const created = request.result;
-      created.createObjectStore(objectStoreName);
+      const meta = request.transaction!.objectStore(metaStoreName);
       const loss = lossOnCreate(event, dbName);
-      if (loss !== null) {
-        // Written by this same upgrade transaction: the refusal outlives the browser's one
-        // data-loss report and a lazily written (or later cleared) localStorage note.
-        created.createObjectStore(lostStoreName).put(loss, lostKey);
+      if (hasJournal) {
+        meta.put(`the database is missing${loss === null ? '' : `: ${loss}`}`, rebuildingKey);
+      } else if (loss !== null) {
+        meta.put(loss, lostKey);
       }
     };
-    db = await promisifyRequest(request);
+    return await promisifyRequest(request);
   } catch (error) {
     const found = error instanceof DOMException ? error.name : '';
     throw new StorageError(
@@ -171,31 +310,92 @@ async function openUnlocked(dbName: string, name: string, unlock: () => void): P
       { cause: error },
     );
   }
-  if (db.objectStoreNames.contains(lostStoreName)) {
-    const store = db.transaction(lostStoreName, 'readonly').objectStore(lostStoreName);
-    const loss = await promisifyRequest(store.get(lostKey)).catch(() => undefined);
-    db.close();
-    throw vanished(name, typeof loss === 'string' ? loss : 'the browser lost it');
-  }
-  if (!db.objectStoreNames.contains(objectStoreName)) {
-    db.close();
-    throw new StorageError(
-      'corrupt',
-      `${name}: has no "${objectStoreName}" object store: not a meshkv store, refusing to open it`,
-    );
-  }
-  if (pageStorage()?.getItem(markerKey(dbName)) != null) {
-    const store = db.transaction(objectStoreName, 'readonly').objectStore(objectStoreName);
-    if ((await promisifyRequest(store.count())) === 0) {
-      db.close();
-      throw vanished(
-        name,
-        'this browser profile initialized it before, but it is empty (the browser lost its records, e.g. in a crash)',
+}
+
+async function readMeta(db: IDBDatabase): Promise<Meta> {
+  const meta = db.transaction(metaStoreName, 'readonly').objectStore(metaStoreName);
+  const [seq, lost, rebuilding] = await Promise.all(
+    [seqKey, lostKey, rebuildingKey].map((key) => promisifyRequest(meta.get(key))),
+  );
+  return { seq: typeof seq === 'number' ? seq : 0, lost, rebuilding };
+}
+
+async function reconcile(
+  db: IDBDatabase,
+  journal: Journal,
+  found: JournalExtent | null,
+  dbName: string,
+  name: string,
+  unlock: () => void,
+  options: Pick<IndexedDbOptions, 'onRepair' | 'journalRewriteBytes'>,
+): Promise<Engine> {
+  for (const store of [objectStoreName, metaStoreName]) {
+    if (!db.objectStoreNames.contains(store)) {
+      throw new StorageError(
+        'corrupt',
+        `${name}: has no "${store}" object store: not a meshkv store, refusing to open it`,
       );
     }
   }
+  const meta = await readMeta(db);
+  if (meta.lost !== undefined) throw vanished(name, String(meta.lost));
+  const initialized = pageStorage()?.getItem(markerKey(dbName)) != null;
+  const isEmpty = async () =>
+    (await promisifyRequest(
+      db.transaction(objectStoreName, 'readonly').objectStore(objectStoreName).count(),
+    )) === 0;
+  const emptied =
+    'this browser profile initialized it before, but it is empty (the browser lost its records, e.g. in a crash)';
+  let rebuilding = meta.rebuilding === undefined ? null : String(meta.rebuilding);
+  if (rebuilding === null && initialized && (await isEmpty())) rebuilding = emptied;
+  const report = (
+    rebuilt: IndexedDbRepair['rebuilding'],
+    reason: string,
+  ): ((done: number, total: number, finished: boolean) => void) => {
+    return (done, total, finished) =>
+      options.onRepair?.({
+        database: dbName,
+        rebuilding: rebuilt,
+        reason,
+        done,
+        total,
+        unit: rebuilt === 'database' ? 'bytes' : 'records',
+        finished,
+      });
+  };
+
+  let seq = meta.seq;
+  let extent: JournalExtent;
+  if (rebuilding !== null) {
+    if (found === null) {
+      const why = `${rebuilding}, and its journal is gone too`;
+      const tx = strictTransaction(db, [metaStoreName]);
+      tx.objectStore(metaStoreName).put(why, lostKey);
+      await promisifyRequest(tx);
+      throw vanished(name, why);
+    }
+    await rebuildDatabase(db, journal, found, report('database', rebuilding));
+    if (initialized && (await isEmpty())) {
+      throw vanished(name, `${emptied}, and so is its journal`);
+    }
+    seq = found.lastSeq;
+    extent = found;
+  } else if (found !== null && found.lastSeq === seq) {
+    extent = found;
+  } else if (found !== null && found.baseSeq <= seq && found.lastSeq > seq) {
+    // Killed after the journal had a batch and before the database committed it.
+    extent = await journal.truncateAfter(seq);
+  } else {
+    const why =
+      found === null
+        ? 'the journal is missing'
+        : `the journal holds batches ${found.baseSeq}..${found.lastSeq}, the database ${seq}`;
+    extent = await rewriteJournal(db, journal, seq, report('journal', why));
+  }
+
   // Another tab upgrading or deleting the database: let it, and fail our later calls.
   db.onversionchange = () => db.close();
+  const rewriteBytes = options.journalRewriteBytes ?? defaultJournalRewriteBytes;
 
   const strict: UseStore = (mode, callback) =>
     Promise.resolve().then(() =>
@@ -205,10 +405,21 @@ async function openUnlocked(dbName: string, name: string, unlock: () => void): P
           .objectStore(objectStoreName),
       ),
     );
-  const range = (lo: Uint8Array, hi: Uint8Array | null) =>
-    hi === null
-      ? IDBKeyRange.lowerBound(idbKey(lo))
-      : IDBKeyRange.bound(idbKey(lo), idbKey(hi), false, true);
+
+  /** One batch into both copies at once; it is acknowledged when both have it. */
+  async function commit(ops: readonly JournalOp[]): Promise<void> {
+    const next = seq + 1;
+    const tx = strictTransaction(db, [objectStoreName, metaStoreName]);
+    applyOps(tx.objectStore(objectStoreName), ops);
+    tx.objectStore(metaStoreName).put(next, seqKey);
+    const [, appended] = await Promise.all([promisifyRequest(tx), journal.append(next, ops)]);
+    seq = next;
+    extent = appended;
+    const written = extent.bytes - extent.baseBytes;
+    if (written > Math.max(rewriteBytes, 2 * extent.baseBytes)) {
+      extent = await journal.rewrite(seq, recordPages(db));
+    }
+  }
 
   return {
     name,
@@ -226,22 +437,87 @@ async function openUnlocked(dbName: string, name: string, unlock: () => void): P
         yield keyList.map((key, i) => [new Uint8Array(key as ArrayBuffer), valueList[i]] as const);
       })();
     },
-    write: (ops: readonly EngineOp[]) =>
-      strict('readwrite', (store) => {
-        for (const op of ops) {
-          if (op.type === 'put') store.put(exact(op.value), idbKey(op.key));
-          else store.delete(idbKey(op.key));
-        }
-        return promisifyRequest(store.transaction);
-      }),
-    clearRange: (lo, hi) =>
-      strict('readwrite', (store) => {
-        store.delete(range(lo, hi));
-        return promisifyRequest(store.transaction);
-      }),
+    write: (ops: readonly EngineOp[]) => commit(ops),
+    clearRange: (lo, hi) => commit([{ type: 'delRange', key: lo, end: hi }]),
     async close() {
       db.close();
-      unlock();
+      try {
+        await journal.close();
+      } finally {
+        unlock();
+      }
     },
   };
+}
+
+/**
+ * Rebuilds the database from the journal: marks it `rebuilding` and empties it, replays
+ * the journal in steps, and clears the mark with the last seq in the final transaction. A
+ * crash midway leaves the mark, so the next open starts over.
+ */
+async function rebuildDatabase(
+  db: IDBDatabase,
+  journal: Journal,
+  extent: JournalExtent,
+  progress: (done: number, total: number, finished: boolean) => void,
+): Promise<void> {
+  const start = strictTransaction(db, [objectStoreName, metaStoreName]);
+  start.objectStore(objectStoreName).clear();
+  start.objectStore(metaStoreName).put('rebuilding from the journal', rebuildingKey);
+  await promisifyRequest(start);
+  let done = 0;
+  progress(done, extent.bytes, false);
+  for await (const frames of journal.frames(repairStepBytes)) {
+    const tx = strictTransaction(db, [objectStoreName]);
+    const records = tx.objectStore(objectStoreName);
+    for (const frame of frames) {
+      const what = `${journal.name}: journal frame of batch ${frame.seq}`;
+      try {
+        if (frame.kind === JournalTag.BasePage) {
+          for (const [key, value] of decodeJournalBasePage(frame.payload, what)) {
+            records.put(exact(value), idbKey(key));
+          }
+        } else if (frame.kind === JournalTag.Write) {
+          applyOps(records, decodeJournalWrite(frame.payload, what));
+        }
+      } catch (error) {
+        tx.abort();
+        if (error instanceof DecodeError) throw new StorageError(error.code, error.message);
+        throw error;
+      }
+      done += frame.payload.length;
+    }
+    await promisifyRequest(tx);
+    progress(done, extent.bytes, false);
+  }
+  const end = strictTransaction(db, [metaStoreName]);
+  end.objectStore(metaStoreName).put(extent.lastSeq, seqKey);
+  end.objectStore(metaStoreName).delete(rebuildingKey);
+  await promisifyRequest(end);
+  progress(extent.bytes, extent.bytes, true);
+}
+
+/** Rewrites the journal from the database as of batch `seq`, reporting records copied. */
+async function rewriteJournal(
+  db: IDBDatabase,
+  journal: Journal,
+  seq: number,
+  progress: (done: number, total: number, finished: boolean) => void,
+): Promise<JournalExtent> {
+  const records = db.transaction(objectStoreName, 'readonly').objectStore(objectStoreName);
+  const total = await promisifyRequest(records.count());
+  let done = 0;
+  progress(done, total, false);
+  const extent = await journal.rewrite(
+    seq,
+    (async function* counted() {
+      for await (const page of recordPages(db)) {
+        yield page;
+        done += page.length;
+        progress(done, total, false);
+      }
+    })(),
+  );
+  progress(total, total, true);
+  return extent;
 }

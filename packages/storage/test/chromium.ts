@@ -1,10 +1,11 @@
 /**
  * Drives Debian's Chromium from Node for the IndexedDB crash test and the storage benchmark:
- * bundles a page script with esbuild, serves it on 127.0.0.1, launches Chromium on a given
+ * bundles a page script (and the journal worker) with esbuild, serves them on 127.0.0.1, launches Chromium on a given
  * profile directory through puppeteer-core, and kills it with SIGKILL.
  */
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 import { type Browser, launch } from 'puppeteer-core';
 import { chromiumArgs, chromiumPath } from '../../../scripts/chromium.mjs';
@@ -15,26 +16,39 @@ export interface PageServer {
   close(): Promise<void>;
 }
 
+/**
+ * The IndexedDB backend starts its journal worker from
+ * `new URL('./journal-worker.browser.ts', import.meta.url)`: beside the page script.
+ */
+const workerPath = '/journal-worker.browser.ts';
+const workerEntry = fileURLToPath(new URL('../src/journal-worker.browser.ts', import.meta.url));
+
 /** Serves `entry` (bundled) on 127.0.0.1, on a port that stays the same until close(). */
 export async function servePage(entry: string): Promise<PageServer> {
-  const bundled = await build({
-    entryPoints: [entry],
-    bundle: true,
-    format: 'esm',
-    platform: 'browser',
-    target: 'es2022',
-    write: false,
-  });
-  const script = bundled.outputFiles[0]!.text;
+  const bundle = async (file: string) =>
+    (
+      await build({
+        entryPoints: [file],
+        bundle: true,
+        format: 'esm',
+        platform: 'browser',
+        target: 'es2022',
+        write: false,
+      })
+    ).outputFiles[0]!.text;
+  const scripts = new Map([
+    ['/page.js', await bundle(entry)],
+    [workerPath, await bundle(workerEntry)],
+  ]);
   const html =
     '<!doctype html><meta charset="utf-8"><script type="module" src="/page.js"></script>';
   const server: Server = createServer((request, response) => {
-    const isScript = request.url === '/page.js';
+    const script = scripts.get(request.url ?? '');
     response.writeHead(200, {
-      'content-type': isScript ? 'text/javascript' : 'text/html',
+      'content-type': script === undefined ? 'text/html' : 'text/javascript',
       'cache-control': 'no-store',
     });
-    response.end(isScript ? script : html);
+    response.end(script ?? html);
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;

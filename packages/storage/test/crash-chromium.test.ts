@@ -47,17 +47,17 @@ describe('storage: crash safety of the IndexedDB backend (SIGKILL of Chromium)',
     await rm(profile, { recursive: true, force: true });
   });
 
-  it(`after ${cycles} kills mid-write: a consistent prefix holding every acknowledged batch (or Chromium lost the whole database and the open refuses it)`, async () => {
+  it(`after ${cycles} kills mid-write: a consistent prefix holding every acknowledged batch`, async () => {
     const seed = Number(process.env.STORAGE_SEED ?? Math.floor(Math.random() * 2 ** 31));
     const random = prng(seed);
-    // Batches acknowledged by the current database (numbering restarts when it is replaced).
+    // The highest batch acknowledged so far.
     let acked = 0;
     let totalAcked = 0;
     let kept = 0;
-    const vanished: string[] = [];
+    const rebuilt: string[] = [];
     // Cycle `cycles` only reopens and checks; the others also write until killed.
     for (let cycle = 0; cycle <= cycles; cycle++) {
-      let ackedBefore = acked;
+      const ackedBefore = acked;
       const more = cycle === cycles ? 0 : Math.floor(random() * 12);
       const context = `cycle ${cycle}, seed ${seed}`;
       browser = await launchChromium(profile);
@@ -79,27 +79,15 @@ describe('storage: crash safety of the IndexedDB backend (SIGKILL of Chromium)',
         let ready = -1;
         page.on('console', (message) => {
           const [word, n] = message.text().split(' ');
-          if (word === 'error') {
-            // Chromium lost the whole database (README, "Limits"): acceptable only as this
-            // loud refusal, which the next opens repeat. Start over on a new database.
-            if (!message.text().includes('vanished')) return fail(message.text());
-            vanished.push(
-              `${context}: refused (${message.text()}), ${ackedBefore} acknowledged batches`,
-            );
-            ackedBefore = 0;
-            acked = 0;
-            page
-              .evaluate(() => (globalThis as { startOver?: () => Promise<void> }).startOver!())
-              .then(start)
-              .catch((error) => fail(String(error)));
-            return;
+          if (word === 'error') return fail(message.text());
+          if (word === 'repair' && n === 'database' && message.text().endsWith('finished')) {
+            // Chromium lost the database (README, "Limits") and the journal restored it.
+            rebuilt.push(`${context}: ${message.text()}`);
           }
           if (word === 'ready') {
             // The page reopened the store and checkStore found batches 1..n, each whole.
             ready = Number(n);
             if (ready < ackedBefore) {
-              // An empty start included: a lost database must be refused, never silently
-              // replaced (README, "Limits").
               return fail(`reopened with ${ready} batches, ${ackedBefore} were acknowledged`);
             }
             if (ackedBefore > 0) kept++;
@@ -122,13 +110,11 @@ describe('storage: crash safety of the IndexedDB backend (SIGKILL of Chromium)',
       await killChromium(browser);
       browser = null;
     }
-    if (vanished.length > 0) {
-      console.log(
-        `KNOWN CHROMIUM LOSS (seed ${seed}): ${vanished.join('; ')}; ${describeProfile(profile)}`,
-      );
+    if (rebuilt.length > 0) {
+      console.log(`Chromium lost the database, the journal restored it: ${rebuilt.join('; ')}`);
     }
     expect(totalAcked, `seed ${seed}`).to.be.greaterThan(cycles);
-    // Most reopenings must have exercised the property, not started over.
-    expect(kept, `seed ${seed}: reopenings that kept their batches`).to.be.at.least(cycles / 2);
+    // Most reopenings must have had acknowledged batches to lose.
+    expect(kept, `seed ${seed}: reopenings with acknowledged batches`).to.be.at.least(cycles / 2);
   });
 });

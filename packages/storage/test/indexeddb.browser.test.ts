@@ -1,10 +1,13 @@
 import { expect } from 'chai';
+import { promisifyRequest } from 'idb-keyval';
 import {
   deleteIndexedDbStorage,
+  type IndexedDbRepair,
   indexedDbName,
   openIndexedDbEngine,
   openIndexedDbStorage,
 } from '../src/indexeddb.browser.ts';
+import { deleteJournal, Journal, journalPath } from '../src/journal.browser.ts';
 import { expectCode, storageContract } from './contract.ts';
 
 let databases = 0;
@@ -56,7 +59,7 @@ describe('storage: IndexedDB specifics', () => {
 
   it('refuses a database of a newer schema version with unsupported_version', async () => {
     const nodeId = `newer-${run}`;
-    await foreignDatabase(indexedDbName('test', nodeId), 2, ['records']);
+    await foreignDatabase(indexedDbName('test', nodeId), 3, ['records', 'meta']);
     await expectCode(
       openIndexedDbStorage({ clusterId: 'test', nodeId }),
       'unsupported_version',
@@ -66,7 +69,7 @@ describe('storage: IndexedDB specifics', () => {
 
   it('refuses a foreign database without our object store with corrupt', async () => {
     const nodeId = `foreign-${run}`;
-    await foreignDatabase(indexedDbName('test', nodeId), 1, ['somethingElse']);
+    await foreignDatabase(indexedDbName('test', nodeId), 2, ['somethingElse']);
     const error = await expectCode(
       openIndexedDbStorage({ clusterId: 'test', nodeId }),
       'corrupt',
@@ -103,20 +106,240 @@ describe('storage: IndexedDB specifics', () => {
     ).to.equal(true);
   });
 
-  it('refuses to start empty when a database it created has vanished', async () => {
-    const nodeId = `vanished-${run}`;
-    const name = indexedDbName('test', nodeId);
+  /** What Chromium does to a backing store it cannot open: deletes it behind our back. */
+  function deleteDatabaseBehindOurBack(nodeId: string): Promise<unknown> {
+    return promisifyRequest(indexedDB.deleteDatabase(indexedDbName('test', nodeId)));
+  }
+
+  /** Opens a node's database directly, as the browser keeps it. */
+  function rawDatabase(nodeId: string): Promise<IDBDatabase> {
+    return promisifyRequest(indexedDB.open(indexedDbName('test', nodeId)));
+  }
+
+  /** The OPFS directory of a node's journal. */
+  async function journalDirectory(nodeId: string): Promise<FileSystemDirectoryHandle> {
+    let dir = await navigator.storage.getDirectory();
+    for (const part of journalPath(indexedDbName('test', nodeId))) {
+      dir = await dir.getDirectoryHandle(part);
+    }
+    return dir;
+  }
+
+  /** The journal's generation files, by name. */
+  async function journalFiles(nodeId: string): Promise<string[]> {
+    const dir = await journalDirectory(nodeId);
+    const names: string[] = [];
+    for await (const name of (dir as unknown as { keys(): AsyncIterable<string> }).keys()) {
+      names.push(name);
+    }
+    return names.sort();
+  }
+
+  /** A node with one group holding hard state and two KV pairs, closed. */
+  async function nodeWithData(nodeId: string): Promise<void> {
     const storage = await openIndexedDbStorage({ clusterId: 'test', nodeId });
     await storage.write({
-      groups: [{ group: 1, create: true, hardState: { term: 3, vote: 'a', commit: 0 } }],
+      groups: [
+        {
+          group: 1,
+          create: true,
+          hardState: { term: 3, vote: 'a', commit: 0 },
+          kv: [{ key: 'k', value: Uint8Array.of(7) }],
+        },
+      ],
     });
+    await storage.write({ groups: [{ group: 1, kv: [{ key: 'k2', value: Uint8Array.of(8) }] }] });
     await storage.close();
-    // What Chromium does to a backing store it cannot open: delete it behind our back.
-    await new Promise((resolve, reject) => {
-      const request = indexedDB.deleteDatabase(name);
-      request.onsuccess = resolve;
-      request.onerror = () => reject(request.error);
+  }
+
+  /** Opens the node, recording repairs, and checks that nodeWithData's state is all there. */
+  async function expectData(nodeId: string): Promise<IndexedDbRepair[]> {
+    const repairs: IndexedDbRepair[] = [];
+    const storage = await openIndexedDbStorage({
+      clusterId: 'test',
+      nodeId,
+      onRepair: (progress) => repairs.push(progress),
     });
+    const { groups } = await storage.load();
+    expect(groups.get(1)?.hardState).to.deep.equal({ term: 3, vote: 'a', commit: 0 });
+    expect(await storage.get(1, 'k')).to.deep.equal(Uint8Array.of(7));
+    expect(await storage.get(1, 'k2')).to.deep.equal(Uint8Array.of(8));
+    await storage.close();
+    return repairs;
+  }
+
+  it('rebuilds a database the browser lost from its journal, reporting progress', async () => {
+    const nodeId = `lost-database-${run}`;
+    await nodeWithData(nodeId);
+    await deleteDatabaseBehindOurBack(nodeId);
+    const repairs = await expectData(nodeId);
+    expect(repairs.length).to.be.at.least(2);
+    for (const repair of repairs) {
+      expect(repair).to.include({
+        database: indexedDbName('test', nodeId),
+        rebuilding: 'database',
+      });
+      expect(repair.reason).to.include('missing');
+    }
+    expect(repairs.at(-1)).to.include({ finished: true, unit: 'bytes' });
+    expect(repairs.at(-1)!.done).to.equal(repairs.at(-1)!.total).and.be.greaterThan(0);
+    expect(await expectData(nodeId), 'nothing left to repair').to.deep.equal([]);
+    // And again: the rebuilt database carries on with the same journal.
+    await deleteDatabaseBehindOurBack(nodeId);
+    expect(await expectData(nodeId)).to.have.length.greaterThan(0);
+    await deleteIndexedDbStorage({ clusterId: 'test', nodeId });
+  });
+
+  it('rewrites a missing journal from the database, reporting progress', async () => {
+    const nodeId = `lost-journal-${run}`;
+    await nodeWithData(nodeId);
+    await deleteJournal(indexedDbName('test', nodeId));
+    const repairs = await expectData(nodeId);
+    expect(repairs.at(-1)).to.include({ rebuilding: 'journal', finished: true, unit: 'records' });
+    expect(repairs.at(-1)!.reason).to.include('journal is missing');
+    expect(repairs.at(-1)!.total).to.be.greaterThan(2);
+    // The rewritten journal alone restores everything.
+    await deleteDatabaseBehindOurBack(nodeId);
+    await expectData(nodeId);
+    await deleteIndexedDbStorage({ clusterId: 'test', nodeId });
+  });
+
+  it('rewrites a journal that is a batch behind the database (killed between the two)', async () => {
+    const nodeId = `journal-behind-${run}`;
+    await nodeWithData(nodeId);
+    const db = await rawDatabase(nodeId);
+    const tx = db.transaction(['records', 'meta'], 'readwrite');
+    const seq = await promisifyRequest(tx.objectStore('meta').get('seq'));
+    tx.objectStore('meta').put(seq + 1, 'seq');
+    tx.objectStore('records').put(Uint8Array.of(1), Uint8Array.of(0x7f));
+    await promisifyRequest(tx);
+    db.close();
+    const repairs = await expectData(nodeId);
+    expect(repairs.at(-1)).to.include({ rebuilding: 'journal', finished: true });
+    expect(repairs.at(-1)!.reason).to.include(`batches 0..${seq}, the database ${seq + 1}`);
+    await deleteDatabaseBehindOurBack(nodeId);
+    await expectData(nodeId);
+    const engine = await openIndexedDbEngine(indexedDbName('test', nodeId));
+    expect(await engine.get(Uint8Array.of(0x7f))).to.deep.equal(Uint8Array.of(1));
+    await engine.close();
+    await deleteIndexedDbStorage({ clusterId: 'test', nodeId });
+  });
+
+  it('cuts from the journal a batch the database never committed', async () => {
+    const nodeId = `journal-ahead-${run}`;
+    const dbName = indexedDbName('test', nodeId);
+    await nodeWithData(nodeId);
+    const { journal, extent } = await Journal.open(dbName, 'test journal');
+    await journal.append(extent!.lastSeq + 1, [
+      { type: 'put', key: Uint8Array.of(0x7f), value: Uint8Array.of(1) },
+    ]);
+    await journal.close();
+    expect(await expectData(nodeId), 'a cut is no repair').to.deep.equal([]);
+    // Cut for good: rebuilt from the journal, the database still lacks the batch.
+    await deleteDatabaseBehindOurBack(nodeId);
+    await expectData(nodeId);
+    const engine = await openIndexedDbEngine(dbName);
+    expect(await engine.get(Uint8Array.of(0x7f))).to.equal(undefined);
+    await engine.close();
+    await deleteIndexedDbStorage({ clusterId: 'test', nodeId });
+  });
+
+  it('cuts a torn tail off the journal', async () => {
+    const nodeId = `journal-torn-${run}`;
+    await nodeWithData(nodeId);
+    const [file] = await journalFiles(nodeId);
+    const handle = await (await journalDirectory(nodeId)).getFileHandle(file!);
+    const size = (await handle.getFile()).size;
+    const writable = await handle.createWritable({ keepExistingData: true });
+    // Half a frame: a header promising 1000 bytes, and 10 of them.
+    const torn = new Uint8Array(26);
+    new DataView(torn.buffer).setUint32(0, 1000);
+    await writable.write({ type: 'write', position: size, data: torn });
+    await writable.close();
+    expect(await expectData(nodeId)).to.deep.equal([]);
+    expect((await handle.getFile()).size).to.equal(size);
+    await deleteDatabaseBehindOurBack(nodeId);
+    await expectData(nodeId);
+    await deleteIndexedDbStorage({ clusterId: 'test', nodeId });
+  });
+
+  it('redoes a rebuild of the database that was cut short', async () => {
+    const nodeId = `rebuild-cut-${run}`;
+    await nodeWithData(nodeId);
+    const db = await rawDatabase(nodeId);
+    const tx = db.transaction(['records', 'meta'], 'readwrite');
+    tx.objectStore('meta').put('rebuilding from the journal', 'rebuilding');
+    tx.objectStore('records').delete(IDBKeyRange.lowerBound(Uint8Array.of(0x01)));
+    await promisifyRequest(tx);
+    db.close();
+    const repairs = await expectData(nodeId);
+    expect(repairs.at(-1)).to.include({ rebuilding: 'database', finished: true });
+    expect(await expectData(nodeId)).to.deep.equal([]);
+    await deleteIndexedDbStorage({ clusterId: 'test', nodeId });
+  });
+
+  it('rebuilds a database that lost its records but kept its journal', async () => {
+    const nodeId = `emptied-${run}`;
+    await nodeWithData(nodeId);
+    const db = await rawDatabase(nodeId);
+    await promisifyRequest(db.transaction('records', 'readwrite').objectStore('records').clear());
+    db.close();
+    const repairs = await expectData(nodeId);
+    expect(repairs.at(-1)!.reason).to.include('empty');
+    await deleteIndexedDbStorage({ clusterId: 'test', nodeId });
+  });
+
+  it('rewrites the journal as it grows, and any generation restores everything', async () => {
+    const nodeId = `rewrite-${run}`;
+    const options = { clusterId: 'test', nodeId, journalRewriteBytes: 2048 };
+    const storage = await openIndexedDbStorage(options);
+    await storage.write({ groups: [{ group: 1, create: true }] });
+    const generations = new Set<string>();
+    for (let i = 0; i < 60; i++) {
+      await storage.write({
+        groups: [{ group: 1, kv: [{ key: `k${i % 7}`, value: new Uint8Array(100).fill(i) }] }],
+      });
+      generations.add((await journalFiles(nodeId)).join());
+    }
+    await storage.close();
+    expect(generations.size, 'rewrites seen').to.be.greaterThan(3);
+    expect(await journalFiles(nodeId)).to.have.length(1);
+    await deleteDatabaseBehindOurBack(nodeId);
+    const reopened = await openIndexedDbStorage(options);
+    for (let k = 0; k < 7; k++) {
+      const last = 59 - ((59 - k) % 7);
+      expect(await reopened.get(1, `k${k}`)).to.deep.equal(new Uint8Array(100).fill(last));
+    }
+    await reopened.close();
+    await deleteIndexedDbStorage({ clusterId: 'test', nodeId });
+  });
+
+  it('opens a schema version 1 database (records only), adding its journal', async () => {
+    const nodeId = `version1-${run}`;
+    const dbName = indexedDbName('test', nodeId);
+    await foreignDatabase(dbName, 1, ['records']);
+    const db = await rawDatabase(nodeId);
+    const tx = db.transaction('records', 'readwrite');
+    tx.objectStore('records').put(Uint8Array.of(1), Uint8Array.of(0x7f));
+    await promisifyRequest(tx);
+    db.close();
+    const repairs: IndexedDbRepair[] = [];
+    const engine = await openIndexedDbEngine(dbName, { onRepair: (r) => repairs.push(r) });
+    await engine.close();
+    expect(repairs.at(-1)).to.include({ rebuilding: 'journal', finished: true, total: 1 });
+    await deleteDatabaseBehindOurBack(nodeId);
+    const rebuilt = await openIndexedDbEngine(dbName);
+    expect(await rebuilt.get(Uint8Array.of(0x7f))).to.deep.equal(Uint8Array.of(1));
+    await rebuilt.close();
+    await deleteIndexedDbStorage({ clusterId: 'test', nodeId });
+  });
+
+  it('refuses to start empty when the database and its journal are both lost, and keeps refusing', async () => {
+    const nodeId = `vanished-${run}`;
+    const name = indexedDbName('test', nodeId);
+    await nodeWithData(nodeId);
+    await deleteJournal(name);
+    await deleteDatabaseBehindOurBack(nodeId);
     const error = await expectCode(
       openIndexedDbStorage({ clusterId: 'test', nodeId }),
       'corrupt',
@@ -136,10 +359,11 @@ describe('storage: IndexedDB specifics', () => {
     await deleteIndexedDbStorage({ clusterId: 'test', nodeId });
   });
 
-  it('refuses to start empty when a database it initialized lost its records', async () => {
-    const nodeId = `emptied-${run}`;
+  it('refuses to start empty when a database it initialized lost its records, journal too', async () => {
+    const nodeId = `emptied-both-${run}`;
     const name = indexedDbName('test', nodeId);
     await (await openIndexedDbStorage({ clusterId: 'test', nodeId })).close();
+    // Through the engine, so the journal records the emptying as well.
     const engine = await openIndexedDbEngine(name);
     await engine.clearRange(new Uint8Array(0), Uint8Array.of(0xff));
     await engine.close();

@@ -1,0 +1,312 @@
+/**
+ * The dedicated worker that owns a journal's OPFS files (journal.browser.ts starts it):
+ * synchronous access handles, the only OPFS API that appends in place, exist only in
+ * dedicated workers. A frame is written with one write() at the end of the file and then
+ * flushed, so a kill can only leave the last frame torn; open cuts a tail that fails its
+ * length or checksum. Requests are handled one at a time, in arrival order.
+ */
+import { encodeJournalBaseEnd, JournalTag } from './codec.ts';
+import {
+  frameHeaderBytes,
+  type JournalExtent,
+  type JournalFrame,
+  type JournalReply,
+  type JournalRequest,
+  type JournalResult,
+  maxFramePayloadBytes,
+} from './journal-protocol.ts';
+
+/** The part of FileSystemSyncAccessHandle used here (TypeScript's DOM lib lacks it). */
+interface SyncHandle {
+  read(buffer: Uint8Array, options: { at: number }): number;
+  write(buffer: Uint8Array, options: { at: number }): number;
+  truncate(size: number): void;
+  getSize(): number;
+  flush(): void;
+  close(): void;
+}
+
+interface Generation {
+  readonly number: number;
+  readonly handle: SyncHandle;
+  readonly baseSeq: number;
+  size: number;
+  baseBytes: number;
+  lastSeq: number;
+}
+
+const generationName = (n: number) => `gen-${String(n).padStart(16, '0')}`;
+const generationPattern = /^gen-(\d{16})$/;
+
+let directory: FileSystemDirectoryHandle | null = null;
+let current: Generation | null = null;
+/** The generation a rotation is writing, until endGeneration makes it current. */
+let starting: Generation | null = null;
+
+const crcTable = (() => {
+  const table = new Uint32Array(256);
+  for (let n = 0; n < 256; n++) {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    table[n] = c >>> 0;
+  }
+  return table;
+})();
+
+/** CRC-32 (IEEE) of `bytes`. */
+function crc32(bytes: Uint8Array): number {
+  let crc = 0xffffffff;
+  for (let i = 0; i < bytes.length; i++) crc = crcTable[(crc ^ bytes[i]!) & 0xff]! ^ (crc >>> 8);
+  return (crc ^ 0xffffffff) >>> 0;
+}
+
+function encodeFrame(kind: number, seq: number, payload: Uint8Array): Uint8Array {
+  if (payload[0] !== kind) throw new Error(`frame payload does not start with its kind ${kind}`);
+  if (payload.length > maxFramePayloadBytes) throw new Error('frame payload too large');
+  const frame = new Uint8Array(frameHeaderBytes + payload.length);
+  const view = new DataView(frame.buffer);
+  view.setUint32(0, payload.length);
+  view.setUint32(8, Math.floor(seq / 2 ** 32));
+  view.setUint32(12, seq >>> 0);
+  frame.set(payload, frameHeaderBytes);
+  view.setUint32(4, crc32(frame.subarray(8)));
+  return frame;
+}
+
+/**
+ * The frame at `offset`, or null where the file holds no whole, intact frame (its end, or
+ * a torn or damaged tail).
+ */
+function readFrame(
+  handle: SyncHandle,
+  offset: number,
+  size: number,
+): (JournalFrame & { end: number }) | null {
+  if (size - offset < frameHeaderBytes) return null;
+  const header = new Uint8Array(frameHeaderBytes);
+  handle.read(header, { at: offset });
+  const view = new DataView(header.buffer);
+  const length = view.getUint32(0);
+  if (length === 0 || length > maxFramePayloadBytes) return null;
+  const end = offset + frameHeaderBytes + length;
+  if (end > size) return null;
+  const checked = new Uint8Array(8 + length);
+  checked.set(header.subarray(8));
+  handle.read(checked.subarray(8), { at: offset + frameHeaderBytes });
+  if (crc32(checked) !== view.getUint32(4)) return null;
+  const seq = view.getUint32(8) * 2 ** 32 + view.getUint32(12);
+  const payload = checked.subarray(8);
+  return { kind: payload[0]!, seq, payload, end };
+}
+
+/**
+ * Walks a generation: its base, then writes with increasing seq, stopping before the
+ * first frame that is damaged, out of order, or has seq > `keepThrough`. Returns where the
+ * kept frames end, or null if the base is incomplete.
+ */
+function scan(
+  number: number,
+  handle: SyncHandle,
+  keepThrough: number,
+): { generation: Generation; keptBytes: number } | null {
+  const size = handle.getSize();
+  let offset = 0;
+  let baseSeq: number | null = null;
+  let baseBytes = 0;
+  let lastSeq = 0;
+  for (;;) {
+    const frame = readFrame(handle, offset, size);
+    if (frame === null) break;
+    if (baseSeq === null) {
+      if (frame.kind === JournalTag.BaseEnd) {
+        baseSeq = frame.seq;
+        lastSeq = frame.seq;
+        baseBytes = frame.end;
+      } else if (frame.kind !== JournalTag.BasePage) break;
+    } else if (frame.kind !== JournalTag.Write || frame.seq <= lastSeq || frame.seq > keepThrough) {
+      break;
+    } else {
+      lastSeq = frame.seq;
+    }
+    offset = frame.end;
+  }
+  if (baseSeq === null || baseSeq > keepThrough) return null;
+  return {
+    generation: { number, handle, baseSeq, size: offset, baseBytes, lastSeq },
+    keptBytes: offset,
+  };
+}
+
+function extentOf(generation: Generation, cutBytes = 0): JournalExtent {
+  return {
+    baseSeq: generation.baseSeq,
+    lastSeq: generation.lastSeq,
+    bytes: generation.size,
+    baseBytes: generation.baseBytes,
+    cutBytes,
+  };
+}
+
+/** Drops everything after `keptBytes` for good (flushed: the cut must not come back). */
+function cut(handle: SyncHandle, keptBytes: number): number {
+  const cutBytes = handle.getSize() - keptBytes;
+  if (cutBytes > 0) {
+    handle.truncate(keptBytes);
+    handle.flush();
+  }
+  return cutBytes;
+}
+
+function append(generation: Generation, frame: Uint8Array): void {
+  const written = generation.handle.write(frame, { at: generation.size });
+  if (written !== frame.length) {
+    throw new Error(`wrote ${written} of ${frame.length} bytes (disk or quota full?)`);
+  }
+  generation.size += frame.length;
+}
+
+async function createHandle(name: string, create: boolean): Promise<SyncHandle> {
+  const file = await need(directory).getFileHandle(name, { create });
+  return (
+    file as unknown as { createSyncAccessHandle(): Promise<SyncHandle> }
+  ).createSyncAccessHandle();
+}
+
+function need<T>(value: T | null): T {
+  if (value === null) throw new Error('journal is not open');
+  return value;
+}
+
+async function open(path: readonly string[]): Promise<JournalResult> {
+  let dir = await navigator.storage.getDirectory();
+  for (const part of path) dir = await dir.getDirectoryHandle(part, { create: true });
+  directory = dir;
+  const numbers: number[] = [];
+  for await (const name of (dir as unknown as { keys(): AsyncIterable<string> }).keys()) {
+    const match = generationPattern.exec(name);
+    if (match !== null) numbers.push(Number(match[1]));
+  }
+  numbers.sort((a, b) => b - a);
+  let extent: JournalExtent | null = null;
+  for (const number of numbers) {
+    if (current === null) {
+      const handle = await createHandle(generationName(number), false);
+      const found = scan(number, handle, Number.MAX_SAFE_INTEGER);
+      if (found !== null) {
+        current = found.generation;
+        extent = extentOf(current, cut(handle, found.keptBytes));
+        continue;
+      }
+      handle.close();
+    }
+    // Older than the chosen generation, or a rotation cut short.
+    await dir.removeEntry(generationName(number));
+  }
+  return { op: 'open', extent };
+}
+
+function truncateAfter(seq: number): JournalResult {
+  const old = need(current);
+  const found = scan(old.number, old.handle, seq);
+  if (found === null) throw new Error(`its base is newer than seq ${seq}`);
+  const cutBytes = cut(old.handle, found.keptBytes);
+  current = found.generation;
+  return { op: 'truncateAfter', extent: extentOf(current, cutBytes) };
+}
+
+function read(offset: number, maxBytes: number): JournalResult {
+  const generation = need(current);
+  const frames: JournalFrame[] = [];
+  let at = offset;
+  let bytes = 0;
+  while (at < generation.size && bytes < maxBytes) {
+    const frame = readFrame(generation.handle, at, generation.size);
+    if (frame === null) throw new Error(`damaged frame at byte ${at}`);
+    frames.push({ kind: frame.kind, seq: frame.seq, payload: frame.payload });
+    bytes += frame.end - at;
+    at = frame.end;
+  }
+  return { op: 'read', frames, next: at < generation.size ? at : null };
+}
+
+async function beginGeneration(seq: number): Promise<JournalResult> {
+  if (starting !== null) throw new Error('a generation is already being started');
+  const number = current === null ? 1 : current.number + 1;
+  const handle = await createHandle(generationName(number), true);
+  handle.truncate(0);
+  starting = { number, handle, baseSeq: seq, size: 0, baseBytes: 0, lastSeq: seq };
+  return { op: 'beginGeneration' };
+}
+
+async function endGeneration(): Promise<JournalResult> {
+  const next = need(starting);
+  append(next, encodeFrame(JournalTag.BaseEnd, next.baseSeq, encodeJournalBaseEnd()));
+  next.baseBytes = next.size;
+  next.handle.flush();
+  starting = null;
+  const old = current;
+  current = next;
+  if (old !== null) {
+    old.handle.close();
+    await need(directory).removeEntry(generationName(old.number));
+  }
+  return { op: 'endGeneration', extent: extentOf(next) };
+}
+
+function close(): JournalResult {
+  for (const generation of [current, starting]) generation?.handle.close();
+  current = null;
+  starting = null;
+  directory = null;
+  return { op: 'close' };
+}
+
+async function handle(request: JournalRequest): Promise<JournalResult> {
+  switch (request.op) {
+    case 'open':
+      return open(request.path);
+    case 'truncateAfter':
+      return truncateAfter(request.seq);
+    case 'read':
+      return read(request.offset, request.maxBytes);
+    case 'append': {
+      const generation = need(current);
+      if (request.seq <= generation.lastSeq) {
+        throw new Error(`append of seq ${request.seq} after seq ${generation.lastSeq}`);
+      }
+      append(generation, encodeFrame(JournalTag.Write, request.seq, request.payload));
+      generation.handle.flush();
+      generation.lastSeq = request.seq;
+      return { op: 'append', extent: extentOf(generation) };
+    }
+    case 'beginGeneration':
+      return beginGeneration(request.seq);
+    case 'appendBase': {
+      const next = need(starting);
+      append(next, encodeFrame(JournalTag.BasePage, next.baseSeq, request.payload));
+      return { op: 'appendBase' };
+    }
+    case 'endGeneration':
+      return endGeneration();
+    case 'close':
+      return close();
+  }
+}
+
+let queue = Promise.resolve();
+self.onmessage = (event: MessageEvent<{ id: number; request: JournalRequest }>) => {
+  const { id, request } = event.data;
+  queue = queue.then(async () => {
+    let reply: JournalReply;
+    try {
+      reply = { id, result: await handle(request) };
+    } catch (error) {
+      reply = { id, error: error instanceof Error ? error.message : String(error) };
+    }
+    const transfer =
+      'result' in reply && reply.result.op === 'read'
+        ? reply.result.frames.map((frame) => frame.payload.buffer)
+        : [];
+    self.postMessage(reply, { transfer: transfer as Transferable[] });
+  });
+};
