@@ -165,11 +165,28 @@ function append(generation: Generation, frame: Uint8Array): void {
   generation.size += frame.length;
 }
 
+/**
+ * A page that goes away (a reload) releases its Web Lock before its worker's access
+ * handles are gone, so the next page's worker may find the file still held: it retries
+ * for up to `handleWaitMs`.
+ */
+const handleWaitMs = 10_000;
+const handleRetryMs = 50;
+
 async function createHandle(name: string, create: boolean): Promise<SyncHandle> {
   const file = await need(directory).getFileHandle(name, { create });
-  return (
-    file as unknown as { createSyncAccessHandle(): Promise<SyncHandle> }
-  ).createSyncAccessHandle();
+  const deadline = Date.now() + handleWaitMs;
+  for (;;) {
+    try {
+      return await (
+        file as unknown as { createSyncAccessHandle(): Promise<SyncHandle> }
+      ).createSyncAccessHandle();
+    } catch (error) {
+      const held = error instanceof DOMException && error.name === 'NoModificationAllowedError';
+      if (!held || Date.now() > deadline) throw error;
+      await new Promise((resolve) => setTimeout(resolve, handleRetryMs));
+    }
+  }
 }
 
 function need<T>(value: T | null): T {

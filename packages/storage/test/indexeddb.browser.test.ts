@@ -334,6 +334,35 @@ describe('storage: IndexedDB specifics', () => {
     await deleteIndexedDbStorage({ clusterId: 'test', nodeId });
   });
 
+  it('waits for a journal file that a page going away still holds, then opens', async () => {
+    const nodeId = `held-${run}`;
+    await nodeWithData(nodeId);
+    const { journal } = await Journal.open(indexedDbName('test', nodeId), 'the old page');
+    const opening = expectData(nodeId);
+    // Released while the open waits (or, on a slow machine, before it looks: same outcome).
+    setTimeout(() => journal.close(), 1000);
+    expect(await opening).to.deep.equal([]);
+    await deleteIndexedDbStorage({ clusterId: 'test', nodeId });
+  });
+
+  it('fails the open with io, naming the database, while its journal stays held', async () => {
+    const nodeId = `held-forever-${run}`;
+    await nodeWithData(nodeId);
+    const { journal } = await Journal.open(indexedDbName('test', nodeId), 'another page');
+    try {
+      const error = await expectCode(
+        openIndexedDbStorage({ clusterId: 'test', nodeId }),
+        'io',
+        indexedDbName('test', nodeId),
+      );
+      expect(error.message).to.include('journal');
+    } finally {
+      await journal.close();
+    }
+    await expectData(nodeId);
+    await deleteIndexedDbStorage({ clusterId: 'test', nodeId });
+  });
+
   it('refuses to start empty when the database and its journal are both lost, and keeps refusing', async () => {
     const nodeId = `vanished-${run}`;
     const name = indexedDbName('test', nodeId);
