@@ -11,8 +11,8 @@
  * time, and resolves only when both copies have it: Chromium can lose the whole database
  * when killed mid-write (README, "Limits"), and then the open rebuilds it from the
  * journal. Each transaction stores the batch's sequence number beside the records, so an
- * open can tell which copy a crash left behind: a journal behind the database is rewritten
- * from it, writes the database never committed are cut from the journal.
+ * open can tell which copy a crash left behind and bring it up to the other: the journal
+ * is rewritten from the database, or the database replays the journal's extra batches.
  */
 import { get, promisifyRequest, type UseStore } from 'idb-keyval';
 import {
@@ -25,7 +25,7 @@ import {
 import type { Engine, EngineOp, EnginePage } from './engine.ts';
 import { StorageError } from './errors.ts';
 import { deleteJournal, Journal } from './journal.browser.ts';
-import type { JournalExtent } from './journal-protocol.ts';
+import type { JournalExtent, JournalFrame } from './journal-protocol.ts';
 import type { NodeStorage } from './storage.ts';
 import { openEngineStorage } from './store.ts';
 
@@ -383,8 +383,11 @@ async function reconcile(
   } else if (found !== null && found.lastSeq === seq) {
     extent = found;
   } else if (found !== null && found.baseSeq <= seq && found.lastSeq > seq) {
-    // Killed after the journal had a batch and before the database committed it.
-    extent = await journal.truncateAfter(seq);
+    // Killed after the journal had a batch and before the database committed it: every
+    // frame is a whole batch, so the longer copy wins (an unacknowledged batch may stay).
+    await rollForward(db, journal, seq, found.lastSeq);
+    seq = found.lastSeq;
+    extent = found;
   } else {
     const why =
       found === null
@@ -471,19 +474,12 @@ async function rebuildDatabase(
     const tx = strictTransaction(db, [objectStoreName]);
     const records = tx.objectStore(objectStoreName);
     for (const frame of frames) {
-      const what = `${journal.name}: journal frame of batch ${frame.seq}`;
-      try {
-        if (frame.kind === JournalTag.BasePage) {
-          for (const [key, value] of decodeJournalBasePage(frame.payload, what)) {
-            records.put(exact(value), idbKey(key));
-          }
-        } else if (frame.kind === JournalTag.Write) {
-          applyOps(records, decodeJournalWrite(frame.payload, what));
+      if (frame.kind === JournalTag.BasePage) {
+        for (const [key, value] of decodeFrame(journal, frame, decodeJournalBasePage)) {
+          records.put(exact(value), idbKey(key));
         }
-      } catch (error) {
-        tx.abort();
-        if (error instanceof DecodeError) throw new StorageError(error.code, error.message);
-        throw error;
+      } else if (frame.kind === JournalTag.Write) {
+        applyOps(records, decodeFrame(journal, frame, decodeJournalWrite));
       }
       done += frame.payload.length;
     }
@@ -495,6 +491,41 @@ async function rebuildDatabase(
   end.objectStore(metaStoreName).delete(rebuildingKey);
   await promisifyRequest(end);
   progress(extent.bytes, extent.bytes, true);
+}
+
+/** Applies the journal's batches after `seq` to the database, in one transaction. */
+async function rollForward(
+  db: IDBDatabase,
+  journal: Journal,
+  seq: number,
+  lastSeq: number,
+): Promise<void> {
+  const tail: JournalOp[][] = [];
+  for await (const frames of journal.frames(repairStepBytes)) {
+    for (const frame of frames) {
+      if (frame.kind === JournalTag.Write && frame.seq > seq) {
+        tail.push(decodeFrame(journal, frame, decodeJournalWrite));
+      }
+    }
+  }
+  const tx = strictTransaction(db, [objectStoreName, metaStoreName]);
+  for (const ops of tail) applyOps(tx.objectStore(objectStoreName), ops);
+  tx.objectStore(metaStoreName).put(lastSeq, seqKey);
+  await promisifyRequest(tx);
+}
+
+/** A frame's payload decoded, or a 'corrupt' StorageError naming the database and batch. */
+function decodeFrame<T>(
+  journal: Journal,
+  frame: JournalFrame,
+  decode: (bytes: Uint8Array, what: string) => T,
+): T {
+  try {
+    return decode(frame.payload, `${journal.name}: journal frame of batch ${frame.seq}`);
+  } catch (error) {
+    if (error instanceof DecodeError) throw new StorageError(error.code, error.message);
+    throw error;
+  }
 }
 
 /** Rewrites the journal from the database as of batch `seq`, reporting records copied. */

@@ -22,7 +22,7 @@ export interface JournalFrame {
   readonly payload: Uint8Array;
 }
 
-/** What a generation holds, once its torn tail (if any) is cut off. */
+/** What the current generation holds (at open: once a torn tail, if any, is cut off). */
 export interface JournalExtent {
   /** The seq its base reflects. */
   readonly baseSeq: number;
@@ -31,15 +31,11 @@ export interface JournalExtent {
   /** File size in bytes, and how many of them are the base. */
   readonly bytes: number;
   readonly baseBytes: number;
-  /** Bytes of a torn or damaged tail this open removed (0 normally). */
-  readonly cutBytes: number;
 }
 
 export type JournalRequest =
   /** Opens (creating) the directory `path` under the OPFS root, picks the newest complete generation, deletes the rest. */
   | { readonly op: 'open'; readonly path: readonly string[] }
-  /** Drops the current generation's write frames with seq > `seq`. */
-  | { readonly op: 'truncateAfter'; readonly seq: number }
   /** Frames of the current generation from byte `offset`, about `maxBytes` of them. */
   | { readonly op: 'read'; readonly offset: number; readonly maxBytes: number }
   /** Appends one write frame and flushes it. */
@@ -54,7 +50,6 @@ export type JournalRequest =
 
 export type JournalResult =
   | { readonly op: 'open'; readonly extent: JournalExtent | null }
-  | { readonly op: 'truncateAfter'; readonly extent: JournalExtent }
   | { readonly op: 'append'; readonly extent: JournalExtent }
   | { readonly op: 'endGeneration'; readonly extent: JournalExtent }
   | {

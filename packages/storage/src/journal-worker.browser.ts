@@ -100,15 +100,11 @@ function readFrame(
 }
 
 /**
- * Walks a generation: its base, then writes with increasing seq, stopping before the
- * first frame that is damaged, out of order, or has seq > `keepThrough`. Returns where the
- * kept frames end, or null if the base is incomplete.
+ * Walks a generation: its base, then writes numbered one after the other, stopping before
+ * the first frame that is damaged or out of order. Returns the generation as far as it is
+ * whole (its size ends there), or null if its base is incomplete.
  */
-function scan(
-  number: number,
-  handle: SyncHandle,
-  keepThrough: number,
-): { generation: Generation; keptBytes: number } | null {
+function scan(number: number, handle: SyncHandle): Generation | null {
   const size = handle.getSize();
   let offset = 0;
   let baseSeq: number | null = null;
@@ -123,38 +119,31 @@ function scan(
         lastSeq = frame.seq;
         baseBytes = frame.end;
       } else if (frame.kind !== JournalTag.BasePage) break;
-    } else if (frame.kind !== JournalTag.Write || frame.seq <= lastSeq || frame.seq > keepThrough) {
+    } else if (frame.kind !== JournalTag.Write || frame.seq !== lastSeq + 1) {
       break;
     } else {
       lastSeq = frame.seq;
     }
     offset = frame.end;
   }
-  if (baseSeq === null || baseSeq > keepThrough) return null;
-  return {
-    generation: { number, handle, baseSeq, size: offset, baseBytes, lastSeq },
-    keptBytes: offset,
-  };
+  return baseSeq === null ? null : { number, handle, baseSeq, size: offset, baseBytes, lastSeq };
 }
 
-function extentOf(generation: Generation, cutBytes = 0): JournalExtent {
+function extentOf(generation: Generation): JournalExtent {
   return {
     baseSeq: generation.baseSeq,
     lastSeq: generation.lastSeq,
     bytes: generation.size,
     baseBytes: generation.baseBytes,
-    cutBytes,
   };
 }
 
-/** Drops everything after `keptBytes` for good (flushed: the cut must not come back). */
-function cut(handle: SyncHandle, keptBytes: number): number {
-  const cutBytes = handle.getSize() - keptBytes;
-  if (cutBytes > 0) {
-    handle.truncate(keptBytes);
-    handle.flush();
+/** Drops what follows the whole frames for good (flushed: the cut must not come back). */
+function cut(generation: Generation): void {
+  if (generation.handle.getSize() > generation.size) {
+    generation.handle.truncate(generation.size);
+    generation.handle.flush();
   }
-  return cutBytes;
 }
 
 function append(generation: Generation, frame: Uint8Array): void {
@@ -208,10 +197,10 @@ async function open(path: readonly string[]): Promise<JournalResult> {
   for (const number of numbers) {
     if (current === null) {
       const handle = await createHandle(generationName(number), false);
-      const found = scan(number, handle, Number.MAX_SAFE_INTEGER);
-      if (found !== null) {
-        current = found.generation;
-        extent = extentOf(current, cut(handle, found.keptBytes));
+      current = scan(number, handle);
+      if (current !== null) {
+        cut(current);
+        extent = extentOf(current);
         continue;
       }
       handle.close();
@@ -220,15 +209,6 @@ async function open(path: readonly string[]): Promise<JournalResult> {
     await dir.removeEntry(generationName(number));
   }
   return { op: 'open', extent };
-}
-
-function truncateAfter(seq: number): JournalResult {
-  const old = need(current);
-  const found = scan(old.number, old.handle, seq);
-  if (found === null) throw new Error(`its base is newer than seq ${seq}`);
-  const cutBytes = cut(old.handle, found.keptBytes);
-  current = found.generation;
-  return { op: 'truncateAfter', extent: extentOf(current, cutBytes) };
 }
 
 function read(offset: number, maxBytes: number): JournalResult {
@@ -282,13 +262,11 @@ async function handle(request: JournalRequest): Promise<JournalResult> {
   switch (request.op) {
     case 'open':
       return open(request.path);
-    case 'truncateAfter':
-      return truncateAfter(request.seq);
     case 'read':
       return read(request.offset, request.maxBytes);
     case 'append': {
       const generation = need(current);
-      if (request.seq <= generation.lastSeq) {
+      if (request.seq !== generation.lastSeq + 1) {
         throw new Error(`append of seq ${request.seq} after seq ${generation.lastSeq}`);
       }
       append(generation, encodeFrame(JournalTag.Write, request.seq, request.payload));

@@ -104,11 +104,6 @@ export class Journal {
     return (await this.request({ op: 'append', seq, payload }, [payload.buffer])).extent;
   }
 
-  /** Drops writes after `seq` (ones the database never committed). */
-  async truncateAfter(seq: number): Promise<JournalExtent> {
-    return (await this.request({ op: 'truncateAfter', seq })).extent;
-  }
-
   /** Every frame of the current generation, about `maxBytes` per step. */
   async *frames(maxBytes: number): AsyncGenerator<readonly JournalFrame[]> {
     let offset: number | null = 0;

@@ -9,6 +9,8 @@ async function writeForever(groups: number): Promise<void> {
   const storage = await openIndexedDbStorage({
     clusterId: 'crash-test',
     nodeId: 'n1',
+    // Small, so that kills also land in rewrites of the journal (every few batches).
+    journalRewriteBytes: 512 * 1024,
     onRepair: (r) =>
       console.log(
         `repair ${r.rebuilding} ${r.done}/${r.total} ${r.unit} (${r.reason})${r.finished ? ' finished' : ''}`,
