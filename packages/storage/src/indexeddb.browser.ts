@@ -217,7 +217,10 @@ function applyOps(records: IDBObjectStore, ops: readonly JournalOp[]): void {
   for (const op of ops) {
     if (op.type === 'put') records.put(exact(op.value), idbKey(op.key));
     else if (op.type === 'del') records.delete(idbKey(op.key));
-    else records.delete(range(op.key, op.end));
+    // An empty range deletes nothing (and IDBKeyRange refuses to express it).
+    else if (indexedDB.cmp(idbKey(op.key), idbKey(op.end)) < 0) {
+      records.delete(range(op.key, op.end));
+    }
   }
 }
 
@@ -312,12 +315,19 @@ async function openDatabase(
   }
 }
 
-async function readMeta(db: IDBDatabase): Promise<Meta> {
+/** The meta store's entries; a database that has had no batch yet has no `seq`. */
+async function readMeta(db: IDBDatabase, name: string): Promise<Meta> {
   const meta = db.transaction(metaStoreName, 'readonly').objectStore(metaStoreName);
-  const [seq, lost, rebuilding] = await Promise.all(
+  const [seq = 0, lost, rebuilding] = await Promise.all(
     [seqKey, lostKey, rebuildingKey].map((key) => promisifyRequest(meta.get(key))),
   );
-  return { seq: typeof seq === 'number' ? seq : 0, lost, rebuilding };
+  if (!Number.isSafeInteger(seq) || seq < 0) {
+    throw new StorageError(
+      'corrupt',
+      `${name}: its batch number (meta "${seqKey}") is ${String(seq)}, not a count`,
+    );
+  }
+  return { seq, lost, rebuilding };
 }
 
 async function reconcile(
@@ -337,7 +347,7 @@ async function reconcile(
       );
     }
   }
-  const meta = await readMeta(db);
+  const meta = await readMeta(db, name);
   if (meta.lost !== undefined) throw vanished(name, String(meta.lost));
   const initialized = pageStorage()?.getItem(markerKey(dbName)) != null;
   const isEmpty = async () =>

@@ -378,6 +378,21 @@ describe('storage: IndexedDB specifics', () => {
     await deleteIndexedDbStorage({ clusterId: 'test', nodeId });
   });
 
+  it('refuses a database whose batch number is not a count with corrupt', async () => {
+    const nodeId = `bad-seq-${run}`;
+    await nodeWithData(nodeId);
+    const db = await rawDatabase(nodeId);
+    await promisifyRequest(db.transaction('meta', 'readwrite').objectStore('meta').put(-1, 'seq'));
+    db.close();
+    const error = await expectCode(
+      openIndexedDbStorage({ clusterId: 'test', nodeId }),
+      'corrupt',
+      indexedDbName('test', nodeId),
+    );
+    expect(error.message).to.include('batch number');
+    await deleteIndexedDbStorage({ clusterId: 'test', nodeId });
+  });
+
   it('refuses to start empty when the database and its journal are both lost, and keeps refusing', async () => {
     const nodeId = `vanished-${run}`;
     const name = indexedDbName('test', nodeId);
