@@ -98,18 +98,28 @@ function idbKey(key: Uint8Array): IDBValidKey {
  * Holds a Web Lock named after the database for as long as the store is open, so that a
  * second store on the same database (another tab, a duplicated tab) fails with 'locked'
  * instead of interleaving its writes. The browser releases it when the page goes away.
+ * The unlock function resolves once the lock is free again (releasing takes a turn of the
+ * lock manager; an open right after a close must not find it still held).
  */
-function lockDatabase(dbName: string, name: string): Promise<() => void> {
+function lockDatabase(dbName: string, name: string): Promise<() => Promise<void>> {
   return new Promise((resolve, reject) => {
-    navigator.locks
-      .request(`meshkv-storage:${dbName}`, { ifAvailable: true }, (lock) => {
+    const held = navigator.locks.request(
+      `meshkv-storage:${dbName}`,
+      { ifAvailable: true },
+      (lock) => {
         if (lock === null) {
           reject(new StorageError('locked', `${name}: already open in this or another tab`));
           return;
         }
-        return new Promise<void>((release) => resolve(release));
-      })
-      .catch(reject);
+        return new Promise<void>((release) =>
+          resolve(async () => {
+            release();
+            await held;
+          }),
+        );
+      },
+    );
+    held.catch(reject);
   });
 }
 
@@ -123,7 +133,7 @@ export async function openIndexedDbEngine(
   try {
     return await openUnlocked(dbName, name, unlock, options);
   } catch (error) {
-    unlock();
+    await unlock();
     throw error;
   }
 }
@@ -192,7 +202,7 @@ export async function deleteIndexedDbStorage(options: {
   } catch (error) {
     throw new StorageError('io', `${name}: cannot delete: ${String(error)}`, { cause: error });
   } finally {
-    unlock();
+    await unlock();
   }
 }
 
@@ -260,7 +270,7 @@ async function* recordPages(db: IDBDatabase): AsyncGenerator<Array<[Uint8Array, 
 async function openUnlocked(
   dbName: string,
   name: string,
-  unlock: () => void,
+  unlock: () => Promise<void>,
   options: Pick<IndexedDbOptions, 'onRepair' | 'journalRewriteBytes'>,
 ): Promise<Engine> {
   const opened = await Journal.open(dbName, name);
@@ -336,7 +346,7 @@ async function reconcile(
   found: JournalExtent | null,
   dbName: string,
   name: string,
-  unlock: () => void,
+  unlock: () => Promise<void>,
   options: Pick<IndexedDbOptions, 'onRepair' | 'journalRewriteBytes'>,
 ): Promise<Engine> {
   for (const store of [objectStoreName, metaStoreName]) {
@@ -457,7 +467,7 @@ async function reconcile(
       try {
         await journal.close();
       } finally {
-        unlock();
+        await unlock();
       }
     },
   };

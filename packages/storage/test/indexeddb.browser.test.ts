@@ -393,6 +393,30 @@ describe('storage: IndexedDB specifics', () => {
     await deleteIndexedDbStorage({ clusterId: 'test', nodeId });
   });
 
+  it('fails the open with io, saying why, where the origin private file system is missing', async () => {
+    const nodeId = `no-opfs-${run}`;
+    const original = Object.getOwnPropertyDescriptor(StorageManager.prototype, 'getDirectory')!;
+    Object.defineProperty(StorageManager.prototype, 'getDirectory', {
+      value: undefined,
+      configurable: true,
+    });
+    try {
+      const error = await expectCode(
+        openIndexedDbStorage({ clusterId: 'test', nodeId }),
+        'io',
+        indexedDbName('test', nodeId),
+      );
+      expect(error.message).to.include('origin private file system');
+    } finally {
+      Object.defineProperty(StorageManager.prototype, 'getDirectory', original);
+    }
+    // The failed open freed its lock at once and created nothing: now it opens, as a new node.
+    const storage = await openIndexedDbStorage({ clusterId: 'test', nodeId });
+    expect((await storage.load()).groups.size).to.equal(0);
+    await storage.close();
+    await deleteIndexedDbStorage({ clusterId: 'test', nodeId });
+  });
+
   it('refuses to start empty when the database and its journal are both lost, and keeps refusing', async () => {
     const nodeId = `vanished-${run}`;
     const name = indexedDbName('test', nodeId);
