@@ -22,8 +22,9 @@ import {
   type JournalOp,
   JournalTag,
 } from './codec.ts';
-import type { Engine, EngineOp, EnginePage } from './engine.ts';
+import type { Engine, EngineOp } from './engine.ts';
 import { StorageError } from './errors.ts';
+import { ScanViews } from './indexeddb-scan.browser.ts';
 import { deleteJournal, Journal } from './journal.browser.ts';
 import type { JournalExtent, JournalFrame } from './journal-protocol.ts';
 import type { NodeStorage } from './storage.ts';
@@ -234,39 +235,6 @@ function applyOps(records: IDBObjectStore, ops: readonly JournalOp[]): void {
   }
 }
 
-/**
- * The whole record store in pages of about `repairStepBytes`, each read by its own
- * transaction (callers make sure no write runs meanwhile).
- */
-async function* recordPages(db: IDBDatabase): AsyncGenerator<Array<[Uint8Array, Uint8Array]>> {
-  let after: Uint8Array | null = null;
-  for (;;) {
-    const from: Uint8Array | null = after;
-    const page = await new Promise<Array<[Uint8Array, Uint8Array]>>((resolve, reject) => {
-      const store = db.transaction(objectStoreName, 'readonly').objectStore(objectStoreName);
-      const request = store.openCursor(
-        from === null ? null : IDBKeyRange.lowerBound(idbKey(from), true),
-      );
-      const pairs: Array<[Uint8Array, Uint8Array]> = [];
-      let bytes = 0;
-      request.onsuccess = () => {
-        const cursor = request.result;
-        if (cursor === null) return resolve(pairs);
-        const key = new Uint8Array(cursor.key as ArrayBuffer);
-        const value = cursor.value as Uint8Array;
-        pairs.push([key, value]);
-        bytes += key.length + value.length;
-        if (bytes >= repairStepBytes) resolve(pairs);
-        else cursor.continue();
-      };
-      request.onerror = () => reject(request.error);
-    });
-    if (page.length === 0) return;
-    yield page;
-    after = page.at(-1)![0];
-  }
-}
-
 async function openUnlocked(
   dbName: string,
   name: string,
@@ -384,6 +352,7 @@ async function reconcile(
       });
   };
 
+  const views = new ScanViews(db, objectStoreName);
   let seq = meta.seq;
   let extent: JournalExtent;
   if (rebuilding !== null) {
@@ -413,7 +382,7 @@ async function reconcile(
       found === null
         ? 'the journal is missing'
         : `the journal holds batches ${found.baseSeq}..${found.lastSeq}, the database ${seq}`;
-    extent = await rewriteJournal(db, journal, seq, report('journal', why));
+    extent = await rewriteJournal(db, views, journal, seq, report('journal', why));
   }
 
   // Another tab upgrading or deleting the database: let it, and fail our later calls.
@@ -432,6 +401,7 @@ async function reconcile(
   /** One batch into both copies at once; it is acknowledged when both have it. */
   async function commit(ops: readonly JournalOp[]): Promise<void> {
     const next = seq + 1;
+    await views.preserve(ops);
     const tx = strictTransaction(db, [objectStoreName, metaStoreName]);
     applyOps(tx.objectStore(objectStoreName), ops);
     tx.objectStore(metaStoreName).put(next, seqKey);
@@ -440,7 +410,7 @@ async function reconcile(
     extent = appended;
     const written = extent.bytes - extent.baseBytes;
     if (written > Math.max(rewriteBytes, 2 * extent.baseBytes)) {
-      extent = await journal.rewrite(seq, recordPages(db));
+      extent = await journal.rewrite(seq, views.scan(new Uint8Array(0), null));
     }
   }
 
@@ -450,16 +420,7 @@ async function reconcile(
       const value = await get<Uint8Array>(idbKey(key), strict);
       return value;
     },
-    scan(lo: Uint8Array, hi: Uint8Array | null): AsyncIterable<EnginePage> {
-      // Both requests are issued now, in one transaction: the view is fixed at the call.
-      const store = db.transaction(objectStoreName, 'readonly').objectStore(objectStoreName);
-      const keys = promisifyRequest(store.getAllKeys(range(lo, hi)));
-      const values = promisifyRequest(store.getAll(range(lo, hi)));
-      return (async function* pages() {
-        const [keyList, valueList] = await Promise.all([keys, values]);
-        yield keyList.map((key, i) => [new Uint8Array(key as ArrayBuffer), valueList[i]] as const);
-      })();
-    },
+    scan: (lo, hi) => views.scan(lo, hi),
     write: (ops: readonly EngineOp[]) => commit(ops),
     clearRange: (lo, hi) => commit([{ type: 'delRange', key: lo, end: hi }]),
     async close() {
@@ -551,6 +512,7 @@ function decodeFrame<T>(
 /** Rewrites the journal from the database as of batch `seq`, reporting records copied. */
 async function rewriteJournal(
   db: IDBDatabase,
+  views: ScanViews,
   journal: Journal,
   seq: number,
   progress: (done: number, total: number, finished: boolean) => void,
@@ -562,7 +524,7 @@ async function rewriteJournal(
   const extent = await journal.rewrite(
     seq,
     (async function* counted() {
-      for await (const page of recordPages(db)) {
+      for await (const page of views.scan(new Uint8Array(0), null)) {
         yield page;
         done += page.length;
         progress(done, total, false);

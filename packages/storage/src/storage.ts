@@ -215,7 +215,9 @@ export interface NodeStorage {
    * The first chunk carries the applied state; the last one is marked final. Feed them, in
    * order, to a SnapshotRestore on the receiving node. Errors ('unknown_group',
    * 'invalid_argument' for targetChunkBytes outside [1, limits.maxChunkBytes]) surface on
-   * the first iteration. IndexedDB holds the whole state machine in memory meanwhile.
+   * the first iteration. Memory held while streaming: LevelDB and memory read from a
+   * snapshot; IndexedDB reads pages of ~1 MiB and keeps the old values of what is written
+   * into the part it has not streamed yet (copy-on-write).
    */
   snapshotChunks(group: GroupId, options?: SnapshotChunkOptions): AsyncIterable<Uint8Array>;
 

@@ -5,6 +5,7 @@
 import type { Entry, Snapshot } from '@meshkv/raft';
 import { expect } from 'chai';
 import {
+  decodeChunk,
   encodeNode,
   FORMAT_VERSION,
   groupKey,
@@ -622,6 +623,43 @@ export function storageContract(backend: Backend): void {
       } finally {
         await other.close();
         await target.destroy();
+      }
+    });
+
+    it('streams the state machine as of the call while writes land between its chunks', async () => {
+      // ~3 MiB, so that IndexedDB reads it in several pages between the writes.
+      const name = (i: number) => `k${String(i).padStart(2, '0')}`;
+      const kv = Array.from({ length: 48 }, (_, i) => ({
+        key: name(i),
+        value: new Uint8Array(64 * 1024).fill(i),
+      }));
+      await storage.write({ groups: [{ group: 4, create: true, kv }] });
+      const stream = storage.snapshotChunks(4, { targetChunkBytes: 100 * 1024 });
+      const streamed = new Map<string, number[]>();
+      let round = 0;
+      for await (const chunk of stream) {
+        for (const record of decodeChunk(chunk, 'streamed chunk').records) {
+          streamed.set(record.name, [...record.value.subarray(0, 4)]);
+        }
+        round++;
+        // Overwrite, delete and insert keys all over the range, read and unread.
+        await storage.write({
+          groups: [
+            {
+              group: 4,
+              kv: [
+                { key: name((round * 7) % 48), value: new Uint8Array(10).fill(200) },
+                { key: name((round * 11 + 3) % 48), value: null },
+                { key: `${name(round % 48)}+`, value: new Uint8Array(10).fill(201) },
+              ],
+            },
+          ],
+        });
+      }
+      expect(round, 'chunks').to.be.greaterThan(20);
+      expect([...streamed.keys()]).to.deep.equal(kv.map(({ key }) => key));
+      for (const { key, value } of kv) {
+        expect(streamed.get(key), key).to.deep.equal([...value.subarray(0, 4)]);
       }
     });
 

@@ -8,7 +8,7 @@ import {
   openIndexedDbStorage,
 } from '../src/indexeddb.browser.ts';
 import { deleteJournal, Journal, journalPath } from '../src/journal.browser.ts';
-import { expectCode, storageContract } from './contract.ts';
+import { expectCode, prng, storageContract } from './contract.ts';
 
 let databases = 0;
 const run = `${Date.now()}-${Math.random()}`;
@@ -458,6 +458,51 @@ describe('storage: IndexedDB specifics', () => {
     expect(error.message).to.include('empty');
     await deleteIndexedDbStorage({ clusterId: 'test', nodeId });
     await (await openIndexedDbStorage({ clusterId: 'test', nodeId })).close();
+    await deleteIndexedDbStorage({ clusterId: 'test', nodeId });
+  });
+
+  it('keeps each open scan at the view of its call across pages, writes and range deletes', async () => {
+    const nodeId = `scans-${run}`;
+    const engine = await openIndexedDbEngine(indexedDbName('test', nodeId));
+    const random = prng(7);
+    const key = (i: number) => Uint8Array.of(0x40, i);
+    const state = new Map<number, number>();
+    // 60 values of 100 KiB: a scan of everything reads about six pages.
+    const put = async (i: number, fill: number) => {
+      await engine.write([
+        { type: 'put', key: key(i), value: new Uint8Array(100 * 1024).fill(fill) },
+      ]);
+      state.set(i, fill);
+    };
+    for (let i = 0; i < 60; i += 1) await put(i, i);
+    const snapshot = (lo: number, hi: number) =>
+      [...state].filter(([i]) => i >= lo && i < hi).sort(([a], [b]) => a - b);
+    const scans = [
+      { lo: 0, hi: 60, expected: snapshot(0, 60), seen: [] as Array<[number, number]> },
+      { lo: 10, hi: 45, expected: snapshot(10, 45), seen: [] as Array<[number, number]> },
+    ].map((scan) => ({
+      ...scan,
+      pages: engine.scan(key(scan.lo), key(scan.hi))[Symbol.asyncIterator](),
+    }));
+    const finished = new Set<number>();
+    while (finished.size < scans.length) {
+      for (const [n, scan] of scans.entries()) {
+        if (finished.has(n)) continue;
+        const next = await scan.pages.next();
+        if (next.done) finished.add(n);
+        else for (const [k, v] of next.value) scan.seen.push([k[1]!, v[0]!]);
+      }
+      // Writes everywhere, and now and then a range delete.
+      for (let n = 0; n < 3; n++) await put(Math.floor(random() * 70), 100 + n);
+      if (random() < 0.3) {
+        const lo = Math.floor(random() * 60);
+        await engine.clearRange(key(lo), key(lo + 5));
+        for (let i = lo; i < lo + 5; i++) state.delete(i);
+      }
+    }
+    for (const scan of scans)
+      expect(scan.seen, `scan ${scan.lo}..${scan.hi}`).to.deep.equal(scan.expected);
+    await engine.close();
     await deleteIndexedDbStorage({ clusterId: 'test', nodeId });
   });
 
