@@ -371,10 +371,16 @@ async function reconcile(
     extent = found;
   } else if (found !== null && found.lastSeq === seq) {
     extent = found;
-  } else if (found !== null && found.baseSeq <= seq && found.lastSeq > seq) {
-    // Killed after the journal had a batch and before the database committed it: every
-    // frame is a whole batch, so the longer copy wins (an unacknowledged batch may stay).
-    await rollForward(db, journal, seq, found.lastSeq);
+  } else if (found !== null && found.lastSeq > seq) {
+    // Every frame and every transaction holds whole batches, so the longer copy wins (an
+    // unacknowledged batch may stay). Normally: killed after the journal had a batch and
+    // before the database committed it, and the database replays that batch.
+    if (found.baseSeq <= seq) {
+      await rollForward(db, journal, seq, found.lastSeq);
+    } else {
+      const why = `the database holds batches up to ${seq}, the journal ${found.baseSeq}..${found.lastSeq}`;
+      await rebuildDatabase(db, journal, found, report('database', why));
+    }
     seq = found.lastSeq;
     extent = found;
   } else {

@@ -255,6 +255,30 @@ describe('storage: IndexedDB specifics', () => {
     await deleteIndexedDbStorage({ clusterId: 'test', nodeId });
   });
 
+  it('rebuilds a database that fell behind the start of the journal from the journal', async () => {
+    const nodeId = `database-behind-${run}`;
+    await nodeWithData(nodeId);
+    // A journal rewritten from the database: its base is the database's last batch.
+    await deleteJournal(indexedDbName('test', nodeId));
+    await expectData(nodeId);
+    const db = await rawDatabase(nodeId);
+    const tx = db.transaction(['records', 'meta'], 'readwrite');
+    const seq = await promisifyRequest(tx.objectStore('meta').get('seq'));
+    tx.objectStore('meta').put(seq - 1, 'seq');
+    // A record the journal does not have: the rebuild must replace, not merge.
+    tx.objectStore('records').put(Uint8Array.of(1), Uint8Array.of(0x7f));
+    await promisifyRequest(tx);
+    db.close();
+    const repairs = await expectData(nodeId);
+    expect(repairs.at(-1)).to.include({ rebuilding: 'database', finished: true });
+    expect(repairs.at(-1)!.reason).to.include(`up to ${seq - 1}, the journal ${seq}..${seq}`);
+    expect(await expectData(nodeId)).to.deep.equal([]);
+    const engine = await openIndexedDbEngine(indexedDbName('test', nodeId));
+    expect(await engine.get(Uint8Array.of(0x7f))).to.equal(undefined);
+    await engine.close();
+    await deleteIndexedDbStorage({ clusterId: 'test', nodeId });
+  });
+
   it('cuts a torn tail off the journal', async () => {
     const nodeId = `journal-torn-${run}`;
     await nodeWithData(nodeId);
