@@ -43,7 +43,7 @@ const rebuildingKey = 'rebuilding';
 const schemaVersion = 2;
 /** The journal is rewritten once its writes exceed this and twice its base. */
 const defaultJournalRewriteBytes = 64 * 1024 * 1024;
-/** Bytes moved per transaction or journal request while rebuilding either copy. */
+/** Journal bytes read per request (and, rebuilding, written per transaction) at open. */
 const repairStepBytes = 4 * 1024 * 1024;
 
 /** The database a node uses: one per cluster and node id. */
