@@ -21,15 +21,25 @@ const NODE_PEER = fileURLToPath(new URL('./node-peer.ts', import.meta.url));
 const BROWSER_PEER = fileURLToPath(new URL('./browser-peer.ts', import.meta.url));
 const START_DEADLINE_MS = 60_000;
 
-/** Like waitFor, for conditions that must be asked asynchronously (a page, a process). */
+/**
+ * Like waitFor, for conditions that must be asked asynchronously (a page, a process); on
+ * timeout the error carries `describe()`, the state a diagnosis needs.
+ */
 export async function waitForAsync(
   condition: () => Promise<boolean>,
   what: string,
   deadlineMs = 60_000,
+  describe?: () => Promise<string>,
 ): Promise<void> {
   const start = Date.now();
   while (!(await condition())) {
-    if (Date.now() - start > deadlineMs) throw new Error(`timed out waiting for ${what}`);
+    if (Date.now() - start > deadlineMs) {
+      const state =
+        describe === undefined
+          ? ''
+          : `; ${await describe().catch((error) => `state unavailable: ${String(error)}`)}`;
+      throw new Error(`timed out waiting for ${what}${state}`);
+    }
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
 }

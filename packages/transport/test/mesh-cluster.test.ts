@@ -57,12 +57,23 @@ describe('WebRTC mesh across processes and Chromium (real signaling server)', fu
     send: (sizes: readonly number[] | number) => Promise<void>,
     received: (question: 'matchesPatterns' | 'matchesIndexed', arg: unknown) => Promise<boolean>,
     reset: () => Promise<void>,
+    stateOf: () => Promise<string>,
   ): Promise<void> {
     await send(SIZES);
-    await waitForAsync(() => received('matchesPatterns', SIZES), 'echoes of 1 B, 64 KiB, 4 MiB');
+    await waitForAsync(
+      () => received('matchesPatterns', SIZES),
+      'echoes of 1 B, 64 KiB, 4 MiB',
+      undefined,
+      stateOf,
+    );
     await reset();
     await send(SMALL_FRAMES);
-    await waitForAsync(() => received('matchesIndexed', SMALL_FRAMES), '10k echoes in order');
+    await waitForAsync(
+      () => received('matchesIndexed', SMALL_FRAMES),
+      '10k echoes in order',
+      undefined,
+      stateOf,
+    );
   }
 
   it('Node↔Node (two processes): echoes 1 B/64 KiB/4 MiB and 10k frames, in order', async () => {
@@ -77,6 +88,7 @@ describe('WebRTC mesh across processes and Chromium (real signaling server)', fu
           ? local.matchesPatterns('node-echo', arg as number[])
           : local.matchesIndexed('node-echo', arg as number),
       async () => local.reset('node-echo'),
+      async () => local.describe('node-echo'),
     );
     expect(mesh.stats('node-echo')).to.include({ framesDropped: 0, malformedReceived: 0 });
   });
@@ -90,6 +102,7 @@ describe('WebRTC mesh across processes and Chromium (real signaling server)', fu
       },
       (question, arg) => inPage<boolean>(page, question, 'node-echo', arg),
       () => inPage(page, 'reset', 'node-echo'),
+      () => inPage<string>(page, 'describe', 'node-echo'),
     );
   });
 
@@ -103,6 +116,7 @@ describe('WebRTC mesh across processes and Chromium (real signaling server)', fu
       },
       (question, arg) => inPage<boolean>(page, question, 'tab-echo', arg),
       () => inPage(page, 'reset', 'tab-echo'),
+      () => inPage<string>(page, 'describe', 'tab-echo'),
     );
   });
 

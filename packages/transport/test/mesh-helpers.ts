@@ -134,6 +134,18 @@ export class MeshProbe {
     return frames.length === count && frames.every((frame, i) => sameBytes(frame, indexedFrame(i)));
   }
 
+  /** What a failed wait needs: the frames from `peer`, the link's state, stats and events. */
+  describe(peer: PeerId): string {
+    const sizes = this.framesFrom(peer).map((frame) => frame.length);
+    const shown = sizes.length > 8 ? `${sizes.slice(0, 8).join(', ')}, …` : sizes.join(', ');
+    return [
+      `${sizes.length} frames from ${peer} (bytes: ${shown})`,
+      `link ${this.isUp(peer) ? 'up' : 'not up'}`,
+      `stats ${JSON.stringify(this.transport.stats(peer))}`,
+      `events ${this.events.slice(-10).join('; ') || 'none'}`,
+    ].join('; ');
+  }
+
   isUp(peer: PeerId): boolean {
     return this.transport.peers().includes(peer);
   }
