@@ -12,6 +12,7 @@
  * runs a page's transaction either wholly before or wholly after a write's, so a page sees
  * the state before a write, or after it with the kept values already in place.
  */
+import { promisifyRequest } from 'idb-keyval';
 import type { JournalOp } from './codec.ts';
 import type { EnginePage } from './engine.ts';
 
@@ -27,7 +28,9 @@ const text = (bytes: Uint8Array): string => {
 const bytesOf = (key: string): Uint8Array => Uint8Array.from(key, (c) => c.charCodeAt(0));
 
 /** Our keys are always fresh arrays, never views of a SharedArrayBuffer. */
-const idbKey = (key: Uint8Array): IDBValidKey => key as Uint8Array<ArrayBuffer>;
+export function idbKey(key: Uint8Array): IDBValidKey {
+  return key as Uint8Array<ArrayBuffer>;
+}
 
 interface ScanView {
   /** The unread part: keys after `readUpTo` (from `lo` on, before the first page), below `hi`. */
@@ -164,21 +167,18 @@ export class ScanViews {
     }
     if (keys.size === 0 && ranges.length === 0) return;
     const store = this.db.transaction(this.storeName, 'readonly').objectStore(this.storeName);
-    const request = <T>(r: IDBRequest<T>) =>
-      new Promise<T>((resolve, reject) => {
-        r.onsuccess = () => resolve(r.result);
-        r.onerror = () => reject(r.error);
-      });
     const found = new Map<string, Uint8Array | null>();
     const singles = [...keys].map(async (key) => {
-      const value = (await request(store.get(idbKey(bytesOf(key))))) as Uint8Array | undefined;
+      const value = (await promisifyRequest(store.get(idbKey(bytesOf(key))))) as
+        | Uint8Array
+        | undefined;
       found.set(key, value ?? null);
     });
     const spans = ranges.map(async ([lo, hi]) => {
       const range = IDBKeyRange.bound(idbKey(bytesOf(lo)), idbKey(bytesOf(hi)), false, true);
       const [names, values] = await Promise.all([
-        request(store.getAllKeys(range)),
-        request(store.getAll(range)),
+        promisifyRequest(store.getAllKeys(range)),
+        promisifyRequest(store.getAll(range)),
       ]);
       names.forEach((name, i) => {
         found.set(text(new Uint8Array(name as ArrayBuffer)), values[i] as Uint8Array);

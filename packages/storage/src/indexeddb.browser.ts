@@ -24,7 +24,7 @@ import {
 } from './codec.ts';
 import type { Engine, EngineOp } from './engine.ts';
 import { StorageError } from './errors.ts';
-import { ScanViews } from './indexeddb-scan.browser.ts';
+import { idbKey, ScanViews } from './indexeddb-scan.browser.ts';
 import { deleteJournal, Journal } from './journal.browser.ts';
 import type { JournalExtent, JournalFrame } from './journal-protocol.ts';
 import type { NodeStorage } from './storage.ts';
@@ -88,11 +88,6 @@ function exact(bytes: Uint8Array): Uint8Array {
   return bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength
     ? bytes
     : bytes.slice();
-}
-
-/** Our keys are always fresh arrays, never views of a SharedArrayBuffer. */
-function idbKey(key: Uint8Array): IDBValidKey {
-  return key as Uint8Array<ArrayBuffer>;
 }
 
 /**
