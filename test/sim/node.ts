@@ -5,7 +5,7 @@
  * Durability runs on the real storage code: the node owns a @meshkv/storage MemoryDisk in
  * 'manual' sync mode and a NodeStorage opened on it, so the simulation decides when a
  * write becomes durable. Persisting a Ready is one `write` (snapshot, entries, hard state);
- * a Ready with `mustSync` (or a snapshot) is synced before its messages are sent, while a
+ * a Ready with `mustSync` is synced before its messages are sent, while a
  * commit-only Ready is written lazily: it stays pending on the disk until a later synced
  * write flushes it, and a crash meanwhile loses it. After applying, a second, lazy write
  * records the state machine's changes (`appliedState`, `kv`, `sessions`) and any snapshot
@@ -290,7 +290,7 @@ export class SimNode {
           }
           return;
         }
-        if (rd.mustSync || rd.snapshot !== null || crashPoint !== null) {
+        if (rd.mustSync || crashPoint !== null) {
           await this.synced(write);
         } else {
           this.lazily(write);

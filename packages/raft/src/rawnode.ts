@@ -34,8 +34,9 @@ import {
  *
  * 1. Persist `snapshot` (if not null; it replaces the log), then `entries` (appending,
  *    replacing any conflicting suffix; they follow the snapshot) and `hardState` (if not
- *    null) durably — one atomic write for all groups is fine. `mustSync` says whether an fsync-level write is required (term, vote or entries
- *    changed); a commit-index-only change may be written lazily.
+ *    null) durably — one atomic write for all groups is fine. `mustSync` says whether an
+ *    fsync-level write is required (term, vote, entries or a snapshot: the messages
+ *    acknowledge them); a commit-index-only change may be written lazily.
  * 2. Send `messages`. They may only leave after step 1 is durable: vote grants and
  *    append acknowledgements promise durable state (Raft Figure 2). This simple contract
  *    ("persist everything in the Ready, then send") is the only one raft supports.
@@ -62,7 +63,7 @@ export interface Ready {
   readonly committedEntries: readonly Entry[];
   /** Messages to send after persisting (each carries its `groupId` and `to`). */
   readonly messages: readonly Message[];
-  /** Whether persisting needs a durable (synced) write. */
+  /** Whether persisting needs a durable (synced) write: term, vote, entries or snapshot changed. */
   readonly mustSync: boolean;
 }
 
@@ -308,8 +309,10 @@ export class RawNode {
       snapshot: r.raftLog.unstable.snapshot,
       committedEntries,
       messages: r.msgs,
+      // A snapshot is acknowledged in this Ready's messages, like entries: durable first.
       mustSync:
         entries.length > 0 ||
+        r.raftLog.unstable.snapshot !== null ||
         hs.term !== this.prevHardState.term ||
         hs.vote !== this.prevHardState.vote,
     };

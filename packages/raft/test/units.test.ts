@@ -13,7 +13,7 @@ import {
 } from '../src/index.ts';
 import { JointConfig, majorityCommitted, majorityVoteResult } from '../src/quorum.ts';
 import { Inflights } from '../src/tracker.ts';
-import { confStateOf, enc, entry, Network } from './harness.ts';
+import { confStateOf, drain, enc, entry, Network, singleNode, storageAtZero } from './harness.ts';
 
 /** Config of a one-voter group 'a' (voters given by `voters`). */
 function soloConfig(groupId = 0, voters = ['a']) {
@@ -336,6 +336,59 @@ describe('raft units: flow control, quorum, storage, PRNG, config, message valid
     expect(rd.mustSync).to.equal(false);
     expect(rd.entries).to.deep.equal([]);
     follower.raw.advance();
+  });
+
+  /** Follower 'b' of [a, b] that heard leader 'a' at term 1 (so later term changes are visible). */
+  function followerAtTerm1() {
+    const { raw, storage } = singleNode('b', ['a', 'b']);
+    const from = { groupId: 1, from: 'a', to: 'b', term: 1 };
+    raw.step(newMessage({ ...from, type: MessageType.Heartbeat }));
+    drain(raw, storage);
+    return { raw, storage, from };
+  }
+
+  it('Ready: installing a snapshot must sync (its acknowledgement is in the same Ready)', () => {
+    const { raw, from } = followerAtTerm1();
+    const data = enc('state');
+    raw.step(
+      newMessage({
+        ...from,
+        type: MessageType.Snap,
+        snapshot: {
+          metadata: { index: 5, term: 1, confState: confStateOf(['a', 'b']) },
+          offsetBytes: 0,
+          totalBytes: data.byteLength,
+          data,
+        },
+      }),
+    );
+    const rd = raw.ready();
+    expect(rd.snapshot?.metadata.index).to.equal(5);
+    expect(rd.hardState?.term, 'the term did not change').to.equal(1);
+    expect(rd.entries).to.deep.equal([]);
+    expect(rd.messages.map((m) => [m.type, m.index])).to.deep.equal([[MessageType.AppResp, 5]]);
+    expect(rd.mustSync, 'the AppResp acknowledges the snapshot').to.equal(true);
+  });
+
+  it('Ready: a vote at the same term, or a new term alone, must sync (Figure 2: persist before answering)', () => {
+    // b at term 3 with no vote and no leader (e.g. restarted) is asked for its vote at term 3.
+    const storage = storageAtZero(['a', 'b', 'c']);
+    storage.setHardState({ term: 3, vote: null, commit: 0 });
+    const b = singleNode('b', ['a', 'b', 'c'], { storage });
+    b.raw.step(newMessage({ groupId: 1, type: MessageType.Vote, from: 'c', to: 'b', term: 3 }));
+    const vote = b.raw.ready();
+    expect(vote.hardState).to.deep.equal({ term: 3, vote: 'c', commit: 0 });
+    expect(vote.messages.map((m) => [m.type, m.reject])).to.deep.equal([
+      [MessageType.VoteResp, false],
+    ]);
+    expect(vote.mustSync, 'vote changed, term did not').to.equal(true);
+    b.raw.advance();
+
+    const { raw } = followerAtTerm1();
+    raw.step(newMessage({ groupId: 1, type: MessageType.Heartbeat, from: 'a', to: 'b', term: 2 }));
+    const term = raw.ready();
+    expect(term.hardState).to.deep.equal({ term: 2, vote: null, commit: 0 });
+    expect(term.mustSync, 'term changed, vote did not (null → null)').to.equal(true);
   });
 
   it('quiescence: isIdle turns true once every member has the whole log and the commit index', () => {
