@@ -723,7 +723,9 @@ export class Raft {
   }
 
   private leaderReadIndex(m: Message): void {
-    if (this.trk.isSingleton()) {
+    // The shortcut holds only if the one voter is this node: a leader removed with
+    // stepDownOnRemoval false still needs the remaining voter to confirm it leads.
+    if (this.trk.isSingleton() && this.trk.isVoter(this.id)) {
       this.respondToReadIndex(m, this.raftLog.committed);
       return;
     }

@@ -1,5 +1,11 @@
 import { expect } from 'chai';
-import { DropReason, MessageType, type RaftError, RaftErrorCode } from '../src/index.ts';
+import {
+  ConfChangeType,
+  DropReason,
+  MessageType,
+  type RaftError,
+  RaftErrorCode,
+} from '../src/index.ts';
 import { dec, enc, Network } from './harness.ts';
 
 const ids = ['a', 'b', 'c'];
@@ -121,6 +127,31 @@ describe('raft: ReadIndex linearizable reads (thesis §6.4)', () => {
     } catch (e) {
       expect((e as RaftError).reason).to.equal(DropReason.ReadQueueFull);
     }
+  });
+
+  it('a leader removed with stepDownOnRemoval: false confirms reads with the remaining voter, never on its own', () => {
+    const net = new Network(['a', 'b'], { seed: 80, stepDownOnRemoval: false });
+    const leader = net.electLeader();
+    const other = net.node(leader.id === 'a' ? 'b' : 'a');
+    leader.raw.proposeConfChange({ type: ConfChangeType.RemoveNode, nodeId: leader.id });
+    net.stabilize();
+    expect(leader.confState.voters).to.deep.equal([other.id]);
+    expect(leader.status.role, 'it keeps leading the one-voter group').to.equal('leader');
+    // Connected, the remaining voter's heartbeat acknowledgement confirms the read.
+    leader.raw.readIndex(enc('with-ack'));
+    net.stabilize();
+    expect(leader.readStates.map((r) => dec(r.context))).to.deep.equal(['with-ack']);
+    // Isolated, the remaining voter elects itself and writes; the old leader must not answer.
+    net.isolate(leader.id);
+    net.tickUntil(() => other.status.role === 'leader');
+    other.raw.propose(enc('new'));
+    net.stabilize();
+    expect(other.state).to.include('new');
+    leader.raw.readIndex(enc('stale?'));
+    net.stabilize();
+    expect(leader.readStates.map((r) => dec(r.context)), 'a stale read').to.deep.equal([
+      'with-ack',
+    ]);
   });
 
   it('single-voter group answers reads at once', () => {
