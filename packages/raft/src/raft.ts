@@ -472,12 +472,12 @@ export class Raft {
     } else if (m.term > this.term) {
       if (m.type === MessageType.Vote || m.type === MessageType.PreVote) {
         const force = isCampaignTransfer(m.context);
-        const inLease =
-          this.cfg.checkQuorum &&
-          this.lead !== null &&
-          this.electionElapsed < this.cfg.electionTick;
+        const heardLeader = this.lead !== null && this.electionElapsed < this.cfg.electionTick;
         // We heard from a live leader within the minimum election timeout: ignore the
-        // request so a partitioned node cannot depose it (thesis §4.2.3).
+        // request so a partitioned node cannot depose it. With CheckQuorum for votes too
+        // (thesis §4.2.3); a pre-vote always (§9.6: only if no leader was heard from),
+        // or one-way loss from the leader to one follower deposes a healthy leader.
+        const inLease = heardLeader && (this.cfg.checkQuorum || m.type === MessageType.PreVote);
         if (!force && inLease) return;
       }
       if (m.type === MessageType.PreVote) {

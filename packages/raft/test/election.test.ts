@@ -74,6 +74,20 @@ describe('raft: leader election (§5.2), PreVote (thesis §9.6), CheckQuorum (th
     expect(net.node(lonely).status.lead).to.equal(leader.id);
   });
 
+  it('PreVote without CheckQuorum: a follower that stops hearing the leader (one-way loss) gets no pre-votes from followers that still hear it (thesis §9.6)', () => {
+    forEachSeed([8, 9, 10, 11, 12], (seed) => {
+      const net = new Network(['a', 'b', 'c'], { seed, preVote: true, checkQuorum: false });
+      const leader = net.electLeader();
+      const term = leader.status.term;
+      const deaf = ['a', 'b', 'c'].find((id) => id !== leader.id)!;
+      net.loss(1, leader.id, deaf); // only the leader's messages to it are lost
+      net.tick(undefined, 100);
+      expect(net.node(deaf).status.role, 'it keeps asking').to.equal('precandidate');
+      expect(leader.status.role).to.equal('leader');
+      expect(leader.status.term, 'the healthy leader was not deposed').to.equal(term);
+    });
+  });
+
   it('disruptive follower without PreVote: the rejoining node forces a new election at a higher term', () => {
     const net = new Network(['a', 'b', 'c'], { seed: 6, preVote: false, checkQuorum: false });
     const leader = net.electLeader();
