@@ -272,6 +272,11 @@ export class SimNode {
       const raw = this.raw;
       const rd = raw.ready();
       const write = this.persist(rd);
+      if (rd.nonMemberCandidates.length > 0) {
+        this.host.trace(
+          `${this.id} ignores vote requests of non-members [${rd.nonMemberCandidates}]`,
+        );
+      }
       if (rd.softState?.role === 'leader') {
         this.host.trace(`${this.id} leads term ${raw.status().term}`);
         this.host.monitor.onLeader(this.id, raw.status().term, this.log!);

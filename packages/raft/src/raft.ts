@@ -89,6 +89,8 @@ export class Raft {
   private pendingReadIndexMessages: Message[] = [];
   msgs: Message[] = [];
   readStates: ReadState[] = [];
+  /** Nodes outside the configuration that asked for our vote since the last Ready. */
+  nonMemberCandidates: NodeId[] = [];
   electionElapsed = 0;
   heartbeatElapsed = 0;
   randomizedElectionTimeout = 0;
@@ -467,6 +469,20 @@ export class Raft {
 
   /** Handles a message (network or local). Throws RaftError only for local proposals/reads. */
   step(m: Message): void {
+    if (
+      (m.type === MessageType.Vote || m.type === MessageType.PreVote) &&
+      !this.trk.isVoter(m.from)
+    ) {
+      // Only voters of our configuration may take our vote, or our term through a vote
+      // request: a replica removed while partitioned (it missed its removal) must never
+      // disrupt the group, whatever PreVote and CheckQuorum say. Ignoring is always safe
+      // (a lost message); a voter added in a configuration we have not applied yet gets
+      // our vote once we apply it. The host learns of outsiders (Ready.nonMemberCandidates).
+      if (!this.trk.progress.has(m.from) && !this.nonMemberCandidates.includes(m.from)) {
+        this.nonMemberCandidates.push(m.from);
+      }
+      return;
+    }
     if (m.term === 0) {
       // Local message, or a forwarded Prop/ReadIndex: not tied to a term.
     } else if (m.term > this.term) {
@@ -494,12 +510,11 @@ export class Raft {
         this.becomeFollower(m.term, null);
       }
     } else if (m.term < this.term) {
-      if (
-        (this.cfg.checkQuorum || this.cfg.preVote) &&
-        (m.type === MessageType.Heartbeat || m.type === MessageType.App)
-      ) {
-        // A stale leader (e.g. after a partition) that our pre-votes or leases keep from
-        // seeing a higher term would never step down: tell it our term.
+      if (m.type === MessageType.Heartbeat || m.type === MessageType.App) {
+        // A stale leader (e.g. after a partition) that our pre-votes, leases or ignored
+        // vote requests keep from seeing a higher term would never step down: tell it our
+        // term. (A member that is no voter, e.g. demoted while partitioned, inflates its
+        // term campaigning; the voters ignore its votes, so only this brings it back.)
         this.send({ type: MessageType.AppResp, to: m.from });
       } else if (m.type === MessageType.PreVote) {
         this.send({ type: MessageType.PreVoteResp, to: m.from, term: this.term, reject: true });

@@ -55,6 +55,14 @@ export interface Ready {
   readonly hardState: HardState | null;
   /** Read-index requests now answered (see ReadState). */
   readonly readStates: readonly ReadState[];
+  /**
+   * Peers outside this node's configuration (as of its applied index; not even learners)
+   * that asked for its vote since the last Ready: raft ignored them. Either a replica that
+   * missed its own removal (it was partitioned when the change committed), or one added
+   * by a change this node has not applied yet. The host may answer "not a member as of
+   * my configuration applied at index X" (see the README's removed replicas).
+   */
+  readonly nonMemberCandidates: readonly NodeId[];
   /** Entries to append to storage. */
   readonly entries: readonly Entry[];
   /** A snapshot received from the leader, to persist and apply; null if none. */
@@ -281,6 +289,7 @@ export class RawNode {
       r.raftLog.unstable.entries.length > 0 ||
       r.msgs.length > 0 ||
       r.readStates.length > 0 ||
+      r.nonMemberCandidates.length > 0 ||
       r.raftLog.hasNextCommittedEntries()
     );
   }
@@ -305,6 +314,7 @@ export class RawNode {
       softState: softChanged ? ss : null,
       hardState: hardChanged ? hs : null,
       readStates: r.readStates,
+      nonMemberCandidates: r.nonMemberCandidates,
       entries,
       snapshot: r.raftLog.unstable.snapshot,
       committedEntries,
@@ -318,6 +328,7 @@ export class RawNode {
     };
     r.msgs = [];
     r.readStates = [];
+    r.nonMemberCandidates = [];
     if (softChanged) this.prevSoftState = ss;
     if (hardChanged) this.prevHardState = hs;
     const last = committedEntries[committedEntries.length - 1];

@@ -40,6 +40,8 @@ export class TestNode {
   appliedIndex = 0;
   confState: ConfState;
   readStates: ReadState[] = [];
+  /** Every Ready's nonMemberCandidates, in order. */
+  nonMemberCandidates: NodeId[] = [];
   /** Every Ready's softState role history, for assertions. */
   readonly roles: string[] = [];
 
@@ -197,6 +199,7 @@ export class Network {
     }
     for (const e of rd.committedEntries) this.apply(n, e);
     n.readStates.push(...rd.readStates);
+    n.nonMemberCandidates.push(...rd.nonMemberCandidates);
     n.raw.advance();
   }
 

@@ -116,6 +116,55 @@ describe('raft: membership changes (thesis §4) with learners and joint consensu
     for (const id of rest) expect(net.node(id).state).to.deep.equal(['before', 'after']);
   });
 
+  for (const preVote of [false, true]) {
+    for (const checkQuorum of [false, true]) {
+      it(`a replica that missed its own removal never disrupts the group (preVote ${preVote}, checkQuorum ${checkQuorum}); members report it`, () => {
+        const net = new Network(['a', 'b', 'c', 'd'], { seed: 61, preVote, checkQuorum });
+        net.campaign('a');
+        const leader = net.electLeader();
+        expect(leader.id).to.equal('a');
+        net.isolate('d');
+        leader.raw.proposeConfChange(remove('d'));
+        net.stabilize();
+        for (const id of ['a', 'b', 'c'])
+          expect(net.node(id).confState.voters, id).to.deep.equal(['a', 'b', 'c']);
+        expect(net.node('d').confState.voters, 'd missed it').to.include('d');
+        // d campaigns alone (its term climbs without PreVote), then the network heals.
+        net.tick(['d'], 100);
+        net.heal();
+        const term = leader.status.term;
+        net.tick(undefined, 100);
+        expect(net.leader()?.id).to.equal('a');
+        expect(leader.status.term, "no member took d's term").to.equal(term);
+        net.propose('a', 'after');
+        for (const id of ['a', 'b', 'c']) expect(net.node(id).state, id).to.deep.equal(['after']);
+        // The host learns from the members that d asked for votes without being a member.
+        const told = ['a', 'b', 'c'].filter((id) => net.node(id).nonMemberCandidates.includes('d'));
+        expect(told.length, 'members that report d').to.be.greaterThan(0);
+      });
+    }
+  }
+
+  it('a voter demoted while partitioned (it missed its demotion) catches up, though the voters ignore its votes (no PreVote, no CheckQuorum)', () => {
+    const net = new Network(['a', 'b', 'c', 'd'], { seed: 62, preVote: false, checkQuorum: false });
+    net.campaign('a');
+    const leader = net.electLeader();
+    net.isolate('d');
+    leader.raw.proposeConfChange(addLearner('d'));
+    net.stabilize();
+    expect(leader.confState.learners).to.deep.equal(['d']);
+    net.tick(['d'], 100);
+    expect(net.node('d').status.term, 'its term climbed').to.be.greaterThan(leader.status.term);
+    net.heal();
+    // d ignores the leader's lower term but answers it with its own: the leader steps
+    // down once, the next leader's term reaches d, and d learns of its demotion.
+    net.tickUntil(() => net.node('d').confState.learners.includes('d'), 2000);
+    const next = net.electLeader();
+    net.propose(next.id, 'after');
+    expect(net.node('d').state).to.deep.equal(['after']);
+    expect(net.node('d').status.role).to.equal('follower');
+  });
+
   it('joint consensus: while joint, a decision needs majorities of both halves (§4.3)', () => {
     const net = new Network(['a', 'b', 'c'], { seed: 54 });
     const leader = net.electLeader();
