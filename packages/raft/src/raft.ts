@@ -923,14 +923,16 @@ export class Raft {
     const chunk = m.snapshot!;
     const meta = chunk.metadata;
     if (meta.index <= this.raftLog.committed) {
-      // Already have it all (a late chunk, or we caught up another way).
-      this.assembly = null;
+      // Already have it all (a late chunk, or we caught up another way). A newer
+      // transfer half assembled goes on: dropping it would restart it from 0.
+      if (this.assembly !== null && this.assembly.index <= this.raftLog.committed) {
+        this.assembly = null;
+      }
       this.send({ type: MessageType.AppResp, to: m.from, index: this.raftLog.committed });
       return;
     }
     if (!isMemberOf(meta.confState, this.id)) {
       // A snapshot older than our addition: refuse it so the leader sends a newer one.
-      this.assembly = null;
       this.send({ type: MessageType.SnapResp, to: m.from, index: meta.index, reject: true });
       return;
     }
@@ -950,6 +952,9 @@ export class Raft {
       a.index === meta.index &&
       a.snapTerm === meta.term;
     if (!sameTransfer) {
+      // A leader sends one snapshot at a time, each newer than the last: a chunk of an
+      // older one from the same term is a late duplicate, not a new transfer.
+      if (a !== null && a.term === m.term && meta.index < a.index) return;
       if (chunk.totalBytes > this.cfg.maxSnapshotBytes) {
         this.assembly = null;
         this.send({ type: MessageType.SnapResp, to: m.from, index: meta.index, reject: true });

@@ -1,6 +1,23 @@
 import { expect } from 'chai';
-import { ConfChangeType, MessageType, mulberry32, type SnapshotChunk } from '../src/index.ts';
-import { type ClusterOptions, compactAll, enc, forEachSeed, Network } from './harness.ts';
+import {
+  ConfChangeType,
+  type Message,
+  MessageType,
+  messageTypeName,
+  mulberry32,
+  newMessage,
+  type SnapshotChunk,
+} from '../src/index.ts';
+import {
+  type ClusterOptions,
+  compactAll,
+  confStateOf,
+  drain,
+  enc,
+  forEachSeed,
+  Network,
+  singleNode,
+} from './harness.ts';
 
 /** Proposes `count` values on the leader and compacts every live node's log. */
 function writeAndCompact(net: Network, leaderId: string, prefix: string, count: number): void {
@@ -88,6 +105,39 @@ describe('raft: log compaction and snapshots (§7)', () => {
     expect(drops.dropped).to.equal(1);
     expect(chunksAt(net, Math.floor((total - 1) / 32) * 32)).to.equal(1);
     expect(chunksAt(net, 0)).to.equal(1);
+  });
+
+  it('a late duplicate chunk of an installed (or older) snapshot leaves the newer transfer in progress', () => {
+    const { raw, storage } = singleNode('b', ['a', 'b']);
+    const at = { groupId: 1, from: 'a', to: 'b', term: 1 };
+    raw.step(newMessage({ ...at, type: MessageType.Heartbeat }));
+    drain(raw, storage);
+    const data = enc('0123456789abcdef');
+    const chunk = (index: number, offsetBytes: number) =>
+      newMessage({
+        ...at,
+        type: MessageType.Snap,
+        snapshot: {
+          metadata: { index, term: 1, confState: confStateOf(['a', 'b']) },
+          offsetBytes,
+          totalBytes: data.byteLength,
+          data: data.subarray(offsetBytes, offsetBytes + 8),
+        },
+      });
+    const answers = (m: Message) => {
+      raw.step(m);
+      return drain(raw, storage).map(
+        (r) => `${messageTypeName(r.type)} ${r.index} ${r.rejectHint}`,
+      );
+    };
+    expect(answers(chunk(5, 0))).to.deep.equal(['MsgSnapResp 5 8']);
+    expect(answers(chunk(5, 8))).to.deep.equal(['MsgAppResp 5 0']);
+    expect(answers(chunk(9, 0))).to.deep.equal(['MsgSnapResp 9 8']);
+    // Late duplicates: of the installed snapshot 5, and of a never-finished snapshot 7.
+    expect(answers(chunk(5, 0))).to.deep.equal(['MsgAppResp 5 0']);
+    expect(answers(chunk(7, 0)), 'an older transfer of the same leader and term').to.deep.equal([]);
+    expect(answers(chunk(9, 8)), 'snapshot 9 completes').to.deep.equal(['MsgAppResp 9 0']);
+    expect(raw.status().commit).to.equal(9);
   });
 
   it('snapshot flow control: at most maxSnapshotInflightChunks chunks are unacknowledged', () => {
