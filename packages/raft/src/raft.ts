@@ -597,7 +597,9 @@ export class Raft {
         // Acks may have been lost while the window is full: free one slot per heartbeat so
         // replication resumes (a gap is then detected by the follower's rejection).
         if (pr.state === 'replicate' && pr.inflights.full()) pr.inflights.freeFirstOne();
-        if (pr.match < this.raftLog.lastIndex()) this.sendAppend(m.from);
+        // A follower in probe state is probed even when caught up: its answer is what
+        // moves it back to replicate (etcd-io/raft does the same).
+        if (pr.match < this.raftLog.lastIndex() || pr.state === 'probe') this.sendAppend(m.from);
         if (this.cfg.readOnlyOption !== 'safe' || m.context.byteLength === 0) return;
         const acks = this.readOnly.recvAck(m.from, m.context);
         if (!acks) return;

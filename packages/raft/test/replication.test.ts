@@ -187,6 +187,19 @@ describe('raft: log replication (§5.3)', () => {
     expect(net.node(follower).state).to.deep.equal(['x', 'y']);
   });
 
+  it('a caught-up follower in probe state is probed on its heartbeat response and replicates again', () => {
+    const net = new Network(['a', 'b', 'c'], { seed: 31 });
+    const leader = net.electLeader();
+    net.propose(leader.id, 'x');
+    const follower = ['a', 'b', 'c'].find((id) => id !== leader.id)!;
+    leader.raw.reportUnreachable(follower);
+    const pr = () => leader.status.progress.get(follower)!;
+    expect(pr().state).to.equal('probe');
+    expect(pr().match, 'it has the whole log').to.equal(leader.status.lastIndex);
+    net.tick([leader.id], 1); // a heartbeat round, nothing new to send
+    expect(pr().state, 'without an append it would stay in probe').to.equal('replicate');
+  });
+
   it('proposal dropped with reason no-leader when no leader is known', () => {
     const net = new Network(['a', 'b', 'c']);
     expectDrop(() => net.node('a').raw.propose(enc('x')), DropReason.NoLeader);
