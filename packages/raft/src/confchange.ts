@@ -86,10 +86,14 @@ function invalid(message: string): RaftError {
 /**
  * Encodes a configuration change as the `data` of a ConfChange entry.
  * Layout: u8 version=1, u8 transition, u16 count, count × (u8 type, u8 idLength, id
- * UTF-8), u32 contextLength, context. Integers big-endian. Throws InvalidConfChange.
+ * UTF-8), u32 contextLength, context. Integers big-endian. The leave-joint change without
+ * context is empty data (etcd's zero ConfChangeV2): it costs nothing against
+ * maxUncommittedEntriesBytes, so a full uncommitted log never refuses it. Throws
+ * InvalidConfChange.
  */
 export function encodeConfChange(cc: ConfChange | ConfChangeV2): Uint8Array {
   const v2 = asConfChangeV2(cc);
+  if (isLeaveJoint(v2) && (v2.context?.byteLength ?? 0) === 0) return new Uint8Array(0);
   if (v2.changes.length > MAX_CHANGES) throw invalid(`too many changes: ${v2.changes.length}`);
   const ids = v2.changes.map((c) => {
     if (c.nodeId.length === 0) throw invalid('empty node id');
@@ -121,8 +125,11 @@ export function encodeConfChange(cc: ConfChange | ConfChangeV2): Uint8Array {
   return out;
 }
 
-/** Decodes `encodeConfChange` output. Throws InvalidConfChange on malformed input. */
+/** Decodes `encodeConfChange` output (empty data: leave joint). Throws InvalidConfChange on malformed input. */
 export function decodeConfChange(data: Uint8Array): ConfChangeV2 {
+  if (data.byteLength === 0) {
+    return { transition: ConfChangeTransition.Auto, changes: [], context: new Uint8Array(0) };
+  }
   const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
   const need = (at: number, n: number): void => {
     if (at + n > data.byteLength) throw invalid(`truncated at byte ${at}`);

@@ -190,6 +190,50 @@ describe('raft: membership changes (thesis §4) with learners and joint consensu
     expect(leader.confState.votersOutgoing).to.deep.equal([]);
   });
 
+  it('the leave-joint entry has empty data (as etcd): a full uncommitted log never refuses it, auto or explicit', () => {
+    const net = new Network(['a', 'b', 'c', 'd'], {
+      seed: 57,
+      checkQuorum: false,
+      maxUncommittedEntriesBytes: 100,
+      learners: ['d'],
+    });
+    const leader = net.electLeader();
+    const out = ['a', 'b', 'c'].find((id) => id !== leader.id)!;
+    const swap = (transition: ConfChangeTransition, incoming: string, outgoing: string) => ({
+      transition,
+      changes: [add(incoming), remove(outgoing)],
+    });
+    // Auto: raft proposes the leave itself; its entry carries no data.
+    leader.raw.proposeConfChange(swap(ConfChangeTransition.Auto, 'd', out));
+    net.stabilize();
+    expect(leader.confState.votersOutgoing).to.deep.equal([]);
+    const last = leader.storage.lastIndex();
+    const [leave] = leader.storage.entries(last, last + 1, Number.POSITIVE_INFINITY);
+    expect(leave!.type).to.equal(EntryType.ConfChange);
+    expect(leave!.data.byteLength, 'auto-leave data').to.equal(0);
+    expect(decodeConfChange(leave!.data)).to.deep.include({
+      transition: ConfChangeTransition.Auto,
+      changes: [],
+    });
+    // Explicit: enter, fill the uncommitted log while cut off, then leave.
+    leader.raw.proposeConfChange(swap(ConfChangeTransition.Explicit, out, 'd'));
+    net.stabilize();
+    expect(leader.confState.votersOutgoing).to.not.deep.equal([]);
+    net.isolate(leader.id);
+    leader.raw.propose(new Uint8Array(100));
+    expect(dropReason(() => leader.raw.propose(new Uint8Array(1)))).to.equal(
+      DropReason.UncommittedLogFull,
+    );
+    expect(
+      dropReason(() =>
+        leader.raw.proposeConfChange({ transition: ConfChangeTransition.Auto, changes: [] }),
+      ),
+      'the leave is accepted',
+    ).to.equal(null);
+    net.heal();
+    net.tickUntil(() => leader.confState.votersOutgoing.length === 0);
+  });
+
   it('conf changes are serialized: a second one is dropped until the first is applied', () => {
     const net = new Network(['a', 'b', 'c'], { seed: 55, checkQuorum: false });
     const leader = net.electLeader();
@@ -347,7 +391,12 @@ describe('raft: membership changes (thesis §4) with learners and joint consensu
     const simple = decodeConfChange(encodeConfChange(add('x')));
     expect(simple).to.deep.include({ transition: ConfChangeTransition.Auto, changes: [add('x')] });
     const bytes = encodeConfChange(cc);
-    for (let cut = 0; cut < bytes.byteLength; cut++) {
+    // Empty data is the leave-joint change (etcd's zero ConfChangeV2); any other cut is malformed.
+    expect(decodeConfChange(new Uint8Array(0))).to.deep.include({
+      transition: ConfChangeTransition.Auto,
+      changes: [],
+    });
+    for (let cut = 1; cut < bytes.byteLength; cut++) {
       expect(() => decodeConfChange(bytes.subarray(0, cut)), `cut at ${cut}`).to.throw(RaftError);
     }
     const bad = bytes.slice();
