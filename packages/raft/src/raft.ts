@@ -740,12 +740,6 @@ export class Raft {
   }
 
   private leaderReadIndex(m: Message): void {
-    // The shortcut holds only if the one voter is this node: a leader removed with
-    // stepDownOnRemoval false still needs the remaining voter to confirm it leads.
-    if (this.trk.isSingleton() && this.trk.isVoter(this.id)) {
-      this.respondToReadIndex(m, this.raftLog.committed);
-      return;
-    }
     if (
       this.readOnly.size() + this.pendingReadIndexMessages.length >=
       this.cfg.maxPendingReadIndexRequests
@@ -766,7 +760,10 @@ export class Raft {
   }
 
   private sendReadIndexResponse(m: Message): void {
-    if (this.cfg.readOnlyOption === 'lease') {
+    // The sole voter confirms its leadership alone. Only if that voter is this node: a
+    // leader removed with stepDownOnRemoval false needs the remaining voter to confirm.
+    const soleVoter = this.trk.isSingleton() && this.trk.isVoter(this.id);
+    if (soleVoter || this.cfg.readOnlyOption === 'lease') {
       this.respondToReadIndex(m, this.raftLog.committed);
       return;
     }
@@ -1060,9 +1057,12 @@ export class Raft {
       return cs;
     }
     if (this.role !== 'leader' || cs.voters.length === 0) return cs;
-    // The quorum changed: something may have become committed, and new members need entries.
-    if (this.maybeCommit()) this.broadcastPending = true;
-    else for (const id of this.trk.ids()) if (id !== this.id) this.maybeSendAppend(id, false);
+    // The quorum changed: something may have become committed (perhaps the term's first
+    // entry, which releases queued reads), and new members need entries.
+    if (this.maybeCommit()) {
+      this.releasePendingReadIndexMessages();
+      this.broadcastPending = true;
+    } else for (const id of this.trk.ids()) if (id !== this.id) this.maybeSendAppend(id, false);
     if (this.leadTransferee !== null && !this.trk.isVoter(this.leadTransferee)) {
       this.leadTransferee = null;
     }

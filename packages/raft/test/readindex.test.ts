@@ -69,6 +69,29 @@ describe('raft: ReadIndex linearizable reads (thesis §6.4)', () => {
     expect(fresh.readStates[0]!.index).to.equal(fresh.status.commit);
   });
 
+  it('reads queued before the first commit of the term are released whatever commits it (here: a configuration change)', () => {
+    const net = new Network(ids, { seed: 81 });
+    const leader = net.electLeader();
+    net.ignore(MessageType.AppResp);
+    const fresh = net.node(ids.find((id) => id !== leader.id)!);
+    leader.raw.transferLeader(fresh.id);
+    net.stabilize();
+    expect(fresh.status.role).to.equal('leader');
+    fresh.raw.readIndex(enc('early'));
+    net.stabilize();
+    expect(fresh.readStates, 'no commit in the new term yet').to.have.length(0);
+    // The host applies changes that leave the leader the only voter: its own entry of
+    // the term now commits without any acknowledgement.
+    for (const id of ids.filter((id) => id !== fresh.id)) {
+      fresh.raw.applyConfChange({ type: ConfChangeType.RemoveNode, nodeId: id });
+    }
+    expect(fresh.status.commit).to.equal(fresh.status.lastIndex);
+    net.stabilize();
+    expect(fresh.readStates.map((r) => [dec(r.context), r.index])).to.deep.equal([
+      ['early', fresh.status.commit],
+    ]);
+  });
+
   it('many reads confirmed by one heartbeat round are all answered, in order', () => {
     const net = new Network(ids, { seed: 75 });
     const leader = net.electLeader();
@@ -149,9 +172,10 @@ describe('raft: ReadIndex linearizable reads (thesis §6.4)', () => {
     expect(other.state).to.include('new');
     leader.raw.readIndex(enc('stale?'));
     net.stabilize();
-    expect(leader.readStates.map((r) => dec(r.context)), 'a stale read').to.deep.equal([
-      'with-ack',
-    ]);
+    expect(
+      leader.readStates.map((r) => dec(r.context)),
+      'a stale read',
+    ).to.deep.equal(['with-ack']);
   });
 
   it('single-voter group answers reads at once', () => {
