@@ -93,6 +93,8 @@ export class Raft {
   nonMemberCandidates: NodeId[] = [];
   electionElapsed = 0;
   heartbeatElapsed = 0;
+  /** Ticks since this node became leader (read rounds are stamped with it). */
+  leaderTicks = 0;
   randomizedElectionTimeout = 0;
   /** Commit index the last heartbeat round carried to every member (see RawNode.isIdle). */
   heartbeatCommit = 0;
@@ -270,7 +272,10 @@ export class Raft {
   }
 
   private bcastHeartbeat(): void {
-    const context = this.readOnly.lastPendingContext();
+    // A round for waiting reads: every heartbeat while reads wait starts one, as acks of
+    // an earlier round may be lost. The leader's own acknowledgement counts.
+    const context =
+      this.readOnly.size() > 0 ? this.readOnly.startRound(this.id, this.leaderTicks) : null;
     let carried = this.raftLog.committed;
     for (const id of this.trk.ids()) {
       if (id === this.id) continue;
@@ -290,6 +295,7 @@ export class Raft {
     this.lead = null;
     this.electionElapsed = 0;
     this.heartbeatElapsed = 0;
+    this.leaderTicks = 0;
     this.randomizedElectionTimeout =
       this.cfg.electionTick + this.random.nextInt(this.cfg.electionTick);
     this.leadTransferee = null;
@@ -431,6 +437,7 @@ export class Raft {
   private tickHeartbeat(): void {
     this.heartbeatElapsed++;
     this.electionElapsed++;
+    this.leaderTicks++;
     if (this.electionElapsed >= this.cfg.electionTick) {
       this.electionElapsed = 0;
       if (this.cfg.checkQuorum) {
@@ -600,12 +607,12 @@ export class Raft {
         // A follower in probe state is probed even when caught up: its answer is what
         // moves it back to replicate (etcd-io/raft does the same).
         if (pr.match < this.raftLog.lastIndex() || pr.state === 'probe') this.sendAppend(m.from);
-        if (this.cfg.readOnlyOption !== 'safe' || m.context.byteLength === 0) return;
-        const acks = this.readOnly.recvAck(m.from, m.context);
-        if (!acks) return;
-        if (this.trk.config.voters.voteResult(acks) !== 'won') return;
-        for (const rs of this.readOnly.advance(m.context))
+        if (m.context.byteLength === 0) return;
+        const round = this.readOnly.recvAck(m.from, m.context);
+        if (round === null || this.trk.config.voters.voteResult(round.acks) !== 'won') return;
+        for (const rs of this.readOnly.advance(round)) {
           this.respondToReadIndex(rs.request, rs.index);
+        }
         return;
       }
       case MessageType.SnapStatus:
@@ -768,9 +775,7 @@ export class Raft {
       return;
     }
     this.readOnly.add(this.raftLog.committed, m);
-    // The leader's own acknowledgement counts towards the quorum.
-    this.readOnly.recvAck(this.id, m.context);
-    // One heartbeat round per Ready, carrying the newest context, confirms every read queued.
+    // One heartbeat round per Ready, sent after these reads arrived, confirms them all.
     this.readHeartbeatPending = true;
   }
 
