@@ -11,7 +11,7 @@
  * validate is an error naming the file: resetting it silently would re-place every
  * partition.
  */
-import { mkdir, open, readFile, rename, rm } from 'node:fs/promises';
+import { mkdir, open, readFile, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   type ClusterSettings,
@@ -20,7 +20,6 @@ import {
 } from '@meshkv/transport/signaling-protocol';
 
 export const REGISTRY_FILE_NAME = 'registry.json';
-export const LOCK_FILE_NAME = 'registry.lock';
 const FORMAT = 'meshkv-registry';
 const FORMAT_VERSION = 1;
 
@@ -85,49 +84,6 @@ export async function saveRegistry(dataDir: string, registry: RegistrySnapshot):
     await directory.sync();
   } finally {
     await directory.close();
-  }
-}
-
-/**
- * Takes the data directory for this process: creates `registry.lock` holding our pid, so a
- * second server on the same directory (whose writes would interleave with ours) refuses to
- * start. A lock left by a process that no longer exists is taken over. Resolves with the
- * function that releases it.
- */
-export async function lockDataDir(dataDir: string): Promise<() => Promise<void>> {
-  await mkdir(dataDir, { recursive: true });
-  const path = join(dataDir, LOCK_FILE_NAME);
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      const file = await open(path, 'wx', 0o600);
-      try {
-        await file.writeFile(`${process.pid}\n`, 'utf8');
-      } finally {
-        await file.close();
-      }
-      return () => rm(path, { force: true });
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-    }
-    const holder = Number.parseInt(await readFile(path, 'utf8').catch(() => ''), 10);
-    if (Number.isSafeInteger(holder) && holder > 0 && isRunning(holder)) {
-      throw new RegistryFileError(
-        `data dir ${dataDir} is in use by process ${holder} (${path}); one server per data dir`,
-      );
-    }
-    // Stale (its process is gone) or unreadable: remove it and try once more.
-    await rm(path, { force: true });
-  }
-  throw new RegistryFileError(`cannot take the lock ${path}: another server keeps taking it`);
-}
-
-function isRunning(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    // EPERM: it exists but belongs to someone else.
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 

@@ -41,15 +41,10 @@ import {
 } from '@meshkv/transport/signaling-protocol';
 import { type Socket, Server as SocketServer } from 'socket.io';
 import { type Clock, systemClock } from './clock.ts';
+import { lockDataDir } from './data-dir-lock.ts';
 import { createRequestHandler } from './http.ts';
 import { admit, completeSettings, emptyRegistry, findMember, setState } from './registry.ts';
-import {
-  checkSettings,
-  loadRegistry,
-  lockDataDir,
-  registryFilePath,
-  saveRegistry,
-} from './registry-file.ts';
+import { checkSettings, loadRegistry, registryFilePath, saveRegistry } from './registry-file.ts';
 import { TokenBucket } from './token-bucket.ts';
 
 export interface SignalingLimits {

@@ -1,4 +1,5 @@
-import { mkdir, readdir, rmdir, writeFile } from 'node:fs/promises';
+import { link, mkdir, readdir, rmdir, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { DEFAULT_SETTINGS } from '@meshkv/ring';
 import { SignalingClient, type SignalingError } from '@meshkv/transport/signaling-client';
@@ -494,8 +495,10 @@ describe('signaling server: persistence and restart', () => {
     await waitFor(() => b.state === 'reconnecting' && c.state === 'reconnecting', 'reconnecting');
     const second = await fx.server({ dataDir, port: first.port });
     expect(second.registry()).to.deep.equal(before);
-    await waitFor(() => second.connectedMembers().join() === 'b,c', 'b and c to re-join');
-    expect(b.state).to.equal('joined');
+    await waitFor(
+      () => second.connectedMembers().join() === 'b,c' && b.state === 'joined',
+      'b and c to re-join',
+    );
     expect(b.stats().rejoins).to.equal(1);
     expect(second.registry()).to.deep.equal(before);
     const received: unknown[] = [];
@@ -578,12 +581,12 @@ describe('signaling server: persistence and restart', () => {
     const dataDir = await fx.dataDir();
     const server = await fx.server({ dataDir });
     await fx.client(server, { nodeId: 'a' });
-    expect((await readdir(dataDir)).sort()).to.deep.equal(['registry.json', 'registry.lock']);
+    expect((await readdir(dataDir)).sort()).to.deep.equal(['registry.json', 'registry.lock.1']);
     await server.close();
     expect(await readdir(dataDir)).to.deep.equal(['registry.json']);
   });
 
-  it('refuses a second server on the same data dir, and takes over a stale lock', async () => {
+  it('refuses a second server on the same data dir while the first lives', async () => {
     const dataDir = await fx.dataDir();
     const first = await fx.server({ dataDir });
     let error: unknown;
@@ -592,12 +595,51 @@ describe('signaling server: persistence and restart', () => {
     });
     expect(error).to.be.instanceOf(RegistryFileError);
     expect((error as Error).message).to.equal(
-      `data dir ${dataDir} is in use by process ${process.pid} (${join(dataDir, 'registry.lock')}); one server per data dir`,
+      `data dir ${dataDir} is in use by another signaling server (its lock ${join(dataDir, 'registry.lock.1')} accepts connections); one server per data dir`,
     );
     await first.close();
-    // A pid that cannot exist: the lock of a server that crashed.
-    await writeFile(join(dataDir, 'registry.lock'), '2147483646\n');
     await fx.server({ dataDir });
+  });
+
+  it('is not blocked by a lock file naming a live process (pid 1, pid reuse)', async () => {
+    const dataDir = await fx.dataDir();
+    // Earlier versions wrote their pid there and refused to start while it was alive.
+    for (const pid of [1, process.ppid, process.pid]) {
+      await writeFile(join(dataDir, 'registry.lock'), `${pid}\n`);
+      const server = await fx.server({ dataDir });
+      expect(await readdir(dataDir)).to.not.include('registry.lock');
+      await server.close();
+    }
+  });
+
+  it('takes over the dead lock of a crashed server and removes it', async () => {
+    const dataDir = await fx.dataDir();
+    // A crashed server's lock: a socket file nobody listens on any more. Closing a socket
+    // unlinks the name it listened on, so a second name keeps the dead file.
+    const crashed = createServer();
+    await new Promise<void>((resolve) => crashed.listen(join(dataDir, 'registry.lock.7'), resolve));
+    await link(join(dataDir, 'registry.lock.7'), join(dataDir, 'registry.lock.3'));
+    await new Promise((resolve) => crashed.close(resolve));
+    await link(join(dataDir, 'registry.lock.3'), join(dataDir, 'registry.lock.7'));
+    const server = await fx.server({ dataDir });
+    expect((await readdir(dataDir)).sort()).to.deep.equal(['registry.json', 'registry.lock.8']);
+    await server.close();
+  });
+
+  it('locks data dirs whose path is too long for a socket address, each its own', async () => {
+    // Two dirs that differ only beyond the 108 bytes a socket address can hold.
+    const parent = join(await fx.dataDir(), 'x'.repeat(120));
+    const [one, two] = [join(parent, 'one'), join(parent, 'two')];
+    const first = await fx.server({ dataDir: one });
+    const second = await fx.server({ dataDir: two });
+    let error: unknown;
+    await fx.server({ dataDir: one }).catch((e: unknown) => {
+      error = e;
+    });
+    expect((error as Error).message).to.contain(`data dir ${one} is in use`);
+    await first.close();
+    await second.close();
+    expect(await readdir(one)).to.deep.equal(['registry.json']);
   });
 });
 

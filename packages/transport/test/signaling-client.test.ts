@@ -153,24 +153,39 @@ describe('signaling CLI', () => {
     expect(outcome.stderr).to.contain('a cluster token is required');
   });
 
-  it('exits 1 naming the file when the registry is corrupt', async () => {
+  /** Runs `test` with a fresh data dir, removed afterwards. */
+  async function withDataDir(test: (dataDir: string) => Promise<void>): Promise<void> {
     const dataDir = await mkdtemp(join(tmpdir(), 'meshkv-signaling-cli-'));
     try {
+      await test(dataDir);
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  }
+
+  /** Runs the CLI on `dataDir` to its end: for start-up errors. */
+  const runOn = (dataDir: string) =>
+    SignalingProcess.run(['--port', '0', '--data-dir', dataDir, '--token', 't']);
+
+  it('exits 1 while another server holds the data dir; a SIGKILLed one holds it no more', () =>
+    withDataDir(async (dataDir) => {
+      const first = await SignalingProcess.start({ dataDir, token: 't' });
+      const second = await runOn(dataDir);
+      expect(second.code).to.equal(1);
+      expect(second.stderr).to.contain(`data dir ${dataDir} is in use by another signaling server`);
+      // The kernel closes a killed process's sockets: its lock is dead, and is taken over.
+      expect(await first.stop('SIGKILL')).to.equal(null);
+      const third = await SignalingProcess.start({ dataDir, token: 't' });
+      expect(await third.stop()).to.equal(0);
+    }));
+
+  it('exits 1 naming the file when the registry is corrupt', () =>
+    withDataDir(async (dataDir) => {
       await writeFile(join(dataDir, 'registry.json'), 'not json');
-      const outcome = await SignalingProcess.run([
-        '--port',
-        '0',
-        '--data-dir',
-        dataDir,
-        '--token',
-        't',
-      ]);
+      const outcome = await runOn(dataDir);
       expect(outcome.code).to.equal(1);
       expect(outcome.stderr).to.contain(
         `registry file ${join(dataDir, 'registry.json')} is corrupt`,
       );
-    } finally {
-      await rm(dataDir, { recursive: true, force: true });
-    }
-  });
+    }));
 });
