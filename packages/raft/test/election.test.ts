@@ -1,6 +1,13 @@
 import { expect } from 'chai';
-import { MessageType, mulberry32 } from '../src/index.ts';
-import { forEachSeed, Network } from './harness.ts';
+import {
+  ConfChangeType,
+  decodeConfChange,
+  EntryType,
+  encodeConfChange,
+  MessageType,
+  mulberry32,
+} from '../src/index.ts';
+import { drain, forEachSeed, Network, singleNode, storageAtZero } from './harness.ts';
 
 describe('raft: leader election (§5.2), PreVote (thesis §9.6), CheckQuorum (thesis §6.2)', () => {
   it('initial election: one leader, everyone follows it, terms agree', () => {
@@ -150,6 +157,28 @@ describe('raft: leader election (§5.2), PreVote (thesis §9.6), CheckQuorum (th
     net.isolate(leader.id);
     net.tick([leader.id], 100);
     expect(leader.status.role).to.equal('leader');
+  });
+
+  it('a node with a committed but unapplied configuration change does not campaign until it applies it (etcd: hup)', () => {
+    const storage = storageAtZero(['a', 'b', 'c']);
+    const cc = encodeConfChange({ type: ConfChangeType.RemoveNode, nodeId: 'c' });
+    storage.append([{ index: 1, term: 1, type: EntryType.ConfChange, data: cc }]);
+    storage.setHardState({ term: 1, vote: null, commit: 1 });
+    const { raw } = singleNode('a', ['a', 'b', 'c'], { storage });
+    raw.campaign();
+    for (let i = 0; i < 30; i++) raw.tick();
+    const rd = raw.ready();
+    expect(rd.messages, 'it may not know who votes yet').to.deep.equal([]);
+    expect(raw.status().role).to.equal('follower');
+    expect(rd.committedEntries.map((e) => e.index)).to.deep.equal([1]);
+    raw.applyConfChange(decodeConfChange(rd.committedEntries[0]!.data));
+    raw.advance();
+    raw.campaign();
+    const votes = drain(raw, storage).filter((m) => m.type === MessageType.Vote);
+    expect(
+      votes.map((m) => m.to),
+      'asks the voters of the applied configuration',
+    ).to.deep.equal(['b']);
   });
 
   it('a learner never campaigns', () => {
