@@ -6,8 +6,14 @@ import type { GroupId, NodeId } from './types.ts';
 /**
  * How the leader serves read-index requests (thesis §6.4).
  * - 'safe': confirm leadership with a heartbeat round to a quorum per batch of reads.
- * - 'lease': trust the lease CheckQuorum maintains; no round trip. Only correct if clocks
- *   (tick rates) on all nodes are bounded in drift; requires checkQuorum. Off by default.
+ * - 'lease' (thesis §6.4.1): answer at once while the leader holds a lease: a quorum
+ *   acknowledged a heartbeat round sent less than leaseTicks =
+ *   ⌊(electionTick − 1) · 100 / (100 + maxTickDriftPercent)⌋ of its ticks ago; each such
+ *   voter refuses votes (and campaigns) for electionTick of its own ticks after
+ *   receiving it, and for electionTick after a restart. Without a lease a read takes a
+ *   round, as 'safe'. Correct only if no node's tick rate exceeds another's by more than
+ *   maxTickDriftPercent and every member uses the same electionTick and this option;
+ *   requires checkQuorum. A leadership transfer ends the lease for the term. Off by default.
  */
 export type ReadOnlyOption = 'safe' | 'lease';
 
@@ -70,14 +76,22 @@ export interface Config {
   readonly checkQuorum?: boolean;
   /** Default 'safe'. */
   readonly readOnlyOption?: ReadOnlyOption;
+  /**
+   * Lease reads: how much faster than any other node's a node's tick rate may be, in
+   * percent (the lease is shortened by this margin). Default 25.
+   */
+  readonly maxTickDriftPercent?: number;
   /** Followers drop proposals instead of forwarding them to the leader. Default false. */
   readonly disableProposalForwarding?: boolean;
   /** A leader removed from (or demoted in) the configuration steps down. Default true. */
   readonly stepDownOnRemoval?: boolean;
 }
 
-/** Config with every default filled in. */
-export type ResolvedConfig = Required<Config>;
+/** Config with every default filled in, and what follows from it. */
+export type ResolvedConfig = Required<Config> & {
+  /** Leader ticks a lease lasts after the round that renewed it was sent. */
+  readonly leaseTicks: number;
+};
 
 const MiB = 1024 * 1024;
 
@@ -95,6 +109,7 @@ export const configDefaults = {
   preVote: true,
   checkQuorum: true,
   readOnlyOption: 'safe' as ReadOnlyOption,
+  maxTickDriftPercent: 25,
   disableProposalForwarding: false,
   stepDownOnRemoval: true,
 } as const;
@@ -115,11 +130,17 @@ export function resolveConfig(config: Config): ResolvedConfig {
   positive('heartbeatTick', config.heartbeatTick);
   positive('electionTick', config.electionTick);
   if (config.electionTick <= config.heartbeatTick) bad('electionTick', 'must exceed heartbeatTick');
-  const resolved: ResolvedConfig = {
+  const given: Required<Config> = {
     ...configDefaults,
     snapshotTimeoutTicks: config.electionTick,
     ...stripUndefined(config),
   };
+  const drift = given.maxTickDriftPercent;
+  if (!Number.isSafeInteger(drift) || drift < 0 || drift > 100) {
+    bad('maxTickDriftPercent', `must be an integer in [0, 100], got ${drift}`);
+  }
+  const leaseTicks = Math.floor(((given.electionTick - 1) * 100) / (100 + drift));
+  const resolved: ResolvedConfig = { ...given, leaseTicks };
   if (!Number.isSafeInteger(resolved.applied) || resolved.applied < 0) {
     bad('applied', 'must be a non-negative integer');
   }
@@ -143,6 +164,9 @@ export function resolveConfig(config: Config): ResolvedConfig {
   }
   if (resolved.readOnlyOption === 'lease' && !resolved.checkQuorum) {
     bad('readOnlyOption', "'lease' requires checkQuorum");
+  }
+  if (resolved.readOnlyOption === 'lease' && leaseTicks < 1) {
+    bad('readOnlyOption', `'lease' needs a longer electionTick (lease of ${leaseTicks} ticks)`);
   }
   if (typeof resolved.random?.nextInt !== 'function') bad('random', 'must be a Prng');
   if (resolved.storage === undefined || resolved.storage === null) bad('storage', 'is required');

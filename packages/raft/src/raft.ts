@@ -95,6 +95,16 @@ export class Raft {
   heartbeatElapsed = 0;
   /** Ticks since this node became leader (read rounds are stamped with it). */
   leaderTicks = 0;
+  /** Ticks since this node started, up to electionTick (the vote lease of a restart). */
+  private startupTicks = 0;
+  /**
+   * Lease reads: the leader tick at which the newest round a quorum acknowledged was
+   * sent. Every voter that acknowledged it refuses votes for electionTick of its own
+   * ticks after receiving it, so no other leader exists before leaseTicks later.
+   */
+  private leaseStartTick = Number.NEGATIVE_INFINITY;
+  /** A TimeoutNow was sent this term: its forced election ignores leases, so none holds. */
+  private leaseRevoked = false;
   randomizedElectionTimeout = 0;
   /** Commit index the last heartbeat round carried to every member (see RawNode.isIdle). */
   heartbeatCommit = 0;
@@ -274,8 +284,9 @@ export class Raft {
   private bcastHeartbeat(): void {
     // A round for waiting reads: every heartbeat while reads wait starts one, as acks of
     // an earlier round may be lost. The leader's own acknowledgement counts.
-    const context =
-      this.readOnly.size() > 0 ? this.readOnly.startRound(this.id, this.leaderTicks) : null;
+    // With lease reads every heartbeat is a round: it renews the lease.
+    const round = this.readOnly.size() > 0 || this.cfg.readOnlyOption === 'lease';
+    const context = round ? this.readOnly.startRound(this.id, this.leaderTicks) : null;
     let carried = this.raftLog.committed;
     for (const id of this.trk.ids()) {
       if (id === this.id) continue;
@@ -296,6 +307,8 @@ export class Raft {
     this.electionElapsed = 0;
     this.heartbeatElapsed = 0;
     this.leaderTicks = 0;
+    this.leaseStartTick = Number.NEGATIVE_INFINITY;
+    this.leaseRevoked = false;
     this.randomizedElectionTimeout =
       this.cfg.electionTick + this.random.nextInt(this.cfg.electionTick);
     this.leadTransferee = null;
@@ -364,6 +377,9 @@ export class Raft {
 
   private hup(type: CampaignType): void {
     if (this.role === 'leader' || !this.promotable()) return;
+    // Our own vote counts too: with lease reads, no campaign (not even one the host asks
+    // for) while we honour a leader's lease. A transfer is the leader's own wish.
+    if (this.cfg.readOnlyOption === 'lease' && type !== 'transfer' && this.inVoteLease()) return;
     // A conf change committed but not applied may change who may vote: wait for it.
     if (this.hasUnappliedConfChanges()) return;
     this.campaign(type);
@@ -420,6 +436,7 @@ export class Raft {
   // ---- ticks ----
 
   tick(): void {
+    if (this.startupTicks < this.cfg.electionTick) this.startupTicks++;
     if (this.role === 'leader') this.tickHeartbeat();
     else this.tickElection();
   }
@@ -427,10 +444,11 @@ export class Raft {
   private tickElection(): void {
     this.electionElapsed++;
     if (this.promotable() && this.electionElapsed >= this.randomizedElectionTimeout) {
-      this.electionElapsed = 0;
+      // Campaign before resetting the count: it shows the vote lease has lapsed.
       this.step(
         newMessage({ groupId: this.groupId, type: MessageType.Hup, from: this.id, to: this.id }),
       );
+      this.electionElapsed = 0;
     }
   }
 
@@ -495,12 +513,12 @@ export class Raft {
     } else if (m.term > this.term) {
       if (m.type === MessageType.Vote || m.type === MessageType.PreVote) {
         const force = isCampaignTransfer(m.context);
-        const heardLeader = this.lead !== null && this.electionElapsed < this.cfg.electionTick;
         // We heard from a live leader within the minimum election timeout: ignore the
         // request so a partitioned node cannot depose it. With CheckQuorum for votes too
         // (thesis §4.2.3); a pre-vote always (§9.6: only if no leader was heard from),
         // or one-way loss from the leader to one follower deposes a healthy leader.
-        const inLease = heardLeader && (this.cfg.checkQuorum || m.type === MessageType.PreVote);
+        const inLease =
+          this.inVoteLease() && (this.cfg.checkQuorum || m.type === MessageType.PreVote);
         if (!force && inLease) return;
       }
       if (m.type === MessageType.PreVote) {
@@ -560,6 +578,16 @@ export class Raft {
     }
   }
 
+  /**
+   * Whether this node heard from a leader within the election timeout, or — with lease
+   * reads — started less than one ago (before a crash it may have acknowledged a round
+   * that a leader's lease counts on).
+   */
+  private inVoteLease(): boolean {
+    if (this.lead !== null && this.electionElapsed < this.cfg.electionTick) return true;
+    return this.cfg.readOnlyOption === 'lease' && this.startupTicks < this.cfg.electionTick;
+  }
+
   private drop(type: MessageType, reason: DropReason, detail: string): never {
     const code =
       type === MessageType.ReadIndex
@@ -610,6 +638,7 @@ export class Raft {
         if (m.context.byteLength === 0) return;
         const round = this.readOnly.recvAck(m.from, m.context);
         if (round === null || this.trk.config.voters.voteResult(round.acks) !== 'won') return;
+        this.leaseStartTick = Math.max(this.leaseStartTick, round.sentTick);
         for (const rs of this.readOnly.advance(round)) {
           this.respondToReadIndex(rs.request, rs.index);
         }
@@ -770,13 +799,27 @@ export class Raft {
     // The sole voter confirms its leadership alone. Only if that voter is this node: a
     // leader removed with stepDownOnRemoval false needs the remaining voter to confirm.
     const soleVoter = this.trk.isSingleton() && this.trk.isVoter(this.id);
-    if (soleVoter || this.cfg.readOnlyOption === 'lease') {
+    if (soleVoter || this.hasLease()) {
       this.respondToReadIndex(m, this.raftLog.committed);
       return;
     }
     this.readOnly.add(this.raftLog.committed, m);
     // One heartbeat round per Ready, sent after these reads arrived, confirms them all.
     this.readHeartbeatPending = true;
+  }
+
+  /**
+   * Lease reads (thesis §6.4.1): a quorum acknowledged a round sent less than leaseTicks
+   * ago, so no other leader can exist yet, provided tick rates differ by at most
+   * maxTickDriftPercent. Without a lease a read takes a round like a safe one (and that
+   * round renews the lease).
+   */
+  private hasLease(): boolean {
+    return (
+      this.cfg.readOnlyOption === 'lease' &&
+      !this.leaseRevoked &&
+      this.leaderTicks - this.leaseStartTick < this.cfg.leaseTicks
+    );
   }
 
   private releasePendingReadIndexMessages(): void {
@@ -801,6 +844,7 @@ export class Raft {
   }
 
   private sendTimeoutNow(to: NodeId): void {
+    this.leaseRevoked = true;
     this.send({ type: MessageType.TimeoutNow, to });
   }
 
@@ -1054,6 +1098,8 @@ export class Raft {
 
   private switchToConfig(next: ReturnType<typeof ConfChanger.apply>): ConfState {
     this.trk.setConfig(next.config, next.progress);
+    // A lease's quorum is one of the old configuration: renew it in the new one.
+    this.leaseStartTick = Number.NEGATIVE_INFINITY;
     const cs = this.trk.confState();
     const pr = this.trk.progress.get(this.id);
     this.isLearner = pr?.isLearner ?? false;

@@ -4,10 +4,11 @@ import {
   DropReason,
   type Message,
   MessageType,
+  newMessage,
   type RaftError,
   RaftErrorCode,
 } from '../src/index.ts';
-import { dec, enc, Network } from './harness.ts';
+import { dec, enc, forEachSeed, Network } from './harness.ts';
 
 const ids = ['a', 'b', 'c'];
 
@@ -150,10 +151,11 @@ describe('raft: ReadIndex linearizable reads (thesis §6.4)', () => {
     );
   });
 
-  it('lease reads (opt-in): answered without a heartbeat round', () => {
+  it('lease reads (opt-in): answered without a heartbeat round while the lease holds', () => {
     const net = new Network(ids, { seed: 76, readOnlyOption: 'lease' });
     const leader = net.electLeader();
     net.propose(leader.id, 'x');
+    net.tick(undefined, 1); // a heartbeat round acknowledged by a quorum: the lease
     const before = net.delivered.length;
     leader.raw.readIndex(enc('lease'));
     net.stabilize();
@@ -161,6 +163,85 @@ describe('raft: ReadIndex linearizable reads (thesis §6.4)', () => {
     expect(net.delivered.slice(before).some((m) => m.type === MessageType.Heartbeat)).to.equal(
       false,
     );
+  });
+
+  it('lease reads: an isolated leader never answers stale, even when the others tick faster (within maxTickDriftPercent)', () => {
+    forEachSeed(
+      Array.from({ length: 20 }, (_, i) => 100 + i),
+      (seed) => {
+        const net = new Network(ids, { seed, readOnlyOption: 'lease', maxTickDriftPercent: 25 });
+        const leader = net.electLeader();
+        net.tick(undefined, 1 + (seed % 3));
+        const others = ids.filter((id) => id !== leader.id);
+        net.isolate(leader.id);
+        // The others tick 5 times for every 4 of the old leader's (25 % faster). The old
+        // leader is asked for a read every tick: those asked once another leader exists
+        // (it may have acknowledged writes since) must never be answered.
+        const read = (context: string): void => {
+          if (leader.status.role === 'leader') leader.raw.readIndex(enc(context));
+        };
+        let newLeader: string | undefined;
+        for (let round = 0; round < 200 && newLeader === undefined; round++) {
+          net.tick(others, 1);
+          if (round % 5 !== 4) net.tick([leader.id], 1);
+          newLeader = others.find((id) => net.node(id).status.role === 'leader');
+          read(newLeader === undefined ? 'before' : 'after');
+          net.stabilize();
+        }
+        expect(newLeader, 'the others elected a leader').to.not.equal(undefined);
+        net.propose(newLeader!, 'new');
+        for (let round = 0; round < 40; round++) {
+          read('after');
+          net.tick(others, 1);
+          net.tick([leader.id], 1);
+        }
+        expect(
+          leader.readStates.map((r) => dec(r.context)).filter((c) => c === 'after'),
+          'stale reads answered by the isolated leader',
+        ).to.deep.equal([]);
+        expect(leader.status.role, 'the old leader stepped down (CheckQuorum)').to.not.equal(
+          'leader',
+        );
+      },
+    );
+  });
+
+  it('lease reads: a restarted voter refuses votes for an election timeout (it may have acked a lease round before the crash)', () => {
+    const net = new Network(ids, { seed: 83, readOnlyOption: 'lease' });
+    const leader = net.electLeader();
+    net.tick(undefined, 1);
+    const [f, g] = ids.filter((id) => id !== leader.id) as [string, string];
+    net.restart(f);
+    const term = leader.status.term;
+    const vote = newMessage({
+      groupId: 1,
+      type: MessageType.Vote,
+      from: g,
+      to: f,
+      term: term + 1,
+      index: 100,
+      logTerm: term,
+    });
+    net.node(f).raw.step(vote);
+    expect(net.node(f).status.term, 'not even the term is taken').to.equal(term);
+    for (let i = 0; i < 10; i++) net.node(f).raw.tick();
+    net.node(f).raw.step(vote);
+    expect(net.node(f).status.vote, 'an election timeout later it votes').to.equal(g);
+  });
+
+  it('lease reads: a leadership transfer ends the lease (the forced election ignores leases)', () => {
+    const net = new Network(ids, { seed: 84, readOnlyOption: 'lease' });
+    const leader = net.electLeader();
+    net.tick(undefined, 1);
+    const target = ids.find((id) => id !== leader.id)!;
+    net.ignore(MessageType.TimeoutNow); // delayed: the old leader still leads meanwhile
+    leader.raw.transferLeader(target);
+    net.stabilize();
+    net.ignore(MessageType.HeartbeatResp);
+    leader.raw.readIndex(enc('during-transfer'));
+    net.stabilize();
+    expect(leader.status.role).to.equal('leader');
+    expect(leader.readStates, 'not answered from the lease').to.have.length(0);
   });
 
   it('read dropped with reason no-leader, and read-queue-full beyond the bound', () => {
