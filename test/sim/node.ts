@@ -31,6 +31,7 @@ import {
   type Prng,
   RaftErrorCode,
   RawNode,
+  type ReadOnlyOption,
   type Ready,
 } from '@meshkv/raft';
 import { type GroupWrite, MemoryDisk, type NodeStorage, StorageError } from '@meshkv/storage';
@@ -44,6 +45,10 @@ export interface RaftVariant {
   readonly heartbeatTick: number;
   readonly preVote: boolean;
   readonly checkQuorum: boolean;
+  readonly readOnlyOption: ReadOnlyOption;
+  readonly stepDownOnRemoval: boolean;
+  /** The simulation's tick periods differ by less than this (lease reads rely on it). */
+  readonly maxTickDriftPercent: number;
 }
 
 /** Small limits so flow control and snapshot chunking run in every seed. */

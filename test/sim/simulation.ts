@@ -74,8 +74,15 @@ export interface SimResult {
   };
 }
 
-/** Ticks are this far apart in virtual time. */
+/** Clients and chaos act on this beat; a node ticks about this often too… */
 const TICK_MS = 10;
+/**
+ * …each at its own period in [TICK_MS − TICK_SKEW_MS, TICK_MS + TICK_SKEW_MS]: tick
+ * rates then differ by up to 11/9 − 1 ≈ 22 %, within the maxTickDriftPercent (25) that
+ * lease reads assume.
+ */
+const TICK_SKEW_MS = 1;
+const MAX_TICK_DRIFT_PERCENT = 25;
 /** Faults and client traffic run this long… */
 const CHAOS_MS = 8_000;
 /** …then the network heals, crashed nodes restart, and the group must settle within this. */
@@ -110,6 +117,9 @@ class Simulation implements NodeHost {
   private readonly options: SimOptions;
   private readonly network: SimNetwork<Message>;
   private readonly nodes = new Map<NodeId, SimNode>();
+  /** Each node's tick period and next tick, in virtual ms (clock skew between nodes). */
+  private readonly tickPeriodMs = new Map<NodeId, number>();
+  private readonly nextTickAtMs = new Map<NodeId, number>();
   private readonly traceLines: string[] = [];
   /** Completed client operations, with the request id each carried. */
   private readonly history: { op: KvHistoryOp; requestId: number }[] = [];
@@ -128,11 +138,16 @@ class Simulation implements NodeHost {
     this.seed = seed;
     this.options = options;
     this.prng = mulberry32(seed);
+    const checkQuorum = this.chance(80);
     this.raftVariant = {
       electionTick: this.pick([10, 10, 20]),
       heartbeatTick: this.pick([1, 2, 3]),
       preVote: this.chance(80),
-      checkQuorum: this.chance(80),
+      checkQuorum,
+      // Lease reads need CheckQuorum.
+      readOnlyOption: checkQuorum && this.chance(50) ? 'lease' : 'safe',
+      stepDownOnRemoval: this.chance(80),
+      maxTickDriftPercent: MAX_TICK_DRIFT_PERCENT,
     };
     this.network = new SimNetwork<Message>({
       prng: this.prng,
@@ -262,9 +277,12 @@ class Simulation implements NodeHost {
     };
     this.network.configureAll(faults);
     this.trace(
-      `seed ${this.seed}: voters [${voters}], spares [${all.slice(size)}], raft ${JSON.stringify(this.raftVariant)}, link faults ${JSON.stringify(faults)}`,
+      `seed ${this.seed}: voters [${voters}], spares [${all.slice(size)}], raft ${JSON.stringify(this.raftVariant)}, link faults ${JSON.stringify(faults)}, tick periods ms ${JSON.stringify(Object.fromEntries(this.tickPeriodMs))}`,
     );
     for (const id of all) {
+      const periodMs = TICK_MS - TICK_SKEW_MS + this.random(2 * TICK_SKEW_MS + 1);
+      this.tickPeriodMs.set(id, periodMs);
+      this.nextTickAtMs.set(id, 1 + this.random(periodMs));
       const node = new SimNode(id, this, voters.includes(id) ? voters : null);
       this.nodes.set(id, node);
       this.network.addNode(id, (_from, message) => {
@@ -276,18 +294,23 @@ class Simulation implements NodeHost {
     for (let i = 0; i < CLIENTS; i++) this.idleClients.push(`c${i}`);
   }
 
-  /** Runs the clock to `untilMs`: packet events, ticks, client traffic and chaos actions. */
+  /**
+   * Runs the clock to `untilMs`: packet events, each node's ticks (at its own period),
+   * and on every TICK_MS beat client traffic and chaos actions.
+   */
   private async runUntil(
     untilMs: number,
     clientTraffic: boolean,
     chaosAction: (() => Promise<void>) | null,
   ): Promise<void> {
-    let nextTickMs = Math.ceil((this.nowMs + 1) / TICK_MS) * TICK_MS;
+    let nextBeatMs = Math.ceil((this.nowMs + 1) / TICK_MS) * TICK_MS;
     let nextActionMs = this.nowMs + 50 + this.random(300);
     let events = 0;
     while (this.nowMs < untilMs) {
       const packetMs = this.network.nextEventAtMs() ?? Number.POSITIVE_INFINITY;
-      if (packetMs <= nextTickMs && packetMs <= untilMs) {
+      let nextMs = nextBeatMs;
+      for (const atMs of this.nextTickAtMs.values()) nextMs = Math.min(nextMs, atMs);
+      if (packetMs <= nextMs && packetMs <= untilMs) {
         if (++events > MAX_EVENTS)
           throw new SimFailure('liveness', `more than ${MAX_EVENTS} packet events`);
         this.network.step();
@@ -296,11 +319,17 @@ class Simulation implements NodeHost {
         await delivery;
         continue;
       }
-      const stepMs = Math.min(nextTickMs, untilMs);
+      const stepMs = Math.min(nextMs, untilMs);
       this.network.advanceTo(stepMs);
-      if (stepMs < nextTickMs) break;
-      nextTickMs += TICK_MS;
-      for (const node of this.nodes.values()) if (node.isUp) await node.tick();
+      if (stepMs < nextMs) break;
+      for (const [id, node] of this.nodes) {
+        const atMs = this.nextTickAtMs.get(id)!;
+        if (atMs !== stepMs) continue;
+        this.nextTickAtMs.set(id, atMs + this.tickPeriodMs.get(id)!);
+        if (node.isUp) await node.tick();
+      }
+      if (stepMs !== nextBeatMs) continue;
+      nextBeatMs += TICK_MS;
       this.timeOutClients();
       if (clientTraffic) await this.clientTraffic();
       if (chaosAction !== null && this.nowMs >= nextActionMs) {
@@ -327,7 +356,15 @@ class Simulation implements NodeHost {
       const client = this.idleClients.shift()!;
       const requestId = this.nextRequestId++;
       const call = randomKvCall(this.prng, this.pick(KEYS), `v${requestId}`);
-      const node = this.pick([...this.nodes.values()]);
+      // Clients often go to a node that believes it leads: after a partition that may be
+      // a deposed leader that does not know it yet (stale reads show up there).
+      const leaders = [...this.nodes.values()].filter(
+        (n) => n.rawNode?.status().role === 'leader',
+      );
+      const node =
+        leaders.length > 0 && this.chance(50)
+          ? this.pick(leaders)
+          : this.pick([...this.nodes.values()]);
       const op: PendingOp = {
         client,
         node: node.id,
