@@ -11,7 +11,7 @@ import type { ConfState, Entry, EntryType, HardState, Snapshot } from '@meshkv/r
 import type { EngineOp } from './engine.ts';
 import type { AppliedState } from './storage.ts';
 
-export const FORMAT_VERSION = 1;
+export const FORMAT_VERSION = 2;
 /** Identifies a meshkv store in its node record (foreign data never carries it). */
 export const MAGIC = 'meshkv-storage';
 
@@ -142,6 +142,17 @@ class Reader {
     if (high >= 2 ** 21) throw new DecodeError('corrupt', `${this.what} holds an integer ≥ 2^53`);
     return high * TWO_32 + this.view.getUint32(at + 4);
   }
+  /** A boolean stored as 0 or 1; any other byte is damage, not false. */
+  flag(): boolean {
+    const byte = this.u8();
+    if (byte > 1)
+      throw new DecodeError('corrupt', `${this.what} holds flag byte ${byte}, not 0 or 1`);
+    return byte === 1;
+  }
+  raw(length: number): Uint8Array {
+    const at = this.take(length);
+    return this.bytes.subarray(at, at + length);
+  }
   bytesField(): Uint8Array {
     const length = this.u32();
     const at = this.take(length);
@@ -178,13 +189,72 @@ class Reader {
   }
 }
 
+// ---- Checksums ------------------------------------------------------------------------
+// Every value the store writes is sealed: [u32 CRC-32 of key and value][value]. Engines do
+// not all check what they read back (classic-level enables neither LevelDB's paranoid
+// checks nor verify_checksums), so the store checks every record itself.
+
+const crcTable = (() => {
+  const table = new Uint32Array(256);
+  for (let n = 0; n < 256; n++) {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    table[n] = c >>> 0;
+  }
+  return table;
+})();
+
+/** CRC-32 (IEEE) of `bytes`; pass the CRC of what precedes them to continue it. */
+export function crc32(bytes: Uint8Array, previous = 0): number {
+  let crc = ~previous;
+  for (let i = 0; i < bytes.length; i++) crc = crcTable[(crc ^ bytes[i]!) & 0xff]! ^ (crc >>> 8);
+  return ~crc >>> 0;
+}
+
+export function hex(bytes: Uint8Array): string {
+  return Array.from(bytes, (byte) => byte.toString(16).padStart(2, '0')).join('');
+}
+
+export const sealBytes = 4;
+
+/** `value` as stored under `key`: behind the CRC-32 of key and value. */
+export function seal(key: Uint8Array, value: Uint8Array): Uint8Array {
+  const sealed = new Uint8Array(sealBytes + value.length);
+  sealed.set(value, sealBytes);
+  new DataView(sealed.buffer).setUint32(0, crc32(value, crc32(key)));
+  return sealed;
+}
+
+/** The value a sealed record holds; 'corrupt' if it fails its checksum. */
+export function unseal(key: Uint8Array, sealed: Uint8Array, what: string): Uint8Array {
+  const value = sealed.subarray(sealBytes);
+  const stored =
+    sealed.length < sealBytes
+      ? null
+      : new DataView(sealed.buffer, sealed.byteOffset, sealBytes).getUint32(0);
+  if (stored !== crc32(value, crc32(key))) {
+    throw new DecodeError(
+      'corrupt',
+      `${what}: the record under key ${hex(key)} fails its checksum`,
+    );
+  }
+  return value;
+}
+
 // ---- Keys -----------------------------------------------------------------------------
 // One ordered key space per node. Tables are the first byte; log, snapshot and state
 // machine data are keyed by a "space" (u32) rather than by group, so that a removed or
 // restored group's data becomes unreachable by rewriting one group record, and is then
 // cleared by range.
 
-export const Table = { Node: 0, Group: 1, Segment: 2, Snapshot: 3, StateMachine: 4 } as const;
+export const Table = {
+  Node: 0,
+  Group: 1,
+  Segment: 2,
+  Snapshot: 3,
+  StateMachine: 4,
+  Batch: 5,
+} as const;
 /** Sub-tables of a state-machine space: sessions sort before KV data. */
 const SessionPart = 0;
 const KvPart = 1;
@@ -211,6 +281,9 @@ export const groupKey = (group: number): Uint8Array => keyOf(Table.Group, group)
 export const segmentKey = (space: number, firstIndex: number): Uint8Array =>
   keyOf(Table.Segment, space, Math.floor(firstIndex / TWO_32), firstIndex >>> 0);
 export const snapshotKey = (space: number): Uint8Array => keyOf(Table.Snapshot, space);
+/** The batch marker: the one key of Table.Batch, naming how many writes the store made. */
+export const batchKey = (seq: number): Uint8Array =>
+  keyOf(Table.Batch, Math.floor(seq / TWO_32), seq >>> 0);
 export const sessionKey = (space: number, clientId: string): Uint8Array =>
   concat(keyOf(Table.StateMachine, space), concat(Uint8Array.of(SessionPart), utf8(clientId)));
 export const kvKey = (space: number, key: string): Uint8Array =>
@@ -242,6 +315,10 @@ export function readSpace(key: Uint8Array): number {
 export function readSegmentFirstIndex(key: Uint8Array): number {
   const view = new DataView(key.buffer, key.byteOffset, key.byteLength);
   return view.getUint32(5) * TWO_32 + view.getUint32(9);
+}
+export function readBatchSeq(key: Uint8Array): number {
+  const view = new DataView(key.buffer, key.byteOffset, key.byteLength);
+  return view.getUint32(1) * TWO_32 + view.getUint32(5);
 }
 /** Splits a state-machine key into its part and UTF-8 name. */
 export function readStateMachineKey(key: Uint8Array, what: string) {
@@ -281,7 +358,7 @@ function readConfState(r: Reader): ConfState {
     string[],
     string[],
   ];
-  return { voters, learners, votersOutgoing, learnersNext, autoLeave: r.u8() === 1 };
+  return { voters, learners, votersOutgoing, learnersNext, autoLeave: r.flag() };
 }
 
 function writeApplied(w: Writer, applied: AppliedState): void {
@@ -364,10 +441,10 @@ export function decodeGroup(bytes: Uint8Array, what: string): GroupRecord {
   const logSpace = r.u32();
   const stateSpace = r.u32();
   const term = r.u53();
-  const vote = r.u8() === 1 ? r.string() : null;
+  const vote = r.flag() ? r.string() : null;
   const commit = r.u53();
   const compacted = { index: r.u53(), term: r.u53() };
-  const hasSnapshot = r.u8() === 1;
+  const hasSnapshot = r.flag();
   const snapshotIndex = r.u53();
   const appliedState = readApplied(r);
   r.end();
@@ -453,9 +530,12 @@ export interface ChunkRecord {
   readonly value: Uint8Array;
 }
 
+/** Stream ids are this many random bytes: unique across nodes and restarts. */
+export const streamIdBytes = 16;
+
 export interface Chunk {
-  /** Identifies the stream, so chunks of two streams are never mixed. */
-  readonly streamId: number;
+  /** Identifies the stream (streamIdBytes), so chunks of two streams are never mixed. */
+  readonly streamId: Uint8Array;
   readonly seq: number;
   readonly final: boolean;
   /** Present in chunk 0 only. */
@@ -470,8 +550,9 @@ export function chunkRecordBytes(record: ChunkRecord): number {
 export function encodeChunk(chunk: Chunk): Uint8Array {
   let capacity = 64;
   for (const record of chunk.records) capacity += chunkRecordBytes(record);
+  if (chunk.streamId.length !== streamIdBytes) throw new Error('encodeChunk: bad stream id');
   const w = new Writer(capacity).u8(Tag.Chunk).u8(FORMAT_VERSION);
-  w.u32(chunk.streamId)
+  w.raw(chunk.streamId)
     .u32(chunk.seq)
     .u8(chunk.final ? 1 : 0);
   if (chunk.seq === 0) {
@@ -490,9 +571,9 @@ export function encodeChunk(chunk: Chunk): Uint8Array {
 export function decodeChunk(bytes: Uint8Array, what: string): Chunk {
   const r = new Reader(bytes, what);
   r.header(Tag.Chunk);
-  const streamId = r.u32();
+  const streamId = r.raw(streamIdBytes);
   const seq = r.u32();
-  const final = r.u8() === 1;
+  const final = r.flag();
   const appliedState = seq === 0 ? readApplied(r) : null;
   const count = r.u32();
   if (count > bytes.length / 9) throw new DecodeError('corrupt', `${what} claims ${count} records`);

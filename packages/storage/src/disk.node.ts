@@ -13,6 +13,25 @@ import { openEngineStorage } from './store.ts';
 
 const scanPageSize = 1000;
 
+/** The LevelDB engine; `openScans` counts scans whose iterator is still open. */
+export interface LevelEngine extends Engine {
+  readonly openScans: number;
+}
+
+type LevelIterator = { close(): Promise<void> };
+
+/**
+ * Closes the iterator of a scan dropped unfinished (neither drained nor returned, e.g. an
+ * abandoned snapshot stream) once the scan is garbage-collected: an open iterator pins a
+ * LevelDB snapshot (old versions survive compaction) until the database closes.
+ */
+const abandonedScans = new FinalizationRegistry<{ iterator: LevelIterator; closed: () => void }>(
+  ({ iterator, closed }) => {
+    closed();
+    iterator.close().catch(() => {});
+  },
+);
+
 /** Opens (creating if missing) the store in directory `path`. */
 export async function openDiskStorage(path: string): Promise<NodeStorage> {
   return openEngineStorage(await openLevelEngine(path));
@@ -27,7 +46,7 @@ function levelCode(error: unknown): string | undefined {
 }
 
 /** The raw LevelDB key space of a store (store.ts uses it; tests plant bad records in it). */
-export async function openLevelEngine(path: string): Promise<Engine> {
+export async function openLevelEngine(path: string): Promise<LevelEngine> {
   const name = `LevelDB ${path}`;
   const db = new ClassicLevel<Uint8Array, Uint8Array>(path, {
     keyEncoding: 'view',
@@ -47,13 +66,22 @@ export async function openLevelEngine(path: string): Promise<Engine> {
       { cause: error },
     );
   }
+  let openScans = 0;
+  const closed = () => {
+    openScans--;
+  };
   return {
     name,
+    get openScans() {
+      return openScans;
+    },
     get: (key) => db.get(key),
     scan(lo: Uint8Array, hi: Uint8Array | null): AsyncIterable<EnginePage> {
       // classic-level iterators read from a LevelDB snapshot taken here, synchronously.
       const iterator = db.iterator(hi === null ? { gte: lo } : { gte: lo, lt: hi });
-      return (async function* pages() {
+      openScans++;
+      const token = {};
+      const pages = (async function* pages() {
         try {
           for (;;) {
             const page = await iterator.nextv(scanPageSize);
@@ -61,9 +89,13 @@ export async function openLevelEngine(path: string): Promise<Engine> {
             yield page;
           }
         } finally {
+          abandonedScans.unregister(token);
+          closed();
           await iterator.close();
         }
       })();
+      abandonedScans.register(pages, { iterator, closed }, token);
+      return pages;
     },
     write: (ops: readonly EngineOp[]) =>
       db.batch(

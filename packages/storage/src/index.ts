@@ -7,4 +7,4 @@ export type { Engine, EngineOp, EnginePage } from './engine.ts';
 export { StorageError, type StorageErrorCode } from './errors.ts';
 export { MemoryDisk, type MemoryDiskOptions } from './memory.ts';
 export * from './storage.ts';
-export { openEngineStorage } from './store.ts';
+export { type EngineStorageOptions, openEngineStorage } from './store.ts';

@@ -64,4 +64,5 @@ export type JournalResult =
 
 export type JournalReply =
   | { readonly id: number; readonly result: JournalResult }
-  | { readonly id: number; readonly error: string };
+  /** `corrupt`: the journal holds damage a kill cannot leave (the open refuses it). */
+  | { readonly id: number; readonly error: string; readonly corrupt: boolean };

@@ -3,9 +3,11 @@
  * synchronous access handles, the only OPFS API that appends in place, exist only in
  * dedicated workers. A frame is written with one write() at the end of the file and then
  * flushed, so a kill can only leave the last frame torn; open cuts a tail that fails its
- * length or checksum. Requests are handled one at a time, in arrival order.
+ * length or checksum, and refuses (`corrupt`) a damaged frame that intact frames follow, or
+ * an intact frame out of order: neither is what a kill leaves. Requests are handled one at
+ * a time, in arrival order.
  */
-import { encodeJournalBaseEnd, JournalTag } from './codec.ts';
+import { crc32, encodeJournalBaseEnd, FORMAT_VERSION, JournalTag } from './codec.ts';
 import {
   frameHeaderBytes,
   type JournalExtent,
@@ -43,22 +45,8 @@ let current: Generation | null = null;
 /** The generation a rotation is writing, until endGeneration makes it current. */
 let starting: Generation | null = null;
 
-const crcTable = (() => {
-  const table = new Uint32Array(256);
-  for (let n = 0; n < 256; n++) {
-    let c = n;
-    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-    table[n] = c >>> 0;
-  }
-  return table;
-})();
-
-/** CRC-32 (IEEE) of `bytes`. */
-function crc32(bytes: Uint8Array): number {
-  let crc = 0xffffffff;
-  for (let i = 0; i < bytes.length; i++) crc = crcTable[(crc ^ bytes[i]!) & 0xff]! ^ (crc >>> 8);
-  return (crc ^ 0xffffffff) >>> 0;
-}
+/** Damage a kill cannot explain: the page side refuses the open with 'corrupt'. */
+class JournalCorruption extends Error {}
 
 function encodeFrame(kind: number, seq: number, payload: Uint8Array): Uint8Array {
   if (payload[0] !== kind) throw new Error(`frame payload does not start with its kind ${kind}`);
@@ -99,28 +87,78 @@ function readFrame(
   return { kind: payload[0]!, seq, payload, end };
 }
 
+/** Bytes the search for intact frames after a damaged one reads at a time. */
+const searchWindowBytes = 1024 * 1024;
+
 /**
- * Walks a generation: its base, then writes numbered one after the other, stopping before
- * the first frame that is damaged or out of order. Returns the generation as far as it is
- * whole (its size ends there), or null if its base is incomplete.
+ * Whether an intact frame starts anywhere after `offset`. A kill tears only the last
+ * frame, so a damaged frame with an intact one after it is damage in the middle. Every
+ * position is tried (a damaged length field says nothing about where the next frame is);
+ * only those that look like a frame header (length, kind, version) are checksummed.
+ */
+function intactFrameAfter(handle: SyncHandle, offset: number, size: number): boolean {
+  const lookahead = frameHeaderBytes + 2;
+  const window = new Uint8Array(searchWindowBytes + lookahead);
+  const view = new DataView(window.buffer);
+  for (let start = offset + 1; start + lookahead <= size; start += searchWindowBytes) {
+    const length = Math.min(window.length, size - start);
+    handle.read(window.subarray(0, length), { at: start });
+    for (let i = 0; i < searchWindowBytes && i + lookahead <= length; i++) {
+      const payloadBytes = view.getUint32(i);
+      const kind = window[i + frameHeaderBytes];
+      if (
+        payloadBytes < 2 ||
+        payloadBytes > size - (start + i + frameHeaderBytes) ||
+        (kind !== JournalTag.Write &&
+          kind !== JournalTag.BasePage &&
+          kind !== JournalTag.BaseEnd) ||
+        window[i + frameHeaderBytes + 1] !== FORMAT_VERSION
+      ) {
+        continue;
+      }
+      if (readFrame(handle, start + i, size) !== null) return true;
+    }
+  }
+  return false;
+}
+
+/**
+ * Walks a generation: its base, then writes numbered one after the other, up to its end
+ * or a torn tail (a damaged frame that no intact one follows). Returns the generation as
+ * far as it is whole (its size ends there), or null if its base is incomplete. Anything
+ * else out of place throws JournalCorruption.
  */
 function scan(number: number, handle: SyncHandle): Generation | null {
   const size = handle.getSize();
+  const where = (offset: number) => `${generationName(number)}, byte ${offset}`;
   let offset = 0;
   let baseSeq: number | null = null;
   let baseBytes = 0;
   let lastSeq = 0;
   for (;;) {
     const frame = readFrame(handle, offset, size);
-    if (frame === null) break;
+    if (frame === null) {
+      if (offset < size && intactFrameAfter(handle, offset, size)) {
+        throw new JournalCorruption(
+          `the frame at ${where(offset)} is damaged and intact frames follow it (damage in the middle, not a torn tail)`,
+        );
+      }
+      break;
+    }
     if (baseSeq === null) {
       if (frame.kind === JournalTag.BaseEnd) {
         baseSeq = frame.seq;
         lastSeq = frame.seq;
         baseBytes = frame.end;
-      } else if (frame.kind !== JournalTag.BasePage) break;
+      } else if (frame.kind !== JournalTag.BasePage) {
+        throw new JournalCorruption(
+          `a frame of kind ${frame.kind} at ${where(offset)} is inside the base`,
+        );
+      }
     } else if (frame.kind !== JournalTag.Write || frame.seq !== lastSeq + 1) {
-      break;
+      throw new JournalCorruption(
+        `the frame at ${where(offset)} (kind ${frame.kind}, batch ${frame.seq}) does not follow batch ${lastSeq}`,
+      );
     } else {
       lastSeq = frame.seq;
     }
@@ -197,7 +235,13 @@ async function open(path: readonly string[]): Promise<JournalResult> {
   for (const number of numbers) {
     if (current === null) {
       const handle = await createHandle(generationName(number), false);
-      current = scan(number, handle);
+      try {
+        current = scan(number, handle);
+      } catch (error) {
+        // Refused: the file is free at once for deleteIndexedDbStorage (or a look at it).
+        handle.close();
+        throw error;
+      }
       if (current !== null) {
         cut(current);
         extent = extentOf(current);
@@ -296,7 +340,8 @@ self.onmessage = (event: MessageEvent<{ id: number; request: JournalRequest }>) 
     try {
       reply = { id, result: await handle(request) };
     } catch (error) {
-      reply = { id, error: error instanceof Error ? error.message : String(error) };
+      const message = error instanceof Error ? error.message : String(error);
+      reply = { id, error: message, corrupt: error instanceof JournalCorruption };
     }
     const transfer =
       'result' in reply && reply.result.op === 'read'

@@ -44,7 +44,8 @@ export class Journal {
       const waiter = this.pending.get(reply.id);
       this.pending.delete(reply.id);
       if ('error' in reply) {
-        waiter?.reject(new StorageError('io', `${this.name}: journal: ${reply.error}`));
+        const code = reply.corrupt ? 'corrupt' : 'io';
+        waiter?.reject(new StorageError(code, `${this.name}: journal: ${reply.error}`));
       } else {
         waiter?.resolve(reply.result);
       }

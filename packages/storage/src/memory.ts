@@ -3,7 +3,8 @@
  *
  * A MemoryDisk is the "medium" that outlives store instances: open a store on it, write,
  * `crash()` it, open a new store on the same disk, and the new store sees exactly the
- * writes that had become durable. No timers, no clock, no randomness: a write becomes
+ * writes that had become durable. No timers, no clock, and randomness (snapshot stream
+ * ids) only from the `random` option, which a simulation seeds: a write becomes
  * durable either in a microtask after it starts (`sync: 'auto'`) or when the test calls
  * `syncNext()`/`syncAll()` (`sync: 'manual'`), so a crash can be injected while a write
  * is pending, which then loses that write entirely (its promise rejects with 'closed').
@@ -24,6 +25,8 @@ export interface MemoryDiskOptions {
    * 'manual': writes stay pending (promise unresolved) until syncNext()/syncAll().
    */
   readonly sync?: 'auto' | 'manual';
+  /** Random bytes for snapshot stream ids (EngineStorageOptions); default crypto's. */
+  readonly random?: (bytes: Uint8Array) => void;
 }
 
 interface PendingWrite {
@@ -42,6 +45,7 @@ function keyString(key: Uint8Array): string {
 export class MemoryDisk {
   readonly name: string;
   readonly sync: 'auto' | 'manual';
+  private readonly random: ((bytes: Uint8Array) => void) | undefined;
   private readonly durable = new Map<string, { key: Uint8Array; value: Uint8Array }>();
   private pending: PendingWrite[] = [];
   private engine: MemoryEngine | null = null;
@@ -51,6 +55,7 @@ export class MemoryDisk {
   constructor(options: MemoryDiskOptions = {}) {
     this.name = options.name ?? 'memory';
     this.sync = options.sync ?? 'auto';
+    this.random = options.random;
   }
 
   /** Writes started but not yet durable (only ever > 0 in 'manual' mode, or mid-microtask). */
@@ -108,7 +113,7 @@ export class MemoryDisk {
     const engine = this.openEngine();
     this.opening = true;
     try {
-      return await openEngineStorage(engine);
+      return await openEngineStorage(engine, { random: this.random });
     } finally {
       this.opening = false;
     }

@@ -24,6 +24,7 @@ import {
   type Snapshot,
 } from '@meshkv/raft';
 import {
+  batchKey,
   type Chunk,
   type ChunkRecord,
   chunkRecordBytes,
@@ -40,24 +41,30 @@ import {
   encodeSnapshot,
   type GroupRecord,
   groupKey,
+  hex,
   kvKey,
   type NodeRecord,
   nodeKey,
+  readBatchSeq,
   readSegmentFirstIndex,
   readSpace,
   readStateMachineKey,
+  seal,
   segmentBytes,
   segmentKey,
   sessionKey,
   sessionRange,
   snapshotKey,
   spaceRange,
+  streamIdBytes,
   Table,
   tableRange,
+  unseal,
   utf8,
 } from './codec.ts';
 import type { Engine, EngineOp, EnginePage } from './engine.ts';
 import { StorageError } from './errors.ts';
+import { type Segment, SegmentLog, type Undo } from './segment-log.ts';
 import {
   type AppliedState,
   type GroupState,
@@ -89,39 +96,47 @@ const groupWriteFields = new Set<string>([
   'sessions',
 ] satisfies (keyof GroupWrite)[]);
 
-/** A segment as the store tracks it: its key's first index and the terms it covers. */
-interface Segment {
-  readonly first: number;
-  readonly terms: readonly number[];
-}
-
 interface GroupMirror {
   readonly record: GroupRecord;
-  readonly segments: readonly Segment[];
+  /** Edited in place while a batch is planned (undone if the batch is rejected). */
+  readonly log: SegmentLog;
 }
 
 function lastIndexOf(m: GroupMirror): number {
-  const last = m.segments.at(-1);
-  return last === undefined ? m.record.compacted.index : last.first + last.terms.length - 1;
+  return m.log.lastIndex() ?? m.record.compacted.index;
 }
 
 function termAt(m: GroupMirror, index: number): number | undefined {
   if (index === m.record.compacted.index) return m.record.compacted.term;
   if (index < m.record.compacted.index) return undefined;
-  for (let s = m.segments.length - 1; s >= 0; s--) {
-    const segment = m.segments[s]!;
-    if (index >= segment.first) return segment.terms[index - segment.first];
-  }
-  return undefined;
+  return m.log.termAt(index);
 }
 
+export interface EngineStorageOptions {
+  /**
+   * Fills its argument with random bytes: the ids of snapshot streams (unique across
+   * nodes and restarts, so a restore never splices two streams). Default
+   * `crypto.getRandomValues`; a deterministic simulation passes its seeded source.
+   */
+  readonly random?: (bytes: Uint8Array) => void;
+}
+
+const cryptoRandom = (bytes: Uint8Array): void => {
+  globalThis.crypto.getRandomValues(bytes);
+};
+
 /** Opens a store over `engine`: initializes an empty database, refuses a foreign one. */
-export async function openEngineStorage(engine: Engine): Promise<NodeStorage> {
+export async function openEngineStorage(
+  raw: Engine,
+  options: EngineStorageOptions = {},
+): Promise<NodeStorage> {
+  const engine = sealedEngine(raw);
   try {
-    const nodeBytes = await engine.get(nodeKey());
+    const nodeBytes = await raw.get(nodeKey());
     let node: NodeRecord;
+    let batchSeq = 0;
     if (nodeBytes === undefined) {
-      for await (const page of engine.scan(new Uint8Array(0), null)) {
+      for await (const page of raw.scan(new Uint8Array(0), null)) {
         if (page.length > 0) {
           throw new StorageError(
             'corrupt',
@@ -130,18 +145,97 @@ export async function openEngineStorage(engine: Engine): Promise<NodeStorage> {
         }
       }
       node = { nextSpace: 1, garbage: [] };
-      await engine.write([{ type: 'put', key: nodeKey(), value: encodeNode(node) }]);
+      await engine.write([
+        { type: 'put', key: nodeKey(), value: encodeNode(node) },
+        { type: 'put', key: batchKey(batchSeq), value: new Uint8Array(0) },
+      ]);
     } else {
-      node = decodeNode(nodeBytes, `${engine.name}: node record`);
+      node = decodeNode(unsealNode(nodeBytes, engine.name), `${engine.name}: node record`);
+      batchSeq = await readBatchMarker(engine);
     }
     const { groups } = await readGroups(engine);
-    const storage = new EngineStorage(engine, node, groups);
+    const storage = new EngineStorage(
+      engine,
+      node,
+      groups,
+      batchSeq,
+      options.random ?? cryptoRandom,
+    );
     await storage.collectGarbage(node.garbage);
     return storage;
   } catch (error) {
     await engine.close().catch(() => {});
     throw asStorageError(engine.name, error);
   }
+}
+
+/**
+ * The node record's value. One that fails its checksum but reads as a node record of
+ * another version (format 1 did not seal records) is refused as 'unsupported_version'.
+ */
+function unsealNode(sealed: Uint8Array, name: string): Uint8Array {
+  const what = `${name}: node record`;
+  try {
+    return unseal(nodeKey(), sealed, what);
+  } catch (error) {
+    try {
+      decodeNode(sealed, what);
+    } catch (older) {
+      if (older instanceof DecodeError && older.code === 'unsupported_version') throw older;
+    }
+    throw error;
+  }
+}
+
+/**
+ * The store's batch count, from its marker: every engine write moves the marker from `seq`
+ * to `seq + 1` in the same atomic write, so exactly one marker exists. Two mean the engine
+ * lost a write but kept later ones (LevelDB, without paranoid checks, skips a damaged log
+ * record on recovery and replays the rest): refused, since acknowledged data is gone.
+ */
+async function readBatchMarker(engine: Engine): Promise<number> {
+  const markers = (await collect(engine.scan(...tableRange(Table.Batch)))).map(([key]) =>
+    readBatchSeq(key),
+  );
+  if (markers.length === 1) return markers[0]!;
+  throw new StorageError(
+    'corrupt',
+    markers.length === 0
+      ? `${engine.name}: has no batch marker`
+      : `${engine.name}: holds batch markers ${markers.join(', ')}: writes after batch ${markers[0]} were lost while later ones survived`,
+  );
+}
+
+/**
+ * The engine as the store sees it: every value it writes sealed with a checksum of its key
+ * and value (codec.ts, `seal`), every value it reads checked ('corrupt' on a mismatch).
+ */
+function sealedEngine(engine: Engine): Engine {
+  const name = engine.name;
+  const what = `${name}: record`;
+  return {
+    name,
+    async get(key) {
+      const sealed = await engine.get(key);
+      return sealed === undefined ? undefined : unseal(key, sealed, what);
+    },
+    scan(lo, hi) {
+      const pages = engine.scan(lo, hi);
+      return (async function* unsealed() {
+        for await (const page of pages) {
+          yield page.map(([key, sealed]) => [key, unseal(key, sealed, what)] as const);
+        }
+      })();
+    },
+    write: (ops) =>
+      engine.write(
+        ops.map((op) =>
+          op.type === 'put' ? { type: 'put', key: op.key, value: seal(op.key, op.value) } : op,
+        ),
+      ),
+    clearRange: (lo, hi) => engine.clearRange(lo, hi),
+    close: () => engine.close(),
+  };
 }
 
 function asStorageError(name: string, error: unknown): StorageError {
@@ -220,7 +314,7 @@ async function readGroups(engine: Engine) {
           appliedState: record.appliedState,
           sessions,
         },
-        mirror: { record, segments },
+        mirror: { record, log: new SegmentLog(segments) },
       });
     }),
   );
@@ -249,7 +343,7 @@ function readLog(
     if (next !== undefined && first + covered.length !== end) {
       throw new StorageError('corrupt', `${what} leaves a gap before index ${end}`);
     }
-    segments.push({ first, terms: covered.map((e) => e.term) });
+    segments.push({ first, count: covered.length, terms: covered.map((e) => e.term) });
     for (const e of covered) if (e.index > compacted) entries.push(e);
   });
   const head = segments[0];
@@ -340,7 +434,6 @@ class EngineStorage implements NodeStorage {
   private tail: Promise<unknown> = Promise.resolve();
   /** Set once the store stops: every later call fails with it. */
   private stopped: StorageError | null = null;
-  private streams = 0;
   private closed: Promise<void> | null = null;
   private readonly mirrors: Map<GroupId, GroupMirror>;
   /** What open() read, served to the first load() unless a write came first: a restart reads once. */
@@ -350,6 +443,9 @@ class EngineStorage implements NodeStorage {
     private readonly engine: Engine,
     private node: NodeRecord,
     groups: Map<GroupId, { state: GroupState; mirror: GroupMirror }>,
+    /** The batch marker's seq: how many engine writes the store has made (readBatchMarker). */
+    private batchSeq: number,
+    private readonly random: (bytes: Uint8Array) => void,
   ) {
     this.name = engine.name;
     this.mirrors = new Map([...groups].map(([id, g]) => [id, g.mirror]));
@@ -374,14 +470,26 @@ class EngineStorage implements NodeStorage {
         throw this.stopped;
       }
     });
-    this.tail = result.catch(() => {});
+    // Not result.catch(): that would keep the call's value (an open scan) alive until the next call.
+    this.tail = result.then(
+      () => {},
+      () => {},
+    );
     return result;
   }
 
-  /** Writes only what the engine must; any engine failure is an 'io' (or 'closed') stop. */
-  private async engineWrite(ops: readonly EngineOp[]): Promise<void> {
+  /**
+   * Writes `ops` and moves the batch marker on in the same write (readBatchMarker); any
+   * engine failure is an 'io' (or 'closed') stop.
+   */
+  private async engineWrite(ops: EngineOp[]): Promise<void> {
+    ops.push(
+      { type: 'del', key: batchKey(this.batchSeq) },
+      { type: 'put', key: batchKey(this.batchSeq + 1), value: new Uint8Array(0) },
+    );
     try {
       await this.engine.write(ops);
+      this.batchSeq++;
     } catch (error) {
       if (error instanceof StorageError && error.code === 'closed') throw error;
       throw new StorageError(
@@ -427,7 +535,7 @@ class EngineStorage implements NodeStorage {
       try {
         plan = this.plan(batch);
       } catch (error) {
-        // Planning touches nothing: whatever it trips over is the caller's malformed input.
+        // A failed plan has undone its edits: whatever it trips over is the caller's input.
         if (error instanceof StorageError) throw error;
         throw new StorageError(
           'invalid_argument',
@@ -437,7 +545,10 @@ class EngineStorage implements NodeStorage {
       await this.engineWrite(plan.ops);
       for (const [id, mirror] of plan.mirrors) {
         if (mirror === null) this.mirrors.delete(id);
-        else this.mirrors.set(id, mirror);
+        else {
+          this.mirrors.set(id, mirror);
+          mirror.log.settle();
+        }
       }
       for (const restore of plan.restores) restore.committed = true;
       this.node = plan.node;
@@ -446,8 +557,21 @@ class EngineStorage implements NodeStorage {
     });
   }
 
-  /** Validates a whole batch against the current state and turns it into engine ops. */
+  /**
+   * Validates a whole batch against the current state and turns it into engine ops. The
+   * groups' segment logs are edited in place as it goes; if it throws, they are put back.
+   */
   private plan(batch: WriteBatch) {
+    const undo: Undo[] = [];
+    try {
+      return this.planGroups(batch, undo);
+    } catch (error) {
+      for (let i = undo.length - 1; i >= 0; i--) undo[i]!();
+      throw error;
+    }
+  }
+
+  private planGroups(batch: WriteBatch, undo: Undo[]) {
     const check: BatchChecker = new BatchChecker(`${this.name}: write: `);
     if (typeof batch !== 'object' || batch === null || !Array.isArray(batch.groups)) {
       check.fail('the batch must be {groups: GroupWrite[]}');
@@ -494,7 +618,7 @@ class EngineStorage implements NodeStorage {
       }
 
       let record: GroupRecord;
-      let segments: Segment[];
+      let log: SegmentLog;
       if (gw.create !== undefined) {
         if (gw.create !== true) g.fail('create must be true or absent');
         if (m !== undefined)
@@ -511,7 +635,7 @@ class EngineStorage implements NodeStorage {
           snapshotIndex: null,
           appliedState: { index: 0, term: 0, confState: emptyConfState },
         };
-        segments = [];
+        log = new SegmentLog();
       } else {
         if (m === undefined) {
           throw new StorageError(
@@ -520,9 +644,13 @@ class EngineStorage implements NodeStorage {
           );
         }
         record = m.record;
-        segments = [...m.segments];
+        log = m.log;
       }
-      const mirror = (): GroupMirror => ({ record, segments });
+      const mirror = (): GroupMirror => ({ record, log });
+      const logSpace = record.logSpace;
+      const dropSegment = (segment: Segment) => {
+        ops.push({ type: 'del', key: segmentKey(logSpace, segment.first) });
+      };
 
       if (gw.snapshot !== undefined) {
         g.snapshot(gw.snapshot, 'snapshot');
@@ -533,12 +661,10 @@ class EngineStorage implements NodeStorage {
             `${this.name}: write: group ${id}: snapshot at index ${meta.index} is older than the stored one at ${record.snapshotIndex}`,
           );
         }
-        for (const s of segments)
-          ops.push({ type: 'del', key: segmentKey(record.logSpace, s.first) });
-        segments = [];
+        undo.push(log.clear(dropSegment));
         ops.push({
           type: 'put',
-          key: snapshotKey(record.logSpace),
+          key: snapshotKey(logSpace),
           value: encodeSnapshot(gw.snapshot),
         });
         record = {
@@ -548,6 +674,7 @@ class EngineStorage implements NodeStorage {
         };
       }
 
+      let restored: AppliedState | null = null;
       if (gw.restore !== undefined) {
         const restore = gw.restore;
         if (!(restore instanceof Restore) || restore.storage !== this) {
@@ -563,10 +690,11 @@ class EngineStorage implements NodeStorage {
         freed.push(record.stateSpace);
         record = { ...record, stateSpace: restore.space, appliedState: restore.appliedState };
         restores.push(restore);
+        restored = restore.appliedState;
       }
 
       if (gw.entries !== undefined) {
-        segments = this.planEntries(g, gw.entries, mirror(), ops);
+        this.planEntries(g, gw.entries, mirror(), ops, undo, dropSegment);
       }
 
       if (gw.savedSnapshot !== undefined) {
@@ -591,7 +719,7 @@ class EngineStorage implements NodeStorage {
         }
         ops.push({
           type: 'put',
-          key: snapshotKey(record.logSpace),
+          key: snapshotKey(logSpace),
           value: encodeSnapshot(gw.savedSnapshot),
         });
         record = { ...record, snapshotIndex: meta.index };
@@ -610,11 +738,7 @@ class EngineStorage implements NodeStorage {
         }
         if (to > record.compacted.index) {
           const term = termAt(mirror(), to)!;
-          segments = segments.filter((s) => {
-            const wholly = s.first + s.terms.length - 1 <= to;
-            if (wholly) ops.push({ type: 'del', key: segmentKey(record.logSpace, s.first) });
-            return !wholly;
-          });
+          undo.push(log.dropThrough(to, dropSegment));
           record = { ...record, compacted: { index: to, term } };
         }
       }
@@ -642,6 +766,9 @@ class EngineStorage implements NodeStorage {
         }
         record = { ...record, appliedState: applied };
       }
+
+      const installs = gw.snapshot !== undefined || gw.restore !== undefined;
+      this.checkRecoverable(g, mirror(), installs, restored);
 
       if (gw.kv !== undefined) {
         if (!Array.isArray(gw.kv)) g.fail('kv must be an array');
@@ -691,12 +818,51 @@ class EngineStorage implements NodeStorage {
     return { ops, mirrors, restores, freed, node };
   }
 
+  /**
+   * What a restarted node rebuilds from a group must make sense (Raft thesis §5.3, §5.4):
+   * commit within the log; after a part that installs a snapshot or a restore
+   * (`installs`), the state machine at or after the compaction point (the entries between
+   * would be gone, applied by no one); a restored state machine (`restored`) on the log, so
+   * that it pairs with the snapshot committed with it, not with entries the node lacks;
+   * and the applied state, where the log holds its index, on the log's term.
+   */
+  private checkRecoverable(
+    g: BatchChecker,
+    m: GroupMirror,
+    installs: boolean,
+    restored: AppliedState | null,
+  ): void {
+    const { compacted, hardState, appliedState: applied } = m.record;
+    const last = lastIndexOf(m);
+    if (hardState.commit > last) {
+      g.fail(`hardState.commit ${hardState.commit} is beyond the last index ${last}`);
+    }
+    if (installs && applied.index < compacted.index) {
+      g.fail(
+        `the state machine (applied ${applied.index}) would lag the log compacted at ${compacted.index}: entries ${applied.index + 1}..${compacted.index} would be lost`,
+      );
+    }
+    if (restored !== null && restored.index > last) {
+      g.fail(
+        `restore is at index ${restored.index}, beyond the log (last index ${last}, snapshot ${m.record.snapshotIndex ?? 'none'})`,
+      );
+    }
+    const term = applied.index <= last ? termAt(m, applied.index) : undefined;
+    if (term !== undefined && term !== applied.term) {
+      g.fail(
+        `${restored !== null ? 'restore' : 'appliedState'} is at index ${applied.index} term ${applied.term}, the log has term ${term} there`,
+      );
+    }
+  }
+
   private planEntries(
     g: BatchChecker,
     entries: readonly Entry[],
     m: GroupMirror,
     ops: EngineOp[],
-  ): Segment[] {
+    undo: Undo[],
+    dropSegment: (segment: Segment) => void,
+  ): void {
     if (!Array.isArray(entries) || entries.length === 0) {
       g.fail('entries must be a non-empty array');
     }
@@ -710,11 +876,28 @@ class EngineStorage implements NodeStorage {
     // Entries the log has compacted away are ignored, as raft's MemoryStorage.append does.
     const compacted = m.record.compacted.index;
     const appended = from > compacted ? entries : entries.slice(compacted + 1 - from);
-    if (appended.length === 0) return [...m.segments];
+    if (appended.length === 0) return;
     const start = appended[0]!.index;
+    const end = start + appended.length - 1;
     const last = lastIndexOf(m);
     if (start > last + 1)
       g.fail(`entries[0].index ${from} leaves a gap after the last index ${last}`);
+    // Committed entries are never replaced (Raft thesis §3.6, Leader Completeness): entries
+    // may only restate them, with the same terms, and must reach the last committed one.
+    const committed = Math.min(m.record.hardState.commit, last);
+    if (start <= committed) {
+      if (end < committed) {
+        g.fail(`entries ${start}..${end} would truncate committed entries up to ${committed}`);
+      }
+      for (let i = start; i <= committed; i++) {
+        const term = termAt(m, i);
+        if (appended[i - start]!.term !== term) {
+          g.fail(
+            `entry ${i} has term ${appended[i - start]!.term}, the committed one term ${term}`,
+          );
+        }
+      }
+    }
     let previousTerm = termAt(m, start - 1)!;
     for (const e of appended) {
       if (e.term < previousTerm) {
@@ -723,30 +906,28 @@ class EngineStorage implements NodeStorage {
       previousTerm = e.term;
     }
 
-    const space = m.record.logSpace;
-    const segments: Segment[] = [];
-    for (const s of m.segments) {
-      if (s.first >= start) {
-        ops.push({ type: 'del', key: segmentKey(space, s.first) });
-      } else if (s.first + s.terms.length > start) {
-        segments.push({ first: s.first, terms: s.terms.slice(0, start - s.first) });
-      } else {
-        segments.push(s);
-      }
-    }
+    undo.push(m.log.truncateFrom(start, dropSegment));
     for (let at = 0; at < appended.length; ) {
-      let end = at + 1;
+      let runEnd = at + 1;
       let bytes = segmentBytes([appended[at]!]);
-      while (end < appended.length && bytes + 13 + appended[end]!.data.length <= maxSegmentBytes) {
-        bytes += 13 + appended[end]!.data.length;
-        end++;
+      while (
+        runEnd < appended.length &&
+        bytes + 13 + appended[runEnd]!.data.length <= maxSegmentBytes
+      ) {
+        bytes += 13 + appended[runEnd]!.data.length;
+        runEnd++;
       }
-      const run = appended.slice(at, end);
-      ops.push({ type: 'put', key: segmentKey(space, run[0]!.index), value: encodeSegment(run) });
-      segments.push({ first: run[0]!.index, terms: run.map((e) => e.term) });
-      at = end;
+      const run = appended.slice(at, runEnd);
+      ops.push({
+        type: 'put',
+        key: segmentKey(m.record.logSpace, run[0]!.index),
+        value: encodeSegment(run),
+      });
+      undo.push(
+        m.log.push({ first: run[0]!.index, count: run.length, terms: run.map((e) => e.term) }),
+      );
+      at = runEnd;
     }
-    return segments;
   }
 
   get(group: GroupId, key: string): Promise<Uint8Array | null> {
@@ -784,7 +965,8 @@ class EngineStorage implements NodeStorage {
       return { applied: m.record.appliedState, pages: this.engine.scan(lo, hi) };
     });
     view.catch(() => {});
-    const streamId = (group * 2654435761 + this.streams++) >>> 0;
+    const streamId = new Uint8Array(streamIdBytes);
+    this.random(streamId);
     const name = this.name;
     return (async function* chunks() {
       const { applied, pages } = await view;
@@ -855,10 +1037,13 @@ class EngineStorage implements NodeStorage {
       if (restore.committed || restore.aborted || restore.complete) {
         throw new StorageError('invalid_argument', `${what}: the restore is finished or aborted`);
       }
-      if (chunk.seq !== restore.nextSeq || (chunk.seq > 0 && chunk.streamId !== restore.streamId)) {
+      if (
+        chunk.seq !== restore.nextSeq ||
+        (restore.streamId !== null && !equalBytes(chunk.streamId, restore.streamId))
+      ) {
         throw new StorageError(
           'invalid_argument',
-          `${what}: got chunk ${chunk.seq} of stream ${chunk.streamId}, expected chunk ${restore.nextSeq} of stream ${restore.streamId ?? 'any'}`,
+          `${what}: got chunk ${chunk.seq} of stream ${hex(chunk.streamId)}, expected chunk ${restore.nextSeq} of stream ${restore.streamId === null ? 'any' : hex(restore.streamId)}`,
         );
       }
       const check: BatchChecker = new BatchChecker(`${what}: `);
@@ -913,7 +1098,7 @@ class EngineStorage implements NodeStorage {
 
 class Restore implements SnapshotRestore {
   nextSeq = 0;
-  streamId: number | null = null;
+  streamId: Uint8Array | null = null;
   appliedState: AppliedState | null = null;
   complete = false;
   committed = false;

@@ -12,6 +12,9 @@ import {
   encodeSegment,
   encodeSnapshot,
   FORMAT_VERSION,
+  seal,
+  streamIdBytes,
+  unseal,
 } from '../src/codec.ts';
 import { bytes, entryRange } from './contract.ts';
 
@@ -57,7 +60,7 @@ const records: Array<{ kind: string; encoded: Uint8Array; decode: (b: Uint8Array
   {
     kind: 'chunk',
     encoded: encodeChunk({
-      streamId: 77,
+      streamId: new Uint8Array(streamIdBytes).fill(77),
       seq: 0,
       final: true,
       appliedState: applied,
@@ -116,5 +119,39 @@ describe('storage codec', () => {
       ['session', 'client'],
       ['kv', 'key'],
     ]);
+  });
+
+  it('refuses flag bytes other than 0 and 1 as corrupt', () => {
+    // The group record ends with its applied ConfState's autoLeave flag.
+    const group = records[1]!.encoded.slice();
+    expect(group.at(-1)).to.equal(1);
+    group[group.length - 1] = 2;
+    expect(decodeError(() => decodeGroup(group, 'group')).message).to.include('flag byte 2');
+    // A chunk's final flag follows its tag, version, stream id and seq.
+    const chunk = records[4]!.encoded.slice();
+    const finalAt = 2 + streamIdBytes + 4;
+    expect(chunk[finalAt]).to.equal(1);
+    chunk[finalAt] = 0xff;
+    expect(decodeError(() => decodeChunk(chunk, 'chunk')).code).to.equal('corrupt');
+  });
+
+  it('seals a record with the checksum of its key and value; any flipped bit is corrupt', () => {
+    const key = bytes('key');
+    const value = bytes('a value');
+    const sealed = seal(key, value);
+    expect([...unseal(key, sealed, 'record')]).to.deep.equal([...value]);
+    for (let bit = 0; bit < sealed.length * 8; bit++) {
+      const damaged = sealed.slice();
+      damaged[bit >> 3]! ^= 1 << (bit & 7);
+      expect(decodeError(() => unseal(key, damaged, 'record')).code, `bit ${bit}`).to.equal(
+        'corrupt',
+      );
+    }
+    expect(decodeError(() => unseal(bytes('kez'), sealed, 'record')).message).to.include(
+      'fails its checksum',
+    );
+    expect(decodeError(() => unseal(key, sealed.subarray(0, 3), 'record')).code).to.equal(
+      'corrupt',
+    );
   });
 });

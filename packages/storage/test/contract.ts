@@ -5,14 +5,17 @@
 import type { Entry, Snapshot } from '@meshkv/raft';
 import { expect } from 'chai';
 import {
+  batchKey,
   decodeChunk,
   encodeNode,
   FORMAT_VERSION,
   groupKey,
   nodeKey,
+  seal,
   segmentKey,
   Table,
   tableRange,
+  unseal,
 } from '../src/codec.ts';
 import type { Engine } from '../src/engine.ts';
 import {
@@ -118,6 +121,15 @@ export function storageContract(backend: Backend): void {
     const reopen = async () => {
       await storage.close();
       storage = await db.open();
+    };
+    /** A one-part batch refused as invalid_argument, saying `why`. */
+    const refused = async (part: GroupWrite, why: string) => {
+      const error = await expectCode(
+        storage.write({ groups: [part] }),
+        'invalid_argument',
+        db.name,
+      );
+      expect(error.message).to.include(why);
     };
 
     beforeEach(async () => {
@@ -281,7 +293,14 @@ export function storageContract(backend: Backend): void {
     it('installs a snapshot: the log restarts after it, older snapshots are refused', async () => {
       await storage.write({ groups: [{ group: 2, create: true, entries: entryRange(1, 5, 1) }] });
       await storage.write({
-        groups: [{ group: 2, snapshot: snapshotAt(10, 3), entries: [entry(11, 3)] }],
+        groups: [
+          {
+            group: 2,
+            snapshot: snapshotAt(10, 3),
+            appliedState: { index: 10, term: 3, confState: conf('a', 'b', 'c') },
+            entries: [entry(11, 3)],
+          },
+        ],
       });
       await reopen();
       const g = await groupOf(storage, 2);
@@ -348,7 +367,14 @@ export function storageContract(backend: Backend): void {
 
     it('keeps hard state monotonic', async () => {
       await storage.write({
-        groups: [{ group: 1, create: true, hardState: { term: 5, vote: 'a', commit: 3 } }],
+        groups: [
+          {
+            group: 1,
+            create: true,
+            entries: entryRange(1, 3, 5),
+            hardState: { term: 5, vote: 'a', commit: 3 },
+          },
+        ],
       });
       await expectCode(
         storage.write({ groups: [{ group: 1, hardState: { term: 4, vote: null, commit: 3 } }] }),
@@ -713,6 +739,132 @@ export function storageContract(backend: Backend): void {
       expect([...(await storage.get(1, 'a'))!]).to.deep.equal([...bytes('1')]);
     });
 
+    it('refuses to splice snapshot streams of two nodes, or of one node across a restart', async () => {
+      const stream = async (store: NodeStorage) => {
+        const chunks: Uint8Array[] = [];
+        for await (const chunk of store.snapshotChunks(5, { targetChunkBytes: 1 })) {
+          chunks.push(chunk);
+        }
+        expect(chunks.length, 'chunks').to.equal(2);
+        return chunks;
+      };
+      const kvOf = (node: string) => [
+        { key: 'k1', value: bytes(`${node}:k1`) },
+        { key: 'x2', value: bytes(`${node}:x2`) },
+      ];
+      const a = await backend.fresh();
+      const b = await backend.fresh();
+      const storeA = await a.open();
+      const storeB = await b.open();
+      try {
+        await storeA.write({ groups: [{ group: 5, create: true, kv: kvOf('A') }] });
+        await storeB.write({ groups: [{ group: 5, create: true, kv: kvOf('B') }] });
+        // Each node's first stream of the group, as a receiver may get them from two senders.
+        const [fromA, fromB] = [await stream(storeA), await stream(storeB)];
+        await storage.write({ groups: [{ group: 5, create: true }] });
+        const restore = await storage.beginRestore(5);
+        await restore.add(fromA[0]!);
+        const error = await expectCode(restore.add(fromB[1]!), 'invalid_argument', db.name);
+        expect(error.message).to.include('of stream');
+        // A restarted node's first stream is another stream than before the restart.
+        await storeA.close();
+        const restarted = await a.open();
+        try {
+          const again = await stream(restarted);
+          await expectCode(restore.add(again[1]!), 'invalid_argument');
+          await expectCode(restore.add(again[0]!), 'invalid_argument');
+        } finally {
+          await restarted.close();
+        }
+        // The restore stays usable: the rest of A's stream completes it.
+        for (const chunk of fromA.slice(1)) await restore.add(chunk);
+        await storage.write({ groups: [{ group: 5, restore }] });
+        expect([...(await storage.get(5, 'x2'))!]).to.deep.equal([...bytes('A:x2')]);
+      } finally {
+        await storeA.close();
+        await storeB.close();
+        await a.destroy();
+        await b.destroy();
+      }
+    });
+
+    it('refuses a restore that does not pair with the snapshot committed with it', async () => {
+      const applied: AppliedState = { index: 10, term: 2, confState: conf('a', 'b', 'c') };
+      await storage.write({
+        groups: [
+          { group: 1, create: true, appliedState: applied, kv: [{ key: 'k', value: bytes('v') }] },
+        ],
+      });
+      const chunks: Uint8Array[] = [];
+      for await (const chunk of storage.snapshotChunks(1)) chunks.push(chunk);
+      const restore = await storage.beginRestore(2);
+      for (const chunk of chunks) await restore.add(chunk);
+      await storage.write({ groups: [{ group: 2, create: true, entries: entryRange(1, 3, 1) }] });
+      // Applied 10 under a log compacted at 50: entries 11..50 would be gone for good.
+      await refused(
+        { group: 2, restore, snapshot: snapshotAt(50, 2) },
+        'entries 11..50 would be lost',
+      );
+      // The same index in another term: another history.
+      await refused({ group: 2, restore, snapshot: snapshotAt(10, 3) }, 'the log has term 3 there');
+      // Applied 10 beyond a log ending at 3: entries the node never received.
+      await refused({ group: 2, restore }, 'beyond the log');
+      // A snapshot without a state machine to match it.
+      await refused({ group: 2, snapshot: snapshotAt(50, 2) }, 'entries 1..50 would be lost');
+      expect((await groupOf(storage, 2)).compacted).to.deep.equal({ index: 0, term: 0 });
+      await storage.write({ groups: [{ group: 2, restore, snapshot: snapshotAt(10, 2) }] });
+      await reopen();
+      const g = await groupOf(storage, 2);
+      expect(g.appliedState).to.deep.equal(applied);
+      expect(g.compacted).to.deep.equal({ index: 10, term: 2 });
+      expect([...(await storage.get(2, 'k'))!]).to.deep.equal([...bytes('v')]);
+    });
+
+    it('refuses a commit beyond the log and entries that replace committed ones', async () => {
+      await storage.write({
+        groups: [
+          {
+            group: 1,
+            create: true,
+            entries: entryRange(1, 5, 1),
+            hardState: { term: 1, vote: null, commit: 3 },
+          },
+        ],
+      });
+      await refused(
+        { group: 1, hardState: { term: 1, vote: null, commit: 6 } },
+        'commit 6 is beyond the last index 5',
+      );
+      await refused(
+        { group: 1, entries: [entry(6, 2)], hardState: { term: 2, vote: null, commit: 7 } },
+        'commit 7 is beyond the last index 6',
+      );
+      await refused({ group: 1, entries: [entry(3, 2)] }, 'the committed one term 1');
+      await refused(
+        { group: 1, entries: [entry(2, 1)] },
+        'would truncate committed entries up to 3',
+      );
+      // Restating committed entries is harmless; what follows the commit may be replaced.
+      await storage.write({
+        groups: [
+          {
+            group: 1,
+            entries: [entry(3, 1), entry(4, 2)],
+            hardState: { term: 2, vote: null, commit: 4 },
+          },
+        ],
+      });
+      await reopen();
+      const g = await groupOf(storage, 1);
+      expect(g.entries.map((e) => [e.index, e.term])).to.deep.equal([
+        [1, 1],
+        [2, 1],
+        [3, 1],
+        [4, 2],
+      ]);
+      expect(g.hardState.commit).to.equal(4);
+    });
+
     it('refuses garbage chunks with corrupt', async () => {
       await storage.write({ groups: [{ group: 1, create: true }] });
       const restore = await storage.beginRestore(1);
@@ -741,10 +893,15 @@ export function storageContract(backend: Backend): void {
         await engine.close();
       }
 
-      it('a node record of another format version', async () => {
+      it('a node record of another format version, sealed or not (format 1 did not seal)', async () => {
         const record = encodeNode({ nextSpace: 1, garbage: [] });
         record[1] = FORMAT_VERSION + 1;
-        await plant(nodeKey(), record);
+        await plant(nodeKey(), seal(nodeKey(), record));
+        await expectCode(db.open(), 'unsupported_version', db.name);
+        record[1] = 1;
+        const engine = await db.openEngine();
+        await engine.write([{ type: 'put', key: nodeKey(), value: record }]);
+        await engine.close();
         await expectCode(db.open(), 'unsupported_version', db.name);
       });
 
@@ -754,13 +911,80 @@ export function storageContract(backend: Backend): void {
         });
         await storage.close();
         const engine = await db.openEngine();
-        const value = await engine.get(groupKey(1));
+        const value = unseal(groupKey(1), (await engine.get(groupKey(1)))!, 'group record');
+        const truncated = value.subarray(0, value.length - 3);
         await engine.write([
-          { type: 'put', key: groupKey(1), value: value!.subarray(0, value!.length - 3) },
+          { type: 'put', key: groupKey(1), value: seal(groupKey(1), truncated) },
         ]);
         await engine.close();
         const error = await expectCode(db.open(), 'corrupt', db.name);
         expect(error.message).to.include('truncated');
+      });
+
+      it('any record whose bytes changed under the engine: checksums', async () => {
+        await storage.write({
+          groups: [
+            {
+              group: 1,
+              create: true,
+              kv: [{ key: 'k', value: bytes('value') }],
+              sessions: [{ clientId: 'c', record: bytes('session') }],
+            },
+          ],
+        });
+        await storage.close();
+        /** Flips one bit of the stored value of every key of `table` that `pick` names. */
+        const flip = async (table: number, pick: (key: Uint8Array) => boolean) => {
+          const engine = await db.openEngine();
+          let flipped = 0;
+          for await (const page of engine.scan(...tableRange(table))) {
+            for (const [key, value] of page) {
+              if (!pick(key)) continue;
+              const damaged = value.slice();
+              damaged[damaged.length - 1]! ^= 0x10;
+              await engine.write([{ type: 'put', key, value: damaged }]);
+              flipped++;
+            }
+          }
+          await engine.close();
+          expect(flipped, `records flipped in table ${table}`).to.equal(1);
+        };
+        const isKv = (key: Uint8Array) => key[5] === 1;
+        // A KV value is read by get: the store opens, and get refuses it.
+        await flip(Table.StateMachine, isKv);
+        storage = await db.open();
+        const error = await expectCode(storage.get(1, 'k'), 'corrupt', db.name);
+        expect(error.message).to.include('fails its checksum');
+        await storage.close();
+        await flip(Table.StateMachine, isKv);
+        // Sessions and the group record are read by open.
+        await flip(Table.StateMachine, (key) => !isKv(key));
+        await expectCode(db.open(), 'corrupt', db.name);
+        await flip(Table.StateMachine, (key) => !isKv(key));
+        await flip(Table.Group, () => true);
+        await expectCode(db.open(), 'corrupt', db.name);
+        await flip(Table.Group, () => true);
+        storage = await db.open();
+        expect([...(await storage.get(1, 'k'))!]).to.deep.equal([...bytes('value')]);
+      });
+
+      it('a write lost while later ones survived (two batch markers)', async () => {
+        await storage.write({ groups: [{ group: 1, create: true }] });
+        await storage.write({ groups: [{ group: 1, kv: [{ key: 'k', value: bytes('v') }] }] });
+        await storage.close();
+        const engine = await db.openEngine();
+        const markers: Uint8Array[] = [];
+        for await (const page of engine.scan(...tableRange(Table.Batch))) {
+          for (const [key] of page) markers.push(key);
+        }
+        expect(markers.length, 'batch markers').to.equal(1);
+        // What an engine that dropped the write moving the marker off batch 1 leaves.
+        await engine.write([
+          { type: 'put', key: batchKey(1), value: seal(batchKey(1), bytes('')) },
+        ]);
+        await engine.close();
+        const error = await expectCode(db.open(), 'corrupt', db.name);
+        expect(error.message).to.include('writes after batch 1 were lost');
       });
 
       it('a truncated log segment', async () => {
@@ -843,7 +1067,9 @@ export function storageContract(backend: Backend): void {
           const gw: { -readonly [K in keyof GroupWrite]: GroupWrite[K] } = { group };
           const last = lastOf(m);
           if (action <= 4) {
-            const from = m.compacted.index + 1 + pick(last - m.compacted.index + 1);
+            // Committed entries are never replaced.
+            const after = Math.max(m.compacted.index, m.hardState.commit);
+            const from = after + 1 + pick(last - after + 1);
             const term = termOf(m, from - 1) + pick(2);
             const added = Array.from({ length: 1 + pick(4) }, (_, i) =>
               entry(from + i, term, `s${serial++}`),
@@ -868,11 +1094,12 @@ export function storageContract(backend: Backend): void {
             m.entries = [];
             m.snapshotIndex = index;
             gw.snapshot = snapshotAt(index, term);
+            gw.appliedState = { index, term, confState: conf('a', 'b', 'c') };
           } else if (action === 7) {
             m.hardState = {
               term: m.hardState.term + pick(2),
               vote: pick(2) ? 'a' : null,
-              commit: m.hardState.commit + pick(3),
+              commit: Math.min(last, m.hardState.commit + pick(3)),
             };
             gw.hardState = m.hardState;
           } else {

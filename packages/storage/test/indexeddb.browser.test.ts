@@ -8,6 +8,7 @@ import {
   openIndexedDbStorage,
 } from '../src/indexeddb.browser.ts';
 import { deleteJournal, Journal, journalPath } from '../src/journal.browser.ts';
+import { frameHeaderBytes } from '../src/journal-protocol.ts';
 import { expectCode, prng, storageContract } from './contract.ts';
 
 let databases = 0;
@@ -299,6 +300,38 @@ describe('storage: IndexedDB specifics', () => {
     expect((await handle.getFile()).size).to.equal(framesEnd);
     await deleteDatabaseBehindOurBack(nodeId);
     await expectData(nodeId);
+    await deleteIndexedDbStorage({ clusterId: 'test', nodeId });
+  });
+
+  it('refuses a journal damaged in the middle, with intact frames after the damage', async () => {
+    const nodeId = `journal-damaged-${run}`;
+    await nodeWithData(nodeId);
+    const opened = await Journal.open(indexedDbName('test', nodeId), 'test journal');
+    await opened.journal.close();
+    const extent = opened.extent!;
+    expect(extent.lastSeq - extent.baseSeq, 'writes after the base').to.be.greaterThan(1);
+    const [file] = await journalFiles(nodeId);
+    const handle = await (await journalDirectory(nodeId)).getFileHandle(file!);
+    const original = new Uint8Array(await (await handle.getFile()).arrayBuffer());
+    // The first write after the base: a payload byte (its CRC fails), then its length field
+    // (nothing says where the next frame starts any more).
+    for (const at of [extent.baseBytes + frameHeaderBytes + 3, extent.baseBytes + 1]) {
+      const damaged = original.slice();
+      damaged[at]! ^= 0x40;
+      const writable = await handle.createWritable();
+      await writable.write(damaged);
+      await writable.close();
+      const error = await expectCode(
+        openIndexedDbStorage({ clusterId: 'test', nodeId }),
+        'corrupt',
+        nodeId,
+      );
+      expect(error.message, `byte ${at}`).to.include('intact frames follow it');
+    }
+    const writable = await handle.createWritable();
+    await writable.write(original);
+    await writable.close();
+    expect(await expectData(nodeId)).to.deep.equal([]);
     await deleteIndexedDbStorage({ clusterId: 'test', nodeId });
   });
 
