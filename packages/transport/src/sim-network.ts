@@ -9,6 +9,8 @@
  * reordering, clogging (the link holds everything for a while, then releases it in
  * order), and blocking (symmetric and asymmetric partitions, an isolated node). A node
  * that is down neither sends nor receives. Each link holds at most `maxInFlight` packets.
+ * A fault call changes reachability at once but only queues the news: link listeners hear
+ * of it from `step()`, in time order with the packets, never from inside the call.
  *
  * The network is generic over the payload: the Raft simulation carries Message objects
  * without encoding them, and `SimTransport` wraps a `SimNetwork<Uint8Array>` as a
@@ -116,8 +118,21 @@ export interface SimNetworkOptions<P> {
 /** Receives the payloads delivered to one node. */
 export type SimReceiver<P> = (from: NodeId, payload: P) => void;
 
-/** Called when a link's reachability changes (blocked, unblocked, node down or up). */
+/**
+ * Called from `step()` for a change of a link's reachability (blocked, unblocked, node down
+ * or up, added or removed) made by a fault call since; `reachable` is the state the call
+ * left, which a later call may have changed again.
+ */
 export type SimLinkListener = (from: NodeId, to: NodeId, reachable: boolean) => void;
+
+/** A reachability change waiting for `step()` to tell the listeners. */
+interface LinkChange {
+  readonly atMs: number;
+  readonly sequence: number;
+  readonly from: NodeId;
+  readonly to: NodeId;
+  readonly reachable: boolean;
+}
 
 interface Packet<P> {
   readonly atMs: number;
@@ -153,6 +168,9 @@ export class SimNetwork<P> {
   private readonly down = new Set<NodeId>();
   private readonly linkListeners = new Set<SimLinkListener>();
   private readonly queue = new PacketHeap<P>();
+  /** In the order made (so in time order): the clock never goes back. */
+  private linkChanges: LinkChange[] = [];
+  private linkChangesHead = 0;
   private clockMs = 0;
   private nextSequence = 0;
   private nextPacketId = 0;
@@ -237,9 +255,9 @@ export class SimNetwork<P> {
     }
   }
 
-  /** Time of the next packet event, or undefined when nothing is in flight. */
+  /** Time of the next event (a packet, or news of a reachability change), if any. */
   nextEventAtMs(): number | undefined {
-    return this.queue.peek()?.atMs;
+    return this.nextLinkChange()?.atMs ?? this.queue.peek()?.atMs;
   }
 
   /** Packets in flight (held ones included). */
@@ -248,10 +266,22 @@ export class SimNetwork<P> {
   }
 
   /**
-   * Handles the earliest packet event: moves time forward to it, then delivers, drops or
-   * holds (clogged link) the packet. Returns false when nothing is in flight.
+   * Handles the earliest event: tells the link listeners of a reachability change, or moves
+   * time forward to the next packet and delivers, drops or holds (clogged link) it. Returns
+   * false when there is nothing to handle.
    */
   step(): boolean {
+    const change = this.nextLinkChange();
+    const next = this.queue.peek();
+    if (change !== undefined && (next === undefined || !before(next, change))) {
+      this.linkChangesHead += 1;
+      if (this.linkChangesHead === this.linkChanges.length) {
+        this.linkChanges = [];
+        this.linkChangesHead = 0;
+      }
+      for (const listener of this.linkListeners) listener(change.from, change.to, change.reachable);
+      return true;
+    }
     const packet = this.queue.pop();
     if (packet === undefined) return false;
     this.clockMs = Math.max(this.clockMs, packet.atMs);
@@ -307,7 +337,7 @@ export class SimNetwork<P> {
   }
 
   /**
-   * Handles every packet event due at or before `timeMs`, in order, then sets the clock to
+   * Handles every event due at or before `timeMs`, in order, then sets the clock to
    * `timeMs`. Packets sent by receivers meanwhile are handled too if due by then. Throws
    * if more than `maxEvents` events are due (a livelock guard). Returns the event count.
    */
@@ -425,7 +455,7 @@ export class SimNetwork<P> {
     );
   }
 
-  /** Subscribes to reachability changes; returns the unsubscribe function. */
+  /** Subscribes to reachability changes (told from `step()`); returns the unsubscribe function. */
   onLinkChange(listener: SimLinkListener): () => void {
     this.linkListeners.add(listener);
     return () => this.linkListeners.delete(listener);
@@ -497,15 +527,21 @@ export class SimNetwork<P> {
     return reachable;
   }
 
+  /** Queues news of every pair whose reachability differs from `before`, for `step()`. */
   private announceChanges(before: Set<string>): void {
     if (this.linkListeners.size === 0) return;
     const after = this.reachability();
-    const changed: [NodeId, NodeId, boolean][] = [];
-    for (const key of before) if (!after.has(key)) changed.push([...splitLinkKey(key), false]);
-    for (const key of after) if (!before.has(key)) changed.push([...splitLinkKey(key), true]);
-    for (const [from, to, reachable] of changed) {
-      for (const listener of this.linkListeners) listener(from, to, reachable);
-    }
+    const queue = (key: string, reachable: boolean) => {
+      const [from, to] = splitLinkKey(key);
+      const sequence = this.nextSequence++;
+      this.linkChanges.push({ atMs: this.clockMs, sequence, from, to, reachable });
+    };
+    for (const key of before) if (!after.has(key)) queue(key, false);
+    for (const key of after) if (!before.has(key)) queue(key, true);
+  }
+
+  private nextLinkChange(): LinkChange | undefined {
+    return this.linkChanges[this.linkChangesHead];
   }
 }
 
@@ -586,15 +622,22 @@ class PacketHeap<P> {
   }
 }
 
-function before<P>(a: Packet<P>, b: Packet<P>): boolean {
+function before(
+  a: { readonly atMs: number; readonly sequence: number },
+  b: { readonly atMs: number; readonly sequence: number },
+): boolean {
   return a.atMs < b.atMs || (a.atMs === b.atMs && a.sequence < b.sequence);
 }
 
 /**
  * One node's `Transport` over a `SimNetwork<Uint8Array>`. Frames may be lost, duplicated
  * or reordered as the network is configured to (the contract lets the simulated network
- * break its ordering guarantees on purpose). `peerUp`/`peerDown` follow reachability in
- * both directions; handlers run only from the network's `step()`, never inside `send`.
+ * break its ordering guarantees on purpose). Each delivery hands the handlers a copy of
+ * the frame, as a real link would: the receiver owns it, the sender's array is never
+ * shared. `peerUp`/`peerDown` follow reachability in both directions, as of when the
+ * network's `step()` tells of a change (a fault undone before then shows no event);
+ * `peers()` changes with them. Handlers run only from `step()`, never inside `send` or
+ * a fault call.
  */
 export class SimTransport implements Transport {
   readonly localId: PeerId;
@@ -612,7 +655,8 @@ export class SimTransport implements Transport {
     this.network = network;
     this.localId = localId;
     network.addNode(localId, (from, frame) => {
-      for (const handler of this.handlers.frame) handler(from, frame);
+      const copy = frame.slice();
+      for (const handler of this.handlers.frame) handler(from, copy);
     });
     for (const peer of network.nodes()) if (this.linkUp(peer)) this.up.add(peer);
     this.unsubscribe = network.onLinkChange((from, to) => {

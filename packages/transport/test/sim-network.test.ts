@@ -270,6 +270,7 @@ describe('SimTransport', () => {
     const a = new SimTransport(network, 'a');
     const b = new SimTransport(network, 'b');
     const c = new SimTransport(network, 'c');
+    network.advanceTo(0); // the network tells each endpoint of those added after it
     return { network, a, b, c };
   }
 
@@ -292,22 +293,75 @@ describe('SimTransport', () => {
     expect([...a.peers()].sort()).to.deep.equal(['b', 'c']);
   });
 
-  it('reports peers down across a partition (either direction) and up after healing', async () => {
+  it('reports peers down across a partition (either direction) and up after healing, from step() only', async () => {
     const { network, a, b } = makeMesh(2);
     const events: string[] = [];
-    a.on('peerDown', (peer) => events.push(`down ${peer}`));
-    a.on('peerUp', (peer) => events.push(`up ${peer}`));
+    let inFaultCall = false;
+    const record = (event: string) => {
+      expect(inFaultCall, `${event} reported inside a fault call`).to.equal(false);
+      events.push(event);
+    };
+    a.on('peerDown', (peer) => record(`down ${peer}`));
+    a.on('peerUp', (peer) => record(`up ${peer}`));
+    /** Makes a fault call, then lets the network tell what it changed. */
+    const fault = (call: () => void) => {
+      inFaultCall = true;
+      call();
+      inFaultCall = false;
+      network.advanceTo(network.nowMs);
+    };
+    inFaultCall = true;
     network.setBlocked('b', 'a', true); // one direction is enough to make the link unusable
+    inFaultCall = false;
+    // The news waits for step(): peers() changes with the event.
+    expect(events).to.deep.equal([]);
+    expect([...a.peers()].sort()).to.deep.equal(['b', 'c']);
+    network.advanceTo(network.nowMs);
+    expect(events).to.deep.equal(['down b']);
     expect(a.peers()).to.deep.equal(['c']);
-    network.heal();
-    network.partition([['a'], ['b', 'c']]);
-    network.heal();
+    fault(() => network.heal());
+    fault(() => network.partition([['a'], ['b', 'c']]));
+    fault(() => network.heal());
     expect(events).to.deep.equal(['down b', 'up b', 'down b', 'down c', 'up b', 'up c']);
-    // Closing an endpoint tells the others and makes its sends no-ops.
+    // Closing an endpoint tells the others (from step()) and makes its sends no-ops.
     await b.close();
+    expect(events.at(-1)).to.equal('up c');
+    network.advanceTo(network.nowMs);
     expect(events.at(-1)).to.equal('down b');
     b.send('a', Uint8Array.of(9));
     expect(network.inFlight()).to.equal(0);
+  });
+
+  it('tells of a fault in time order with the packets, and of none that was undone meanwhile', () => {
+    const { network, a, b } = makeMesh(4);
+    const events: string[] = [];
+    b.on('frame', (_from, frame) => events.push(`frame ${frame[0]}`));
+    b.on('peerDown', (peer) => events.push(`down ${peer}`));
+    b.on('peerUp', (peer) => events.push(`up ${peer}`));
+    a.send('b', Uint8Array.of(1)); // due at 1 ms
+    network.isolate('c');
+    network.heal(); // undone before step(): no event about c
+    network.setBlocked('a', 'b', true);
+    network.advanceTo(10);
+    // The frame was in flight when a → b was cut: dropped, after b heard a is down.
+    expect(events).to.deep.equal(['down a']);
+    network.heal();
+    a.send('b', Uint8Array.of(2));
+    network.advanceTo(20);
+    expect(events).to.deep.equal(['down a', 'up a', 'frame 2']);
+  });
+
+  it("gives the receiver its own copy of a frame, never the sender's array", () => {
+    const { network, a, b } = makeMesh(5);
+    const frames: Uint8Array[] = [];
+    b.on('frame', (_from, frame) => frames.push(frame));
+    const sent = Uint8Array.of(1, 2, 3);
+    a.send('b', sent);
+    network.advanceTo(10);
+    expect(frames).to.have.length(1);
+    expect(frames[0]).to.not.equal(sent);
+    frames[0]!.fill(0); // the handler owns its array
+    expect(sent).to.deep.equal(Uint8Array.of(1, 2, 3));
   });
 
   it('gives a duplicated frame to the handler as its own copy', () => {
