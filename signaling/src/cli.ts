@@ -109,8 +109,9 @@ async function main(): Promise<number> {
     process.stderr.write(`meshkv-signaling: cannot start: ${(error as Error).message}\n`);
     return 1;
   }
-  process.stdout.write(`meshkv-signaling listening on ${server.url}\n`);
-  await new Promise<void>((resolve) => {
+  // Handlers first: whoever reads the line below may signal at once (a parent woken by
+  // the write can run before this process installs them, and be killed by the default).
+  const stopped = new Promise<void>((resolve) => {
     const stop = (signal: string) => {
       process.stderr.write(`meshkv-signaling: ${signal}, shutting down\n`);
       // A second signal while closing exits at once.
@@ -121,6 +122,8 @@ async function main(): Promise<number> {
     process.once('SIGINT', () => stop('SIGINT'));
     process.once('SIGTERM', () => stop('SIGTERM'));
   });
+  process.stdout.write(`meshkv-signaling listening on ${server.url}\n`);
+  await stopped;
   await server.close();
   return 0;
 }
