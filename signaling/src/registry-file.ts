@@ -1,9 +1,11 @@
 /**
  * The registry on disk: one JSON file, `<dataDir>/registry.json`, replaced atomically.
  *
- * Format (version 1):
- *   {"format": "meshkv-registry", "version": 1,
- *    "registry": {"settings": {...}, "epoch": N, "members": [...]}}
+ * Format (version 2):
+ *   {"format": "meshkv-registry", "version": 2,
+ *    "registry": {"settings": {...}, "epoch": N, "members": [...]},
+ *    "secretHashes": {"<nodeId>": "<sha256 hex of its member secret>", ...}}
+ * Version 1 (before member secrets) is refused: its members have no secrets to check.
  *
  * A write goes to `registry.json.tmp` in the same directory, is fsynced, renamed over
  * `registry.json`, and the directory is fsynced so the rename itself is durable. A crash
@@ -13,15 +15,12 @@
  */
 import { mkdir, open, readFile, rename } from 'node:fs/promises';
 import { join } from 'node:path';
-import {
-  type ClusterSettings,
-  type RegistrySnapshot,
-  registryProblem,
-} from '@meshkv/transport/signaling-protocol';
+import type { ClusterSettings } from '@meshkv/transport/signaling-protocol';
+import { type RegistryState, registryStateProblem } from './registry.ts';
 
 export const REGISTRY_FILE_NAME = 'registry.json';
 const FORMAT = 'meshkv-registry';
-const FORMAT_VERSION = 1;
+const FORMAT_VERSION = 2;
 
 /** The registry file exists but cannot be used (corrupt, or settings differ). */
 export class RegistryFileError extends Error {
@@ -33,7 +32,7 @@ export function registryFilePath(dataDir: string): string {
 }
 
 /** Reads the registry; undefined if the file does not exist. Throws RegistryFileError. */
-export async function loadRegistry(dataDir: string): Promise<RegistrySnapshot | undefined> {
+export async function loadRegistry(dataDir: string): Promise<RegistryState | undefined> {
   const path = registryFilePath(dataDir);
   let text: string;
   try {
@@ -51,26 +50,50 @@ export async function loadRegistry(dataDir: string): Promise<RegistrySnapshot | 
         'restore it from a backup or remove it to create a new cluster',
     );
   }
-  const header = document as { format?: unknown; version?: unknown; registry?: unknown } | null;
+  const header = document as {
+    format?: unknown;
+    version?: unknown;
+    registry?: unknown;
+    secretHashes?: unknown;
+  } | null;
   if (header === null || typeof header !== 'object' || header.format !== FORMAT) {
     throw new RegistryFileError(`registry file ${path} is not a meshkv registry`);
   }
   if (header.version !== FORMAT_VERSION) {
+    const hint =
+      header.version === 1
+        ? ' (version 1 has no member secrets: remove it to create a new cluster)'
+        : '';
     throw new RegistryFileError(
-      `registry file ${path} has format version ${String(header.version)}; this server reads ${FORMAT_VERSION}`,
+      `registry file ${path} has format version ${String(header.version)}; this server reads ${FORMAT_VERSION}${hint}`,
     );
   }
-  const problem = registryProblem(header.registry);
+  const hashes = header.secretHashes;
+  if (hashes === null || typeof hashes !== 'object' || Array.isArray(hashes)) {
+    throw new RegistryFileError(`registry file ${path} is corrupt: secretHashes must be an object`);
+  }
+  const state = {
+    snapshot: header.registry,
+    secretHashes: new Map(Object.entries(hashes as Record<string, unknown>)),
+  };
+  const problem = registryStateProblem(state);
   if (problem) throw new RegistryFileError(`registry file ${path} is corrupt: ${problem}`);
-  return header.registry as RegistrySnapshot;
+  return state as RegistryState;
 }
 
 /** Writes the registry atomically and durably (see the file comment). */
-export async function saveRegistry(dataDir: string, registry: RegistrySnapshot): Promise<void> {
+export async function saveRegistry(dataDir: string, state: RegistryState): Promise<void> {
   await mkdir(dataDir, { recursive: true });
   const path = registryFilePath(dataDir);
   const temporary = `${path}.tmp`;
-  const text = `${JSON.stringify({ format: FORMAT, version: FORMAT_VERSION, registry }, null, 2)}\n`;
+  const document = {
+    format: FORMAT,
+    version: FORMAT_VERSION,
+    registry: state.snapshot,
+    // Object.fromEntries defines own properties, so an id like `__proto__` stays data.
+    secretHashes: Object.fromEntries(state.secretHashes),
+  };
+  const text = `${JSON.stringify(document, null, 2)}\n`;
   const file = await open(temporary, 'w', 0o600);
   try {
     await file.writeFile(text, 'utf8');

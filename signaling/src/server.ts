@@ -5,7 +5,10 @@
  * - Holds the registry (settings fixed at creation, members, epoch), persists every change
  *   atomically before anyone hears of it, restores it on start, and pushes every change to
  *   every joined member as a delta.
- * - Admits members with the cluster token; binds each connection to one node id at a time.
+ * - Checks the cluster token in the Socket.IO handshake, before a connection counts against
+ *   `maxConnections`; binds each connection to one node id at a time.
+ * - Binds each node id to the member secret issued at its first join; a later join for the
+ *   id must present it.
  * - Relays signals only from a joined member to a connected member of the same cluster.
  * - A member whose connection drops stays `up` for `gracePeriodMs`; if it has not
  *   re-joined by then it is marked `down`. A graceful `leave` marks it `left`.
@@ -28,6 +31,7 @@ import {
   PROTOCOL_VERSION,
   type PresenceUpdate,
   type ProbeRequest,
+  parseHandshakeAuth,
   parseJoinRequest,
   parseLeaveRequest,
   parseSignalRequest,
@@ -43,7 +47,14 @@ import { type Socket, Server as SocketServer } from 'socket.io';
 import { type Clock, systemClock } from './clock.ts';
 import { lockDataDir } from './data-dir-lock.ts';
 import { createRequestHandler } from './http.ts';
-import { admit, completeSettings, emptyRegistry, findMember, setState } from './registry.ts';
+import {
+  admit,
+  completeSettings,
+  emptyRegistry,
+  findMember,
+  type RegistryState,
+  setState,
+} from './registry.ts';
 import { checkSettings, loadRegistry, registryFilePath, saveRegistry } from './registry-file.ts';
 import { TokenBucket } from './token-bucket.ts';
 
@@ -59,7 +70,10 @@ export interface SignalingLimits {
   readonly maxMembers: number;
   /** `left` records kept; the oldest are dropped. */
   readonly maxLeftMembers: number;
-  /** Open connections, joined or not; more are told `server_full` and disconnected. */
+  /**
+   * Open connections that passed the handshake (token checked), joined or not; more are
+   * told `server_full` and disconnected. Connections refused in the handshake never count.
+   */
   readonly maxConnections: number;
   /** Per member, across its connections: signals relayed per second and burst. */
   readonly signalsPerSecond: number;
@@ -106,7 +120,10 @@ export interface SignalingServerOptions {
   readonly staticDir?: string;
   /** How long a disconnected member stays `up` before it is marked `down`. */
   readonly gracePeriodMs?: number;
-  /** How long a connection may stay without joining before it is disconnected. */
+  /**
+   * How long a connection may stay without joining before it is disconnected; also how
+   * long a WebSocket may stay without completing the Socket.IO handshake.
+   */
   readonly joinTimeoutMs?: number;
   /** How long a connection holding a requested node id has to answer a probe. */
   readonly probeTimeoutMs?: number;
@@ -149,6 +166,8 @@ interface Connection {
   readonly events: TokenBucket;
   nodeId?: string;
   sessionKey?: string;
+  /** The member secret of `nodeId`, as the join reply carried it (for a repeated join). */
+  memberSecret?: string;
   /** A join is being processed; a second one is refused. */
   joining: boolean;
   cancelJoinTimer?: () => void;
@@ -188,13 +207,13 @@ export class SignalingServer {
 
   private constructor(
     private readonly options: SignalingServerOptions,
-    private current: RegistrySnapshot,
+    private current: RegistryState,
     private readonly http: HttpServer,
     private readonly io: SocketServer,
     limits: SignalingLimits,
     private readonly unlock: () => Promise<void>,
   ) {
-    this.settings = current.settings;
+    this.settings = current.snapshot.settings;
     this.limits = limits;
     this.clock = options.clock ?? systemClock;
     this.log = options.log ?? (() => {});
@@ -206,10 +225,11 @@ export class SignalingServer {
     this.port = address.port;
     const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
     this.url = `http://${host}:${address.port}`;
+    io.use((socket, next) => this.authenticate(socket, next));
     io.on('connection', (socket) => this.onConnection(socket));
     // After a restart nobody is connected: every `up` member gets its grace period to
     // come back before it is marked down.
-    for (const member of current.members) {
+    for (const member of current.snapshot.members) {
       if (member.state === 'up') this.armGraceTimer(member.nodeId);
     }
   }
@@ -238,7 +258,7 @@ export class SignalingServer {
   ): Promise<SignalingServer> {
     let registry = await loadRegistry(options.dataDir);
     if (registry) {
-      checkSettings(options.dataDir, registry.settings, options.settings ?? {});
+      checkSettings(options.dataDir, registry.snapshot.settings, options.settings ?? {});
     } else {
       registry = emptyRegistry(completeSettings(options.settings ?? {}));
       // Written now so the settings are fixed from the very first start.
@@ -254,6 +274,8 @@ export class SignalingServer {
       maxHttpBufferSize: limits.maxFrameBytes,
       pingInterval: options.pingIntervalMs ?? DEFAULT_PING_INTERVAL_MS,
       pingTimeout: options.pingTimeoutMs ?? DEFAULT_PING_TIMEOUT_MS,
+      // A WebSocket that never completes the Socket.IO handshake is closed after this.
+      connectTimeout: options.joinTimeoutMs ?? DEFAULT_JOIN_TIMEOUT_MS,
       serveClient: false,
     });
     await new Promise<void>((resolve, reject) => {
@@ -272,7 +294,7 @@ export class SignalingServer {
 
   /** The registry as persisted now. */
   registry(): RegistrySnapshot {
-    return this.current;
+    return this.current.snapshot;
   }
 
   /** Node ids bound to a connection now, sorted. */
@@ -293,10 +315,11 @@ export class SignalingServer {
   /** The `/status` document. */
   status(): unknown {
     const connected = new Set(this.bindings.keys());
+    const { snapshot } = this.current;
     return {
-      settings: this.current.settings,
-      epoch: this.current.epoch,
-      members: this.current.members.map((member) => ({
+      settings: snapshot.settings,
+      epoch: snapshot.epoch,
+      members: snapshot.members.map((member) => ({
         ...member,
         connected: connected.has(member.nodeId),
       })),
@@ -321,6 +344,44 @@ export class SignalingServer {
     await closed;
     await this.queue;
     await this.unlock();
+  }
+
+  /**
+   * The Socket.IO handshake's check (its `auth`: version, cluster, token), before the
+   * connection exists for us: a refused one is answered with `connect_error` carrying the
+   * ErrorBody as `data`, closed, and never counted against `maxConnections`.
+   */
+  private authenticate(socket: Socket, next: (error?: Error) => void): void {
+    const refusal = this.handshakeProblem(socket.handshake.auth);
+    if (refusal === undefined) {
+      next();
+      return;
+    }
+    const error = new Error(refusal.error.message) as Error & { data: ErrorBody };
+    error.data = refusal.error;
+    next(error);
+    // Socket.IO sends the refusal on the next tick; the engine flushes it before closing.
+    process.nextTick(() => socket.conn.close());
+  }
+
+  private handshakeProblem(auth: unknown): Refusal | undefined {
+    const version = (auth as { protocolVersion?: unknown } | null)?.protocolVersion;
+    if (version !== PROTOCOL_VERSION) {
+      return this.refuse(
+        'incompatible_version',
+        `protocol version ${String(version)}; this server speaks ${PROTOCOL_VERSION}`,
+      );
+    }
+    const parsed = parseHandshakeAuth(auth);
+    if (!parsed.ok) return this.refuse('invalid', parsed.reason);
+    const { token, clusterId } = parsed.value;
+    if (!timingSafeEqual(digest(token), this.tokenDigest)) {
+      return this.refuse(
+        'unauthorized',
+        token === '' ? 'missing cluster token' : 'wrong cluster token',
+      );
+    }
+    return this.clusterProblem(clusterId);
   }
 
   private onConnection(socket: Socket): void {
@@ -456,6 +517,11 @@ export class SignalingServer {
     const holder = this.bindings.get(request.nodeId);
     if (holder === undefined || holder === connection) return;
     if (request.sessionKey !== undefined && request.sessionKey === holder.sessionKey) return;
+    // Only the id's own storage may disturb its connection; `admit` refuses the others.
+    const recorded = this.current.secretHashes.get(request.nodeId);
+    if (request.memberSecret === undefined || recorded !== secretHash(request.memberSecret)) {
+      return;
+    }
     const probe: ProbeRequest = { clusterId: this.settings.clusterId };
     const alive = await holder.socket
       .timeout(this.probeTimeoutMs)
@@ -476,7 +542,7 @@ export class SignalingServer {
     this.armGraceTimer(nodeId);
   }
 
-  /** The checks of a join that need no registry state: shape, version, token, cluster. */
+  /** The checks of a join that need no registry state: shape, cluster. */
   private checkJoin(
     connection: Connection,
     payload: unknown,
@@ -484,16 +550,6 @@ export class SignalingServer {
     const parsed = parseJoinRequest(payload);
     if (!parsed.ok) return this.refuse('invalid', parsed.reason);
     const request = parsed.value;
-    if (request.protocolVersion !== PROTOCOL_VERSION) {
-      return this.refuse(
-        'incompatible_version',
-        `protocol version ${request.protocolVersion}; this server speaks ${PROTOCOL_VERSION}`,
-      );
-    }
-    if (!timingSafeEqual(digest(request.token), this.tokenDigest)) {
-      const what = request.token === '' ? 'missing cluster token' : 'wrong cluster token';
-      return this.refuse('unauthorized', what);
-    }
     const clusterProblem = this.clusterProblem(request.clusterId);
     if (clusterProblem) return clusterProblem;
     if (connection.joining) {
@@ -512,19 +568,21 @@ export class SignalingServer {
     nodeId: string,
     request: JoinRequest,
   ): Reply<JoinAccepted> {
-    const member = findMember(this.current, nodeId);
+    const member = findMember(this.current.snapshot, nodeId);
     const same =
       (request.nodeId === undefined || request.nodeId === nodeId) &&
+      (request.memberSecret === undefined || request.memberSecret === connection.memberSecret) &&
       member?.kind === request.kind &&
       member.httpAddress === request.httpAddress;
-    if (!same || connection.sessionKey === undefined) {
+    if (!same || connection.sessionKey === undefined || connection.memberSecret === undefined) {
       return this.refuse('invalid', `this connection already joined as '${nodeId}'`);
     }
     return {
       ok: true,
       nodeId,
       sessionKey: connection.sessionKey,
-      registry: this.current,
+      memberSecret: connection.memberSecret,
+      registry: this.current.snapshot,
       online: this.connectedMembers(),
     };
   }
@@ -532,6 +590,20 @@ export class SignalingServer {
   /** Runs inside the queue: decides the node id, commits the registry, binds. */
   private async admit(connection: Connection, request: JoinRequest): Promise<Reply<JoinAccepted>> {
     const nodeId = request.nodeId ?? this.freshNodeId();
+    // A join without a secret gets a fresh one, bound to the id if the join registers it.
+    const memberSecret = request.memberSecret ?? randomBytes(32).toString('hex');
+    const admission = admit(
+      this.current,
+      {
+        nodeId,
+        kind: request.kind,
+        ...(request.httpAddress === undefined ? {} : { httpAddress: request.httpAddress }),
+        secretHash: secretHash(memberSecret),
+        secretPresented: request.memberSecret !== undefined,
+      },
+      this.limits,
+    );
+    if (!admission.ok) return this.refuse(admission.code, admission.reason);
     const holder = this.bindings.get(nodeId);
     if (holder !== undefined && holder !== connection) {
       if (request.sessionKey === undefined || request.sessionKey !== holder.sessionKey) {
@@ -544,18 +616,8 @@ export class SignalingServer {
       this.log(`member ${nodeId} moved to a new connection`);
       this.dropHolder(holder, nodeId);
     }
-    const admission = admit(
-      this.current,
-      {
-        nodeId,
-        kind: request.kind,
-        ...(request.httpAddress === undefined ? {} : { httpAddress: request.httpAddress }),
-      },
-      this.limits,
-    );
-    if (!admission.ok) return this.refuse('cluster_full', admission.reason);
     try {
-      await this.commit(admission.registry, `member ${nodeId} joined (${request.kind})`);
+      await this.commit(admission.state, `member ${nodeId} joined (${request.kind})`);
     } catch (error) {
       if (error instanceof PersistFailed) return this.refuse('unavailable', error.message);
       throw error;
@@ -566,11 +628,13 @@ export class SignalingServer {
       return this.refuse('unavailable', 'the connection closed during the join');
     }
     const sessionKey = this.bind(connection, nodeId);
+    connection.memberSecret = memberSecret;
     return {
       ok: true,
       nodeId,
       sessionKey,
-      registry: this.current,
+      memberSecret,
+      registry: this.current.snapshot,
       online: this.connectedMembers(),
     };
   }
@@ -609,7 +673,7 @@ export class SignalingServer {
       );
     }
     if (to === from) return this.refuse('invalid', 'a member cannot signal itself');
-    const member = findMember(this.current, to);
+    const member = findMember(this.current.snapshot, to);
     if (member === undefined)
       return this.refuse('unknown_target', `no member '${to}' in this cluster`);
     const target = this.bindings.get(to);
@@ -653,7 +717,7 @@ export class SignalingServer {
     this.signalBuckets.delete(nodeId);
     // The connection stays open (the client closes it) and may join again.
     this.armJoinTimer(connection);
-    return { ok: true, epoch: this.current.epoch };
+    return { ok: true, epoch: this.current.snapshot.epoch };
   }
 
   /** Undoes `bind` (leave, takeover) and announces the member offline. */
@@ -661,6 +725,7 @@ export class SignalingServer {
     const nodeId = connection.nodeId;
     connection.nodeId = undefined;
     connection.sessionKey = undefined;
+    connection.memberSecret = undefined;
     connection.socket.leave(MEMBERS_ROOM);
     if (nodeId !== undefined && this.bindings.get(nodeId) === connection) {
       this.bindings.delete(nodeId);
@@ -689,7 +754,9 @@ export class SignalingServer {
 
   private async markDown(nodeId: string): Promise<void> {
     // It may have re-joined, or left, since the timer was armed.
-    if (this.bindings.has(nodeId) || findMember(this.current, nodeId)?.state !== 'up') return;
+    if (this.bindings.has(nodeId) || findMember(this.current.snapshot, nodeId)?.state !== 'up') {
+      return;
+    }
     try {
       await this.commit(
         setState(this.current, nodeId, 'down', this.limits),
@@ -706,7 +773,7 @@ export class SignalingServer {
    * Persists `next` and only then makes it current and pushes it to the members. Does
    * nothing if `next` is the current snapshot. Throws PersistFailed, leaving all as it was.
    */
-  private async commit(next: RegistrySnapshot, what: string): Promise<void> {
+  private async commit(next: RegistryState, what: string): Promise<void> {
     if (next === this.current) return;
     try {
       await saveRegistry(this.options.dataDir, next);
@@ -715,9 +782,9 @@ export class SignalingServer {
       this.log(`could not persist the registry (${what}): ${String(error)}`);
       throw new PersistFailed(`the registry could not be written; try again later`);
     }
-    const delta = registryDelta(this.current, next);
+    const delta = registryDelta(this.current.snapshot, next.snapshot);
     this.current = next;
-    this.log(`${what}; epoch ${next.epoch}`);
+    this.log(`${what}; epoch ${next.snapshot.epoch}`);
     this.io.to(MEMBERS_ROOM).emit(SignalingEvents.registry, delta);
   }
 
@@ -739,7 +806,7 @@ export class SignalingServer {
   private freshNodeId(): string {
     for (;;) {
       const nodeId = `n${randomBytes(6).toString('hex')}`;
-      if (findMember(this.current, nodeId) === undefined) return nodeId;
+      if (findMember(this.current.snapshot, nodeId) === undefined) return nodeId;
     }
   }
 
@@ -751,6 +818,11 @@ export class SignalingServer {
 
 function digest(text: string): Buffer {
   return createHash('sha256').update(text, 'utf8').digest();
+}
+
+/** What the registry keeps of a member secret. */
+function secretHash(memberSecret: string): string {
+  return digest(memberSecret).toString('hex');
 }
 
 /** JSON size of a payload; what cannot be serialized counts as too large. */

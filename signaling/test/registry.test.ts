@@ -1,21 +1,43 @@
 import { DEFAULT_SETTINGS } from '@meshkv/ring';
-import type { RegistrySnapshot } from '@meshkv/transport/signaling-protocol';
 import { expect } from 'chai';
-import { admit, completeSettings, emptyRegistry, findMember, setState } from '../src/registry.ts';
+import {
+  type Admission,
+  admit,
+  completeSettings,
+  emptyRegistry,
+  findMember,
+  type RegistryState,
+  setState,
+} from '../src/registry.ts';
 
 const limits = { maxMembers: 3, maxLeftMembers: 2 };
 
-function admitted(registry: RegistrySnapshot, nodeId: string): RegistrySnapshot {
-  const result = admit(registry, { nodeId, kind: 'node' }, limits);
-  if (!result.ok) throw new Error(result.reason);
-  return result.registry;
+/** A secret hash per name: the pure functions see only hashes. */
+const hash = (name: string): string => name.charCodeAt(0).toString(16).padStart(64, '0');
+
+/** The first join of `nodeId`: no secret presented, the fresh one is `hash(nodeId)`. */
+function first(nodeId: string): Admission {
+  return { nodeId, kind: 'node', secretHash: hash(nodeId), secretPresented: false };
 }
+
+/** A later join of `nodeId` presenting the secret it was issued. */
+function again(nodeId: string, fields: Partial<Admission> = {}): Admission {
+  return { nodeId, kind: 'node', secretHash: hash(nodeId), secretPresented: true, ...fields };
+}
+
+function admitted(state: RegistryState, admission: Admission): RegistryState {
+  const result = admit(state, admission, limits);
+  if (!result.ok) throw new Error(result.reason);
+  return result.state;
+}
+
+const nodeIds = (state: RegistryState) => state.snapshot.members.map((member) => member.nodeId);
 
 describe('signaling registry transitions', () => {
   const empty = emptyRegistry(completeSettings({ clusterId: 'c' }));
 
   it('fills missing settings with the defaults and refuses invalid ones', () => {
-    expect(empty.settings).to.deep.equal({
+    expect(empty.snapshot.settings).to.deep.equal({
       clusterId: 'c',
       ...DEFAULT_SETTINGS,
     });
@@ -25,48 +47,85 @@ describe('signaling registry transitions', () => {
   });
 
   it('bumps the epoch exactly once per change and keeps members sorted', () => {
-    let registry = admitted(empty, 'b');
-    registry = admitted(registry, 'a');
-    expect(registry.epoch).to.equal(2);
-    expect(registry.members.map((member) => member.nodeId)).to.deep.equal(['a', 'b']);
-    const down = setState(registry, 'b', 'down', limits);
-    expect(down.epoch).to.equal(3);
-    expect(findMember(down, 'b')).to.include({
+    let state = admitted(empty, first('b'));
+    state = admitted(state, first('a'));
+    expect(state.snapshot.epoch).to.equal(2);
+    expect(nodeIds(state)).to.deep.equal(['a', 'b']);
+    const down = setState(state, 'b', 'down', limits);
+    expect(down.snapshot.epoch).to.equal(3);
+    expect(findMember(down.snapshot, 'b')).to.include({
       state: 'down',
       joinedAtEpoch: 1,
       changedAtEpoch: 3,
     });
-    const up = admitted(down, 'b');
-    expect(up.epoch).to.equal(4);
-    expect(findMember(up, 'b')).to.include({ state: 'up', joinedAtEpoch: 1, changedAtEpoch: 4 });
+    const up = admitted(down, again('b'));
+    expect(up.snapshot.epoch).to.equal(4);
+    expect(findMember(up.snapshot, 'b')).to.include({
+      state: 'up',
+      joinedAtEpoch: 1,
+      changedAtEpoch: 4,
+    });
   });
 
-  it('returns the same snapshot when nothing changes', () => {
-    const registry = admitted(empty, 'a');
-    expect(admitted(registry, 'a')).to.equal(registry);
-    expect(setState(registry, 'nobody', 'down', limits)).to.equal(registry);
-    const left = setState(registry, 'a', 'left', limits);
+  it('returns the same state when nothing changes', () => {
+    const state = admitted(empty, first('a'));
+    expect(admitted(state, again('a'))).to.equal(state);
+    expect(setState(state, 'nobody', 'down', limits)).to.equal(state);
+    const left = setState(state, 'a', 'left', limits);
     expect(setState(left, 'a', 'down', limits)).to.equal(left);
     // A kind or address change is a change.
-    const moved = admit(registry, { nodeId: 'a', kind: 'browser' }, limits);
-    expect(moved.ok && moved.registry.epoch).to.equal(2);
+    expect(admitted(state, again('a', { kind: 'browser' })).snapshot.epoch).to.equal(2);
+  });
+
+  it('binds an id to the secret of its first join and refuses a reclaim without it', () => {
+    const state = setState(admitted(empty, first('bob')), 'bob', 'down', limits);
+    expect(state.secretHashes.get('bob')).to.equal(hash('bob'));
+    // A join that presented no secret got a fresh one (here `hash('m')`): not bob's.
+    expect(admit(state, { ...first('bob'), secretHash: hash('m') }, limits)).to.deep.equal({
+      ok: false,
+      code: 'wrong_secret',
+      reason:
+        "node id 'bob' is bound to a member secret and this join has none: join with the secret kept with its data, or under a new id",
+    });
+    const wrong = admit(state, again('bob', { secretHash: hash('m') }), limits);
+    expect(wrong).to.deep.include({ ok: false, code: 'wrong_secret' });
+    expect(admitted(state, again('bob')).snapshot.epoch).to.equal(state.snapshot.epoch + 1);
+    // A left member too comes back only with its secret.
+    const left = setState(state, 'bob', 'left', limits);
+    expect(admit(left, again('bob', { secretHash: hash('m') }), limits).ok).to.equal(false);
+    expect(admitted(left, again('bob')).snapshot.epoch).to.equal(left.snapshot.epoch + 1);
+  });
+
+  it('refuses a secret for an id it does not know: the record is gone', () => {
+    expect(admit(empty, again('ghost'), limits)).to.deep.equal({
+      ok: false,
+      code: 'wrong_secret',
+      reason:
+        "node id 'ghost' is not registered (retired or dropped): its member secret is void; join under a new id",
+    });
   });
 
   it('refuses new members beyond maxMembers, not returning ones', () => {
-    let registry = admitted(admitted(admitted(empty, 'a'), 'b'), 'c');
-    expect(admit(registry, { nodeId: 'd', kind: 'node' }, limits)).to.deep.equal({
+    let state = admitted(admitted(admitted(empty, first('a')), first('b')), first('c'));
+    expect(admit(state, first('d'), limits)).to.deep.equal({
       ok: false,
+      code: 'cluster_full',
       reason: 'the cluster has its maximum of 3 members',
     });
-    registry = setState(registry, 'c', 'down', limits);
-    expect(admitted(registry, 'c').epoch).to.equal(registry.epoch + 1);
-    registry = setState(registry, 'c', 'left', limits);
-    expect(admitted(registry, 'd').epoch).to.equal(registry.epoch + 1);
+    state = setState(state, 'c', 'down', limits);
+    expect(admitted(state, again('c')).snapshot.epoch).to.equal(state.snapshot.epoch + 1);
+    state = setState(state, 'c', 'left', limits);
+    expect(admitted(state, first('d')).snapshot.epoch).to.equal(state.snapshot.epoch + 1);
   });
 
-  it('keeps at most maxLeftMembers left records, dropping the oldest', () => {
-    let registry = admitted(admitted(admitted(empty, 'a'), 'b'), 'c');
-    for (const nodeId of ['b', 'a', 'c']) registry = setState(registry, nodeId, 'left', limits);
-    expect(registry.members.map((member) => member.nodeId)).to.deep.equal(['a', 'c']);
+  it('keeps at most maxLeftMembers left records, dropping the oldest and its secret', () => {
+    let state = admitted(admitted(admitted(empty, first('a')), first('b')), first('c'));
+    for (const nodeId of ['b', 'a', 'c']) state = setState(state, nodeId, 'left', limits);
+    expect(nodeIds(state)).to.deep.equal(['a', 'c']);
+    expect([...state.secretHashes.keys()].sort()).to.deep.equal(['a', 'c']);
+    // The dropped id is new again: registered afresh, with a new joinedAtEpoch.
+    const reborn = admitted(state, first('b'));
+    expect(findMember(reborn.snapshot, 'b')?.joinedAtEpoch).to.equal(reborn.snapshot.epoch);
+    expect(admit(state, again('b'), limits).ok).to.equal(false);
   });
 });

@@ -1,4 +1,5 @@
-import { link, mkdir, readdir, rmdir, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { link, mkdir, readdir, readFile, rmdir, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { DEFAULT_SETTINGS } from '@meshkv/ring';
@@ -7,7 +8,15 @@ import { rejection, waitFor } from '@meshkv/transport/test-support';
 import { expect } from 'chai';
 import type { Socket } from 'socket.io-client';
 import { RegistryFileError, registryFilePath } from '../src/registry-file.ts';
-import { CLUSTER, Fixture, joinPayload, ManualClock, request, TOKEN } from './support.ts';
+import {
+  CLUSTER,
+  Fixture,
+  handshakeAuth,
+  joinPayload,
+  ManualClock,
+  request,
+  TOKEN,
+} from './support.ts';
 
 /** Makes a bare socket answer probes, as a live SignalingClient does. */
 function answerProbes(socket: Socket): void {
@@ -62,8 +71,27 @@ describe('signaling server: joining', () => {
     expect(server.registry().epoch).to.equal(0);
   });
 
-  it('refuses another cluster id and another protocol version', async () => {
+  it('refuses in the handshake another cluster id, another version, a malformed auth', async () => {
     const server = await fx.server();
+    const refusal = (auth: object | null) =>
+      fx.socket(server, auth).then(
+        () => expect.fail('the handshake was accepted'),
+        (error: { data: unknown }) => error.data,
+      );
+    expect(await refusal(handshakeAuth({ clusterId: 'other' }))).to.deep.equal({
+      code: 'wrong_cluster',
+      message: `this server hosts cluster '${CLUSTER}', not 'other'`,
+    });
+    expect(await refusal(handshakeAuth({ protocolVersion: 1 }))).to.deep.equal({
+      code: 'incompatible_version',
+      message: 'protocol version 1; this server speaks 2',
+    });
+    expect(await refusal(null)).to.have.property('code', 'incompatible_version');
+    expect(await refusal(handshakeAuth({ token: 5 }))).to.deep.equal({
+      code: 'invalid',
+      message: 'token must be a string',
+    });
+    // The join too names its cluster.
     const socket = await fx.socket(server);
     expect(await request(socket, 'join', joinPayload({ clusterId: 'other' }))).to.deep.equal({
       ok: false,
@@ -72,10 +100,7 @@ describe('signaling server: joining', () => {
         message: `this server hosts cluster '${CLUSTER}', not 'other'`,
       },
     });
-    const version = (await request(socket, 'join', joinPayload({ protocolVersion: 2 }))) as {
-      error: { code: string };
-    };
-    expect(version.error.code).to.equal('incompatible_version');
+    expect(server.stats().connections).to.equal(1);
     expect(server.registry().epoch).to.equal(0);
   });
 
@@ -94,15 +119,81 @@ describe('signaling server: joining', () => {
   it('refuses an id connected elsewhere and reclaims it once that one is gone', async () => {
     const server = await fx.server();
     const first = await fx.client(server, { nodeId: 'x' });
-    const duplicate = await rejection(fx.client(server, { nodeId: 'x' }));
+    const { memberSecret } = first;
+    const duplicate = await rejection(fx.client(server, { nodeId: 'x', memberSecret }));
     expect(duplicate.code).to.equal('duplicate_id');
     expect(duplicate.message).to.contain("'x'");
     await first.close();
     await waitFor(() => server.connectedMembers().length === 0, 'the server to notice');
-    const again = await fx.client(server, { nodeId: 'x' });
+    const again = await fx.client(server, { nodeId: 'x', memberSecret });
     expect(again.nodeId).to.equal('x');
+    expect(again.memberSecret).to.equal(memberSecret);
     // Reclaiming an `up` id is not a membership change.
     expect(server.registry().epoch).to.equal(1);
+  });
+
+  it('binds an id to the member secret of its first join: no takeover without it', async () => {
+    const server = await fx.server();
+    const alice = await fx.client(server, { nodeId: 'alice' });
+    const address = 'http://127.0.0.1:7002';
+    const bob = await fx.client(server, { nodeId: 'bob', httpAddress: address });
+    expect(bob.memberSecret).to.match(/^[0-9a-f]{64}$/);
+    expect(alice.memberSecret).to.not.equal(bob.memberSecret);
+    await bob.close();
+    await waitFor(() => !server.connectedMembers().includes('bob'), 'bob to be gone');
+    // Another member with the token, within bob's grace period, asks for bob's id.
+    const mallory = { nodeId: 'bob', httpAddress: 'http://127.0.0.1:6666' };
+    const none = await rejection(fx.client(server, mallory));
+    expect(none.code).to.equal('wrong_secret');
+    expect(none.message).to.equal(
+      "node id 'bob' is bound to a member secret and this join has none: join with the secret kept with its data, or under a new id",
+    );
+    const guessed = await rejection(
+      fx.client(server, { ...mallory, memberSecret: 'f'.repeat(64) }),
+    );
+    expect(guessed.code).to.equal('wrong_secret');
+    expect(guessed.message).to.equal(
+      "wrong member secret for node id 'bob': the id belongs to other storage; join under a new id",
+    );
+    expect(server.stats().refused.wrong_secret).to.equal(2);
+    // Nothing of bob's moved: his address, and signals meant for him are not delivered.
+    expect(server.registry().members.find((m) => m.nodeId === 'bob')?.httpAddress).to.equal(
+      address,
+    );
+    expect((await rejection(alice.sendSignal('bob', { type: 'offer' }))).code).to.equal(
+      'target_unavailable',
+    );
+    const back = await fx.client(server, {
+      nodeId: 'bob',
+      httpAddress: address,
+      memberSecret: bob.memberSecret,
+    });
+    const offers: unknown[] = [];
+    back.on('signal', (from, payload) => offers.push({ from, payload }));
+    await alice.sendSignal('bob', { type: 'offer' });
+    await waitFor(() => offers.length === 1, 'the offer to reach bob');
+    expect(server.registry().epoch).to.equal(2);
+  });
+
+  it('keeps only a hash of each member secret, in the registry file', async () => {
+    const dataDir = await fx.dataDir();
+    const server = await fx.server({ dataDir });
+    const a = await fx.client(server, { nodeId: 'a' });
+    const file = JSON.parse(await readFile(registryFilePath(dataDir), 'utf8')) as {
+      version: number;
+      secretHashes: Record<string, string>;
+    };
+    expect(file.version).to.equal(2);
+    expect(file.secretHashes).to.deep.equal({
+      a: createHash('sha256').update(a.memberSecret).digest('hex'),
+    });
+    expect(JSON.stringify(file)).to.not.contain(a.memberSecret);
+    await a.close();
+    await server.close();
+    // After a restart the id is still bound.
+    const restarted = await fx.server({ dataDir });
+    expect((await rejection(fx.client(restarted, { nodeId: 'a' }))).code).to.equal('wrong_secret');
+    await fx.client(restarted, { nodeId: 'a', memberSecret: a.memberSecret });
   });
 
   it('lets the same session take its id over from a connection not noticed dead', async () => {
@@ -111,22 +202,31 @@ describe('signaling server: joining', () => {
     answerProbes(old);
     const joined = (await request(old, 'join', joinPayload({ nodeId: 'x' }))) as {
       sessionKey: string;
+      memberSecret: string;
     };
+    const { memberSecret } = joined;
     const fresh = await fx.socket(server);
-    const refused = (await request(fresh, 'join', joinPayload({ nodeId: 'x' }))) as {
+    const refused = (await request(fresh, 'join', joinPayload({ nodeId: 'x', memberSecret }))) as {
       error: { code: string };
     };
     expect(refused.error.code).to.equal('duplicate_id');
     const wrongKey = (await request(
       fresh,
       'join',
-      joinPayload({ nodeId: 'x', sessionKey: 'guess' }),
+      joinPayload({ nodeId: 'x', memberSecret, sessionKey: 'guess' }),
     )) as { error: { code: string } };
     expect(wrongKey.error.code).to.equal('duplicate_id');
-    const taken = (await request(
+    // The session key alone is not enough: the id's secret comes first.
+    const keyOnly = (await request(
       fresh,
       'join',
       joinPayload({ nodeId: 'x', sessionKey: joined.sessionKey }),
+    )) as { error: { code: string } };
+    expect(keyOnly.error.code).to.equal('wrong_secret');
+    const taken = (await request(
+      fresh,
+      'join',
+      joinPayload({ nodeId: 'x', memberSecret, sessionKey: joined.sessionKey }),
     )) as { ok: boolean; nodeId: string };
     expect(taken).to.include({ ok: true, nodeId: 'x' });
     await waitFor(() => !old.connected, 'the old connection to be closed');
@@ -164,8 +264,13 @@ describe('signaling server: joining', () => {
     const presence: string[] = [];
     observer.on('presence', (nodeId, online) => presence.push(`${nodeId} ${online}`));
     const silent = await fx.socket(server); // joins, then never answers anything
-    await request(silent, 'join', joinPayload({ nodeId: 'x' }));
-    const reloaded = await fx.client(server, { nodeId: 'x' });
+    const { memberSecret } = (await request(silent, 'join', joinPayload({ nodeId: 'x' }))) as {
+      memberSecret: string;
+    };
+    // Without the secret it is refused before any probe: the holder is not disturbed.
+    expect((await rejection(fx.client(server, { nodeId: 'x' }))).code).to.equal('wrong_secret');
+    expect(silent.connected).to.equal(true);
+    const reloaded = await fx.client(server, { nodeId: 'x', memberSecret });
     expect(reloaded.nodeId).to.equal('x');
     await waitFor(() => !silent.connected, 'the silent connection to be closed');
     await waitFor(() => presence.length === 3, 'presence of x: on, off, on');
@@ -197,7 +302,7 @@ describe('signaling server: joining', () => {
     expect(full.code).to.equal('cluster_full');
     await b.close();
     await waitFor(() => server.connectedMembers().length === 1, 'b to be gone');
-    await fx.client(server, { nodeId: 'b' });
+    await fx.client(server, { nodeId: 'b', memberSecret: b.memberSecret });
   });
 
   it('refuses connections beyond maxConnections', async () => {
@@ -207,6 +312,21 @@ describe('signaling server: joining', () => {
     const third = await rejection(fx.client(server));
     expect(third.code).to.equal('server_full');
     expect(server.stats().refused.server_full).to.equal(1);
+    expect(server.stats().connections).to.equal(2);
+  });
+
+  it('counts only connections that passed the handshake against maxConnections', async () => {
+    const server = await fx.server({ limits: { maxConnections: 2 } });
+    const attempts = [null, handshakeAuth({ token: '' }), handshakeAuth({ token: 'guess' })];
+    const outcomes = await Promise.allSettled(
+      Array.from({ length: 21 }, (_, i) => fx.socket(server, attempts[i % 3])),
+    );
+    expect(outcomes.filter((outcome) => outcome.status === 'fulfilled')).to.have.length(0);
+    expect(server.stats().connections).to.equal(0);
+    expect(server.stats().refused).to.deep.equal({ incompatible_version: 7, unauthorized: 14 });
+    const member = await fx.client(server, { nodeId: 'real' });
+    expect(member.state).to.equal('joined');
+    await fx.client(server, { nodeId: 'other' });
     expect(server.stats().connections).to.equal(2);
   });
 });
@@ -233,7 +353,7 @@ describe('signaling server: grace period and leave', () => {
     await a.close();
     await waitFor(() => !server.connectedMembers().includes('a'), 'the disconnection');
     clock.advance(gracePeriodMs - 1);
-    await fx.client(server, { nodeId: 'a' });
+    await fx.client(server, { nodeId: 'a', memberSecret: a.memberSecret });
     clock.advance(10 * gracePeriodMs);
     expect(server.registry().epoch).to.equal(2);
     expect(stateOf(server.registry(), 'a')).to.equal('up');
@@ -250,7 +370,7 @@ describe('signaling server: grace period and leave', () => {
     expect(stateOf(observer.registry, 'a')).to.equal('down');
     expect(observer.registry.members.find((m) => m.nodeId === 'a')!.changedAtEpoch).to.equal(3);
     clock.advance(10 * gracePeriodMs);
-    await fx.client(server, { nodeId: 'a' });
+    await fx.client(server, { nodeId: 'a', memberSecret: a.memberSecret });
     await waitFor(() => pushed.length === 2, 'the push of a up again');
     expect(pushed).to.deep.equal([3, 4]);
     expect(stateOf(server.registry(), 'a')).to.equal('up');
@@ -335,10 +455,10 @@ describe('signaling server: relay', () => {
     const signal = { clusterId: CLUSTER, to: 'b', payload: {} };
     const early = (await request(socket, 'signal', signal)) as { error: { code: string } };
     expect(early.error.code).to.equal('not_joined');
-    const bad = (await request(socket, 'join', joinPayload({ nodeId: 'r', token: 'x' }))) as {
+    const bad = (await request(socket, 'join', joinPayload({ nodeId: 'r', kind: 'x' }))) as {
       error: { code: string };
     };
-    expect(bad.error.code).to.equal('unauthorized');
+    expect(bad.error.code).to.equal('invalid');
     const stillEarly = (await request(socket, 'signal', signal)) as { error: { code: string } };
     expect(stillEarly.error.code).to.equal('not_joined');
     await request(socket, 'join', joinPayload({ nodeId: 'r' }));

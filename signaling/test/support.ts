@@ -3,7 +3,11 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SignalingClient, type SignalingClientOptions } from '@meshkv/transport/signaling-client';
-import type { MemberKind } from '@meshkv/transport/signaling-protocol';
+import {
+  type HandshakeAuth,
+  type MemberKind,
+  PROTOCOL_VERSION,
+} from '@meshkv/transport/signaling-protocol';
 import { io, type Socket } from 'socket.io-client';
 import type { Clock } from '../src/clock.ts';
 import { SignalingServer, type SignalingServerOptions } from '../src/server.ts';
@@ -88,12 +92,17 @@ export class Fixture {
     return client;
   }
 
-  /** A bare Socket.IO connection, for sending what the client never would. */
-  async socket(server: SignalingServer): Promise<Socket> {
+  /**
+   * A bare Socket.IO connection, for sending what the client never would; its handshake
+   * carries `auth` (default: the right one; null: none). Rejects with the handshake's
+   * refusal.
+   */
+  async socket(server: SignalingServer, auth: object | null = handshakeAuth()): Promise<Socket> {
     const socket = io(server.url, {
       transports: ['websocket'],
       reconnection: false,
       forceNew: true,
+      ...(auth === null ? {} : { auth }),
     });
     this.sockets.push(socket);
     await new Promise<void>((resolve, reject) => {
@@ -122,5 +131,10 @@ export function request(socket: Socket, event: string, payload: unknown): Promis
 
 /** A join payload for a bare socket. */
 export function joinPayload(fields: Record<string, unknown> = {}): Record<string, unknown> {
-  return { protocolVersion: 1, clusterId: CLUSTER, token: TOKEN, kind: 'node', ...fields };
+  return { clusterId: CLUSTER, kind: 'node', ...fields };
+}
+
+/** A handshake `auth` for a bare socket. */
+export function handshakeAuth(fields: Partial<Record<keyof HandshakeAuth, unknown>> = {}) {
+  return { protocolVersion: PROTOCOL_VERSION, clusterId: CLUSTER, token: TOKEN, ...fields };
 }

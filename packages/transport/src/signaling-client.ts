@@ -4,14 +4,21 @@
  *
  * Contract:
  * - `SignalingClient.connect(options)` resolves once the server accepted the join, with
- *   the assigned node id and the registry; it rejects with a `SignalingError` (stable
- *   `code`) if the server refuses, or with `timeout` after `connectTimeoutMs`.
+ *   the assigned node id, its member secret and the registry; it rejects with a
+ *   `SignalingError` (stable `code`) if the server refuses (in the handshake: the token,
+ *   cluster or version; or the join), or with `timeout` after `connectTimeoutMs`.
+ * - Identity: a node id is bound to the member secret issued at its first join
+ *   (`memberSecret`). To use the id again later (a restarted process, a reloaded tab),
+ *   pass both `nodeId` and `memberSecret`; without the secret, or with another, the join
+ *   is refused with `wrong_secret`. Keep the secret with the node's data, written durably
+ *   before the id is used for anything durable: a node whose data is lost joins under a
+ *   new id.
  * - Afterwards the client reconnects by itself whenever the connection drops (server
  *   restart, network blip) and re-joins with the same node id, so the server sees a
  *   blip, not a new member. While it is reconnecting `state` is `'reconnecting'` and
  *   `sendSignal` rejects with `disconnected`. If a re-join is refused for good
- *   (`unauthorized`, `duplicate_id`, `wrong_cluster`, ...), the client emits `error` and
- *   then `closed`.
+ *   (`unauthorized`, `duplicate_id`, `wrong_secret`, `wrong_cluster`, ...), in the
+ *   handshake or the join, the client emits `error` and then `closed`.
  * - `registry` fires with each new registry (a pushed change, or a different one learnt on
  *   a re-join); never for the one `connect` resolved with. `signal` fires for each signal
  *   relayed to us. `error` events nobody listens to are dropped.
@@ -29,6 +36,8 @@ import { io, type Socket } from 'socket.io-client';
 import {
   applyRegistryDelta,
   type ErrorBody,
+  errorBodyProblem,
+  type HandshakeAuth,
   idProblem,
   type JoinAccepted,
   type JoinRequest,
@@ -69,6 +78,11 @@ export interface SignalingClientOptions {
   readonly clusterId: string;
   /** The node id to register or reclaim; omit to have the server assign one. */
   readonly nodeId?: string;
+  /**
+   * The member secret `nodeId` got at its first join (`client.memberSecret` then): needed
+   * to use a registered id again. Only with `nodeId`.
+   */
+  readonly memberSecret?: string;
   readonly kind: MemberKind;
   /** A Node peer's HTTP API address, `http://host:port`. */
   readonly httpAddress?: string;
@@ -115,6 +129,7 @@ const FATAL_JOIN_CODES: ReadonlySet<SignalingErrorCode> = new Set([
   'wrong_cluster',
   'incompatible_version',
   'duplicate_id',
+  'wrong_secret',
   'cluster_full',
   'invalid',
 ]);
@@ -124,6 +139,11 @@ type Listeners = { [E in keyof SignalingClientEvents]: Set<SignalingClientEvents
 export class SignalingClient {
   /** The node id the server assigned or confirmed; fixed for the client's lifetime. */
   readonly nodeId: string;
+  /**
+   * The secret `nodeId` is bound to (issued at its first join, or the one passed in):
+   * keep it with the node's data, and pass it with `nodeId` to join as this node again.
+   */
+  readonly memberSecret: string;
   readonly clusterId: string;
   private currentRegistry: RegistrySnapshot;
   private onlineMembers: Set<string>;
@@ -147,6 +167,7 @@ export class SignalingClient {
     accepted: JoinAccepted,
   ) {
     this.nodeId = accepted.nodeId;
+    this.memberSecret = accepted.memberSecret;
     this.clusterId = options.clusterId;
     this.sessionKey = accepted.sessionKey;
     this.currentRegistry = accepted.registry;
@@ -160,6 +181,7 @@ export class SignalingClient {
     });
     socket.on(SignalingEvents.protocolError, (notice: unknown) => this.onProtocolError(notice));
     socket.on('disconnect', (reason) => this.onDisconnect(reason));
+    socket.on('connect_error', (error) => this.onConnectError(error));
     socket.on('connect', () => this.rejoin());
   }
 
@@ -167,9 +189,21 @@ export class SignalingClient {
   static async connect(options: SignalingClientOptions): Promise<SignalingClient> {
     const problem =
       idProblem(options.clusterId, 'clusterId') ??
-      (options.nodeId === undefined ? undefined : idProblem(options.nodeId, 'nodeId'));
+      (options.nodeId === undefined ? undefined : idProblem(options.nodeId, 'nodeId')) ??
+      (options.memberSecret === undefined
+        ? undefined
+        : (idProblem(options.memberSecret, 'memberSecret') ??
+          (options.nodeId === undefined
+            ? 'memberSecret goes with the nodeId it was issued for'
+            : undefined)));
     if (problem) throw new SignalingError('invalid', problem);
+    const auth: HandshakeAuth = {
+      protocolVersion: PROTOCOL_VERSION,
+      clusterId: options.clusterId,
+      token: options.token,
+    };
     const socket = io(options.url, {
+      auth,
       transports: ['websocket'],
       reconnection: true,
       reconnectionDelay: options.reconnectDelayMs ?? DEFAULT_RECONNECT_DELAY_MS,
@@ -294,7 +328,10 @@ export class SignalingClient {
     try {
       const accepted = await this.request<JoinAccepted>(
         SignalingEvents.join,
-        joinRequest({ ...this.options, nodeId: this.nodeId }, this.sessionKey),
+        joinRequest(
+          { ...this.options, nodeId: this.nodeId, memberSecret: this.memberSecret },
+          this.sessionKey,
+        ),
         joinAcceptedProblem,
       );
       // close() may have run while the join was in flight.
@@ -332,6 +369,19 @@ export class SignalingClient {
         this.options.reconnectDelayMaxMs ?? DEFAULT_RECONNECT_DELAY_MAX_MS,
       );
     }
+  }
+
+  /**
+   * A reconnection refused in the handshake (the token was rotated, another cluster or
+   * version now listens here) is final: the handshake's checks do not change while a
+   * server runs, and Socket.IO does not retry them. Other connection errors (the server
+   * is unreachable) carry no refusal, and Socket.IO retries them.
+   */
+  private onConnectError(error: Error): void {
+    const refusal = handshakeRefusal(error);
+    if (refusal === undefined || this.isClosed()) return;
+    this.emit('error', refusal);
+    void this.close();
   }
 
   private onRegistry(update: unknown): void {
@@ -429,18 +479,24 @@ export class SignalingClient {
 
 function joinRequest(options: SignalingClientOptions, sessionKey: string | undefined): JoinRequest {
   return {
-    protocolVersion: PROTOCOL_VERSION,
     clusterId: options.clusterId,
-    token: options.token,
     kind: options.kind,
     ...(options.nodeId === undefined ? {} : { nodeId: options.nodeId }),
     ...(options.httpAddress === undefined ? {} : { httpAddress: options.httpAddress }),
     ...(sessionKey === undefined ? {} : { sessionKey }),
+    ...(options.memberSecret === undefined ? {} : { memberSecret: options.memberSecret }),
   };
 }
 
 function errorFromBody(body: ErrorBody): SignalingError {
   return new SignalingError(body.code, body.message);
+}
+
+/** The server's refusal in a `connect_error` (its `data`), or undefined for other errors. */
+function handshakeRefusal(error: Error): SignalingError | undefined {
+  const data = (error as Error & { data?: unknown }).data;
+  if (data === undefined || errorBodyProblem(data) !== undefined) return undefined;
+  return errorFromBody(data as ErrorBody);
 }
 
 /** Emits `event` and resolves with the acknowledgement, or rejects with `timeout`. */
@@ -493,7 +549,10 @@ function firstJoin(socket: Socket, options: SignalingClientOptions): Promise<Joi
       connectTimeoutMs,
     );
     const onConnectError = (error: Error) => {
-      lastProblem = error.message;
+      // Refused in the handshake (token, cluster, version): no retry will be accepted.
+      const refusal = handshakeRefusal(error);
+      if (refusal) finish(refusal);
+      else lastProblem = error.message;
     };
     // E.g. `server_full` just before the server disconnects: no join will follow.
     const onProtocolError = (notice: unknown) => {

@@ -8,10 +8,17 @@
  * it. Every received payload is validated with the parsers below; a malformed one is
  * answered with an error and counted, never thrown.
  *
+ * Handshake: the Socket.IO connection's `auth` is a HandshakeAuth (version, cluster,
+ * token). The server checks it before the connection counts as one (so connections
+ * without the token take no place of a member's); a refusal arrives as the client's
+ * `connect_error` whose `data` is an ErrorBody (`incompatible_version`, `invalid`,
+ * `unauthorized`, `wrong_cluster`), and the server closes the connection.
+ *
  * Member → server (each takes an acknowledgement callback, answered with a `Reply`):
- * - `join`   JoinRequest   → Reply<JoinAccepted>: authenticates, binds the socket to a node
- *                            id, returns the registry. Must come first; anything else
- *                            before it is refused with `not_joined`.
+ * - `join`   JoinRequest   → Reply<JoinAccepted>: binds the connection to a node id
+ *                            (checking the member secret of a known id), returns the
+ *                            registry. Must come first; anything else before it is
+ *                            refused with `not_joined`.
  * - `signal` SignalRequest → Reply<SignalRelayed>: relays `payload` to member `to`. `ok`
  *                            means handed to the target's socket, not that it was handled.
  * - `leave`  LeaveRequest  → Reply<LeaveAccepted>: marks the member `left` (graceful leave)
@@ -35,14 +42,15 @@
  *                    acknowledgement callback (or for the connection as a whole, e.g.
  *                    `server_full`, just before the server disconnects).
  *
- * Versioning: `join` carries `protocolVersion`; the server refuses any other version with
- * `incompatible_version`. Any change to these shapes bumps PROTOCOL_VERSION.
+ * Versioning: the handshake carries `protocolVersion`; the server refuses any other
+ * version with `incompatible_version`. Any change to these shapes bumps PROTOCOL_VERSION.
+ * Version 2: the token moved from `join` to the handshake; member secrets.
  */
 
 import { MAX_NODE_ID_BYTES, RingError, type RingSettings, validateSettings } from '@meshkv/ring';
 
-/** Version of this protocol, sent in `join`. */
-export const PROTOCOL_VERSION = 1;
+/** Version of this protocol, sent in the handshake. */
+export const PROTOCOL_VERSION = 2;
 
 /** Socket.IO event names, in one place. */
 export const SignalingEvents = {
@@ -103,14 +111,19 @@ export interface RegistrySnapshot {
 // ---------------------------------------------------------------------------------------
 // Messages
 
-export interface JoinRequest {
+/** The Socket.IO handshake's `auth`: checked before the connection counts. */
+export interface HandshakeAuth {
   readonly protocolVersion: number;
   readonly clusterId: string;
   readonly token: string;
+}
+
+export interface JoinRequest {
+  readonly clusterId: string;
   /**
-   * Requested node id: registered if unknown, reclaimed if known and not connected (or
-   * bound to a connection that fails the `probe`); refused with `duplicate_id` if bound
-   * to a live connection. Omitted: the server assigns a fresh id.
+   * Requested node id: registered if unknown; reclaimed if known, with its member secret,
+   * and not connected (or bound to a connection that fails the `probe`); refused with
+   * `duplicate_id` if bound to a live connection. Omitted: the server assigns a fresh id.
    */
   readonly nodeId?: string;
   readonly kind: MemberKind;
@@ -121,12 +134,25 @@ export interface JoinRequest {
    * the id over instead of being refused as `duplicate_id`.
    */
   readonly sessionKey?: string;
+  /**
+   * The secret issued at `nodeId`'s first join (JoinAccepted.memberSecret). A known id is
+   * bound to its secret: a join without it, or with another, is refused with
+   * `wrong_secret`, and so is a secret for an id the registry does not know (retired or
+   * pruned). Only with `nodeId`.
+   */
+  readonly memberSecret?: string;
 }
 
 export interface JoinAccepted {
   readonly nodeId: string;
   /** Opaque; valid while the server process runs. Send it back on re-joins. */
   readonly sessionKey: string;
+  /**
+   * The member secret `nodeId` is bound to: issued now if this join registered the id,
+   * else the one the join presented. Only the server's hash of it is stored. Keep it with
+   * the node's data: it is what lets this storage, and only it, use this id again.
+   */
+  readonly memberSecret: string;
   readonly registry: RegistrySnapshot;
   /** Node ids connected to the server now (this one included), sorted. */
   readonly online: readonly string[];
@@ -199,6 +225,10 @@ export interface PresenceUpdate {
  * - `incompatible_version`: `protocolVersion` differs from the server's.
  * - `duplicate_id`: the requested node id is bound to another live connection (it
  *   answered a probe): a duplicated tab, or two processes with one id.
+ * - `wrong_secret`: the requested node id is bound to a member secret the join did not
+ *   present (none, or another), or the join presented a secret for an id the registry
+ *   does not know (retired or pruned). The id belongs to other storage: join under a new
+ *   one.
  * - `cluster_full`: the member limit is reached (only new ids are refused).
  * - `server_full`: too many connections; the server disconnects.
  * - `invalid`: a malformed message (shape, type, id syntax, unknown event), a join on an
@@ -222,6 +252,7 @@ export type SignalingErrorCode =
   | 'wrong_cluster'
   | 'incompatible_version'
   | 'duplicate_id'
+  | 'wrong_secret'
   | 'cluster_full'
   | 'server_full'
   | 'invalid'
@@ -337,27 +368,43 @@ function fail<T>(reason: string): Parsed<T> {
   return { ok: false, reason };
 }
 
-export function parseJoinRequest(value: unknown): Parsed<JoinRequest> {
-  const problem =
-    objectProblem(value, 'join', [
-      'protocolVersion',
-      'clusterId',
-      'token',
-      'nodeId',
-      'kind',
-      'httpAddress',
-      'sessionKey',
-    ]) ?? undefined;
+/**
+ * Parses a handshake's `auth`. The version is checked first, by the caller, on
+ * `protocolVersion` alone: other versions may have other shapes.
+ */
+export function parseHandshakeAuth(value: unknown): Parsed<HandshakeAuth> {
+  const problem = objectProblem(value, 'handshake auth', ['protocolVersion', 'clusterId', 'token']);
   if (problem) return fail(problem);
   const v = value as Record<string, unknown>;
-  if (!Number.isSafeInteger(v.protocolVersion)) return fail('protocolVersion must be an integer');
+  const reason =
+    (Number.isSafeInteger(v.protocolVersion) ? undefined : 'protocolVersion must be an integer') ??
+    idProblem(v.clusterId, 'clusterId') ??
+    stringProblem(v.token, 'token', MAX_TOKEN_BYTES);
+  if (reason) return fail(reason);
+  return { ok: true, value: v as unknown as HandshakeAuth };
+}
+
+export function parseJoinRequest(value: unknown): Parsed<JoinRequest> {
+  const problem = objectProblem(value, 'join', [
+    'clusterId',
+    'nodeId',
+    'kind',
+    'httpAddress',
+    'sessionKey',
+    'memberSecret',
+  ]);
+  if (problem) return fail(problem);
+  const v = value as Record<string, unknown>;
   const reason =
     idProblem(v.clusterId, 'clusterId') ??
-    stringProblem(v.token, 'token', MAX_TOKEN_BYTES) ??
     (v.nodeId === undefined ? undefined : idProblem(v.nodeId, 'nodeId')) ??
     kindProblem(v.kind) ??
     (v.httpAddress === undefined ? undefined : httpAddressProblem(v.httpAddress)) ??
-    (v.sessionKey === undefined ? undefined : idProblem(v.sessionKey, 'sessionKey'));
+    (v.sessionKey === undefined ? undefined : idProblem(v.sessionKey, 'sessionKey')) ??
+    (v.memberSecret === undefined ? undefined : idProblem(v.memberSecret, 'memberSecret')) ??
+    (v.memberSecret !== undefined && v.nodeId === undefined
+      ? 'memberSecret goes with the nodeId it was issued for'
+      : undefined);
   if (reason) return fail(reason);
   return { ok: true, value: v as unknown as JoinRequest };
 }
@@ -562,6 +609,7 @@ const ERROR_CODES: ReadonlySet<string> = new Set<SignalingErrorCode>([
   'wrong_cluster',
   'incompatible_version',
   'duplicate_id',
+  'wrong_secret',
   'cluster_full',
   'server_full',
   'invalid',
@@ -576,7 +624,8 @@ const ERROR_CODES: ReadonlySet<string> = new Set<SignalingErrorCode>([
   'disconnected',
 ]);
 
-function errorBodyProblem(value: unknown): string | undefined {
+/** Checks an ErrorBody (a reply's `error`, a handshake refusal's `data`). */
+export function errorBodyProblem(value: unknown): string | undefined {
   const problem = objectProblem(value, 'error', ['code', 'message']);
   if (problem) return problem;
   const v = value as Record<string, unknown>;
@@ -605,9 +654,16 @@ export function parseReply<T>(
 
 export function joinAcceptedProblem(fields: Record<string, unknown>): string | undefined {
   return (
-    objectProblem(fields, 'join reply', ['nodeId', 'sessionKey', 'registry', 'online']) ??
+    objectProblem(fields, 'join reply', [
+      'nodeId',
+      'sessionKey',
+      'memberSecret',
+      'registry',
+      'online',
+    ]) ??
     idProblem(fields.nodeId, 'nodeId') ??
     idProblem(fields.sessionKey, 'sessionKey') ??
+    idProblem(fields.memberSecret, 'memberSecret') ??
     registryProblem(fields.registry) ??
     idListProblem(fields.online, 'online')
   );

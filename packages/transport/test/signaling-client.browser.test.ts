@@ -25,13 +25,14 @@ describe('signaling client in a browser', () => {
     for (const client of clients.splice(0)) await client.close();
   });
 
-  async function connect(nodeId: string): Promise<SignalingClient> {
+  async function connect(nodeId: string, memberSecret?: string): Promise<SignalingClient> {
     const client = await SignalingClient.connect({
       url: server.url,
       token: server.token,
       clusterId: server.clusterId,
       nodeId: `${nodeId}-${RUN}`,
       kind: 'browser',
+      ...(memberSecret === undefined ? {} : { memberSecret }),
     });
     clients.push(client);
     return client;
@@ -52,6 +53,22 @@ describe('signaling client in a browser', () => {
     await waitFor(() => epochs.length === 1, 'the push of b leaving');
     const leaver = a.registry.members.find((member) => member.nodeId === b.nodeId);
     expect(leaver?.state).to.equal('left');
+  });
+
+  it('re-joins as the same node only with its member secret', async () => {
+    const a = await connect('secret');
+    const { memberSecret } = a;
+    await a.close();
+    let error: unknown;
+    try {
+      await connect('secret');
+    } catch (caught) {
+      error = caught;
+    }
+    expect(error).to.be.instanceOf(SignalingError);
+    expect((error as SignalingError).code).to.equal('wrong_secret');
+    const again = await connect('secret', memberSecret);
+    expect(again.memberSecret).to.equal(memberSecret);
   });
 
   it('refuses a wrong token with unauthorized', async () => {

@@ -6,7 +6,7 @@ import { expect } from 'chai';
 import {
   SignalingClient,
   type SignalingClientOptions,
-  type SignalingError,
+  SignalingError,
 } from '../src/signaling-client.ts';
 import { SignalingProcess } from './signaling-server.ts';
 import { rejection, waitFor } from './support.ts';
@@ -80,6 +80,22 @@ describe('signaling client with a server process', () => {
     const error = await rejection(client(url, { token: 'wrong' }));
     expect(error.code).to.equal('unauthorized');
     expect(error.message).to.equal('wrong cluster token');
+  });
+
+  it('uses a registered id again only with its member secret (typed wrong_secret)', async () => {
+    const { url } = await server();
+    const first = await client(url, { nodeId: 'a' });
+    const { memberSecret } = first;
+    expect(memberSecret).to.match(/^[0-9a-f]{64}$/);
+    await first.close();
+    // Storage that lost the secret (or never had it) cannot be node a.
+    const refused = await rejection(client(url, { nodeId: 'a' }));
+    expect(refused).to.be.instanceOf(SignalingError);
+    expect(refused.code).to.equal('wrong_secret');
+    const again = await client(url, { nodeId: 'a', memberSecret });
+    expect(again.memberSecret).to.equal(memberSecret);
+    expect(again.registry.epoch).to.equal(1);
+    expect((await rejection(client(url, { memberSecret }))).code).to.equal('invalid');
   });
 
   it('reconnects by itself after a server restart and re-joins with its id', async () => {

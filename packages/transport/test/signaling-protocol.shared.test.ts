@@ -4,6 +4,8 @@ import {
   applyRegistryDelta,
   idProblem,
   type Member,
+  PROTOCOL_VERSION,
+  parseHandshakeAuth,
   parseJoinRequest,
   parseRegistryDelta,
   parseReply,
@@ -30,16 +32,32 @@ describe('signaling protocol: validation', () => {
     expect(idProblem(1, 'nodeId')).to.equal('nodeId must be a string');
   });
 
-  it('parses a join and refuses unknown fields, bad kinds and long tokens', () => {
-    const join = { protocolVersion: 1, clusterId: 'c', token: 't', kind: 'browser' };
+  it('parses a join and refuses unknown fields, bad kinds, a secret without its id', () => {
+    const join = { clusterId: 'c', kind: 'browser' };
     expect(parseJoinRequest(join)).to.deep.equal({ ok: true, value: join });
     expect(parseJoinRequest({ ...join, admin: true })).to.deep.equal({
       ok: false,
       reason: "join has an unknown field 'admin'",
     });
+    // Version 1 sent the token in the join; it belongs to the handshake now.
+    expect(parseJoinRequest({ ...join, token: 't' }).ok).to.equal(false);
     expect(parseJoinRequest({ ...join, kind: 'phone' }).ok).to.equal(false);
-    expect(parseJoinRequest({ ...join, token: 'é'.repeat(600) }).ok).to.equal(false);
     expect(parseJoinRequest(Object.create({ inherited: 1 })).ok).to.equal(false);
+    const reclaim = { ...join, nodeId: 'a', memberSecret: 'f'.repeat(64) };
+    expect(parseJoinRequest(reclaim).ok).to.equal(true);
+    expect(parseJoinRequest({ ...join, memberSecret: 'f'.repeat(64) })).to.deep.equal({
+      ok: false,
+      reason: 'memberSecret goes with the nodeId it was issued for',
+    });
+    expect(parseJoinRequest({ ...reclaim, memberSecret: 'f'.repeat(65) }).ok).to.equal(false);
+  });
+
+  it('parses a handshake auth and refuses long tokens', () => {
+    const auth = { protocolVersion: PROTOCOL_VERSION, clusterId: 'c', token: 't' };
+    expect(parseHandshakeAuth(auth)).to.deep.equal({ ok: true, value: auth });
+    expect(parseHandshakeAuth({ ...auth, token: 'é'.repeat(600) }).ok).to.equal(false);
+    expect(parseHandshakeAuth({ ...auth, nodeId: 'a' }).ok).to.equal(false);
+    expect(parseHandshakeAuth({ ...auth, protocolVersion: '2' }).ok).to.equal(false);
   });
 
   it('accepts only plain JSON objects as signal payloads', () => {
