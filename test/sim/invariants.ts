@@ -6,6 +6,8 @@
  * - Leader Completeness: a leader's log holds every entry committed before its term.
  * - State Machine Safety: every node applies the same entry at a given index, each index
  *   once, in order.
+ * - Read index (thesis §6.4): a read point covers every entry applied anywhere (so
+ *   committed) before the read was requested, whether or not a client could see it.
  * A violation throws SimFailure, which stops the seed.
  */
 import type { Entry, MemoryStorage, NodeId } from '@meshkv/raft';
@@ -106,6 +108,21 @@ export class SafetyMonitor {
           }
         }
       }
+    }
+  }
+
+  /** The highest index applied anywhere so far: committed. */
+  highestApplied(): number {
+    return this.maxAppliedIndex;
+  }
+
+  /** A read requested when `highestApplied()` was `committedAtRequest` got read point `index`. */
+  checkReadIndex(node: NodeId, index: number, committedAtRequest: number): void {
+    if (index < committedAtRequest) {
+      throw new SimFailure(
+        'read index',
+        `${node} got read point ${index} for a read requested after index ${committedAtRequest} was committed (a stale read)`,
+      );
     }
   }
 

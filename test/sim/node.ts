@@ -87,8 +87,13 @@ export interface NodeHost {
   crashed(node: NodeId): void;
   /** A proposed command was applied here with this result. */
   applied(node: NodeId, requestId: number, result: KvResult): void;
-  /** A read-index request is answered here: the state machine has reached its read point. */
-  readReady(node: NodeId, context: number, read: (key: string) => string | null): void;
+  /** A read-index request is answered here: the state machine has reached its read point `index`. */
+  readReady(
+    node: NodeId,
+    context: number,
+    index: number,
+    read: (key: string) => string | null,
+  ): void;
   trace(line: string): void;
 }
 
@@ -388,7 +393,7 @@ export class SimNode {
     const waiting: { context: number; index: number }[] = [];
     for (const read of this.pendingReads) {
       if (read.index <= this.appliedIndex) {
-        this.host.readReady(this.id, read.context, (key) => this.machine.get(key));
+        this.host.readReady(this.id, read.context, read.index, (key) => this.machine.get(key));
       } else {
         waiting.push(read);
       }

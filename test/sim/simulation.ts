@@ -92,6 +92,15 @@ const CLIENT_TIMEOUT_MS = 1_500;
 const KEYS = ['x', 'y', 'z'];
 const CLIENTS = 6;
 const TRACE_TAIL_LINES = 60;
+/**
+ * Read contexts from this up are probes: reads the harness asks of nodes that believe
+ * they lead, outside the client history, checked only against the read-index invariant
+ * (a deposed leader serving from a broken lease is caught whether or not a client reads
+ * a key written meanwhile). Client request ids stay below.
+ */
+const FIRST_PROBE_CONTEXT = 0x8000_0000;
+/** Chance per beat (percent) that each node believing it leads is probed. */
+const PROBE_PERCENT = 20;
 /** Packet events handled per run at most (a livelock guard; runs use ~10^5). */
 const MAX_EVENTS = 5_000_000;
 
@@ -102,6 +111,8 @@ interface PendingOp {
   readonly call: KvCall;
   readonly callMs: number;
   readonly deadlineMs: number;
+  /** What was committed (applied somewhere) when the client called. */
+  readonly committedAtCall: number;
 }
 
 export function runSeed(seed: number, options: SimOptions = {}): Promise<SimResult> {
@@ -129,6 +140,9 @@ class Simulation implements NodeHost {
   private readonly acknowledgedWrites = new Set<number>();
   private readonly idleClients: string[] = [];
   private nextRequestId = 1;
+  /** Probe read context → what was committed when it was asked. */
+  private readonly probes = new Map<number, number>();
+  private nextProbe = FIRST_PROBE_CONTEXT;
   private crashes = 0;
   private restarts = 0;
   /** The step of the node the network just delivered a packet to, until awaited. */
@@ -205,9 +219,21 @@ class Simulation implements NodeHost {
     if (op !== undefined && op.node === node) this.complete(op, result);
   }
 
-  readReady(node: NodeId, context: number, read: (key: string) => string | null): void {
+  readReady(
+    node: NodeId,
+    context: number,
+    index: number,
+    read: (key: string) => string | null,
+  ): void {
+    const probe = this.probes.get(context);
+    if (probe !== undefined) {
+      this.probes.delete(context);
+      this.monitor.checkReadIndex(node, index, probe);
+      return;
+    }
     const op = this.pending.get(context);
     if (op === undefined || op.node !== node || op.call.kind !== 'get') return;
+    this.monitor.checkReadIndex(node, index, op.committedAtCall);
     this.complete(op, { kind: 'get', value: read(op.call.key) });
   }
 
@@ -276,13 +302,15 @@ class Simulation implements NodeHost {
       reorderProbability: this.pick([0, 0.1, 0.5, 1]),
     };
     this.network.configureAll(faults);
-    this.trace(
-      `seed ${this.seed}: voters [${voters}], spares [${all.slice(size)}], raft ${JSON.stringify(this.raftVariant)}, link faults ${JSON.stringify(faults)}, tick periods ms ${JSON.stringify(Object.fromEntries(this.tickPeriodMs))}`,
-    );
     for (const id of all) {
       const periodMs = TICK_MS - TICK_SKEW_MS + this.random(2 * TICK_SKEW_MS + 1);
       this.tickPeriodMs.set(id, periodMs);
       this.nextTickAtMs.set(id, 1 + this.random(periodMs));
+    }
+    this.trace(
+      `seed ${this.seed}: voters [${voters}], spares [${all.slice(size)}], raft ${JSON.stringify(this.raftVariant)}, link faults ${JSON.stringify(faults)}, tick periods ms ${JSON.stringify(Object.fromEntries(this.tickPeriodMs))}`,
+    );
+    for (const id of all) {
       const node = new SimNode(id, this, voters.includes(id) ? voters : null);
       this.nodes.set(id, node);
       this.network.addNode(id, (_from, message) => {
@@ -331,7 +359,10 @@ class Simulation implements NodeHost {
       if (stepMs !== nextBeatMs) continue;
       nextBeatMs += TICK_MS;
       this.timeOutClients();
-      if (clientTraffic) await this.clientTraffic();
+      if (clientTraffic) {
+        await this.clientTraffic();
+        await this.probeLeaders();
+      }
       if (chaosAction !== null && this.nowMs >= nextActionMs) {
         await chaosAction();
         nextActionMs = this.nowMs + 50 + this.random(400);
@@ -358,9 +389,7 @@ class Simulation implements NodeHost {
       const call = randomKvCall(this.prng, this.pick(KEYS), `v${requestId}`);
       // Clients often go to a node that believes it leads: after a partition that may be
       // a deposed leader that does not know it yet (stale reads show up there).
-      const leaders = [...this.nodes.values()].filter(
-        (n) => n.rawNode?.status().role === 'leader',
-      );
+      const leaders = [...this.nodes.values()].filter((n) => n.rawNode?.status().role === 'leader');
       const node =
         leaders.length > 0 && this.chance(50)
           ? this.pick(leaders)
@@ -372,6 +401,7 @@ class Simulation implements NodeHost {
         call,
         callMs: this.nowMs,
         deadlineMs: this.nowMs + CLIENT_TIMEOUT_MS,
+        committedAtCall: this.monitor.highestApplied(),
       };
       this.trace(`${client} → ${node.id} #${requestId} ${describeCall(call)}`);
       if (!node.isUp) {
@@ -401,6 +431,22 @@ class Simulation implements NodeHost {
         } else {
           throw e;
         }
+      }
+    }
+  }
+
+  private async probeLeaders(): Promise<void> {
+    for (const node of this.nodes.values()) {
+      if (node.rawNode?.status().role !== 'leader' || !this.chance(PROBE_PERCENT)) continue;
+      const context = this.nextProbe++;
+      // Probes lost (leader change, crash) are never answered: keep the map bounded.
+      if (this.probes.size >= 10_000) this.probes.clear();
+      this.probes.set(context, this.monitor.highestApplied());
+      try {
+        await node.act((raw) => raw.readIndex(encodeContext(context)));
+      } catch (e) {
+        if (!isRaftError(e, RaftErrorCode.ReadIndexDropped)) throw e;
+        this.probes.delete(context);
       }
     }
   }

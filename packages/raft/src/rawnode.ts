@@ -145,7 +145,11 @@ export class RawNode {
     this.raft.tick();
   }
 
-  /** Starts an election now (pre-vote first if enabled). No-op for leaders and learners. */
+  /**
+   * Starts an election now (pre-vote first if enabled). No-op for leaders and learners,
+   * with a committed configuration change not yet applied, and — with lease reads —
+   * while this node honours a leader's lease or within electionTick of starting.
+   */
   campaign(): void {
     this.raft.step(this.local(MessageType.Hup));
   }
@@ -221,9 +225,9 @@ export class RawNode {
   /**
    * Requests a linearizable read point (§6.4): a ReadState with this `context` appears in
    * a later Ready; reading the state machine once applied ≥ its index is linearizable.
-   * Contexts must be unique among pending requests. Throws ReadIndexDropped (no-leader,
-   * read-queue-full); a request may also be lost silently (e.g. leader change), so hosts
-   * time out.
+   * Contexts need not be unique: every request gets its own ReadState. Throws
+   * ReadIndexDropped (no-leader, read-queue-full); a request may also be lost silently
+   * (e.g. leader change), so hosts time out.
    */
   readIndex(context: Uint8Array): void {
     if (!(context instanceof Uint8Array) || context.byteLength === 0) {
