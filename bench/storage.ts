@@ -1,5 +1,6 @@
-// `pnpm bench storage [disk|indexeddb]…`: durable batches/s and entries/s of the storage
-// backends, for batches of 1, 100 and 1000 entries of 100 B and 64 KiB, one group.
+// `pnpm bench storage [disk|indexeddb|memory]…`: durable batches/s and entries/s of the
+// storage backends, for batches of 1, 100 and 1000 entries of 100 B and 64 KiB, one group;
+// and (memory) how a group-commit batch's cost evolves over 2400 batches of 64 groups.
 // Disk = LevelDB (classic-level, sync writes) in os.tmpdir(); IndexedDB = Debian's headless
 // Chromium ({durability: 'strict'}), which needs the network namespace:
 // `scripts/netns-run.sh pnpm bench storage`. Each configuration runs `repeats` times on a
@@ -9,6 +10,8 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { openDiskStorage } from '../packages/storage/src/disk.node.ts';
+import { MemoryDisk, type NodeStorage } from '../packages/storage/src/index.ts';
+import { SegmentLog } from '../packages/storage/src/segment-log.ts';
 import { benchBatch } from '../packages/storage/test/bench-workload.ts';
 import { killChromium, launchChromium, servePage } from '../packages/storage/test/chromium.ts';
 
@@ -18,7 +21,8 @@ const entrySizes = [100, 64 * 1024];
 /** Each run writes about this much (at least 5 batches, at most 2000). */
 const budgetBytes = 128 * 1024 * 1024;
 const repeats = 3;
-const backends = process.argv.slice(2).length > 0 ? process.argv.slice(2) : ['disk', 'indexeddb'];
+const backends =
+  process.argv.slice(2).length > 0 ? process.argv.slice(2) : ['memory', 'disk', 'indexeddb'];
 
 function batchesFor(batchSize: number, entryBytes: number): number {
   return Math.min(2000, Math.max(5, Math.ceil(budgetBytes / (batchSize * entryBytes))));
@@ -54,6 +58,67 @@ function report(
       ),
     }),
   );
+}
+
+/**
+ * A node's group commit over a long history: every batch appends one 100 B entry (and the
+ * hard state) to each of 64 groups. Per batch: wall and CPU ms, and segments visited in the
+ * log index; the first `window` batches against the last (flat = independent of history).
+ */
+export async function groupCommitHistory(storage: NodeStorage) {
+  const groups = 64;
+  const batches = 2400;
+  const window = 300;
+  const data = new Uint8Array(100).fill(7);
+  await storage.write({
+    groups: Array.from({ length: groups }, (_, group) => ({ group, create: true as const })),
+  });
+  const wallMs: number[] = [];
+  const cpuMs: number[] = [];
+  const visited: number[] = [];
+  for (let batch = 1; batch <= batches; batch++) {
+    const write = {
+      groups: Array.from({ length: groups }, (_, group) => ({
+        group,
+        entries: [{ index: batch, term: 1, type: 0 as const, data }],
+        hardState: { term: 1, vote: 'n1', commit: batch - 1 },
+      })),
+    };
+    const visitedBefore = SegmentLog.visited;
+    const cpuBefore = process.cpuUsage();
+    const startedMs = performance.now();
+    await storage.write(write);
+    wallMs.push(performance.now() - startedMs);
+    const cpu = process.cpuUsage(cpuBefore);
+    cpuMs.push((cpu.user + cpu.system) / 1000);
+    visited.push(SegmentLog.visited - visitedBefore);
+  }
+  const mean = (values: number[]) =>
+    Number((values.reduce((sum, v) => sum + v, 0) / values.length).toFixed(3));
+  const span = (values: number[]) => ({
+    first: mean(values.slice(0, window)),
+    last: mean(values.slice(-window)),
+  });
+  return {
+    groups,
+    batches,
+    window,
+    wallMsPerBatch: span(wallMs),
+    cpuMsPerBatch: span(cpuMs),
+    segmentsVisitedPerBatch: span(visited),
+  };
+}
+
+if (backends.includes('memory')) {
+  const storage = await new MemoryDisk().open();
+  console.log(
+    JSON.stringify({
+      bench: 'storage',
+      backend: 'memory',
+      groupCommit: await groupCommitHistory(storage),
+    }),
+  );
+  await storage.close();
 }
 
 if (backends.includes('disk')) {

@@ -194,20 +194,52 @@ class Reader {
 // not all check what they read back (classic-level enables neither LevelDB's paranoid
 // checks nor verify_checksums), so the store checks every record itself.
 
-const crcTable = (() => {
-  const table = new Uint32Array(256);
+/** CRC-32 tables for slicing by 8 (8 bytes per step: ~4× the byte-wise loop's speed). */
+const crcTables = (() => {
+  const tables = Array.from({ length: 8 }, () => new Uint32Array(256));
+  const [first] = tables as [Uint32Array];
   for (let n = 0; n < 256; n++) {
     let c = n;
     for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-    table[n] = c >>> 0;
+    first[n] = c >>> 0;
   }
-  return table;
+  for (let t = 1; t < 8; t++) {
+    for (let n = 0; n < 256; n++) {
+      const previous = tables[t - 1]![n]!;
+      tables[t]![n] = (previous >>> 8) ^ first[previous & 0xff]!;
+    }
+  }
+  return tables as [
+    Uint32Array,
+    Uint32Array,
+    Uint32Array,
+    Uint32Array,
+    Uint32Array,
+    Uint32Array,
+    Uint32Array,
+    Uint32Array,
+  ];
 })();
 
 /** CRC-32 (IEEE) of `bytes`; pass the CRC of what precedes them to continue it. */
 export function crc32(bytes: Uint8Array, previous = 0): number {
+  const [t0, t1, t2, t3, t4, t5, t6, t7] = crcTables;
   let crc = ~previous;
-  for (let i = 0; i < bytes.length; i++) crc = crcTable[(crc ^ bytes[i]!) & 0xff]! ^ (crc >>> 8);
+  let i = 0;
+  for (const whole = bytes.length - 8; i <= whole; i += 8) {
+    const low =
+      crc ^ (bytes[i]! | (bytes[i + 1]! << 8) | (bytes[i + 2]! << 16) | (bytes[i + 3]! << 24));
+    crc =
+      t7[low & 0xff]! ^
+      t6[(low >>> 8) & 0xff]! ^
+      t5[(low >>> 16) & 0xff]! ^
+      t4[low >>> 24]! ^
+      t3[bytes[i + 4]!]! ^
+      t2[bytes[i + 5]!]! ^
+      t1[bytes[i + 6]!]! ^
+      t0[bytes[i + 7]!]!;
+  }
+  for (; i < bytes.length; i++) crc = t0[(crc ^ bytes[i]!) & 0xff]! ^ (crc >>> 8);
   return ~crc >>> 0;
 }
 

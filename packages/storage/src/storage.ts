@@ -91,19 +91,27 @@ export interface GroupWrite {
    * then empty and compacted at (metadata.index, metadata.term). It must be newer than the
    * stored snapshot or at its index ('snapshot_out_of_date' if older, as raft's
    * MemoryStorage.applySnapshot). It does not touch the KV data: pair it with
-   * `restore` to install the state machine carried by the snapshot's chunks.
+   * `restore` to install the state machine carried by the snapshot's chunks (or write it
+   * with `kv`, `sessions` and `appliedState`). After a part carrying `snapshot` or
+   * `restore`, the applied index must be at least the compaction point: a state machine
+   * behind it could never get the entries in between ('invalid_argument').
    */
   readonly snapshot?: Snapshot;
   /**
    * Replaces the group's KV data, sessions and applied state with those staged by a
-   * completed SnapshotRestore begun for this group on this store instance.
+   * completed SnapshotRestore begun for this group on this store instance. The restored
+   * applied state must lie on the log as the part leaves it (between the compaction point
+   * and the last index, with the log's term there): normally it is exactly the snapshot
+   * of the same part. Anything else is an 'invalid_argument'.
    */
   readonly restore?: SnapshotRestore;
   /**
    * Ready.entries: entries to append, with consecutive indexes and non-decreasing terms.
    * Entries at or below compacted.index are ignored (as raft's MemoryStorage.append does);
    * the first remaining index i must be ≤ lastIndex + 1 and its term ≥ the term at i − 1.
-   * Everything stored at index ≥ i is replaced (a conflicting suffix is truncated).
+   * Everything stored at index ≥ i is replaced (a conflicting suffix is truncated), but
+   * committed entries (up to the stored hardState.commit) are never replaced: entries may
+   * restate them, with their terms, and must then reach the last committed one.
    */
   readonly entries?: readonly Entry[];
   /**
@@ -119,9 +127,15 @@ export interface GroupWrite {
    * snapshot covers them, so a restarted raft MemoryStorage is applySnapshot + append.
    */
   readonly compactTo?: number;
-  /** Ready.hardState. Term and commit never decrease ('invalid_argument'). */
+  /**
+   * Ready.hardState. Term and commit never decrease, and commit never passes the last
+   * index as the part leaves the log ('invalid_argument').
+   */
   readonly hardState?: HardState;
-  /** The state machine's new position; its index never decreases. */
+  /**
+   * The state machine's new position; its index never decreases, and where the log holds
+   * that index, its term is the log's.
+   */
   readonly appliedState?: AppliedState;
   /** KV changes of entries applied by the state machine. */
   readonly kv?: readonly KvWrite[];
@@ -163,8 +177,9 @@ export interface SnapshotRestore {
   readonly group: GroupId;
   /**
    * Validates and stages the next chunk. Rejects with 'invalid_argument' for a chunk out of
-   * order, after the final chunk, or of another stream (the restore stays usable: add the
-   * right one); 'corrupt' for an undecodable one; 'too_large' beyond limits.maxChunkBytes.
+   * order, after the final chunk, or of another stream (stream ids are random, so streams
+   * of two nodes, or of one node before and after a restart, never pass for one; the
+   * restore stays usable: add the right one); 'corrupt' for an undecodable one; 'too_large' beyond limits.maxChunkBytes.
    * Calls run in call order with the store's other calls.
    */
   add(chunk: Uint8Array): Promise<void>;
@@ -182,7 +197,9 @@ export interface SnapshotChunkOptions {
 /**
  * The durable store of one node. Calls may be made concurrently; they are executed one at a
  * time in call order. After a call fails with 'io' every later call fails with 'io' too;
- * after `close()` (or a memory-backend crash) every call fails with 'closed'.
+ * after `close()` (or a memory-backend crash) every call fails with 'closed'. Every record
+ * read back is checked against the checksum it was written with, and the open checks that
+ * no write was lost while later ones survived: damage is 'corrupt', never a silent change.
  */
 export interface NodeStorage {
   /** The database this store uses (a path, an IndexedDB name): error messages carry it. */
@@ -217,7 +234,8 @@ export interface NodeStorage {
    * 'invalid_argument' for targetChunkBytes outside [1, limits.maxChunkBytes]) surface on
    * the first iteration. Memory held while streaming: LevelDB and memory read from a
    * snapshot; IndexedDB reads pages of ~1 MiB and keeps the old values of what is written
-   * into the part it has not streamed yet (copy-on-write).
+   * into the part it has not streamed yet (copy-on-write). A stream dropped unfinished
+   * (neither drained nor returned) releases that view once it is garbage-collected.
    */
   snapshotChunks(group: GroupId, options?: SnapshotChunkOptions): AsyncIterable<Uint8Array>;
 

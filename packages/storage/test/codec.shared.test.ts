@@ -1,5 +1,6 @@
 import { expect } from 'chai';
 import {
+  crc32,
   DecodeError,
   decodeChunk,
   decodeGroup,
@@ -133,6 +134,29 @@ describe('storage codec', () => {
     expect(chunk[finalAt]).to.equal(1);
     chunk[finalAt] = 0xff;
     expect(decodeError(() => decodeChunk(chunk, 'chunk')).code).to.equal('corrupt');
+  });
+
+  it('computes CRC-32 (IEEE), in one go or continued, at every length and alignment', () => {
+    expect(crc32(bytes('123456789'))).to.equal(0xcbf43926);
+    const data = Uint8Array.from({ length: 100 }, (_, i) => (i * 37 + 11) & 0xff);
+    const bytewise = (input: Uint8Array) => {
+      let crc = 0xffffffff;
+      for (const byte of input) {
+        crc ^= byte;
+        for (let k = 0; k < 8; k++) crc = crc & 1 ? 0xedb88320 ^ (crc >>> 1) : crc >>> 1;
+      }
+      return (crc ^ 0xffffffff) >>> 0;
+    };
+    for (let from = 0; from < 9; from++) {
+      for (let to = from; to <= data.length; to += 7) {
+        const part = data.subarray(from, to);
+        expect(crc32(part), `[${from}, ${to})`).to.equal(bytewise(part));
+        const cut = from + Math.floor((to - from) / 3);
+        expect(crc32(data.subarray(cut, to), crc32(data.subarray(from, cut)))).to.equal(
+          bytewise(part),
+        );
+      }
+    }
   });
 
   it('seals a record with the checksum of its key and value; any flipped bit is corrupt', () => {
