@@ -768,7 +768,7 @@ class EngineStorage implements NodeStorage {
       }
 
       const installs = gw.snapshot !== undefined || gw.restore !== undefined;
-      this.checkRecoverable(g, mirror(), installs, restored);
+      this.checkRecoverable(g, mirror(), installs, restored, gw.snapshot ?? null);
 
       if (gw.kv !== undefined) {
         if (!Array.isArray(gw.kv)) g.fail('kv must be an array');
@@ -823,14 +823,16 @@ class EngineStorage implements NodeStorage {
    * commit within the log; after a part that installs a snapshot or a restore
    * (`installs`), the state machine at or after the compaction point (the entries between
    * would be gone, applied by no one); a restored state machine (`restored`) on the log, so
-   * that it pairs with the snapshot committed with it, not with entries the node lacks;
-   * and the applied state, where the log holds its index, on the log's term.
+   * that it pairs with the snapshot committed with it (`snapshot`; at its index, with its
+   * configuration), not with entries the node lacks; and the applied state, where the log
+   * holds its index, on the log's term.
    */
   private checkRecoverable(
     g: BatchChecker,
     m: GroupMirror,
     installs: boolean,
     restored: AppliedState | null,
+    snapshot: Snapshot | null,
   ): void {
     const { compacted, hardState, appliedState: applied } = m.record;
     const last = lastIndexOf(m);
@@ -846,6 +848,14 @@ class EngineStorage implements NodeStorage {
       g.fail(
         `restore is at index ${restored.index}, beyond the log (last index ${last}, snapshot ${m.record.snapshotIndex ?? 'none'})`,
       );
+    }
+    if (
+      restored !== null &&
+      snapshot !== null &&
+      restored.index === snapshot.metadata.index &&
+      !sameConfState(restored.confState, snapshot.metadata.confState)
+    ) {
+      g.fail(`restore's configuration differs from the snapshot's at index ${restored.index}`);
     }
     const term = applied.index <= last ? termAt(m, applied.index) : undefined;
     if (term !== undefined && term !== applied.term) {
@@ -1117,6 +1127,18 @@ class Restore implements SnapshotRestore {
   abort(): Promise<void> {
     return this.storage.discard(this);
   }
+}
+
+function sameConfState(a: ConfState, b: ConfState): boolean {
+  const same = (x: readonly string[], y: readonly string[]) =>
+    x.length === y.length && x.every((id, i) => id === y[i]);
+  return (
+    same(a.voters, b.voters) &&
+    same(a.learners, b.learners) &&
+    same(a.votersOutgoing, b.votersOutgoing) &&
+    same(a.learnersNext, b.learnersNext) &&
+    a.autoLeave === b.autoLeave
+  );
 }
 
 function equalBytes(a: Uint8Array, b: Uint8Array): boolean {

@@ -807,6 +807,18 @@ export function storageContract(backend: Backend): void {
       );
       // The same index in another term: another history.
       await refused({ group: 2, restore, snapshot: snapshotAt(10, 3) }, 'the log has term 3 there');
+      // The same index and term under another configuration.
+      await refused(
+        {
+          group: 2,
+          restore,
+          snapshot: {
+            metadata: { index: 10, term: 2, confState: conf('a', 'b') },
+            data: bytes(''),
+          },
+        },
+        "restore's configuration differs from the snapshot's",
+      );
       // Applied 10 beyond a log ending at 3: entries the node never received.
       await refused({ group: 2, restore }, 'beyond the log');
       // A snapshot without a state machine to match it.
