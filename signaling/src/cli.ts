@@ -7,6 +7,7 @@
 import { parseArgs } from 'node:util';
 import { DEFAULT_SETTINGS, MAX_REPLICATION_FACTOR } from '@meshkv/ring';
 import { type ClusterSettings, DEFAULT_CLUSTER_ID } from '@meshkv/transport/signaling-protocol';
+import { DEFAULT_RETIREMENT_PERIOD_MS } from './registry.ts';
 import { DEFAULT_GRACE_PERIOD_MS, SignalingServer } from './server.ts';
 
 const USAGE = `Usage: node --import tsx signaling/src/cli.ts [flags]
@@ -20,6 +21,10 @@ Runs the meshkv signaling server and cluster registry.
   --static-dir DIR       folder served over HTTP, e.g. the demo build (MESHKV_STATIC_DIR)
   --grace-period-ms MS   disconnection time before a member is marked down
                          (MESHKV_GRACE_PERIOD_MS; default ${DEFAULT_GRACE_PERIOD_MS})
+  --retirement-period-ms MS
+                         time down before a member is retired (no longer counted
+                         against the member limit, not placed)
+                         (MESHKV_RETIREMENT_PERIOD_MS; default ${DEFAULT_RETIREMENT_PERIOD_MS})
 Cluster settings: used when the registry is created; later they must match it or be omitted.
   --cluster-id ID        (MESHKV_CLUSTER_ID; default ${DEFAULT_CLUSTER_ID})
   --partitions Q         power of two (MESHKV_PARTITIONS; default ${DEFAULT_SETTINGS.partitions})
@@ -48,6 +53,7 @@ function parse(argv: string[], env: NodeJS.ProcessEnv) {
       token: { type: 'string' },
       'static-dir': { type: 'string' },
       'grace-period-ms': { type: 'string' },
+      'retirement-period-ms': { type: 'string' },
       'cluster-id': { type: 'string' },
       partitions: { type: 'string' },
       replicas: { type: 'string' },
@@ -76,6 +82,10 @@ function parse(argv: string[], env: NodeJS.ProcessEnv) {
     '--grace-period-ms',
     values['grace-period-ms'] ?? env.MESHKV_GRACE_PERIOD_MS,
   );
+  const retirementPeriodMs = integer(
+    '--retirement-period-ms',
+    values['retirement-period-ms'] ?? env.MESHKV_RETIREMENT_PERIOD_MS,
+  );
   return {
     host: values.host ?? env.MESHKV_SIGNALING_HOST ?? '127.0.0.1',
     port: integer('--port', values.port ?? env.MESHKV_SIGNALING_PORT) ?? 8080,
@@ -84,6 +94,7 @@ function parse(argv: string[], env: NodeJS.ProcessEnv) {
     settings,
     ...(staticDir === undefined ? {} : { staticDir }),
     ...(gracePeriodMs === undefined ? {} : { gracePeriodMs }),
+    ...(retirementPeriodMs === undefined ? {} : { retirementPeriodMs }),
   };
 }
 

@@ -1,4 +1,5 @@
 export { type Clock, systemClock } from './clock.ts';
+export { DEFAULT_RETIREMENT_PERIOD_MS } from './registry.ts';
 export { RegistryFileError, registryFilePath } from './registry-file.ts';
 export {
   DEFAULT_GRACE_PERIOD_MS,

@@ -4,7 +4,8 @@
  * Format (version 2):
  *   {"format": "meshkv-registry", "version": 2,
  *    "registry": {"settings": {...}, "epoch": N, "members": [...]},
- *    "secretHashes": {"<nodeId>": "<sha256 hex of its member secret>", ...}}
+ *    "secretHashes": {"<nodeId>": "<sha256 hex of its member secret>", ...},
+ *    "downSinceMs": {"<nodeId of a down member>": <wall-clock ms it was marked down>, ...}}
  * Version 1 (before member secrets) is refused: its members have no secrets to check.
  *
  * A write goes to `registry.json.tmp` in the same directory, is fsynced, renamed over
@@ -55,6 +56,7 @@ export async function loadRegistry(dataDir: string): Promise<RegistryState | und
     version?: unknown;
     registry?: unknown;
     secretHashes?: unknown;
+    downSinceMs?: unknown;
   } | null;
   if (header === null || typeof header !== 'object' || header.format !== FORMAT) {
     throw new RegistryFileError(`registry file ${path} is not a meshkv registry`);
@@ -68,17 +70,22 @@ export async function loadRegistry(dataDir: string): Promise<RegistryState | und
       `registry file ${path} has format version ${String(header.version)}; this server reads ${FORMAT_VERSION}${hint}`,
     );
   }
-  const hashes = header.secretHashes;
-  if (hashes === null || typeof hashes !== 'object' || Array.isArray(hashes)) {
-    throw new RegistryFileError(`registry file ${path} is corrupt: secretHashes must be an object`);
-  }
   const state = {
     snapshot: header.registry,
-    secretHashes: new Map(Object.entries(hashes as Record<string, unknown>)),
+    secretHashes: new Map(Object.entries(table(path, header.secretHashes, 'secretHashes'))),
+    downSinceMs: new Map(Object.entries(table(path, header.downSinceMs, 'downSinceMs'))),
   };
   const problem = registryStateProblem(state);
   if (problem) throw new RegistryFileError(`registry file ${path} is corrupt: ${problem}`);
   return state as RegistryState;
+}
+
+/** A node id → value table of the file; its values are checked with the state. */
+function table(path: string, value: unknown, what: string): Record<string, unknown> {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw new RegistryFileError(`registry file ${path} is corrupt: ${what} must be an object`);
+  }
+  return value as Record<string, unknown>;
 }
 
 /** Writes the registry atomically and durably (see the file comment). */
@@ -92,6 +99,7 @@ export async function saveRegistry(dataDir: string, state: RegistryState): Promi
     registry: state.snapshot,
     // Object.fromEntries defines own properties, so an id like `__proto__` stays data.
     secretHashes: Object.fromEntries(state.secretHashes),
+    downSinceMs: Object.fromEntries(state.downSinceMs),
   };
   const text = `${JSON.stringify(document, null, 2)}\n`;
   const file = await open(temporary, 'w', 0o600);

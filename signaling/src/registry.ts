@@ -7,12 +7,22 @@
  * Invariants (checked by `registryStateProblem` on every load and asserted after every
  * change): members sorted by unique node id; the epoch grows by exactly one per change and
  * never otherwise; a member's `changedAtEpoch` is the epoch of its last change; every
- * member, and only a member, has a secret hash.
+ * member, and only a member, has a secret hash; every `down` member, and only one, has the
+ * time it was marked down.
+ *
+ * Retirement: a member `down` for at least the retirement period (time passed in by the
+ * caller, wall-clock milliseconds, as persisted) becomes `retired`: it no longer counts
+ * against `maxMembers` (dead tabs, whose ids are per tab, would fill it), and it is not
+ * placed (its replicas are re-placed by rebalancing, like a `left` member's). Its record
+ * and secret are kept, as `left` ones are, so its storage may still come back under its id
+ * (a whole replica set down for longer than the period must not lose its data to
+ * retirement): `left` and `retired` records are bounded together by `maxLeftMembers`, the
+ * oldest dropped first.
  *
  * Identity is bound to storage: a node id is bound to the member secret issued at its first
  * join (the node keeps the secret with its data), and only a join presenting that secret
  * may use the id again. So `(nodeId, joinedAtEpoch)` always names one storage: an id
- * registered again after its record was dropped (a pruned `left` record) has a new
+ * registered again after its record was dropped (a pruned departed record) has a new
  * `joinedAtEpoch`, and its old secret is refused.
  */
 import { DEFAULT_SETTINGS } from '@meshkv/ring';
@@ -29,9 +39,15 @@ import {
 export interface MembershipLimits {
   /** Members that are `up` or `down`; joins of new ids beyond it are refused. */
   readonly maxMembers: number;
-  /** `left` records kept (a returning id keeps its `joinedAtEpoch`); oldest dropped first. */
+  /**
+   * Departed (`left` or `retired`) records kept (a returning id keeps its
+   * `joinedAtEpoch`); the oldest are dropped first, with their secrets.
+   */
   readonly maxLeftMembers: number;
 }
+
+/** Default retirement period: how long a member stays `down` before it is `retired`. */
+export const DEFAULT_RETIREMENT_PERIOD_MS = 60 * 60 * 1000;
 
 /** Fills the settings not given with the defaults, and validates the result. */
 export function completeSettings(given: Partial<ClusterSettings>): ClusterSettings {
@@ -55,10 +71,19 @@ export interface RegistryState {
    * Never sent to anyone; the secrets themselves are not kept.
    */
   readonly secretHashes: ReadonlyMap<string, string>;
+  /**
+   * Node id → when it was marked down (wall-clock ms, as the caller passed it), for
+   * exactly the `down` members: their retirement is due a retirement period later.
+   */
+  readonly downSinceMs: ReadonlyMap<string, number>;
 }
 
 export function emptyRegistry(settings: ClusterSettings): RegistryState {
-  return { snapshot: { settings, epoch: 0, members: [] }, secretHashes: new Map() };
+  return {
+    snapshot: { settings, epoch: 0, members: [] },
+    secretHashes: new Map(),
+    downSinceMs: new Map(),
+  };
 }
 
 const SECRET_HASH = /^[0-9a-f]{64}$/;
@@ -67,6 +92,7 @@ const SECRET_HASH = /^[0-9a-f]{64}$/;
 export function registryStateProblem(state: {
   snapshot: unknown;
   secretHashes: ReadonlyMap<string, unknown>;
+  downSinceMs: ReadonlyMap<string, unknown>;
 }): string | undefined {
   const problem = registryProblem(state.snapshot);
   if (problem) return problem;
@@ -74,11 +100,21 @@ export function registryStateProblem(state: {
   if (state.secretHashes.size !== members.length) {
     return `${state.secretHashes.size} secret hashes for ${members.length} members`;
   }
+  let down = 0;
   for (const member of members) {
     const hash = state.secretHashes.get(member.nodeId);
     if (typeof hash !== 'string' || !SECRET_HASH.test(hash)) {
       return `member ${member.nodeId} has no valid secret hash (64 hex digits)`;
     }
+    if (member.state !== 'down') continue;
+    down++;
+    const sinceMs = state.downSinceMs.get(member.nodeId);
+    if (!Number.isSafeInteger(sinceMs) || (sinceMs as number) < 0) {
+      return `down member ${member.nodeId} has no valid down time (ms)`;
+    }
+  }
+  if (state.downSinceMs.size !== down) {
+    return `${state.downSinceMs.size} down times for ${down} down members`;
   }
   return undefined;
 }
@@ -172,8 +208,8 @@ export function admit(
       existing.httpAddress === updated.httpAddress;
     if (same) return { ok: true, state };
   }
-  if (existing === undefined || existing.state === 'left') {
-    const active = registry.members.filter((member) => member.state !== 'left').length;
+  if (existing === undefined || departed(existing)) {
+    const active = registry.members.filter((member) => !departed(member)).length;
     if (active >= limits.maxMembers) {
       return {
         ok: false,
@@ -182,56 +218,117 @@ export function admit(
       };
     }
   }
-  return { ok: true, state: replace(state, updated, admission.secretHash, limits) };
+  const secretHashes = new Map(state.secretHashes).set(nodeId, admission.secretHash);
+  const downSinceMs = new Map(state.downSinceMs);
+  downSinceMs.delete(nodeId);
+  return { ok: true, state: next(state, [updated], secretHashes, downSinceMs, limits) };
 }
 
 /**
- * Moves a member to `down` or `left`. Returns the same state when it is already in that
- * state or unknown.
+ * Marks an `up` member `down` at `nowMs` (wall clock; its retirement is due a retirement
+ * period later). Returns the same state for a member not `up`, or unknown: a departed
+ * member stays departed until it joins again, whatever a timer says.
  */
-export function setState(
+export function markDown(
   state: RegistryState,
   nodeId: string,
-  memberState: 'down' | 'left',
+  nowMs: number,
   limits: MembershipLimits,
 ): RegistryState {
-  const registry = state.snapshot;
-  const existing = findMember(registry, nodeId);
-  if (existing === undefined || existing.state === memberState) return state;
-  // `left` is final until the member joins again; a timer must not turn it into `down`.
-  if (existing.state === 'left') return state;
-  const updated = { ...existing, state: memberState, changedAtEpoch: registry.epoch + 1 };
-  return replace(state, updated, state.secretHashes.get(nodeId)!, limits);
+  const existing = findMember(state.snapshot, nodeId);
+  if (existing?.state !== 'up') return state;
+  const updated: Member = { ...existing, state: 'down', changedAtEpoch: state.snapshot.epoch + 1 };
+  const downSinceMs = new Map(state.downSinceMs).set(nodeId, nowMs);
+  return next(state, [updated], new Map(state.secretHashes), downSinceMs, limits);
+}
+
+/** Marks a member `left` (a graceful leave). Returns the same state if it is left or unknown. */
+export function markLeft(
+  state: RegistryState,
+  nodeId: string,
+  limits: MembershipLimits,
+): RegistryState {
+  const existing = findMember(state.snapshot, nodeId);
+  if (existing === undefined || existing.state === 'left') return state;
+  const updated: Member = { ...existing, state: 'left', changedAtEpoch: state.snapshot.epoch + 1 };
+  const downSinceMs = new Map(state.downSinceMs);
+  downSinceMs.delete(nodeId);
+  return next(state, [updated], new Map(state.secretHashes), downSinceMs, limits);
 }
 
 /**
- * The next epoch's state with `member` inserted or replaced (bound to `secretHash`);
- * prunes the oldest `left` records, and their secrets, beyond `maxLeftMembers`.
+ * Retires every member `down` for at least `retirementPeriodMs` at `nowMs` (see the file
+ * comment), all in one change. Returns the same state when none is due.
  */
-function replace(
+export function retireDownMembers(
   state: RegistryState,
-  member: Member,
-  secretHash: string,
+  nowMs: number,
+  retirementPeriodMs: number,
+  limits: MembershipLimits,
+): RegistryState {
+  const epoch = state.snapshot.epoch + 1;
+  const retired: Member[] = [];
+  const downSinceMs = new Map(state.downSinceMs);
+  for (const [nodeId, sinceMs] of state.downSinceMs) {
+    if (nowMs - sinceMs < retirementPeriodMs) continue;
+    retired.push({
+      ...findMember(state.snapshot, nodeId)!,
+      state: 'retired',
+      changedAtEpoch: epoch,
+    });
+    downSinceMs.delete(nodeId);
+  }
+  if (retired.length === 0) return state;
+  return next(state, retired, new Map(state.secretHashes), downSinceMs, limits);
+}
+
+/** When the next retirement is due (wall-clock ms), or undefined if nobody is `down`. */
+export function nextRetirementMs(
+  state: RegistryState,
+  retirementPeriodMs: number,
+): number | undefined {
+  let earliestMs: number | undefined;
+  for (const sinceMs of state.downSinceMs.values()) {
+    if (earliestMs === undefined || sinceMs < earliestMs) earliestMs = sinceMs;
+  }
+  return earliestMs === undefined ? undefined : earliestMs + retirementPeriodMs;
+}
+
+/** `left` or `retired`: not counted against `maxMembers`, not placed. */
+function departed(member: Member): boolean {
+  return member.state === 'left' || member.state === 'retired';
+}
+
+/**
+ * The next epoch's state with the `changed` records inserted or replaced, and the given
+ * side tables (owned by this call); drops the oldest departed records, and their
+ * secrets, beyond `maxLeftMembers`.
+ */
+function next(
+  state: RegistryState,
+  changed: readonly Member[],
+  secretHashes: Map<string, string>,
+  downSinceMs: Map<string, number>,
   limits: MembershipLimits,
 ): RegistryState {
   const registry = state.snapshot;
-  let members = registry.members.filter((other) => other.nodeId !== member.nodeId);
-  members.push(member);
+  const replaced = new Set(changed.map((member) => member.nodeId));
+  let members = registry.members.filter((other) => !replaced.has(other.nodeId));
+  members.push(...changed);
   members.sort((a, b) => (a.nodeId < b.nodeId ? -1 : a.nodeId > b.nodeId ? 1 : 0));
-  const secretHashes = new Map(state.secretHashes);
-  secretHashes.set(member.nodeId, secretHash);
-  const left = members.filter((other) => other.state === 'left');
-  if (left.length > limits.maxLeftMembers) {
-    left.sort((a, b) => a.changedAtEpoch - b.changedAtEpoch);
-    const dropped = new Set(left.slice(0, left.length - limits.maxLeftMembers));
-    for (const gone of dropped) secretHashes.delete(gone.nodeId);
+  const gone = members.filter(departed);
+  if (gone.length > limits.maxLeftMembers) {
+    gone.sort((a, b) => a.changedAtEpoch - b.changedAtEpoch);
+    const dropped = new Set(gone.slice(0, gone.length - limits.maxLeftMembers));
+    for (const member of dropped) secretHashes.delete(member.nodeId);
     members = members.filter((other) => !dropped.has(other));
   }
-  const next: RegistryState = {
+  const result: RegistryState = {
     snapshot: { ...registry, epoch: registry.epoch + 1, members },
     secretHashes,
+    downSinceMs,
   };
-  const problem = registryStateProblem(next);
+  const problem = registryStateProblem(result);
   if (problem) throw new Error(`registry invariant broken: ${problem}`);
-  return next;
+  return result;
 }

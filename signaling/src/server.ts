@@ -11,7 +11,9 @@
  *   id must present it.
  * - Relays signals only from a joined member to a connected member of the same cluster.
  * - A member whose connection drops stays `up` for `gracePeriodMs`; if it has not
- *   re-joined by then it is marked `down`. A graceful `leave` marks it `left`.
+ *   re-joined by then it is marked `down`. A graceful `leave` marks it `left`. A member
+ *   `down` for `retirementPeriodMs` (wall clock, persisted, so restarts do not postpone
+ *   it) is marked `retired` (registry.ts).
  * - Every incoming message is rate limited, size checked and validated; a bad one is
  *   answered with an error and counted, and no handler throws into Socket.IO.
  * - Membership changes run one at a time (a promise queue), so each is checked against
@@ -50,10 +52,14 @@ import { createRequestHandler } from './http.ts';
 import {
   admit,
   completeSettings,
+  DEFAULT_RETIREMENT_PERIOD_MS,
   emptyRegistry,
   findMember,
+  markDown,
+  markLeft,
+  nextRetirementMs,
   type RegistryState,
-  setState,
+  retireDownMembers,
 } from './registry.ts';
 import { checkSettings, loadRegistry, registryFilePath, saveRegistry } from './registry-file.ts';
 import { TokenBucket } from './token-bucket.ts';
@@ -120,6 +126,11 @@ export interface SignalingServerOptions {
   readonly staticDir?: string;
   /** How long a disconnected member stays `up` before it is marked `down`. */
   readonly gracePeriodMs?: number;
+  /**
+   * How long a member stays `down` before it is `retired` (no longer counted against
+   * `maxMembers`, not placed; see registry.ts). Default 1 h.
+   */
+  readonly retirementPeriodMs?: number;
   /**
    * How long a connection may stay without joining before it is disconnected; also how
    * long a WebSocket may stay without completing the Socket.IO handshake.
@@ -188,6 +199,7 @@ export class SignalingServer {
   private readonly clock: Clock;
   private readonly log: (line: string) => void;
   private readonly gracePeriodMs: number;
+  private readonly retirementPeriodMs: number;
   private readonly joinTimeoutMs: number;
   private readonly probeTimeoutMs: number;
   private readonly tokenDigest: Buffer;
@@ -196,6 +208,8 @@ export class SignalingServer {
   private readonly bindings = new Map<string, Connection>();
   /** Node id → cancels its pending grace timer. */
   private readonly graceTimers = new Map<string, () => void>();
+  /** Cancels the timer of the next retirement. */
+  private cancelRetirementTimer: (() => void) | undefined;
   /** Node id → its signal budget; kept across reconnects so a reconnect does not reset it. */
   private readonly signalBuckets = new Map<string, TokenBucket>();
   private readonly refused: Partial<Record<SignalingErrorCode, number>> = {};
@@ -218,6 +232,7 @@ export class SignalingServer {
     this.clock = options.clock ?? systemClock;
     this.log = options.log ?? (() => {});
     this.gracePeriodMs = options.gracePeriodMs ?? DEFAULT_GRACE_PERIOD_MS;
+    this.retirementPeriodMs = options.retirementPeriodMs ?? DEFAULT_RETIREMENT_PERIOD_MS;
     this.joinTimeoutMs = options.joinTimeoutMs ?? DEFAULT_JOIN_TIMEOUT_MS;
     this.probeTimeoutMs = options.probeTimeoutMs ?? DEFAULT_PROBE_TIMEOUT_MS;
     this.tokenDigest = digest(options.token);
@@ -232,6 +247,7 @@ export class SignalingServer {
     for (const member of current.snapshot.members) {
       if (member.state === 'up') this.armGraceTimer(member.nodeId);
     }
+    this.armRetirementTimer(0);
   }
 
   /**
@@ -338,6 +354,7 @@ export class SignalingServer {
     this.closing = true;
     for (const cancel of this.graceTimers.values()) cancel();
     this.graceTimers.clear();
+    this.cancelRetirementTimer?.();
     for (const connection of this.connections.values()) connection.cancelJoinTimer?.();
     const closed = new Promise((resolve) => this.io.close(resolve));
     this.http.closeAllConnections();
@@ -705,10 +722,7 @@ export class SignalingServer {
     // A takeover may have moved the id to another connection meanwhile.
     if (connection.nodeId !== nodeId) return this.refuse('not_joined', 'no longer joined');
     try {
-      await this.commit(
-        setState(this.current, nodeId, 'left', this.limits),
-        `member ${nodeId} left`,
-      );
+      await this.commit(markLeft(this.current, nodeId, this.limits), `member ${nodeId} left`);
     } catch (error) {
       if (error instanceof PersistFailed) return this.refuse('unavailable', error.message);
       throw error;
@@ -759,7 +773,7 @@ export class SignalingServer {
     }
     try {
       await this.commit(
-        setState(this.current, nodeId, 'down', this.limits),
+        markDown(this.current, nodeId, this.clock.wallClockMs(), this.limits),
         `member ${nodeId} down after ${this.gracePeriodMs} ms`,
       );
     } catch (error) {
@@ -767,6 +781,49 @@ export class SignalingServer {
       // Still up and absent: try again after another grace period.
       this.armGraceTimer(nodeId);
     }
+  }
+
+  /**
+   * Arms one timer for the next retirement due, at least `minDelayMs` from now (a failed
+   * write is retried after a grace period, not in a loop). Re-armed after every change.
+   */
+  private armRetirementTimer(minDelayMs: number): void {
+    this.cancelRetirementTimer?.();
+    this.cancelRetirementTimer = undefined;
+    const dueMs = nextRetirementMs(this.current, this.retirementPeriodMs);
+    if (this.closing || dueMs === undefined) return;
+    const delayMs = Math.max(minDelayMs, dueMs - this.clock.wallClockMs());
+    this.cancelRetirementTimer = this.clock.setTimer(delayMs, () => {
+      this.cancelRetirementTimer = undefined;
+      this.serialize(() => this.retire());
+    });
+  }
+
+  private async retire(): Promise<void> {
+    const next = retireDownMembers(
+      this.current,
+      this.clock.wallClockMs(),
+      this.retirementPeriodMs,
+      this.limits,
+    );
+    const retired = next.snapshot.members.filter(
+      (member) =>
+        member.state === 'retired' &&
+        findMember(this.current.snapshot, member.nodeId)?.state === 'down',
+    );
+    try {
+      await this.commit(
+        next,
+        `members ${retired.map((member) => member.nodeId).join(', ')} retired after ${this.retirementPeriodMs} ms down`,
+      );
+    } catch (error) {
+      if (!(error instanceof PersistFailed)) throw error;
+      this.armRetirementTimer(this.gracePeriodMs);
+      return;
+    }
+    for (const member of retired) this.signalBuckets.delete(member.nodeId);
+    // Nothing was due (the wall clock moved back): wait for the next one.
+    if (next === this.current) this.armRetirementTimer(0);
   }
 
   /**
@@ -786,6 +843,7 @@ export class SignalingServer {
     this.current = next;
     this.log(`${what}; epoch ${next.snapshot.epoch}`);
     this.io.to(MEMBERS_ROOM).emit(SignalingEvents.registry, delta);
+    this.armRetirementTimer(0);
   }
 
   /** Queues a membership change behind the previous ones; failures are logged, not thrown. */
@@ -843,6 +901,7 @@ function validateOptions(options: SignalingServerOptions, limits: SignalingLimit
   }
   const positive: [string, number | undefined][] = [
     ['gracePeriodMs', options.gracePeriodMs],
+    ['retirementPeriodMs', options.retirementPeriodMs],
     ['joinTimeoutMs', options.joinTimeoutMs],
     ['probeTimeoutMs', options.probeTimeoutMs],
     ['pingIntervalMs', options.pingIntervalMs],

@@ -6,8 +6,11 @@ import {
   completeSettings,
   emptyRegistry,
   findMember,
+  markDown,
+  markLeft,
+  nextRetirementMs,
   type RegistryState,
-  setState,
+  retireDownMembers,
 } from '../src/registry.ts';
 
 const limits = { maxMembers: 3, maxLeftMembers: 2 };
@@ -51,7 +54,7 @@ describe('signaling registry transitions', () => {
     state = admitted(state, first('a'));
     expect(state.snapshot.epoch).to.equal(2);
     expect(nodeIds(state)).to.deep.equal(['a', 'b']);
-    const down = setState(state, 'b', 'down', limits);
+    const down = markDown(state, 'b', 0, limits);
     expect(down.snapshot.epoch).to.equal(3);
     expect(findMember(down.snapshot, 'b')).to.include({
       state: 'down',
@@ -70,15 +73,15 @@ describe('signaling registry transitions', () => {
   it('returns the same state when nothing changes', () => {
     const state = admitted(empty, first('a'));
     expect(admitted(state, again('a'))).to.equal(state);
-    expect(setState(state, 'nobody', 'down', limits)).to.equal(state);
-    const left = setState(state, 'a', 'left', limits);
-    expect(setState(left, 'a', 'down', limits)).to.equal(left);
+    expect(markDown(state, 'nobody', 0, limits)).to.equal(state);
+    const left = markLeft(state, 'a', limits);
+    expect(markDown(left, 'a', 0, limits)).to.equal(left);
     // A kind or address change is a change.
     expect(admitted(state, again('a', { kind: 'browser' })).snapshot.epoch).to.equal(2);
   });
 
   it('binds an id to the secret of its first join and refuses a reclaim without it', () => {
-    const state = setState(admitted(empty, first('bob')), 'bob', 'down', limits);
+    const state = markDown(admitted(empty, first('bob')), 'bob', 0, limits);
     expect(state.secretHashes.get('bob')).to.equal(hash('bob'));
     // A join that presented no secret got a fresh one (here `hash('m')`): not bob's.
     expect(admit(state, { ...first('bob'), secretHash: hash('m') }, limits)).to.deep.equal({
@@ -91,7 +94,7 @@ describe('signaling registry transitions', () => {
     expect(wrong).to.deep.include({ ok: false, code: 'wrong_secret' });
     expect(admitted(state, again('bob')).snapshot.epoch).to.equal(state.snapshot.epoch + 1);
     // A left member too comes back only with its secret.
-    const left = setState(state, 'bob', 'left', limits);
+    const left = markLeft(state, 'bob', limits);
     expect(admit(left, again('bob', { secretHash: hash('m') }), limits).ok).to.equal(false);
     expect(admitted(left, again('bob')).snapshot.epoch).to.equal(left.snapshot.epoch + 1);
   });
@@ -112,20 +115,71 @@ describe('signaling registry transitions', () => {
       code: 'cluster_full',
       reason: 'the cluster has its maximum of 3 members',
     });
-    state = setState(state, 'c', 'down', limits);
+    state = markDown(state, 'c', 0, limits);
     expect(admitted(state, again('c')).snapshot.epoch).to.equal(state.snapshot.epoch + 1);
-    state = setState(state, 'c', 'left', limits);
+    state = markLeft(state, 'c', limits);
     expect(admitted(state, first('d')).snapshot.epoch).to.equal(state.snapshot.epoch + 1);
   });
 
   it('keeps at most maxLeftMembers left records, dropping the oldest and its secret', () => {
     let state = admitted(admitted(admitted(empty, first('a')), first('b')), first('c'));
-    for (const nodeId of ['b', 'a', 'c']) state = setState(state, nodeId, 'left', limits);
+    for (const nodeId of ['b', 'a', 'c']) state = markLeft(state, nodeId, limits);
     expect(nodeIds(state)).to.deep.equal(['a', 'c']);
     expect([...state.secretHashes.keys()].sort()).to.deep.equal(['a', 'c']);
     // The dropped id is new again: registered afresh, with a new joinedAtEpoch.
     const reborn = admitted(state, first('b'));
     expect(findMember(reborn.snapshot, 'b')?.joinedAtEpoch).to.equal(reborn.snapshot.epoch);
     expect(admit(state, again('b'), limits).ok).to.equal(false);
+  });
+
+  it('retires the members down for the retirement period, all at once, pushed as one change', () => {
+    const periodMs = 500;
+    let state = admitted(admitted(admitted(empty, first('a')), first('b')), first('c'));
+    state = markDown(state, 'a', 1_000, limits);
+    state = markDown(state, 'b', 1_200, limits);
+    expect(nextRetirementMs(state, periodMs)).to.equal(1_500);
+    expect(retireDownMembers(state, 1_499, periodMs, limits)).to.equal(state);
+    const one = retireDownMembers(state, 1_500, periodMs, limits);
+    expect(one.snapshot.epoch).to.equal(state.snapshot.epoch + 1);
+    expect(findMember(one.snapshot, 'a')).to.include({ state: 'retired', changedAtEpoch: 6 });
+    expect([...one.downSinceMs.keys()]).to.deep.equal(['b']);
+    expect(nextRetirementMs(one, periodMs)).to.equal(1_700);
+    const both = retireDownMembers(state, 5_000, periodMs, limits);
+    expect(both.snapshot.epoch).to.equal(state.snapshot.epoch + 1);
+    expect(both.snapshot.members.map((member) => member.state)).to.deep.equal([
+      'retired',
+      'retired',
+      'up',
+    ]);
+    expect(nextRetirementMs(both, periodMs)).to.equal(undefined);
+  });
+
+  it('counts retired members no more against maxMembers; one comes back with its secret', () => {
+    let state = admitted(admitted(admitted(empty, first('a')), first('b')), first('c'));
+    state = markDown(state, 'c', 0, limits);
+    expect(admit(state, first('d'), limits)).to.deep.include({ code: 'cluster_full' });
+    state = retireDownMembers(state, 10, 10, limits);
+    state = admitted(state, first('d'));
+    expect(nodeIds(state)).to.deep.equal(['a', 'b', 'c', 'd']);
+    // c's storage may still come back as c (its data, if its replicas were all down too).
+    expect(admit(state, first('c'), limits)).to.deep.include({ code: 'wrong_secret' });
+    const back = admit(state, again('c'), limits);
+    expect(back.ok).to.equal(false); // a, b, d are up: the cluster is full for c now
+    const freed = markLeft(state, 'd', limits);
+    const returned = admitted(freed, again('c'));
+    expect(findMember(returned.snapshot, 'c')).to.include({ state: 'up', joinedAtEpoch: 3 });
+    expect(returned.downSinceMs.size).to.equal(0);
+  });
+
+  it('bounds left and retired records together, dropping the oldest with its secret', () => {
+    let state = admitted(admitted(admitted(empty, first('a')), first('b')), first('c'));
+    state = markLeft(state, 'a', limits);
+    state = retireDownMembers(markDown(state, 'b', 0, limits), 10, 10, limits);
+    state = markLeft(state, 'c', limits);
+    expect(state.snapshot.members.map((m) => `${m.nodeId} ${m.state}`)).to.deep.equal([
+      'b retired',
+      'c left',
+    ]);
+    expect([...state.secretHashes.keys()].sort()).to.deep.equal(['b', 'c']);
   });
 });

@@ -390,6 +390,64 @@ describe('signaling server: grace period and leave', () => {
   });
 });
 
+describe('signaling server: retirement of down members', () => {
+  const fx = new Fixture();
+  afterEach(() => fx.cleanup());
+
+  it('retires a member down for the retirement period: dead tabs do not fill the cluster', async () => {
+    const clock = new ManualClock();
+    const server = await fx.server({
+      clock,
+      gracePeriodMs: 1_000,
+      retirementPeriodMs: 60_000,
+      limits: { maxMembers: 2 },
+    });
+    const observer = await fx.client(server, { nodeId: 'observer' });
+    const pushed: string[] = [];
+    observer.on('registry', (registry) =>
+      pushed.push(`${registry.epoch} ${stateOf(registry, 'tab-1')}`),
+    );
+    const tab = await fx.client(server, { nodeId: 'tab-1', kind: 'browser' });
+    await tab.close();
+    await waitFor(() => server.connectedMembers().length === 1, 'the tab to be gone');
+    clock.advance(1_000);
+    await waitFor(() => stateOf(server.registry(), 'tab-1') === 'down', 'the tab down');
+    expect((await rejection(fx.client(server, { kind: 'browser' }))).code).to.equal('cluster_full');
+    clock.advance(59_999);
+    expect(stateOf(server.registry(), 'tab-1')).to.equal('down');
+    clock.advance(1);
+    await waitFor(() => stateOf(server.registry(), 'tab-1') === 'retired', 'the tab retired');
+    await waitFor(() => pushed.length === 3, 'the pushes');
+    expect(pushed).to.deep.equal(['2 up', '3 down', '4 retired']);
+    const next = await fx.client(server, { kind: 'browser' });
+    expect(next.registry.members.map((m) => `${m.nodeId} ${m.state}`)).to.deep.equal(
+      [`${next.nodeId} up`, 'observer up', 'tab-1 retired'].sort(),
+    );
+  });
+
+  it('counts the retirement period from the persisted down time, across restarts', async () => {
+    const dataDir = await fx.dataDir();
+    const firstClock = new ManualClock();
+    const first = await fx.server({ dataDir, clock: firstClock, gracePeriodMs: 1_000 });
+    const a = await fx.client(first, { nodeId: 'a' });
+    await a.close();
+    await waitFor(() => first.connectedMembers().length === 0, 'a to be gone');
+    // The first server's clock marks a down at wall-clock 1000.
+    firstClock.advance(1_000);
+    await waitFor(() => stateOf(first.registry(), 'a') === 'down', 'a down');
+    await first.close();
+    const clock = new ManualClock(4_000);
+    const second = await fx.server({ dataDir, clock, retirementPeriodMs: 5_000 });
+    clock.advance(1_999);
+    expect(stateOf(second.registry(), 'a')).to.equal('down');
+    clock.advance(1);
+    await waitFor(() => stateOf(second.registry(), 'a') === 'retired', 'a retired at 6000');
+    // Its storage may still come back under its id.
+    const back = await fx.client(second, { nodeId: 'a', memberSecret: a.memberSecret });
+    expect(stateOf(back.registry, 'a')).to.equal('up');
+  });
+});
+
 describe('signaling server: registry pushes', () => {
   const fx = new Fixture();
   afterEach(() => fx.cleanup());

@@ -21,6 +21,14 @@ export const CLUSTER = 'test-cluster';
  */
 export class ManualClock implements Clock {
   private nowMs = 0;
+
+  /** `startWallClockMs`: the wall clock at the start (a restarted server's clock goes on). */
+  constructor(private readonly startWallClockMs = 0) {}
+
+  wallClockMs(): number {
+    return this.startWallClockMs + this.nowMs;
+  }
+
   private nextId = 0;
   private readonly timers = new Map<number, { atMs: number; callback: () => void }>();
 

@@ -81,9 +81,16 @@ export type MemberKind = 'browser' | 'node';
 /**
  * `up`: a member (connected, or disconnected for less than the grace period);
  * `down`: disconnected for longer than the grace period (its data is to be re-replicated);
- * `left`: left gracefully. A `down` or `left` member that joins again becomes `up`.
+ * `left`: left gracefully;
+ * `retired`: `down` for longer than the server's retirement period (default 1 h): no
+ * longer counted against the member limit, not placed (its replicas are re-placed, as a
+ * `left` member's are).
+ * A `down`, `left` or `retired` member that joins again (with its member secret) becomes
+ * `up`. `left` and `retired` records are kept up to a bound, the oldest dropped first (a
+ * delta's `removed`): a dropped id is gone for good, and a member registered later under
+ * the same id is another storage (another `joinedAtEpoch`).
  */
-export type MemberState = 'up' | 'down' | 'left';
+export type MemberState = 'up' | 'down' | 'left' | 'retired';
 
 export interface Member {
   readonly nodeId: string;
@@ -99,7 +106,8 @@ export interface Member {
 
 /**
  * The registry: settings plus members, versioned by `epoch`, which grows by exactly one on
- * every change (join of a new id, up→down, down/left→up, →left, kind/address change).
+ * every change (join of a new id, up→down, down/left/retired→up, →left, down→retired (all
+ * the members due at once), kind/address change).
  * Members are sorted by node id. Two snapshots with the same epoch and cluster are equal.
  */
 export interface RegistrySnapshot {
@@ -203,7 +211,7 @@ export interface RegistryDelta {
   readonly fromEpoch: number;
   /** Records added or replaced. */
   readonly changed: readonly Member[];
-  /** Node ids whose records were dropped (the oldest `left` ones). */
+  /** Node ids whose records were dropped (the oldest `left` and `retired` ones). */
   readonly removed: readonly string[];
 }
 
@@ -492,9 +500,9 @@ export function memberProblem(value: unknown): string | undefined {
   return (
     idProblem(v.nodeId, 'nodeId') ??
     kindProblem(v.kind) ??
-    (v.state === 'up' || v.state === 'down' || v.state === 'left'
+    (v.state === 'up' || v.state === 'down' || v.state === 'left' || v.state === 'retired'
       ? undefined
-      : "state must be 'up', 'down' or 'left'") ??
+      : "state must be 'up', 'down', 'left' or 'retired'") ??
     integerProblem(v.joinedAtEpoch, 'joinedAtEpoch', 1, Number.MAX_SAFE_INTEGER) ??
     integerProblem(
       v.changedAtEpoch,
