@@ -8,7 +8,13 @@ import {
 import { type Config, type ResolvedConfig, resolveConfig } from './config.ts';
 import { DropReason, invariant, isRaftError, RaftError, RaftErrorCode } from './errors.ts';
 import { RaftLog } from './log.ts';
-import { type Message, MessageType, messageTypeName, newMessage } from './message.ts';
+import {
+  isResponseMessage,
+  type Message,
+  MessageType,
+  messageTypeName,
+  newMessage,
+} from './message.ts';
 import type { Prng } from './prng.ts';
 import type { VoteResult } from './quorum.ts';
 import { ReadOnly, type ReadState } from './readonly.ts';
@@ -511,6 +517,12 @@ export class Raft {
     if (m.term === 0) {
       // Local message, or a forwarded Prop/ReadIndex: not tied to a term.
     } else if (m.term > this.term) {
+      if (isResponseMessage(m.type) && this.role === 'follower' && this.inVoteLease()) {
+        // A follower asked nobody anything: a higher-term answer is late (to what it sent
+        // as an earlier leader or candidate). Taking its term would end the vote lease
+        // (and a leader's read lease with it) and depose the leader we hear.
+        return;
+      }
       if (m.type === MessageType.Vote || m.type === MessageType.PreVote) {
         const force = isCampaignTransfer(m.context);
         // We heard from a live leader within the minimum election timeout: ignore the

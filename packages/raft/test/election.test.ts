@@ -6,6 +6,7 @@ import {
   encodeConfChange,
   MessageType,
   mulberry32,
+  newMessage,
 } from '../src/index.ts';
 import { drain, forEachSeed, Network, singleNode, storageAtZero } from './harness.ts';
 
@@ -131,6 +132,24 @@ describe('raft: leader election (§5.2), PreVote (thesis §9.6), CheckQuorum (th
     expect(net.leader()!.id).to.not.equal(lonely);
     expect(net.leader()!.status.term).to.be.greaterThan(lonelyTerm);
     expect(net.node(lonely).state).to.deep.equal(['x']);
+  });
+
+  it('a follower that hears its leader ignores a late higher-term response (it would end the vote lease and depose the leader)', () => {
+    const net = new Network(['a', 'b', 'c'], { seed: 13, readOnlyOption: 'lease' });
+    const leader = net.electLeader();
+    net.tick(undefined, 1);
+    const [f, n] = ['a', 'b', 'c'].filter((id) => id !== leader.id) as [string, string];
+    const term = leader.status.term;
+    // n answers, at a term it reached campaigning alone, an append f sent long ago as leader.
+    net
+      .node(f)
+      .raw.step(
+        newMessage({ groupId: 1, type: MessageType.AppResp, from: n, to: f, term: term + 3 }),
+      );
+    net.stabilize();
+    expect(net.node(f).status.term).to.equal(term);
+    expect(net.node(f).status.lead).to.equal(leader.id);
+    expect(leader.status.role).to.equal('leader');
   });
 
   it('CheckQuorum: a leader that loses its quorum steps down within an election timeout', () => {
