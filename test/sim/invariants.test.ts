@@ -34,6 +34,16 @@ describe('sim invariants (SafetyMonitor)', () => {
     expectFailure(() => monitor.onLeader('c', 3, log([])), 'election safety');
   });
 
+  it('read index: a read point below what was committed when the read was asked', () => {
+    const monitor = new SafetyMonitor();
+    monitor.onApply('a', entry(2, 1), 1);
+    monitor.onApply('a', entry(3, 1), 2);
+    const committedAtRequest = monitor.highestApplied();
+    expect(committedAtRequest).to.equal(3);
+    monitor.checkReadIndex('b', 3, committedAtRequest);
+    expectFailure(() => monitor.checkReadIndex('b', 2, committedAtRequest), 'read index');
+  });
+
   it('log matching: same index and term, different entries; or differing earlier terms', () => {
     const monitor = new SafetyMonitor();
     monitor.onPersist('a', [entry(2, 1, 'x')]);
