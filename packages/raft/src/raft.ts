@@ -39,6 +39,9 @@ export interface SoftState {
 
 type CampaignType = 'preElection' | 'election' | 'transfer';
 
+/** Non-members reported per Ready at most (they repeat their requests anyway). */
+const MAX_NON_MEMBER_CANDIDATES = 64;
+
 /** Marks a vote request sent because of a leadership transfer (it bypasses leases). */
 const CAMPAIGN_TRANSFER = new TextEncoder().encode('CampaignTransfer');
 
@@ -509,7 +512,11 @@ export class Raft {
       // disrupt the group, whatever PreVote and CheckQuorum say. Ignoring is always safe
       // (a lost message); a voter added in a configuration we have not applied yet gets
       // our vote once we apply it. The host learns of outsiders (Ready.nonMemberCandidates).
-      if (!this.trk.progress.has(m.from) && !this.nonMemberCandidates.includes(m.from)) {
+      if (
+        !this.trk.progress.has(m.from) &&
+        this.nonMemberCandidates.length < MAX_NON_MEMBER_CANDIDATES &&
+        !this.nonMemberCandidates.includes(m.from)
+      ) {
         this.nonMemberCandidates.push(m.from);
       }
       return;

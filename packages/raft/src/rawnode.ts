@@ -57,10 +57,10 @@ export interface Ready {
   readonly readStates: readonly ReadState[];
   /**
    * Peers outside this node's configuration (as of its applied index; not even learners)
-   * that asked for its vote since the last Ready: raft ignored them. Either a replica that
-   * missed its own removal (it was partitioned when the change committed), or one added
-   * by a change this node has not applied yet. The host may answer "not a member as of
-   * my configuration applied at index X" (see the README's removed replicas).
+   * that asked for its vote since the last Ready (at most 64): raft ignored them. Either a
+   * replica that missed its own removal (it was partitioned when the change committed),
+   * or one added by a change this node has not applied yet. The host may answer "not a
+   * member as of my configuration applied at index X" (see the README's removed replicas).
    */
   readonly nonMemberCandidates: readonly NodeId[];
   /** Entries to append to storage. */
