@@ -806,24 +806,23 @@ export class SignalingServer {
       this.retirementPeriodMs,
       this.limits,
     );
-    const retired = next.snapshot.members.filter(
-      (member) =>
-        member.state === 'retired' &&
-        findMember(this.current.snapshot, member.nodeId)?.state === 'down',
-    );
+    const retired = [...this.current.downSinceMs.keys()].filter((id) => !next.downSinceMs.has(id));
+    if (retired.length === 0) {
+      // Not due after all (the wall clock moved back): wait for it again.
+      this.armRetirementTimer(0);
+      return;
+    }
     try {
       await this.commit(
         next,
-        `members ${retired.map((member) => member.nodeId).join(', ')} retired after ${this.retirementPeriodMs} ms down`,
+        `members ${retired.join(', ')} retired after ${this.retirementPeriodMs} ms down`,
       );
     } catch (error) {
       if (!(error instanceof PersistFailed)) throw error;
       this.armRetirementTimer(this.gracePeriodMs);
       return;
     }
-    for (const member of retired) this.signalBuckets.delete(member.nodeId);
-    // Nothing was due (the wall clock moved back): wait for the next one.
-    if (next === this.current) this.armRetirementTimer(0);
+    for (const nodeId of retired) this.signalBuckets.delete(nodeId);
   }
 
   /**

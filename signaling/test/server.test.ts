@@ -425,6 +425,32 @@ describe('signaling server: retirement of down members', () => {
     );
   });
 
+  it('retries a retirement it could not persist after a grace period', async () => {
+    const dataDir = await fx.dataDir();
+    const clock = new ManualClock();
+    const server = await fx.server({
+      dataDir,
+      clock,
+      gracePeriodMs: 1_000,
+      retirementPeriodMs: 5_000,
+    });
+    const a = await fx.client(server, { nodeId: 'a' });
+    await a.close();
+    await waitFor(() => server.connectedMembers().length === 0, 'a to be gone');
+    clock.advance(1_000);
+    await waitFor(() => stateOf(server.registry(), 'a') === 'down', 'a down');
+    const blocker = join(dataDir, 'registry.json.tmp');
+    await mkdir(blocker);
+    clock.advance(5_000);
+    await waitFor(() => server.stats().persistFailures === 1, 'the failed retirement');
+    expect(stateOf(server.registry(), 'a')).to.equal('down');
+    await rmdir(blocker);
+    clock.advance(999);
+    expect(stateOf(server.registry(), 'a')).to.equal('down');
+    clock.advance(1);
+    await waitFor(() => stateOf(server.registry(), 'a') === 'retired', 'a retired on the retry');
+  });
+
   it('counts the retirement period from the persisted down time, across restarts', async () => {
     const dataDir = await fx.dataDir();
     const firstClock = new ManualClock();
