@@ -1,6 +1,9 @@
 /**
- * One WebRTC connection carrying one ordered, reliable data channel: the offer/answer and
- * trickled ICE candidates over the standard RTCPeerConnection API, nothing else.
+ * One WebRTC connection carrying two data channels: `meshkv`, ordered and reliable, for the
+ * frames, and `meshkv-control`, unordered and without retransmissions, for heartbeats (so
+ * they never wait behind bulk data in the ordered stream, and a lost one is replaced by the
+ * next). The offer/answer and trickled ICE candidates go over the standard
+ * RTCPeerConnection API; nothing else.
  *
  * Why not simple-peer: @thaunknown/simple-peer (the maintained fork) pulls CommonJS
  * modules (streamx, debug, err-code, and Node's `events` through events-universal) that a
@@ -9,9 +12,11 @@
  * binary in the registry. The mesh needs a single data channel, which is this file.
  *
  * Contract: `onSignal` carries JSON objects for the other side's `signal()`, in order.
- * `onOpen` fires once when the channel opens; `onClose` fires at most once, when the
- * connection or channel fails or closes, never after `destroy()`. No callback throws into
- * the RTC stack: negotiation errors become `onClose(reason)`.
+ * `onOpen` fires once when the frame channel opens; `message` carries what arrived on it,
+ * `control` what arrived on the control channel (which may open later, or never on a stack
+ * that refuses it: `sendControl` then uses the frame channel). `onClose` fires at most once,
+ * when the connection or the frame channel fails or closes, never after `destroy()`. No
+ * callback throws into the RTC stack: negotiation errors become `onClose(reason)`.
  */
 
 /** The RTCPeerConnection constructor to use: the browser's, or node-datachannel's polyfill. */
@@ -21,14 +26,17 @@ export interface RtcPeerCallbacks {
   signal(data: { readonly [key: string]: unknown }): void;
   open(): void;
   message(data: Uint8Array): void;
+  control(data: Uint8Array): void;
   close(reason: string): void;
 }
 
 const CHANNEL_LABEL = 'meshkv';
+const CONTROL_CHANNEL_LABEL = 'meshkv-control';
 
 export class RtcPeer {
   private readonly pc: RTCPeerConnection;
   private channel: RTCDataChannel | undefined;
+  private controlChannel: RTCDataChannel | undefined;
   /** Negotiation steps run one after another, in signal order. */
   private steps: Promise<void> = Promise.resolve();
   private pendingCandidates: RTCIceCandidateInit[] = [];
@@ -59,13 +67,19 @@ export class RtcPeer {
     };
     if (initiator) {
       this.setUpChannel(this.pc.createDataChannel(CHANNEL_LABEL, { ordered: true }));
+      this.setUpControlChannel(
+        this.pc.createDataChannel(CONTROL_CHANNEL_LABEL, { ordered: false, maxRetransmits: 0 }),
+      );
       this.step(async () => {
         const offer = await this.pc.createOffer();
         await this.pc.setLocalDescription(offer);
         this.callbacks.signal({ type: 'offer', sdp: offer.sdp ?? '' });
       });
     } else {
-      this.pc.ondatachannel = (event) => this.setUpChannel(event.channel);
+      this.pc.ondatachannel = (event) => {
+        if (event.channel.label === CONTROL_CHANNEL_LABEL) this.setUpControlChannel(event.channel);
+        else this.setUpChannel(event.channel);
+      };
     }
   }
 
@@ -117,10 +131,28 @@ export class RtcPeer {
     this.channel.send(message as Uint8Array<ArrayBuffer>);
   }
 
+  /**
+   * Sends one control message on the control channel, or on the frame channel while the
+   * control channel is not open; throws if neither is (the caller fails the link).
+   */
+  sendControl(message: Uint8Array): void {
+    const control = this.controlChannel;
+    if (control?.readyState === 'open') {
+      try {
+        control.send(message as Uint8Array<ArrayBuffer>);
+        return;
+      } catch {
+        // Closing under us: the frame channel still carries control messages.
+      }
+    }
+    this.send(message);
+  }
+
   /** Closes everything; no callback fires afterwards. Idempotent. */
   destroy(): void {
     this.finished = true;
     try {
+      this.controlChannel?.close();
       this.channel?.close();
       this.pc.close();
     } catch {
@@ -135,17 +167,21 @@ export class RtcPeer {
       if (!this.finished) this.callbacks.open();
     };
     channel.onmessage = (event: MessageEvent) => {
-      if (this.finished) return;
-      const data: unknown = event.data;
-      if (data instanceof ArrayBuffer) this.callbacks.message(new Uint8Array(data));
-      else if (ArrayBuffer.isView(data)) {
-        this.callbacks.message(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
-      } else this.callbacks.message(new Uint8Array(0)); // a text message: malformed for us
+      if (!this.finished) this.callbacks.message(bytesOf(event.data));
     };
     channel.onclose = () => this.finish('channel closed');
     channel.onerror = (event) => {
       const error = (event as RTCErrorEvent).error;
       this.finish(`channel error: ${error?.message ?? 'unknown'}`);
+    };
+  }
+
+  /** The control channel only carries liveness: its failure alone does not end the link. */
+  private setUpControlChannel(channel: RTCDataChannel): void {
+    this.controlChannel = channel;
+    channel.binaryType = 'arraybuffer';
+    channel.onmessage = (event: MessageEvent) => {
+      if (!this.finished) this.callbacks.control(bytesOf(event.data));
     };
   }
 
@@ -165,6 +201,14 @@ export class RtcPeer {
     this.destroy();
     this.callbacks.close(reason);
   }
+}
+
+/** A message's bytes; a text message becomes an empty array, which is malformed for us. */
+function bytesOf(data: unknown): Uint8Array {
+  if (data instanceof ArrayBuffer) return new Uint8Array(data);
+  if (ArrayBuffer.isView(data))
+    return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  return new Uint8Array(0);
 }
 
 function isCandidate(value: unknown): value is RTCIceCandidateInit {

@@ -23,7 +23,11 @@ export interface TransportHandlers {
   frame(from: PeerId, frame: Uint8Array): void;
   /** A link to `peer` is usable (newly opened or re-established). */
   peerUp(peer: PeerId): void;
-  /** The link to `peer` failed or was closed; frames queued for it were dropped. */
+  /**
+   * The link to `peer` failed or was closed: frames sent before may be lost. Frames not yet
+   * handed to the failed link may instead go out once it is back (the WebRTC mesh keeps
+   * them for one reconnection attempt); what is given up is counted in `framesDropped`.
+   */
   peerDown(peer: PeerId, reason: string): void;
 }
 

@@ -1,8 +1,8 @@
 /**
  * The WebRTC mesh: the Transport contract over one ordered, reliable data channel per
- * peer pair, negotiated through a `SignalChannel`. Runs unchanged in browsers (native
- * RTCPeerConnection) and in Node (node-datachannel's polyfill, injected by
- * `webrtc.node.ts`).
+ * peer pair (plus an unordered one for heartbeats), negotiated through a `SignalChannel`.
+ * Runs unchanged in browsers (native RTCPeerConnection) and in Node (node-datachannel's
+ * polyfill, injected by `webrtc.node.ts`).
  *
  * Links:
  * - Opened on demand by `send` (or by the peer), closed after `linkIdleTimeoutMs` without
@@ -13,12 +13,19 @@
  *   session are stale and ignored, and a new offer replaces whatever link existed (the
  *   initiator restarted or gave up on it).
  * - Failure detection: Chromium notices a dead peer only after 5-15 s, so both ends send
- *   a HEARTBEAT record whenever they sent nothing for `heartbeatIntervalMs`, and a link
- *   silent for `peerTimeoutMs` is reported down. A failed link that was used within
+ *   a HEARTBEAT every `heartbeatIntervalMs` on the control channel (never behind bulk
+ *   data), and a link that gave no sign of life for `peerTimeoutMs` is reported down.
+ *   Signs of life: a valid message on either channel, or our `bufferedAmount` falling (the
+ *   peer's SCTP is acknowledging data). Liveness holds on a loaded machine: time our own
+ *   event loop spent stalled (a timer firing late with no callback in between) is not
+ *   blamed on the peer, and a timeout is judged one macrotask after the tick that saw it,
+ *   once the data channel callbacks that were pending behind the tick have run. The same
+ *   holds for `connectTimeoutMs`. A failed link that was used within
  *   `linkIdleTimeoutMs` is re-signalled with exponential backoff
  *   (`retryDelayMinMs`..`retryDelayMaxMs`), and at once when the peer rejoins signaling.
- *   Frames queued for a failed attempt get one retry; then they, and frames sent while
- *   the link backs off, are dropped and counted.
+ *   Frames queued for a failed attempt or a link that went down get one retry (the queue
+ *   waits for the next connection, a chunked frame cut short starting over at its first
+ *   chunk); then they, and frames sent while the link backs off, are dropped and counted.
  *
  * Sending: frames are queued per peer (at most `maxQueuedBytesPerPeer`) and flushed in a
  * microtask, so every frame queued in one event loop turn goes out together, packed into
@@ -33,7 +40,14 @@
 import { RtcPeer, type RtcPeerConnectionClass } from './rtc-peer.ts';
 import type { SignalChannel } from './signal-channel.ts';
 import type { LinkStats, PeerId, Transport, TransportHandlers } from './transport.ts';
-import { CLOSE_MESSAGE, HEARTBEAT_MESSAGE, Inbox, MIN_MESSAGE_BYTES, Outbox } from './wire.ts';
+import {
+  CLOSE_MESSAGE,
+  HEARTBEAT_MESSAGE,
+  Inbox,
+  isHeartbeatMessage,
+  MIN_MESSAGE_BYTES,
+  Outbox,
+} from './wire.ts';
 
 export interface WebRtcMeshOptions {
   readonly localId: PeerId;
@@ -43,9 +57,12 @@ export interface WebRtcMeshOptions {
    * pass node-datachannel's (`createNodeWebRtcMesh` in `webrtc.node.ts` does).
    */
   readonly RTCPeerConnection?: RtcPeerConnectionClass;
-  /** Send a heartbeat after this long without sending anything. Default 500. */
+  /** Send a heartbeat this often (on the control channel). Default 500. */
   readonly heartbeatIntervalMs?: number;
-  /** Report a link down after this long without receiving anything. Default 2 000. */
+  /**
+   * Report a link down after this long without a sign of life (a valid message, or the
+   * channel draining), not counting time our own event loop was stalled. Default 2 000.
+   */
   readonly peerTimeoutMs?: number;
   /** Give up on a connection attempt after this long. Default 5 000. */
   readonly connectTimeoutMs?: number;
@@ -112,8 +129,11 @@ interface Link {
   readonly inbox: Inbox;
   readonly stats: MutableLinkStats;
   startedMs: number;
-  lastSentMs: number;
-  lastReceivedMs: number;
+  lastHeartbeatSentMs: number;
+  /** Last sign of life: a valid message, the channel draining, or the link coming up. */
+  lastHeardMs: number;
+  /** `bufferedAmount` when last looked at: a fall since means the peer acknowledged data. */
+  bufferedBytes: number;
   /** Last frame (not heartbeat) sent or received, or send attempted. */
   lastUsedMs: number;
   retryAtMs: number;
@@ -145,6 +165,10 @@ export class WebRtcMesh implements Transport {
   };
   private readonly unsubscribe: (() => void)[];
   private readonly ticker: ReturnType<typeof setInterval>;
+  private readonly tickIntervalMs: number;
+  /** When the loop last showed it was running: a tick, a verdict or a channel callback. */
+  private lastLoopMs: number;
+  private verdictScheduled = false;
   private malformedSignals = 0;
   private closed = false;
 
@@ -164,7 +188,9 @@ export class WebRtcMesh implements Transport {
       this.signal.onSignal((from, data) => this.onSignal(from, data)),
       this.signal.onPeerOnline((peer) => this.onPeerOnline(peer)),
     ];
-    this.ticker = setInterval(() => this.tick(), this.settings.heartbeatIntervalMs / 2);
+    this.tickIntervalMs = this.settings.heartbeatIntervalMs / 2;
+    this.lastLoopMs = nowMs();
+    this.ticker = setInterval(() => this.tick(), this.tickIntervalMs);
     // In Node, a mesh alone must not keep the process alive.
     (this.ticker as { unref?: () => void }).unref?.();
   }
@@ -249,8 +275,9 @@ export class WebRtcMesh implements Transport {
       inbox: new Inbox(this.settings.maxFrameBytes),
       stats,
       startedMs: now,
-      lastSentMs: now,
-      lastReceivedMs: now,
+      lastHeartbeatSentMs: now,
+      lastHeardMs: now,
+      bufferedBytes: 0,
       lastUsedMs: now,
       retryAtMs: 0,
       retryDelayMs: this.settings.retryDelayMinMs,
@@ -302,6 +329,9 @@ export class WebRtcMesh implements Transport {
         message: (message) => {
           if (current()) this.onMessage(link, message);
         },
+        control: (message) => {
+          if (current()) this.onControl(link, message);
+        },
         close: (reason) => {
           if (current()) this.fail(link, reason);
         },
@@ -316,7 +346,10 @@ export class WebRtcMesh implements Transport {
 
   /**
    * Drops the link's connection (if any): the peer connection is destroyed, the partial
-   * frame forgotten, and, if the link was up, its queue dropped and peerDown reported.
+   * frame forgotten, and, if the link was up, peerDown reported. The queue waits for the
+   * next connection (`fail` and `removeLink` decide when it is dropped), a chunked frame
+   * cut short starting over at its first chunk (the peer's new link holds no partial
+   * frame). Frames already handed to the old channel are lost with it.
    */
   private detach(link: Link, reason: string, notifyPeer = false): void {
     const sp = link.sp;
@@ -334,8 +367,9 @@ export class WebRtcMesh implements Transport {
       }
       sp.destroy();
     }
+    // Whatever the next connection carries starts with a whole frame.
+    link.outbox.restartHead();
     if (link.state === 'up') {
-      link.stats.framesDropped += link.outbox.clear();
       link.state = 'connecting';
       this.emit('peerDown', link.peer, reason);
     }
@@ -343,10 +377,11 @@ export class WebRtcMesh implements Transport {
 
   /**
    * The attempt or link failed: back off, and retry later if the link is still wanted.
-   * Frames queued for a failed attempt are kept for ONE retry (first connections between
-   * node-datachannel peers fail now and then, e.g. "remote candidate without ICE
-   * transport"); after a second failure in a row they are dropped, and so are new ones
-   * until the link is up, so a dead peer does not collect a backlog.
+   * Frames queued for a failed attempt or link are kept for ONE retry (first connections
+   * between node-datachannel peers fail now and then, e.g. "remote candidate without ICE
+   * transport"; a live peer replacing the connection closes the old one first); after a
+   * second failure in a row they are dropped, and so are new ones until the link is up,
+   * so a dead peer does not collect a backlog.
    */
   private fail(link: Link, reason: string): void {
     const wasUp = link.state === 'up';
@@ -377,28 +412,33 @@ export class WebRtcMesh implements Transport {
     if (link.state === 'up') return;
     const now = nowMs();
     link.state = 'up';
-    link.lastReceivedMs = now;
-    link.lastSentMs = now;
+    link.lastHeardMs = now;
+    link.bufferedBytes = 0;
     // A new link counts as used: a slow setup must not make it idle on arrival.
     link.lastUsedMs = now;
     link.retryDelayMs = this.settings.retryDelayMinMs;
     link.failedAttempts = 0;
     this.emit('peerUp', link.peer);
+    // A heartbeat at once: the peer may be waiting for a sign that our side is up too.
+    link.lastHeartbeatSentMs = Number.NEGATIVE_INFINITY;
+    this.heartbeatIfDue(link, now);
     this.scheduleFlush(link);
   }
 
   // ---- receiving ------------------------------------------------------------------------
 
   private onMessage(link: Link, message: Uint8Array): void {
+    const now = nowMs();
+    this.forgiveStall(now);
     // The peer may send as soon as its side is connected, before ours says so.
     if (link.state !== 'up') this.onConnect(link);
-    const now = nowMs();
-    link.lastReceivedMs = now;
     const decoded = link.inbox.decode(message);
     if (!decoded.ok) {
+      // Only valid messages are signs of life: a peer sending garbage is not up.
       link.stats.malformedReceived += 1;
       return;
     }
+    link.lastHeardMs = now;
     for (const record of decoded.records) {
       if (record.kind === 'frame') {
         link.stats.framesReceived += 1;
@@ -413,18 +453,42 @@ export class WebRtcMesh implements Transport {
     // Answering from the message handler keeps heartbeats flowing both ways while only one
     // side's timers run on time (hidden tabs run timers once per second; handlers are not
     // throttled).
-    this.heartbeatIfQuiet(link, now);
+    this.heartbeatIfDue(link, now);
   }
 
-  /** Sends a heartbeat if nothing was sent on the link for `heartbeatIntervalMs`. */
-  private heartbeatIfQuiet(link: Link, now: number): void {
-    if (link.state !== 'up' || now - link.lastSentMs < this.settings.heartbeatIntervalMs) return;
-    try {
-      link.sp?.send(HEARTBEAT_MESSAGE);
-      link.lastSentMs = now;
-    } catch (error) {
-      this.fail(link, `send failed: ${describe(error)}`);
+  /** A message on the control channel: a heartbeat, or malformed (the data stream untouched). */
+  private onControl(link: Link, message: Uint8Array): void {
+    const now = nowMs();
+    this.forgiveStall(now);
+    if (!isHeartbeatMessage(message)) {
+      link.stats.malformedReceived += 1;
+      return;
     }
+    // Only the frame channel opening (or carrying a message) brings the link up: this
+    // channel may open first, and frames cannot leave before the other one does.
+    if (link.state !== 'up') return;
+    link.lastHeardMs = now;
+    this.heartbeatIfDue(link, now);
+  }
+
+  /** Sends a heartbeat on the control channel if none left for `heartbeatIntervalMs`. */
+  private heartbeatIfDue(link: Link, now: number): void {
+    if (link.state !== 'up' || now - link.lastHeartbeatSentMs < this.settings.heartbeatIntervalMs)
+      return;
+    try {
+      link.sp?.sendControl(HEARTBEAT_MESSAGE);
+      link.lastHeartbeatSentMs = now;
+    } catch {
+      // No channel open yet (a message can arrive before our side's open event), or closing:
+      // the close event or the peer timeout ends a link that is really gone.
+    }
+  }
+
+  /** A fall of `bufferedAmount` since last looked at is a sign of life (the peer acknowledges). */
+  private noteDrain(link: Link, now: number): void {
+    const bufferedBytes = link.sp?.bufferedAmount ?? 0;
+    if (bufferedBytes < link.bufferedBytes) link.lastHeardMs = now;
+    link.bufferedBytes = bufferedBytes;
   }
 
   private onSignal(from: PeerId, data: unknown): void {
@@ -486,8 +550,11 @@ export class WebRtcMesh implements Transport {
   private flush(link: Link): void {
     const sp = link.sp;
     if (link.state !== 'up' || sp === undefined || link.stopWaiting !== undefined) return;
+    const now = nowMs();
+    this.noteDrain(link, now);
     while (link.outbox.queuedFrames > 0) {
       if (sp.bufferedAmount > this.settings.bufferedHighWaterBytes) {
+        link.bufferedBytes = sp.bufferedAmount;
         this.waitForDrain(link, sp);
         return;
       }
@@ -507,8 +574,8 @@ export class WebRtcMesh implements Transport {
       }
       link.stats.framesSent += frames;
       link.stats.bytesSent += bytes;
-      link.lastSentMs = nowMs();
     }
+    link.bufferedBytes = sp.bufferedAmount;
   }
 
   /** Resumes `flush` once the channel drained below half the high-water mark. */
@@ -540,26 +607,79 @@ export class WebRtcMesh implements Transport {
 
   private tick(): void {
     const now = nowMs();
-    const s = this.settings;
+    this.forgiveStall(now);
+    let overdue = false;
     for (const link of [...this.links.values()]) {
       if (link.state === 'up') {
-        if (now - link.lastReceivedMs > s.peerTimeoutMs) {
-          this.fail(link, `no heartbeat for ${now - link.lastReceivedMs} ms`);
+        this.noteDrain(link, now);
+        if (this.isSilent(link, now)) {
+          overdue = true;
         } else if (this.isIdle(link, now)) {
           this.removeLink(link, 'idle');
         } else {
-          this.heartbeatIfQuiet(link, now);
+          this.heartbeatIfDue(link, now);
         }
       } else if (link.state === 'connecting') {
-        if (now - link.startedMs > s.connectTimeoutMs) {
-          this.fail(link, `not connected after ${s.connectTimeoutMs} ms`);
-        }
+        if (this.isConnectOverdue(link, now)) overdue = true;
       } else if (!this.isWanted(link, now)) {
         this.removeLink(link, 'idle');
       } else if (now >= link.retryAtMs) {
         this.dial(link, now);
       }
     }
+    if (overdue) this.scheduleVerdict();
+  }
+
+  /**
+   * Our own event loop stalled (a busy turn, a GC pause, a synchronous stall) if it shows
+   * up (a tick, a verdict, a channel callback) more than a tick interval after it last
+   * did: the peer cannot be blamed for that time, and its messages of that time may still
+   * be waiting behind us. Every link's deadlines move forward by the stall. (A hidden tab's
+   * throttled timers look the same while nothing arrives, so there failure detection takes
+   * up to 4× as long.)
+   */
+  private forgiveStall(now: number): void {
+    const stallMs = now - this.lastLoopMs - this.tickIntervalMs;
+    this.lastLoopMs = now;
+    if (stallMs <= 0) return;
+    for (const link of this.links.values()) {
+      link.lastHeardMs = Math.min(now, link.lastHeardMs + stallMs);
+      link.startedMs = Math.min(now, link.startedMs + stallMs);
+    }
+  }
+
+  /**
+   * Judges the links a tick found overdue one macrotask later, after the data channel
+   * callbacks that were already pending behind the tick (timers run before I/O callbacks in
+   * Node's loop): a message that arrived in time must count.
+   */
+  private scheduleVerdict(): void {
+    if (this.verdictScheduled) return;
+    this.verdictScheduled = true;
+    setTimeout(() => {
+      this.verdictScheduled = false;
+      if (this.closed) return;
+      const now = nowMs();
+      this.forgiveStall(now);
+      for (const link of [...this.links.values()]) {
+        if (link.state === 'up') {
+          this.noteDrain(link, now);
+          if (this.isSilent(link, now)) {
+            this.fail(link, `no sign of life for ${Math.round(now - link.lastHeardMs)} ms`);
+          }
+        } else if (link.state === 'connecting' && this.isConnectOverdue(link, now)) {
+          this.fail(link, `not connected after ${this.settings.connectTimeoutMs} ms`);
+        }
+      }
+    }, 0);
+  }
+
+  private isSilent(link: Link, now: number): boolean {
+    return now - link.lastHeardMs > this.settings.peerTimeoutMs;
+  }
+
+  private isConnectOverdue(link: Link, now: number): boolean {
+    return now - link.startedMs > this.settings.connectTimeoutMs;
   }
 
   /** Up, unused for `linkIdleTimeoutMs`, and nothing left to send (closing loses no frame). */

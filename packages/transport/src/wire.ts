@@ -43,6 +43,15 @@ export const HEARTBEAT_MESSAGE = new Uint8Array([WIRE_VERSION, RecordKind.Heartb
 /** A control message: the version byte and one CLOSE record. */
 export const CLOSE_MESSAGE = new Uint8Array([WIRE_VERSION, RecordKind.Close]);
 
+/** True if `message` is exactly a heartbeat (all the control channel may carry). */
+export function isHeartbeatMessage(message: Uint8Array): boolean {
+  return (
+    message.length === HEARTBEAT_MESSAGE.length &&
+    message[0] === HEARTBEAT_MESSAGE[0] &&
+    message[1] === HEARTBEAT_MESSAGE[1]
+  );
+}
+
 /** Frames waiting to be sent on one link, in order, and the packer that cuts messages. */
 export class Outbox {
   private frames: Uint8Array[] = [];
@@ -72,6 +81,14 @@ export class Outbox {
   push(frame: Uint8Array): void {
     this.frames.push(frame);
     this.queuedBytesTotal += frame.length;
+  }
+
+  /**
+   * Makes a chunked frame that was partly sent start over at its first chunk: the link it
+   * went out on was replaced, and the receiver's new link holds no partial frame.
+   */
+  restartHead(): void {
+    this.headOffset = 0;
   }
 
   /** Forgets every queued frame; returns how many there were. */
