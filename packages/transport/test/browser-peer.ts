@@ -12,25 +12,23 @@ export interface BrowserPeerArgs {
   readonly clusterId: string;
   readonly nodeId: string;
   readonly echo: boolean;
-  /** The mesh's peerTimeoutMs; default if undefined. */
-  readonly peerTimeoutMs?: number;
+  /** The secret of `nodeId`'s first join, to open it again in a new tab. */
+  readonly memberSecret?: string;
 }
 
 declare global {
   interface Window {
-    meshPeer: { start(args: BrowserPeerArgs): Promise<void>; probe?: MeshProbe };
+    /** `start` resolves with the member secret of the join. */
+    meshPeer: { start(args: BrowserPeerArgs): Promise<string>; probe?: MeshProbe };
   }
 }
 
 window.meshPeer = {
   async start(args) {
-    const { echo, peerTimeoutMs, ...join } = args;
+    const { echo, ...join } = args;
     const client = await SignalingClient.connect({ ...join, kind: 'browser' });
-    const mesh = new WebRtcMesh({
-      localId: client.nodeId,
-      signal: new SignalingChannel(client),
-      ...(peerTimeoutMs === undefined ? {} : { peerTimeoutMs }),
-    });
+    const mesh = new WebRtcMesh({ localId: client.nodeId, signal: new SignalingChannel(client) });
     this.probe = new MeshProbe(mesh, echo);
+    return client.memberSecret;
   },
 };

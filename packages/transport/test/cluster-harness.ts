@@ -58,7 +58,7 @@ export function inPage<T>(page: Page, method: keyof MeshProbe, ...args: unknown[
 
 /** A node-peer.ts child process and the events it printed. */
 export class NodePeerProcess {
-  readonly events: { event: string; peer?: string; reason?: string }[] = [];
+  readonly events: { event: string; peer?: string; reason?: string; memberSecret?: string }[] = [];
   readonly exited: Promise<void>;
 
   constructor(
@@ -102,6 +102,8 @@ export class Cluster {
   private signaling: SignalingProcess | undefined;
   private signalingPort = 0;
   private readonly peers = new Set<NodePeerProcess>();
+  /** Member secrets by node id: a restarted peer or reopened tab joins under its old id. */
+  private readonly secrets = new Map<string, string>();
   private browser: Browser | undefined;
   private http: Server | undefined;
   private pageUrl = '';
@@ -125,14 +127,14 @@ export class Cluster {
     await signaling?.stop();
   }
 
-  /** Starts a node-peer.ts child joined as `nodeId`, its mesh with `peerTimeoutMs` if given. */
-  async startNodePeer(nodeId: string, peerTimeoutMs?: number): Promise<NodePeerProcess> {
+  /** Starts a node-peer.ts child joined as `nodeId`. */
+  async startNodePeer(nodeId: string): Promise<NodePeerProcess> {
     const args: PeerArgs = {
       url: this.url,
       token: this.token,
       clusterId: this.clusterId,
       nodeId,
-      peerTimeoutMs,
+      memberSecret: this.secrets.get(nodeId),
     };
     const child = spawn(process.execPath, ['--import', 'tsx', NODE_PEER, JSON.stringify(args)], {
       cwd: ROOT,
@@ -148,11 +150,13 @@ export class Cluster {
       `node peer ${nodeId} ready`,
       START_DEADLINE_MS,
     );
+    const secret = peer.events.find((e) => e.event === 'ready')?.memberSecret;
+    if (secret !== undefined) this.secrets.set(nodeId, secret);
     return peer;
   }
 
   /** Opens a Chromium tab running a browser peer joined as `nodeId`. */
-  async openPage(nodeId: string, echo: boolean, peerTimeoutMs?: number): Promise<Page> {
+  async openPage(nodeId: string, echo: boolean): Promise<Page> {
     const browser = await this.launchBrowser();
     const page = await browser.newPage();
     page.on('pageerror', (error) => console.error(`page ${nodeId}:`, error));
@@ -163,9 +167,9 @@ export class Cluster {
       clusterId: this.clusterId,
       nodeId,
       echo,
-      peerTimeoutMs,
+      memberSecret: this.secrets.get(nodeId),
     };
-    await page.evaluate((a) => window.meshPeer.start(a), args);
+    this.secrets.set(nodeId, await page.evaluate((a) => window.meshPeer.start(a), args));
     return page;
   }
 

@@ -11,13 +11,8 @@ import { Cluster, inPage, waitForAsync } from './cluster-harness.ts';
 import { MeshProbe } from './mesh-helpers.ts';
 import { waitFor } from './support.ts';
 
+// Every mesh here runs with the default timing (peerTimeoutMs 2 s), bulk echoes included.
 const SIZES = [1, 64 * 1024, 4 * 1024 * 1024, 1];
-/**
- * peerTimeoutMs of the peers that carry the bulk echoes: under load SCTP has been seen to
- * go quiet for over 2 s in the middle of a 4 MiB transfer, and the default would end the
- * link (see README). The failure tests keep one survivor with the default on each side.
- */
-const BULK_PEER_TIMEOUT_MS = 15_000;
 const SMALL_FRAMES = 10_000;
 
 describe('WebRTC mesh across processes and Chromium (real signaling server)', function () {
@@ -41,7 +36,6 @@ describe('WebRTC mesh across processes and Chromium (real signaling server)', fu
     mesh = createNodeWebRtcMesh({
       localId: client.nodeId,
       signal: new SignalingChannel(client),
-      peerTimeoutMs: BULK_PEER_TIMEOUT_MS,
     });
     local = new MeshProbe(mesh, false);
   });
@@ -77,7 +71,7 @@ describe('WebRTC mesh across processes and Chromium (real signaling server)', fu
   }
 
   it('Node↔Node (two processes): echoes 1 B/64 KiB/4 MiB and 10k frames, in order', async () => {
-    await cluster.startNodePeer('node-echo', BULK_PEER_TIMEOUT_MS);
+    await cluster.startNodePeer('node-echo');
     await checkEchoes(
       async (what) => {
         if (typeof what === 'number') local.sendIndexed('node-echo', what);
@@ -94,7 +88,7 @@ describe('WebRTC mesh across processes and Chromium (real signaling server)', fu
   });
 
   it('Chromium↔Node: echoes 1 B/64 KiB/4 MiB and 10k frames, in order', async () => {
-    const page = await cluster.openPage('tab-1', false, BULK_PEER_TIMEOUT_MS);
+    const page = await cluster.openPage('tab-1', false);
     await checkEchoes(
       async (what) => {
         if (typeof what === 'number') await inPage(page, 'sendIndexed', 'node-echo', what);
@@ -107,8 +101,8 @@ describe('WebRTC mesh across processes and Chromium (real signaling server)', fu
   });
 
   it('Chromium↔Chromium (two tabs): echoes 1 B/64 KiB/4 MiB and 10k frames, in order', async () => {
-    await cluster.openPage('tab-echo', true, BULK_PEER_TIMEOUT_MS);
-    const page = await cluster.openPage('tab-2', false, BULK_PEER_TIMEOUT_MS);
+    await cluster.openPage('tab-echo', true);
+    const page = await cluster.openPage('tab-2', false);
     await checkEchoes(
       async (what) => {
         if (typeof what === 'number') await inPage(page, 'sendIndexed', 'tab-echo', what);
@@ -120,7 +114,7 @@ describe('WebRTC mesh across processes and Chromium (real signaling server)', fu
     );
   });
 
-  it('a SIGKILLed Node peer is reported down by Node and Chromium (default bound); it comes back', async () => {
+  it('a SIGKILLed Node peer is reported down by Node and Chromium; it comes back', async () => {
     const victim = await cluster.startNodePeer('node-victim');
     const page = await cluster.openPage('tab-3', false);
     local.sendPatterns('node-victim', [1]);
@@ -144,7 +138,7 @@ describe('WebRTC mesh across processes and Chromium (real signaling server)', fu
     await waitFor(() => local.matchesPatterns('node-victim', [100]), 'echo over the new link');
   });
 
-  it('a closed tab is reported down by Node and Chromium (default bound); a reopened one links', async () => {
+  it('a closed tab is reported down by Node and Chromium; a reopened one links', async () => {
     const survivor = await cluster.openPage('tab-4', false);
     let doomed = await cluster.openPage('tab-doomed', true);
     local.sendPatterns('tab-doomed', [1]);
@@ -170,7 +164,7 @@ describe('WebRTC mesh across processes and Chromium (real signaling server)', fu
   });
 
   it('survives a signaling restart: links keep working, the registry comes back, members rejoin', async () => {
-    const page = await cluster.openPage('tab-5', false, BULK_PEER_TIMEOUT_MS);
+    const page = await cluster.openPage('tab-5', false);
     await inPage(page, 'sendPatterns', 'node-echo', [1]);
     await waitForAsync(() => inPage(page, 'matchesPatterns', 'node-echo', [1]), 'link up');
     // The Node↔Node link may have closed as idle during the earlier tests: use it now.
