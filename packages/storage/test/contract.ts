@@ -630,7 +630,9 @@ export function storageContract(backend: Backend): void {
         await restore.add(chunks.at(-1)!);
         expect(restore.complete).to.equal(true);
         await expectCode(restore.add(chunks[0]!), 'invalid_argument');
-        await other.write({ groups: [{ group: 9, restore, snapshot: snapshotAt(40, 3) }] });
+        await other.write({
+          groups: [{ group: 9, restore, snapshot: { metadata: applied, data: bytes('snap') } }],
+        });
         await expectCode(other.write({ groups: [{ group: 9, restore }] }), 'invalid_argument');
         await other.close();
         const reopened = await target.open();
@@ -702,7 +704,9 @@ export function storageContract(backend: Backend): void {
       const restore = await storage.beginRestore(2);
       await restore.add(chunks[0]!);
       await storage.write({
-        groups: [{ group: 2, create: true, restore, snapshot: snapshotAt(7, 2) }],
+        groups: [
+          { group: 2, create: true, restore, snapshot: { metadata: applied, data: bytes('snap') } },
+        ],
       });
       expect((await groupOf(storage, 2)).appliedState).to.deep.equal(applied);
       expect([...(await storage.get(2, 'k'))!]).to.deep.equal([...bytes('v')]);
