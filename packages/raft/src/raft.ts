@@ -161,13 +161,17 @@ export class Raft {
 
   // ---- sending ----
 
-  private send(m: Outgoing): void {
+  /**
+   * Queues `m`, stamped with this group, this node as sender unless `m.from` is set, and
+   * the term. `to` and `term` default to m's; forwarding a request to the leader passes
+   * the leader and 0, and every other field goes as it came.
+   */
+  private send(m: Outgoing, to: NodeId = m.to, term: number = m.term ?? 0): void {
     const isVoteType =
       m.type === MessageType.Vote ||
       m.type === MessageType.VoteResp ||
       m.type === MessageType.PreVote ||
       m.type === MessageType.PreVoteResp;
-    let term = m.term ?? 0;
     if (isVoteType) {
       // Vote messages carry the term they are about, which may differ from ours.
       invariant(term !== 0, `${messageTypeName(m.type)} without a term`);
@@ -176,7 +180,25 @@ export class Raft {
       // Proposals and read requests are forwarded as they are: not tied to a term.
       if (m.type !== MessageType.Prop && m.type !== MessageType.ReadIndex) term = this.term;
     }
-    this.msgs.push(newMessage({ ...m, groupId: this.groupId, from: m.from ?? this.id, term }));
+    // Every field written out: `{ ...m, groupId, from, term }` cost ~2 µs per message on
+    // Node 20, the top of the profile (bench/README.md, ## raft).
+    this.msgs.push(
+      newMessage({
+        groupId: this.groupId,
+        type: m.type,
+        from: m.from ?? this.id,
+        to,
+        term,
+        logTerm: m.logTerm,
+        index: m.index,
+        entries: m.entries,
+        commit: m.commit,
+        reject: m.reject,
+        rejectHint: m.rejectHint,
+        context: m.context,
+        snapshot: m.snapshot,
+      }),
+    );
   }
 
   private sendAppend(to: NodeId): void {
@@ -911,11 +933,11 @@ export class Raft {
         if (this.cfg.disableProposalForwarding) {
           this.drop(m.type, DropReason.ForwardingDisabled, 'proposal forwarding is disabled');
         }
-        this.send({ ...m, to: this.lead!, term: 0 });
+        this.send(m, this.lead!, 0);
         return;
       case MessageType.ReadIndex:
         if (this.lead === null) this.drop(m.type, DropReason.NoLeader, 'no leader known');
-        this.send({ ...m, to: this.lead!, term: 0 });
+        this.send(m, this.lead!, 0);
         return;
       case MessageType.App:
         this.electionElapsed = 0;
@@ -936,7 +958,7 @@ export class Raft {
         // Without a leader there is nothing to transfer (RawNode reports it to local callers);
         // a transfer to the current leader is already done.
         if (this.lead === null || m.from === this.lead) return;
-        this.send({ ...m, to: this.lead, term: 0 });
+        this.send(m, this.lead, 0);
         return;
       case MessageType.TimeoutNow:
         // A transfer never uses pre-vote: the leader asked for it, no partition to fear.

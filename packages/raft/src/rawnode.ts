@@ -179,7 +179,10 @@ export class RawNode {
   }
 
   private proposeEntry(entry: Entry): void {
-    this.raft.step(newMessage({ ...this.localFields(MessageType.Prop), entries: [entry] }));
+    const { groupId, id } = this.raft;
+    this.raft.step(
+      newMessage({ groupId, type: MessageType.Prop, from: id, to: id, entries: [entry] }),
+    );
   }
 
   /**
@@ -236,7 +239,8 @@ export class RawNode {
         'readIndex context must be non-empty bytes',
       );
     }
-    this.raft.step(newMessage({ ...this.localFields(MessageType.ReadIndex), context }));
+    const { groupId, id } = this.raft;
+    this.raft.step(newMessage({ groupId, type: MessageType.ReadIndex, from: id, to: id, context }));
   }
 
   /**
@@ -256,14 +260,18 @@ export class RawNode {
     if (this.raft.lead === null) {
       throw new RaftError(RaftErrorCode.InvalidState, 'no leader known to transfer from');
     }
+    const { groupId, id } = this.raft;
     this.raft.step(
-      newMessage({ ...this.localFields(MessageType.TransferLeader), from: transferee }),
+      newMessage({ groupId, type: MessageType.TransferLeader, from: transferee, to: id }),
     );
   }
 
   /** Tells the leader a message to `id` could not be delivered: it stops pipelining to it. */
   reportUnreachable(id: NodeId): void {
-    this.raft.step(newMessage({ ...this.localFields(MessageType.Unreachable), from: id }));
+    const { groupId } = this.raft;
+    this.raft.step(
+      newMessage({ groupId, type: MessageType.Unreachable, from: id, to: this.raft.id }),
+    );
   }
 
   /**
@@ -273,8 +281,10 @@ export class RawNode {
   reportSnapshot(id: NodeId, status: SnapshotStatus): void {
     this.raft.step(
       newMessage({
-        ...this.localFields(MessageType.SnapStatus),
+        groupId: this.raft.groupId,
+        type: MessageType.SnapStatus,
         from: id,
+        to: this.raft.id,
         reject: status === 'failure',
       }),
     );
@@ -418,12 +428,8 @@ export class RawNode {
     return !r.trk.config.autoLeave;
   }
 
-  private localFields(type: MessageType) {
-    return { groupId: this.raft.groupId, type, from: this.raft.id, to: this.raft.id };
-  }
-
   private local(type: MessageType): Message {
-    return newMessage(this.localFields(type));
+    return newMessage({ groupId: this.raft.groupId, type, from: this.raft.id, to: this.raft.id });
   }
 }
 
@@ -431,25 +437,32 @@ function isIndex(n: unknown): n is number {
   return typeof n === 'number' && Number.isSafeInteger(n) && n >= 0;
 }
 
-/** Structural validation of a message from the network; throws InvalidMessage. */
+function bad(why: string): never {
+  throw new RaftError(RaftErrorCode.InvalidMessage, why);
+}
+
+const INDEX_FIELDS = ['term', 'logTerm', 'index', 'commit', 'rejectHint'] as const;
+
+/**
+ * Structural validation of a message from the network; throws InvalidMessage. It runs on
+ * every message: no closures or arrays are made here unless the message is bad.
+ */
 export function validateMessage(m: Message, groupId: GroupId, to: NodeId): void {
-  const bad = (why: string): never => {
-    throw new RaftError(RaftErrorCode.InvalidMessage, why);
-  };
   if (m === null || typeof m !== 'object') bad('not an object');
   if (m.groupId !== groupId) bad(`for group ${m.groupId}, this is group ${groupId}`);
   if (m.to !== to) bad(`for ${m.to}, this is ${to}`);
   if (typeof m.from !== 'string' || m.from.length === 0) bad('empty sender');
   if (m.from === to) bad('message from self');
   if (messageTypeName(m.type).startsWith('Msg(')) bad(`unknown type ${m.type}`);
-  for (const field of ['term', 'logTerm', 'index', 'commit', 'rejectHint'] as const) {
+  for (const field of INDEX_FIELDS) {
     if (!isIndex(m[field])) bad(`${field} is not a non-negative integer`);
   }
   if (!(m.context instanceof Uint8Array)) bad('context is not bytes');
   if (!Array.isArray(m.entries)) bad('entries is not an array');
   const local = m.type === MessageType.Prop || m.type === MessageType.ReadIndex;
   if (local !== (m.term === 0)) bad(`${messageTypeName(m.type)} with term ${m.term}`);
-  m.entries.forEach((e, i) => {
+  for (let i = 0; i < m.entries.length; i++) {
+    const e = m.entries[i]!;
     if (!(e?.data instanceof Uint8Array)) bad(`entry ${i} data is not bytes`);
     if (e.type !== EntryType.Normal && e.type !== EntryType.ConfChange)
       bad(`entry ${i} type ${e.type}`);
@@ -463,7 +476,7 @@ export function validateMessage(m: Message, groupId: GroupId, to: NodeId): void 
         bad(`entry ${i} has term ${e.term}`);
       }
     }
-  });
+  }
   if (m.type === MessageType.Prop && m.entries.length === 0) bad('proposal without entries');
   if (m.type === MessageType.Prop) {
     for (const e of m.entries) {
