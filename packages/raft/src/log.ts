@@ -47,17 +47,21 @@ class UnstableLog {
     this.snapshot = snapshot;
   }
 
+  /**
+   * Appends in place (`entries` is this log's own array, never handed out: Ready gets a
+   * copy), so many proposals between two Readies cost linear time, not a copy each.
+   */
   truncateAndAppend(entries: readonly Entry[]): void {
     const from = entries[0]!.index;
-    if (from === this.offset + this.entries.length) {
-      this.entries = this.entries.concat(entries);
-    } else if (from <= this.offset) {
+    if (from <= this.offset) {
       // Replaces everything unstable; the storage suffix after `from` is superseded too.
       this.offset = from;
       this.entries = [...entries];
-    } else {
-      this.entries = this.entries.slice(0, from - this.offset).concat(entries);
+      return;
     }
+    // RaftLog.append asserted there is no gap: from ≤ offset + entries.length.
+    this.entries.length = from - this.offset;
+    for (const e of entries) this.entries.push(e);
   }
 
   slice(lo: number, hi: number): Entry[] {

@@ -204,8 +204,10 @@ export class MemoryStorage implements Storage {
       start <= this.lastIndex() + 1,
       `append: gap between last index ${this.lastIndex()} and ${start}`,
     );
-    const offset = this.ents[0]!.index;
-    this.ents = this.ents.slice(0, start - offset).concat(kept);
+    // In place: `ents` is never handed out (entries() returns copies), and a copy per
+    // append would make a long log quadratic to build.
+    this.ents.length = start - this.ents[0]!.index;
+    for (const e of kept) this.ents.push(e);
   }
 }
 

@@ -20,6 +20,7 @@ import {
   type Prng,
   RawNode,
   type ReadState,
+  type Ready,
   type Snapshot,
 } from '../src/index.ts';
 
@@ -117,6 +118,8 @@ export class Network {
   private readonly down = new Set<NodeId>();
   /** Optional hook to inspect or rewrite each message; return null to drop it. */
   intercept: ((m: Message) => Message | null) | null = null;
+  /** Optional hook to inspect each Ready as it is taken, before it is persisted or advanced. */
+  onReady: ((n: TestNode, rd: Ready) => void) | null = null;
   readonly random: Prng;
   readonly leaderOfTerm = new Map<number, NodeId>();
   readonly appliedAt = new Map<number, string>();
@@ -175,6 +178,7 @@ export class Network {
   /** Processes one Ready of `n`, as a host would: persist, send, apply, advance. */
   private handleReady(n: TestNode): void {
     const rd = n.raw.ready();
+    this.onReady?.(n, rd);
     if (rd.snapshot) n.storage.applySnapshot(rd.snapshot);
     n.storage.append(rd.entries);
     if (rd.hardState) n.storage.setHardState(rd.hardState);
