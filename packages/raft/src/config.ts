@@ -57,7 +57,12 @@ export interface Config {
   readonly maxSnapshotChunkBytes?: number;
   /** Snapshot chunks sent beyond what the follower acknowledged. Default 8. */
   readonly maxSnapshotInflightChunks?: number;
-  /** Largest snapshot a follower accepts for reassembly. Default 1 GiB. */
+  /**
+   * Largest snapshot a follower accepts for reassembly. Default 16 MiB: what a meshkv
+   * store keeps as a snapshot's `data` (storage `limits.maxSnapshotDataBytes` is this
+   * default), since the KV state travels beside Raft in the store's own chunks. A larger
+   * snapshot reassembled here would only be refused when the host persists it.
+   */
   readonly maxSnapshotBytes?: number;
   /**
    * Ticks without progress in a snapshot transfer after which the leader resends from
@@ -104,7 +109,7 @@ export const configDefaults = {
   maxCommittedSizePerReadyBytes: 16 * MiB,
   maxSnapshotChunkBytes: 256 * 1024,
   maxSnapshotInflightChunks: 8,
-  maxSnapshotBytes: 1024 * MiB,
+  maxSnapshotBytes: 16 * MiB,
   maxPendingReadIndexRequests: 4096,
   preVote: true,
   checkQuorum: true,

@@ -12,7 +12,14 @@
  * (`@meshkv/storage/browser`) and disk (`@meshkv/storage/node`). All three run the same
  * implementation (store.ts) over a different Engine, so they behave identically.
  */
-import type { ConfState, Entry, GroupId, HardState, Snapshot } from '@meshkv/raft';
+import {
+  type ConfState,
+  configDefaults,
+  type Entry,
+  type GroupId,
+  type HardState,
+  type Snapshot,
+} from '@meshkv/raft';
 
 /** Limits on everything a caller hands in; exceeding one fails with code 'too_large'. */
 export const limits = {
@@ -22,8 +29,11 @@ export const limits = {
   maxValueBytes: 1024 * 1024,
   /** One log entry's data: a 1 MiB value plus its key and command header fit with room. */
   maxEntryDataBytes: 2 * 1024 * 1024,
-  /** A Raft snapshot's `data` (the KV data itself travels as chunks, not here). */
-  maxSnapshotDataBytes: 16 * 1024 * 1024,
+  /**
+   * A Raft snapshot's `data` (the KV data itself travels as chunks, not here): exactly what
+   * a raft follower reassembles at most by default, so a snapshot raft accepts is stored.
+   */
+  maxSnapshotDataBytes: configDefaults.maxSnapshotBytes,
   /** A client id in the session table. */
   maxClientIdBytes: 256,
   /** One session record (the last sequence number and result of one client). */
@@ -36,8 +46,18 @@ export const limits = {
   maxGroupsPerBatch: 65536,
   /** Everything one batch carries (entry data, values, records), in bytes. */
   maxBatchBytes: 256 * 1024 * 1024,
-  /** A snapshot chunk handed to SnapshotRestore.add. */
-  maxChunkBytes: 64 * 1024 * 1024,
+  /**
+   * A snapshot chunk handed to SnapshotRestore.add. 8 MiB, so that a chunk with the node's
+   * frame header fits one transport frame (16 MiB by default; test/limits.test.ts checks).
+   */
+  maxChunkBytes: 8 * 1024 * 1024,
+  /**
+   * `snapshotChunks`' targetChunkBytes at most. A chunk closes once past its target, so it
+   * may overshoot by one record (a 1 KiB key and a 1 MiB value) and the first chunk also
+   * carries the applied state (up to 4 × maxConfMembers ids): 2 MiB below maxChunkBytes,
+   * every chunk a stream makes is one a restore accepts.
+   */
+  maxTargetChunkBytes: 6 * 1024 * 1024,
 } as const;
 
 /** One KV change; `value: null` deletes the key (a no-op if it is absent). */
@@ -231,7 +251,7 @@ export interface NodeStorage {
    * by every call made before it, unaffected by later writes however slowly it is consumed.
    * The first chunk carries the applied state; the last one is marked final. Feed them, in
    * order, to a SnapshotRestore on the receiving node. Errors ('unknown_group',
-   * 'invalid_argument' for targetChunkBytes outside [1, limits.maxChunkBytes]) surface on
+   * 'invalid_argument' for targetChunkBytes outside [1, limits.maxTargetChunkBytes]) surface on
    * the first iteration. Memory held while streaming: LevelDB and memory read from a
    * snapshot; IndexedDB reads pages of ~1 MiB and keeps the old values of what is written
    * into the part it has not streamed yet (copy-on-write). A stream dropped unfinished

@@ -964,10 +964,10 @@ class EngineStorage implements NodeStorage {
     const targetBytes = options.targetChunkBytes ?? defaultTargetChunkBytes;
     // The view is fixed now, in call order with writes: the scan starts when this task runs.
     const view = this.run(async () => {
-      if (!isIndex(targetBytes) || targetBytes === 0 || targetBytes > limits.maxChunkBytes) {
+      if (!isIndex(targetBytes) || targetBytes === 0 || targetBytes > limits.maxTargetChunkBytes) {
         throw new StorageError(
           'invalid_argument',
-          `${this.name}: snapshotChunks: targetChunkBytes must be in [1, ${limits.maxChunkBytes}], got ${targetBytes}`,
+          `${this.name}: snapshotChunks: targetChunkBytes must be in [1, ${limits.maxTargetChunkBytes}], got ${targetBytes}`,
         );
       }
       const m = this.hosted(group, 'snapshotChunks');

@@ -691,6 +691,53 @@ export function storageContract(backend: Backend): void {
       }
     });
 
+    it('makes chunks a restore accepts at the largest target, however large the records (limits)', async () => {
+      // Worst case: the largest target, the first chunk carrying a configuration of the
+      // most members with the longest ids, and values and keys of the largest size.
+      const ids = (prefix: string) =>
+        Array.from({ length: limits.maxConfMembers }, (_, i) =>
+          `${prefix}${i}`.padEnd(limits.maxNodeIdBytes, 'x'),
+        );
+      const applied: AppliedState = {
+        index: 3,
+        term: 1,
+        confState: { ...conf(...ids('v')), learners: ids('l') },
+      };
+      const key = (i: number) => `${i}`.padEnd(limits.maxKeyBytes, 'k');
+      const kv = Array.from({ length: 8 }, (_, i) => ({
+        key: key(i),
+        value: new Uint8Array(limits.maxValueBytes).fill(i),
+      }));
+      await storage.write({ groups: [{ group: 3, create: true, appliedState: applied, kv }] });
+      await expectCode(
+        (async () => {
+          for await (const _ of storage.snapshotChunks(3, {
+            targetChunkBytes: limits.maxTargetChunkBytes + 1,
+          }));
+        })(),
+        'invalid_argument',
+      );
+      const chunks: Uint8Array[] = [];
+      for await (const chunk of storage.snapshotChunks(3, {
+        targetChunkBytes: limits.maxTargetChunkBytes,
+      })) {
+        expect(chunk.length, 'chunk bytes').to.be.at.most(limits.maxChunkBytes);
+        chunks.push(chunk);
+      }
+      expect(chunks.length).to.equal(2);
+      const target = await backend.fresh();
+      const other = await target.open();
+      try {
+        await other.write({ groups: [{ group: 3, create: true }] });
+        const restore = await other.beginRestore(3);
+        for (const chunk of chunks) await restore.add(chunk);
+        expect(restore.complete).to.equal(true);
+      } finally {
+        await other.close();
+        await target.destroy();
+      }
+    });
+
     it('restores into a group created by the same batch; unknown groups are refused', async () => {
       const applied: AppliedState = { index: 7, term: 2, confState: conf('a') };
       await storage.write({
