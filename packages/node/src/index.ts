@@ -1,0 +1,1 @@
+export { ErrorCode, isMeshKvError, MeshKvError, type MeshKvErrorDetails } from './errors.ts';
