@@ -7,12 +7,7 @@ import {
   encodeCommand,
   type SessionRecord,
 } from '../src/command.ts';
-import {
-  type ApplyOutput,
-  type PartitionMachine as Machine,
-  PartitionMachine,
-  type PartitionOptions,
-} from '../src/partition.ts';
+import { type ApplyOutput, PartitionMachine, type PartitionOptions } from '../src/partition.ts';
 
 const GROUP = 7;
 const text = new TextEncoder();
@@ -48,7 +43,7 @@ class Log {
 
 /** A partition over a MemoryDisk-backed NodeStorage, with the loop's duties done by hand. */
 class Replica {
-  machine!: Machine;
+  machine!: PartitionMachine;
   private constructor(
     readonly disk: MemoryDisk,
     public storage: NodeStorage,
@@ -204,7 +199,6 @@ describe('partition: sessions (Raft thesis §6.3)', () => {
       const seqs = new Map<string, number>();
       let clockMs = 10_000;
       const lastTouchedMs = new Map<string, number>();
-      const clockOf = (_: ApplyOutput) => steady.machine.clockMs;
       let expiries = 0;
       let evictions = 0;
       for (let step = 0; step < 400; step++) {
@@ -234,7 +228,10 @@ describe('partition: sessions (Raft thesis §6.3)', () => {
           if (write.record !== null) {
             const stored = decodeSessionRecord(write.record) as SessionRecord;
             lastTouchedMs.set(write.clientId, stored.lastTouchedMs);
-          } else if (lastTouchedMs.get(write.clientId)! + options.sessionTtlMs <= clockOf(a)) {
+          } else if (
+            lastTouchedMs.get(write.clientId)! + options.sessionTtlMs <=
+            steady.machine.clockMs
+          ) {
             expiries++;
           } else {
             evictions++;
