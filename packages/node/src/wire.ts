@@ -341,6 +341,9 @@ function isU32(value: number): boolean {
   return Number.isInteger(value) && value >= 0 && value <= U32_MAX;
 }
 
+/** A builder's buffer beyond this is given back by takeFrames (one per peer). */
+const RETAINED_CAPACITY_BYTES = 1 * MiB;
+
 /**
  * Builds the frames for one peer. Add every record of a round, then `takeFrames()`: each
  * frame is at most `maxFrameBytes` and holds whole records, in the order added. Records
@@ -361,12 +364,25 @@ export class FrameBuilder {
 
   constructor(
     readonly maxFrameBytes: number,
-    initialCapacityBytes = 4 * KiB,
+    private readonly initialCapacityBytes = 4 * KiB,
   ) {
     if (!Number.isSafeInteger(maxFrameBytes) || maxFrameBytes < 2) {
       throw new RangeError(`maxFrameBytes must be an integer ≥ 2, got ${maxFrameBytes}`);
     }
-    this.bytes = new Uint8Array(Math.max(16, initialCapacityBytes));
+    if (!Number.isSafeInteger(initialCapacityBytes) || initialCapacityBytes < 16) {
+      throw new RangeError(
+        `initialCapacityBytes must be an integer ≥ 16, got ${initialCapacityBytes}`,
+      );
+    }
+    if (initialCapacityBytes > RETAINED_CAPACITY_BYTES) {
+      throw new RangeError(`initialCapacityBytes must be ≤ ${RETAINED_CAPACITY_BYTES}`);
+    }
+    this.bytes = new Uint8Array(initialCapacityBytes);
+  }
+
+  /** Bytes the builder's buffer holds now (tests check it does not stay large). */
+  get capacityBytes(): number {
+    return this.bytes.length;
   }
 
   /** Records added since the last takeFrames(). */
@@ -467,6 +483,10 @@ export class FrameBuilder {
     for (const end of this.frameEnds) {
       frames.push(this.bytes.slice(start, end));
       start = end;
+    }
+    // A round that carried a snapshot chunk must not pin megabytes per peer for good.
+    if (this.bytes.length > RETAINED_CAPACITY_BYTES) {
+      this.bytes = new Uint8Array(this.initialCapacityBytes);
     }
     this.length = 0;
     this.frameStart = 0;

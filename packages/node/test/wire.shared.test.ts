@@ -379,12 +379,27 @@ describe('node wire format', () => {
     expect(builder.takeFrames()).to.deep.equal([]);
   });
 
+  it('gives back a large buffer after the frames are taken', () => {
+    const builder = new FrameBuilder(DEFAULT_FRAME_BYTES);
+    const chunk: WireRecord = {
+      kind: 'snapshotChunk',
+      group: 1,
+      streamRequestId: 2,
+      seq: 0,
+      final: false,
+      data: new Uint8Array(2 * MiB),
+    };
+    builder.add(chunk);
+    expect(builder.capacityBytes).to.be.greaterThan(2 * MiB);
+    expect(decodeAll(builder.takeFrames())).to.deep.equal([chunk]);
+    expect(builder.capacityBytes).to.be.at.most(MiB);
+  });
+
   it('leaves the builder as it was when a field is out of range', () => {
     const builder = new FrameBuilder(DEFAULT_FRAME_BYTES);
     const ok = newMessage({ groupId: 1, type: MessageType.App, from: 'a', to: 'b', term: 2 });
     builder.addRaft(ok);
     const bad = [
-      newMessage({ groupId: 1, type: MessageType.App, from: 'c', to: 'd', term: 2 ** 53 }),
       newMessage({ groupId: 2 ** 32, type: MessageType.App, from: 'a', to: 'b' }),
       newMessage({ groupId: 1, type: MessageType.Hup, from: 'a', to: 'b' }),
       newMessage({ groupId: 1, type: MessageType.App, from: 'x'.repeat(65), to: 'b' }),
@@ -392,12 +407,17 @@ describe('node wire format', () => {
       newMessage({ groupId: 1, type: MessageType.App, from: 'a\ud800', to: 'b' }),
       newMessage({ groupId: 1, type: MessageType.App, from: 'a', to: 'b', index: -1 }),
       newMessage({ groupId: 1, type: MessageType.App, from: 'a', to: 'b', commit: 1.5 }),
+      newMessage({ groupId: 1, type: MessageType.App, from: 'c', to: 'd', term: 2 ** 53 }),
     ];
     for (const m of bad) expect(() => builder.addRaft(m)).to.throw(RangeError);
+    // The last refused message wrote 'c' and 'd' before its term: they were rolled back,
+    // so a record from 'c' to 'd' spells them out instead of naming the previous record's.
+    const fromC = newMessage({ groupId: 1, type: MessageType.App, from: 'c', to: 'd', term: 2 });
+    builder.addRaft(fromC);
     builder.addRaft(ok);
-    // The second record still refers to the first's from/to: 'c' and 'd' were rolled back.
     expect(decodeAll(builder.takeFrames())).to.deep.equal([
       { kind: 'raft', message: ok },
+      { kind: 'raft', message: fromC },
       { kind: 'raft', message: ok },
     ]);
   });
