@@ -843,6 +843,10 @@ function malformed(reason: string): never {
   throw new MalformedFrame(reason);
 }
 
+/** An entry's smallest encoding: term, index, type, data length, one byte each. */
+const MIN_ENTRY_BYTES = 4;
+/** A node id's smallest encoding: its length and one byte. */
+const MIN_NODE_ID_BYTES = 2;
 const noEntries: readonly Entry[] = Object.freeze([]);
 const noBytes = new Uint8Array(0);
 
@@ -894,6 +898,14 @@ class FrameReader {
       scale *= 0x80;
     }
     return malformed(`${what} is a varint of more than ${SAFE_VARINT_BYTES} bytes`);
+  }
+
+  /** Refuses a count of items that cannot fit the bytes left, before allocating for them. */
+  fits(count: number, minItemBytes: number, what: string): void {
+    const leftBytes = this.bytes.length - this.offset;
+    if (count * minItemBytes > leftBytes) {
+      malformed(`${count} ${what} cannot fit the ${leftBytes} bytes left`);
+    }
   }
 
   u32(what: string): number {
@@ -984,6 +996,7 @@ class FrameReader {
   private entries(): Entry[] {
     const count = this.varint('entry count');
     if (count > wireLimits.maxEntriesPerMessage) malformed(`${count} entries in one message`);
+    this.fits(count, MIN_ENTRY_BYTES, 'entries');
     const entries: Entry[] = new Array(count);
     let dataBytes = 0;
     for (let i = 0; i < count; i++) {
@@ -1027,6 +1040,7 @@ class FrameReader {
   private members(what: string): NodeId[] {
     const count = this.varint(`${what} count`);
     if (count > wireLimits.maxConfMembers) malformed(`${count} ${what}`);
+    this.fits(count, MIN_NODE_ID_BYTES, what);
     const ids: NodeId[] = new Array(count);
     for (let i = 0; i < count; i++) ids[i] = this.nodeId(what);
     return ids;

@@ -557,6 +557,9 @@ describe('node wire format', () => {
       expectRefused(withFields(CONTEXT, 4097), /context of 4097 bytes/);
       expectRefused(withFields(ENTRIES, 65_537), /65537 entries/);
       expectRefused(withFields(ENTRIES, [1, 1, 1, 2, 0]), /entry type 2/);
+      // A count is checked against the bytes left before anything is allocated for it.
+      expectRefused(withFields(ENTRIES, 65_536, [1, 1, 0, 0]), /65536 entries cannot fit the 4/);
+      expectRefused(withFields(SNAPSHOT, [1, 1], 1024, [1, 97]), /1024 voters cannot fit the 2/);
       expectRefused(withFields(ENTRIES, [1, 1, 1, 0], 2 * MiB + 1), /entry data of 2097153/);
       // Five entries of 2 MiB: 10 MiB of entries in one message (max 8 MiB).
       const entry = frameOf([1, 1, 0], 2 * MiB, new Uint8Array(2 * MiB)).subarray(1);
@@ -567,7 +570,7 @@ describe('node wire format', () => {
       const members = [0, 0, 0, 0];
       expectRefused(withFields(SNAPSHOT, [0, 1], members, [0, 0, 0, 0]), /snapshot index 0/);
       expectRefused(withFields(SNAPSHOT, [1, 1], 1025), /1025 voters/);
-      expectRefused(withFields(SNAPSHOT, [1, 1, 1, 0]), /voters is empty/);
+      expectRefused(withFields(SNAPSHOT, [1, 1, 1, 0], members), /voters is empty/);
       expectRefused(withFields(SNAPSHOT, [1, 1], members, [2, 0, 0, 0]), /autoLeave is 2/);
       expectRefused(withFields(SNAPSHOT, [1, 1], members, [0, 0], 16 * MiB + 1), /snapshot of/);
       expectRefused(
