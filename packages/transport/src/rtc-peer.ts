@@ -83,6 +83,26 @@ export class RtcPeer {
     }
   }
 
+  /**
+   * Bytes the connection received so far (its ICE candidate pairs, as counted by the RTC
+   * stack's own threads, whatever our event loop is doing), or undefined if the stack does
+   * not say.
+   */
+  async bytesReceived(): Promise<number | undefined> {
+    try {
+      let bytes: number | undefined;
+      for (const report of (await this.pc.getStats()).values()) {
+        const received = (report as { type?: string; bytesReceived?: unknown }).bytesReceived;
+        if (report.type === 'candidate-pair' && typeof received === 'number') {
+          bytes = (bytes ?? 0) + received;
+        }
+      }
+      return bytes;
+    } catch {
+      return undefined;
+    }
+  }
+
   /** Bytes handed to the channel and not yet sent. */
   get bufferedAmount(): number {
     return this.channel?.bufferedAmount ?? 0;

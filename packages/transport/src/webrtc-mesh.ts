@@ -16,7 +16,9 @@
  *   a HEARTBEAT every `heartbeatIntervalMs` on the control channel (never behind bulk
  *   data), and a link that gave no sign of life for `peerTimeoutMs` is reported down.
  *   Signs of life: a valid message on either channel, or our `bufferedAmount` falling (the
- *   peer's SCTP is acknowledging data). Liveness holds on a loaded machine: time our own
+ *   peer's SCTP is acknowledging data); a silent link whose connection still receives bytes
+ *   (its RTC stack's count) gets up to `transportAliveTimeoutMs`, since the peer's messages
+ *   may be waiting behind a busy thread. Liveness holds on a loaded machine: time our own
  *   event loop spent stalled (a timer firing late with no callback in between) is not
  *   blamed on the peer, and a timeout is judged one macrotask after the tick that saw it,
  *   once the data channel callbacks that were pending behind the tick have run. The same
@@ -64,6 +66,12 @@ export interface WebRtcMeshOptions {
    * channel draining), not counting time our own event loop was stalled. Default 2 000.
    */
   readonly peerTimeoutMs?: number;
+  /**
+   * While the connection still receives bytes (the peer's RTC stack answers; its messages
+   * may be waiting behind a busy thread, or SCTP is retransmitting), a link without a sign
+   * of life is reported down only after this long. Default 10 000.
+   */
+  readonly transportAliveTimeoutMs?: number;
   /** Give up on a connection attempt after this long. Default 5 000. */
   readonly connectTimeoutMs?: number;
   /** First delay before re-signalling a failed link; doubles per failure. Default 250. */
@@ -95,6 +103,7 @@ type Settings = Required<Omit<WebRtcMeshOptions, 'localId' | 'signal' | 'RTCPeer
 const DEFAULTS: Settings = {
   heartbeatIntervalMs: 500,
   peerTimeoutMs: 2_000,
+  transportAliveTimeoutMs: 10_000,
   connectTimeoutMs: 5_000,
   retryDelayMinMs: 250,
   retryDelayMaxMs: 5_000,
@@ -134,6 +143,10 @@ interface Link {
   lastHeardMs: number;
   /** `bufferedAmount` when last looked at: a fall since means the peer acknowledged data. */
   bufferedBytes: number;
+  /** The connection's received bytes at the last verdict that asked (0 when up). */
+  transportBytes: number;
+  /** A verdict is waiting for the connection's stats. */
+  statsPending: boolean;
   /** Last frame (not heartbeat) sent or received, or send attempted. */
   lastUsedMs: number;
   retryAtMs: number;
@@ -278,6 +291,8 @@ export class WebRtcMesh implements Transport {
       lastHeartbeatSentMs: now,
       lastHeardMs: now,
       bufferedBytes: 0,
+      transportBytes: 0,
+      statsPending: false,
       lastUsedMs: now,
       retryAtMs: 0,
       retryDelayMs: this.settings.retryDelayMinMs,
@@ -414,6 +429,7 @@ export class WebRtcMesh implements Transport {
     link.state = 'up';
     link.lastHeardMs = now;
     link.bufferedBytes = 0;
+    link.transportBytes = 0;
     // A new link counts as used: a slow setup must not make it idle on arrival.
     link.lastUsedMs = now;
     link.retryDelayMs = this.settings.retryDelayMinMs;
@@ -508,7 +524,11 @@ export class WebRtcMesh implements Transport {
         if (now - link.startedMs < this.settings.connectTimeoutMs) return;
       }
       link ??= this.createLink(from);
-      if (link !== undefined) this.dial(link, now, 'peer asked to reconnect');
+      if (link === undefined) return;
+      // The peer is alive and wants the link: its earlier failures do not count against
+      // the queue.
+      link.failedAttempts = 0;
+      this.dial(link, now, 'peer asked to reconnect');
       return;
     }
     if (link?.sp !== undefined && link.session === signal.session) {
@@ -521,6 +541,9 @@ export class WebRtcMesh implements Transport {
       link ??= this.createLink(from);
       if (link === undefined) return;
       this.detach(link, 'peer reconnected');
+      // The peer is alive and wants the link: its earlier failures do not count against
+      // the queue.
+      link.failedAttempts = 0;
       link.state = 'connecting';
       link.startedMs = now;
       link.lastUsedMs = now;
@@ -664,14 +687,37 @@ export class WebRtcMesh implements Transport {
       for (const link of [...this.links.values()]) {
         if (link.state === 'up') {
           this.noteDrain(link, now);
-          if (this.isSilent(link, now)) {
-            this.fail(link, `no sign of life for ${Math.round(now - link.lastHeardMs)} ms`);
-          }
+          if (this.isSilent(link, now)) this.judgeSilence(link, now);
         } else if (link.state === 'connecting' && this.isConnectOverdue(link, now)) {
           this.fail(link, `not connected after ${this.settings.connectTimeoutMs} ms`);
         }
       }
     }, 0);
+  }
+
+  /**
+   * A silent link is down unless its connection still receives bytes (and has not for
+   * longer than `transportAliveTimeoutMs`): a killed peer sends nothing at all, a live one
+   * whose messages wait behind a busy thread (or SCTP retransmissions) still does.
+   */
+  private judgeSilence(link: Link, now: number): void {
+    const sp = link.sp;
+    const silentMs = Math.round(now - link.lastHeardMs);
+    if (sp === undefined || silentMs > this.settings.transportAliveTimeoutMs) {
+      this.fail(link, `no sign of life for ${silentMs} ms`);
+      return;
+    }
+    if (link.statsPending) return;
+    link.statsPending = true;
+    void sp.bytesReceived().then((bytes) => {
+      link.statsPending = false;
+      if (link.sp !== sp || link.state !== 'up' || !this.isSilent(link, nowMs())) return;
+      if (bytes !== undefined && bytes > link.transportBytes) {
+        link.transportBytes = bytes;
+        return;
+      }
+      this.fail(link, `no sign of life for ${Math.round(nowMs() - link.lastHeardMs)} ms`);
+    });
   }
 
   private isSilent(link: Link, now: number): boolean {
@@ -753,6 +799,7 @@ function validateSettings(s: Settings): void {
   const positive: (keyof Settings)[] = [
     'heartbeatIntervalMs',
     'peerTimeoutMs',
+    'transportAliveTimeoutMs',
     'connectTimeoutMs',
     'retryDelayMinMs',
     'retryDelayMaxMs',
@@ -772,6 +819,9 @@ function validateSettings(s: Settings): void {
   }
   if (s.peerTimeoutMs <= s.heartbeatIntervalMs) {
     throw new RangeError('WebRtcMesh: peerTimeoutMs must exceed heartbeatIntervalMs');
+  }
+  if (s.transportAliveTimeoutMs < s.peerTimeoutMs) {
+    throw new RangeError('WebRtcMesh: transportAliveTimeoutMs must be at least peerTimeoutMs');
   }
   if (s.maxMessageBytes < MIN_MESSAGE_BYTES || s.maxMessageBytes > 256 * 1024) {
     throw new RangeError(`WebRtcMesh: maxMessageBytes must be in ${MIN_MESSAGE_BYTES}..262144`);

@@ -112,7 +112,14 @@ describe(`WebRtcMesh (${kind}, in-process signaling)`, () => {
   });
 
   it('reports a silent peer down by heartbeat timeout and reconnects when it returns', async () => {
-    const timing = { heartbeatIntervalMs: 100, peerTimeoutMs: 600, connectTimeoutMs: 2_000 };
+    // b's RTC stack lives on (only its mesh is frozen), so the connection still receives
+    // bytes: transportAliveTimeoutMs bounds how long that keeps the link up.
+    const timing = {
+      heartbeatIntervalMs: 100,
+      peerTimeoutMs: 600,
+      transportAliveTimeoutMs: 1_200,
+      connectTimeoutMs: 2_000,
+    };
     const a = start('a', timing);
     let b = start('b', timing);
     const downs: string[] = [];
@@ -133,7 +140,7 @@ describe(`WebRtcMesh (${kind}, in-process signaling)`, () => {
   });
 
   it('reports down a peer that sends only malformed messages: only valid ones are signs of life', async () => {
-    const timing = { heartbeatIntervalMs: 100, peerTimeoutMs: 600 };
+    const timing = { heartbeatIntervalMs: 100, peerTimeoutMs: 600, transportAliveTimeoutMs: 1_200 };
     const a = start('a', timing);
     const b = start('b', timing);
     const downs: string[] = [];
