@@ -318,6 +318,9 @@ const Field = {
 const ALL_FIELDS = (1 << 9) - 1;
 
 const MAX_MESSAGE_TYPE = MessageType.SnapResp;
+// Read once: a re-exported binding may be a getter per access (tsx's module shims are).
+const ENTRY_NORMAL = EntryType.Normal;
+const ENTRY_CONF_CHANGE = EntryType.ConfChange;
 
 // ---- Encoding ---------------------------------------------------------------------------
 
@@ -427,49 +430,35 @@ export class FrameBuilder {
   }
 
   addRaft(m: Message): void {
-    const from = this.lastFrom;
-    const to = this.lastTo;
-    const start = this.openRecord();
-    try {
-      this.writeRaft(m);
-      if (this.length - this.frameStart > this.maxFrameBytes) {
-        this.restartFrame(start);
-        this.writeRaft(m);
-        this.checkAlone();
-      }
-    } catch (error) {
-      this.rollBack(start, from, to);
-      throw error;
-    }
-    this.records++;
+    this.addRecord(m, this.writeRaft);
   }
 
   addRequest(r: RequestRecord): void {
-    this.addNodeRecord(r, this.writeRequest);
+    this.addRecord(r, this.writeRequest);
   }
 
   addResponse(r: ResponseRecord): void {
-    this.addNodeRecord(r, this.writeResponse);
+    this.addRecord(r, this.writeResponse);
   }
 
   addSnapshotPull(r: SnapshotPullRecord): void {
-    this.addNodeRecord(r, this.writeSnapshotPull);
+    this.addRecord(r, this.writeSnapshotPull);
   }
 
   addSnapshotChunk(r: SnapshotChunkRecord): void {
-    this.addNodeRecord(r, this.writeSnapshotChunk);
+    this.addRecord(r, this.writeSnapshotChunk);
   }
 
   addSnapshotAbort(r: SnapshotAbortRecord): void {
-    this.addNodeRecord(r, this.writeSnapshotAbort);
+    this.addRecord(r, this.writeSnapshotAbort);
   }
 
   addNotMember(r: NotMemberRecord): void {
-    this.addNodeRecord(r, this.writeNotMember);
+    this.addRecord(r, this.writeNotMember);
   }
 
   addQuiesce(r: QuiesceRecord): void {
-    this.addNodeRecord(r, this.writeQuiesce);
+    this.addRecord(r, this.writeQuiesce);
   }
 
   /**
@@ -497,8 +486,11 @@ export class FrameBuilder {
     return frames;
   }
 
-  // Node records reference no earlier record, so a retry in a new frame writes the same bytes.
-  private addNodeRecord<R>(record: R, write: (this: FrameBuilder, record: R) => void): void {
+  /**
+   * Writes a record into the open frame; if that overflows it, writes it again as the
+   * first of a new frame (whose RAFT records name their ids afresh).
+   */
+  private addRecord<R>(record: R, write: (this: FrameBuilder, record: R) => void): void {
     const from = this.lastFrom;
     const to = this.lastTo;
     const start = this.openRecord();
@@ -687,7 +679,7 @@ export class FrameBuilder {
     let dataBytes = 0;
     for (let i = 0; i < count; i++) {
       const e = entries[i]!;
-      if (e.type !== EntryType.Normal && e.type !== EntryType.ConfChange) {
+      if (e.type !== ENTRY_NORMAL && e.type !== ENTRY_CONF_CHANGE) {
         refuse(`entry type ${e.type}`);
       }
       this.safe(e.term, 'entry term');
@@ -1003,7 +995,7 @@ class FrameReader {
       const term = this.varint('entry term');
       const index = this.varint('entry index');
       const type = this.u8('entry type') as EntryType;
-      if (type !== EntryType.Normal && type !== EntryType.ConfChange) {
+      if (type !== ENTRY_NORMAL && type !== ENTRY_CONF_CHANGE) {
         malformed(`entry type ${type}`);
       }
       const data = this.bytesField(wireLimits.maxEntryDataBytes, 'entry data');
