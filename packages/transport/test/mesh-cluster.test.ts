@@ -11,7 +11,7 @@ import { Cluster, inPage, waitForAsync } from './cluster-harness.ts';
 import { MeshProbe } from './mesh-helpers.ts';
 import { waitFor } from './support.ts';
 
-// Every mesh here runs with the default timing (peerTimeoutMs 2 s), bulk echoes included.
+// Every mesh here runs with the default timing (peerTimeoutMs 10 s), bulk echoes included.
 const SIZES = [1, 64 * 1024, 4 * 1024 * 1024, 1];
 const SMALL_FRAMES = 10_000;
 

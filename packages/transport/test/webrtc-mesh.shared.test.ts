@@ -172,10 +172,12 @@ describe(`WebRtcMesh (${kind}, in-process signaling)`, () => {
   });
 
   it('keeps the link up and loses no frame across a synchronous stall longer than peerTimeoutMs', async () => {
-    // Default timing: the stall (2.5 s) outlasts peerTimeoutMs (2 s). Both meshes share the
-    // stalled loop; the frames are in the channels, their callbacks wait behind the ticks.
-    const a = start('a');
-    const b = start('b');
+    // The stall (2.5 s) outlasts peerTimeoutMs (2 s here; the default is longer). Both meshes
+    // share the stalled loop; the frames are in the channels, their callbacks wait behind
+    // the ticks.
+    const timing = { peerTimeoutMs: 2_000 };
+    const a = start('a', timing);
+    const b = start('b', timing);
     const downs = recordDowns(a, b);
     const log = new FrameLog(b);
     a.send('b', indexedFrame(0));
