@@ -1,5 +1,14 @@
 export { ErrorCode, isMeshKvError, MeshKvError, type MeshKvErrorDetails } from './errors.ts';
 export {
+  type MemberProgress,
+  movesInConfig,
+  planReconfiguration,
+  type RebalanceInput,
+  type RebalanceStep,
+  rebalanceDefaults,
+  toConfChange,
+} from './rebalancer.ts';
+export {
   type AppliedResponse,
   type BooleanResponse,
   type DecodeFrameResult,
