@@ -1,5 +1,18 @@
 export { ErrorCode, isMeshKvError, MeshKvError, type MeshKvErrorDetails } from './errors.ts';
 export {
+  type DeleteOptions,
+  type FollowerStatus,
+  type GetOptions,
+  type GroupStatus,
+  MeshNode,
+  type MeshNodeObserver,
+  type MeshNodeOptions,
+  type MeshNodeSettings,
+  meshNodeDefaults,
+  type NodeStatus,
+  type PutOptions,
+} from './mesh-node.ts';
+export {
   type MemberProgress,
   movesInConfig,
   planReconfiguration,

@@ -139,7 +139,7 @@ export interface RaftRecord {
   readonly message: Message;
 }
 
-export type RequestOp = 'put' | 'delete' | 'get' | 'localGet' | 'appliedQuery';
+export type RequestOp = 'put' | 'delete' | 'get' | 'localGet' | 'appliedQuery' | 'putAckAll';
 
 /**
  * A client operation forwarded to another node (the partition's leader, or a replica for
@@ -288,7 +288,19 @@ const Kind = {
   Quiesce: 8,
 } as const;
 
-const requestOps: readonly RequestOp[] = ['put', 'delete', 'get', 'localGet', 'appliedQuery'];
+const requestOps: readonly RequestOp[] = [
+  'put',
+  'delete',
+  'get',
+  'localGet',
+  'appliedQuery',
+  'putAckAll',
+];
+/** put and putAckAll carry a value (putAckAll: answered once every voter applied it). */
+function isPut(op: RequestOp): boolean {
+  return op === 'put' || op === 'putAckAll';
+}
+
 /** The op byte is the position in requestOps + 1. */
 const requestOpBytes: Readonly<Record<RequestOp, number>> = {
   put: 1,
@@ -296,6 +308,7 @@ const requestOpBytes: Readonly<Record<RequestOp, number>> = {
   get: 3,
   localGet: 4,
   appliedQuery: 5,
+  putAckAll: 6,
 };
 
 const Outcome = { False: 1, True: 2, ValueNull: 3, Value: 4, Applied: 5, Error: 6 } as const;
@@ -724,7 +737,7 @@ export class FrameBuilder {
   private writeRequest(r: RequestRecord): void {
     const op = requestOpBytes[r.op];
     if (op === undefined) refuse(`request op ${r.op}`);
-    if ((r.value !== null) !== (r.op === 'put')) refuse(`${r.op} request with value ${r.value}`);
+    if ((r.value !== null) !== isPut(r.op)) refuse(`${r.op} request with value ${r.value}`);
     if (r.op === 'appliedQuery' ? r.key !== '' : r.key === '')
       refuse(`${r.op} with key '${r.key}'`);
     if (r.op !== 'appliedQuery' && r.appliedIndex !== 0) refuse(`${r.op} with an appliedIndex`);
@@ -1051,7 +1064,7 @@ class FrameReader {
     const seq = this.varint('seq');
     const lowestUnanswered = this.varint('lowestUnanswered');
     if (lowestUnanswered > seq) malformed(`lowestUnanswered ${lowestUnanswered} > seq ${seq}`);
-    const value = op === 'put' ? this.bytesField(wireLimits.maxValueBytes, 'value') : null;
+    const value = isPut(op) ? this.bytesField(wireLimits.maxValueBytes, 'value') : null;
     const appliedIndex = op === 'appliedQuery' ? this.varint('appliedIndex') : 0;
     return {
       kind: 'request',

@@ -124,7 +124,7 @@ class Gen {
     };
   }
   request(): WireRecord {
-    const ops: RequestOp[] = ['put', 'delete', 'get', 'localGet', 'appliedQuery'];
+    const ops: RequestOp[] = ['put', 'delete', 'get', 'localGet', 'appliedQuery', 'putAckAll'];
     const op = ops[this.int(ops.length)]!;
     const seq = this.number();
     return {
@@ -133,7 +133,7 @@ class Gen {
       op,
       partition: this.u32(),
       key: op === 'appliedQuery' ? '' : this.string(40, true),
-      value: op === 'put' ? this.bytes(this.large(100_000, 50)) : null,
+      value: op === 'put' || op === 'putAckAll' ? this.bytes(this.large(100_000, 50)) : null,
       clientId: this.string(30),
       seq,
       lowestUnanswered: seq === 0 ? 0 : this.int(Math.min(seq, 2 ** 32 - 1) + 1),
@@ -589,7 +589,7 @@ describe('node wire format', () => {
       const put = (key: string, clientId: string, seq: number, lowest: number, value: number) =>
         frameOf(requestHead(1), str(key), str(clientId), seq, lowest, value);
       expect(decodeFrame(put('k', 'c', 5, 5, 0)).ok).to.equal(true);
-      expectRefused(frameOf([REQUEST, 7, 6]), /unknown request op 6/);
+      expectRefused(frameOf([REQUEST, 7, 7]), /unknown request op 7/);
       expectRefused(frameOf(REQUEST, 2 ** 32, [1]), /requestId .* not a u32/);
       expectRefused(frameOf([REQUEST, 7, 1], 2 ** 32), /partition .* not a u32/);
       expectRefused(frameOf([REQUEST, 7, 1, 0], 2 ** 32), /deadlineRemainingMs .* not a u32/);

@@ -1,0 +1,275 @@
+/**
+ * One hosted replica of one partition: its RawNode, the raft log view it reads (kept equal
+ * to what the store holds durably), its partition state machine, and what the loop must
+ * write for it next. The loop (loop.ts) drives it; nothing here awaits or sends.
+ *
+ * Durable-state mirror: `log` (a raft MemoryStorage) is changed only after the batch that
+ * wrote the same change is durable, so rebuilding the RawNode from it (after a snapshot
+ * stream failed) is a restart from durable state. `durableApplied` is the applied state
+ * the store holds; `applied` the one in memory (ahead of it until the next batch).
+ */
+import {
+  type ConfState,
+  type Entry,
+  emptyConfState,
+  type GroupId,
+  type HardState,
+  MemoryStorage,
+  type NodeId,
+  type Prng,
+  RaftError,
+  RaftErrorCode,
+  RawNode,
+  type Ready,
+  type Snapshot,
+} from '@meshkv/raft';
+import type {
+  AppliedState,
+  GroupState,
+  KvWrite,
+  NodeState,
+  NodeStorage,
+  SessionWrite,
+} from '@meshkv/storage';
+import { PartitionMachine, type PartitionOptions } from './partition.ts';
+
+/** The raft settings every replica of a cluster shares (the loop ticks them together). */
+export interface GroupRaftSettings {
+  readonly electionTick: number;
+  readonly heartbeatTick: number;
+  readonly maxSizePerMsgBytes: number;
+  readonly maxInflightMsgs: number;
+  readonly maxUncommittedEntriesBytes: number;
+  readonly maxPendingReadIndexRequests: number;
+}
+
+/**
+ * The raft log of a replica. `snapshot()` hands raft a snapshot only when a KV stream of
+ * exactly that state is open for it (snapshots.ts): otherwise it asks the loop for one
+ * and throws SnapshotTemporarilyUnavailable, and raft retries later (raft.ts sendSnapshot).
+ */
+export class GroupLog extends MemoryStorage {
+  /** Set by the replica: whether a stream for the stored snapshot can be handed out. */
+  claimStream: (snapshotIndex: number) => boolean = () => false;
+  /** Raft asked for a snapshot and none could be given: the loop makes one. */
+  snapshotWanted = false;
+  /**
+   * The configuration as of the applied index raft restarts from (raft's Storage
+   * contract: initialState's ConfState is the one at Config.applied, which may be newer
+   * than the stored snapshot's).
+   */
+  appliedConfState: ConfState = emptyConfState;
+
+  override initialState(): { hardState: HardState; confState: ConfState } {
+    return { hardState: super.initialState().hardState, confState: this.appliedConfState };
+  }
+
+  override snapshot(): Snapshot {
+    const stored = super.snapshot();
+    if (stored.metadata.index > 0 && this.claimStream(stored.metadata.index)) return stored;
+    this.snapshotWanted = true;
+    throw new RaftError(
+      RaftErrorCode.SnapshotTemporarilyUnavailable,
+      'a snapshot with its KV stream is being prepared',
+    );
+  }
+
+  /** The stored snapshot, whatever raft may be handed. */
+  storedSnapshot(): Snapshot {
+    return super.snapshot();
+  }
+}
+
+/** Why a replica is being removed from this node. */
+export type RemovalReason = 'removed from the configuration' | 'told it is not a member';
+
+export class GroupReplica {
+  readonly group: GroupId;
+  readonly nodeId: NodeId;
+  log: GroupLog;
+  raw: RawNode;
+  machine: PartitionMachine;
+  durableApplied: AppliedState;
+  applied: AppliedState;
+  /** The first batch that carries this group creates it in the store. */
+  needsCreate: boolean;
+  /** The next batch removes the group and all of its data; the replica is then dropped. */
+  removal: RemovalReason | null = null;
+  /** KV and session writes applied since the last batch (written by the next one). */
+  kv: KvWrite[] = [];
+  sessions: SessionWrite[] = [];
+  /** A Ready held back until its snapshot's KV stream is restored (snapshots.ts). */
+  heldReady: Ready | null = null;
+  /** Index of the last applied ConfChange entry (the "not a member as of X" answer). */
+  configIndex: number;
+  /** Loop ticks since a leader was last heard of (a removed learner stays silent). */
+  ticksWithoutLeader = 0;
+  private readonly raftSettings: GroupRaftSettings;
+  private readonly random: Prng;
+  private readonly partitionOptions: PartitionOptions | undefined;
+
+  private constructor(
+    init: {
+      group: GroupId;
+      nodeId: NodeId;
+      log: GroupLog;
+      durableApplied: AppliedState;
+      sessions: ReadonlyMap<string, Uint8Array>;
+      needsCreate: boolean;
+    },
+    storage: NodeStorage,
+    raftSettings: GroupRaftSettings,
+    random: Prng,
+    partitionOptions: PartitionOptions | undefined,
+  ) {
+    this.group = init.group;
+    this.nodeId = init.nodeId;
+    this.log = init.log;
+    this.durableApplied = init.durableApplied;
+    this.applied = init.durableApplied;
+    this.configIndex = init.durableApplied.index;
+    this.needsCreate = init.needsCreate;
+    this.raftSettings = raftSettings;
+    this.random = random;
+    this.partitionOptions = partitionOptions;
+    this.storage = storage;
+    this.log.appliedConfState = init.durableApplied.confState;
+    this.machine = this.newMachine(init.sessions);
+    this.raw = this.newRawNode(init.durableApplied.index);
+  }
+
+  private readonly storage: NodeStorage;
+
+  /** A replica restarted from what the store holds. */
+  static fromStored(
+    state: GroupState,
+    nodeId: NodeId,
+    storage: NodeStorage,
+    raftSettings: GroupRaftSettings,
+    random: Prng,
+    partitionOptions?: PartitionOptions,
+  ): GroupReplica {
+    const log = new GroupLog();
+    if (state.snapshot !== null) log.applySnapshot(state.snapshot);
+    else if (state.compacted.index > 0) {
+      throw new Error(
+        `group ${state.group}: log compacted at ${state.compacted.index} without a snapshot`,
+      );
+    }
+    log.append(state.entries as Entry[]);
+    log.setHardState(state.hardState);
+    return new GroupReplica(
+      {
+        group: state.group,
+        nodeId,
+        log,
+        durableApplied: state.appliedState,
+        sessions: state.sessions,
+        needsCreate: false,
+      },
+      storage,
+      raftSettings,
+      random,
+      partitionOptions,
+    );
+  }
+
+  /**
+   * A replica that is not in the store yet: empty (it waits for the leader's snapshot), or
+   * bootstrapped with a snapshot holding `confState` (the first member of a cluster).
+   * `bootstrap` is then what the creating batch writes.
+   */
+  static created(
+    group: GroupId,
+    nodeId: NodeId,
+    bootstrap: Snapshot | null,
+    storage: NodeStorage,
+    raftSettings: GroupRaftSettings,
+    random: Prng,
+    partitionOptions?: PartitionOptions,
+  ): GroupReplica {
+    const log = new GroupLog();
+    let durableApplied: AppliedState = { index: 0, term: 0, confState: emptyConfState };
+    if (bootstrap !== null) {
+      log.applySnapshot(bootstrap);
+      durableApplied = bootstrap.metadata;
+    }
+    return new GroupReplica(
+      { group, nodeId, log, durableApplied, sessions: new Map(), needsCreate: true },
+      storage,
+      raftSettings,
+      random,
+      partitionOptions,
+    );
+  }
+
+  /** Whether the replica holds the partition's data (it was bootstrapped or caught up). */
+  get initialized(): boolean {
+    return this.applied.index > 0;
+  }
+
+  get confState(): ConfState {
+    return this.applied.confState;
+  }
+
+  /** Whether `id` is in the applied configuration at all (voter, learner or outgoing). */
+  hasMember(id: NodeId): boolean {
+    const c = this.applied.confState;
+    return (
+      c.voters.includes(id) ||
+      c.learners.includes(id) ||
+      c.votersOutgoing.includes(id) ||
+      c.learnersNext.includes(id)
+    );
+  }
+
+  /**
+   * Rebuilds the RawNode from the raft log (durable state) at the machine's applied index:
+   * a held Ready is dropped unsent (raft sends the snapshot again). The machine stays: a
+   * group holding a Ready applies nothing, so it is exactly where the log says.
+   */
+  reload(): void {
+    this.heldReady = null;
+    this.log.appliedConfState = this.applied.confState;
+    this.raw = this.newRawNode(this.applied.index);
+  }
+
+  /** After a restore became durable: the machine starts over from the restored state. */
+  rebuildMachineAfterRestore(state: NodeState): void {
+    const stored = state.groups.get(this.group);
+    if (stored === undefined) throw new Error(`group ${this.group} missing after its restore`);
+    this.machine = this.newMachine(stored.sessions);
+  }
+
+  private newMachine(sessions: ReadonlyMap<string, Uint8Array>): PartitionMachine {
+    const group = this.group;
+    const storage = this.storage;
+    return new PartitionMachine({
+      appliedIndex: this.applied.index,
+      sessions,
+      readStored: (key) => storage.get(group, key),
+      options: this.partitionOptions,
+    });
+  }
+
+  private newRawNode(appliedIndex: number): RawNode {
+    const s = this.raftSettings;
+    return new RawNode({
+      id: this.nodeId,
+      groupId: this.group,
+      storage: this.log,
+      random: this.random,
+      electionTick: s.electionTick,
+      heartbeatTick: s.heartbeatTick,
+      applied: appliedIndex,
+      maxSizePerMsgBytes: s.maxSizePerMsgBytes,
+      maxInflightMsgs: s.maxInflightMsgs,
+      maxUncommittedEntriesBytes: s.maxUncommittedEntriesBytes,
+      maxPendingReadIndexRequests: s.maxPendingReadIndexRequests,
+      preVote: true,
+      checkQuorum: true,
+      readOnlyOption: 'safe',
+      stepDownOnRemoval: true,
+    });
+  }
+}

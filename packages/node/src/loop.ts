@@ -1,0 +1,441 @@
+/**
+ * The loop that drives every group a node hosts (README "The loop"), one round at a time:
+ *
+ * 1. take the Ready of every group that has one (at most `maxGroupsPerBatch`);
+ * 2. write ONE batch for all of them: per group its snapshot (+ KV restore), entries and
+ *    hard state, and the KV/session writes and applied state of what the previous round
+ *    applied — group commit: one durable write, whatever the number of groups;
+ * 3. once it is durable, mirror it into each group's raft log, open the KV streams asked
+ *    for, and send the Readies' messages (one frame per peer, with the round's records);
+ * 4. apply committed entries to the partition machines, answer the requests they carry;
+ * 5. advance every group.
+ *
+ * Whatever arrives while a batch is being written (messages, proposals) waits for the next
+ * round: under load one batch carries many groups and entries. Rounds never overlap.
+ */
+import {
+  type ConfChangeV2,
+  type ConfState,
+  decodeConfChange,
+  type Entry,
+  EntryType,
+  type GroupId,
+  isRaftError,
+  type NodeId,
+  RaftErrorCode,
+  type Ready,
+} from '@meshkv/raft';
+import type { AppliedState, GroupWrite, NodeStorage, SnapshotRestore } from '@meshkv/storage';
+import type { GroupReplica } from './group.ts';
+import type { Outbox } from './outbox.ts';
+import type { AppliedCommand } from './partition.ts';
+import type { SnapshotStreams } from './snapshots.ts';
+
+export interface LoopSettings {
+  /** Groups written by one batch at most (the rest wait for the next round). */
+  readonly maxGroupsPerBatch: number;
+  /** A saved snapshot (metadata only) and a log compaction every this many applied entries… */
+  readonly snapshotEveryEntries: number;
+  /** …keeping this many entries below the applied index, for followers slightly behind. */
+  readonly logEntriesKept: number;
+}
+
+/** What the loop tells the node around it. */
+export interface LoopHost {
+  readonly nodeId: NodeId;
+  readonly storage: NodeStorage;
+  readonly outbox: Outbox;
+  readonly snapshots: SnapshotStreams;
+  groups(): Iterable<GroupReplica>;
+  /** A Ready was taken from the group (reads asked later start a new round). */
+  readyTaken(replica: GroupReplica, ready: Ready): void;
+  /** The group applied `results` (and its read states are due); answer what waits. */
+  applied(replica: GroupReplica, results: readonly AppliedCommand[]): void;
+  /** The group applied a configuration change. */
+  confChanged(replica: GroupReplica, confState: ConfState, index: number): void;
+  /** Peers outside the group's configuration asked it for votes. */
+  nonMembers(replica: GroupReplica, ids: readonly NodeId[]): void;
+  /** The group's removal is durable: forget it. */
+  removed(replica: GroupReplica): void;
+  /** A batch failed: the node cannot go on (the store refuses everything after 'io'). */
+  fatal(error: unknown): void;
+  persisted?(group: GroupId, entries: readonly Entry[]): void;
+  appliedEntry?(group: GroupId, entry: Entry): void;
+  leader?(replica: GroupReplica, term: number): void;
+  trace(line: string): void;
+}
+
+interface RoundGroup {
+  readonly replica: GroupReplica;
+  readonly ready: Ready | null;
+  readonly part: GroupWrite | null;
+  readonly restore: SnapshotRestore | null;
+  /** The applied state this round's part writes, if any. */
+  readonly appliedState: AppliedState | null;
+  readonly savedSnapshotIndex: number;
+  readonly compactTo: number;
+}
+
+export class NodeLoop {
+  private readonly host: LoopHost;
+  private readonly settings: LoopSettings;
+  private running = false;
+  private again = false;
+  private stopped = false;
+  /** Resolves when the running round sequence ends (close waits for it). */
+  private idle: Promise<void> = Promise.resolve();
+  /** Batches written (status, the benchmark). */
+  batches = 0;
+  groupsWritten = 0;
+  entriesWritten = 0;
+
+  constructor(host: LoopHost, settings: LoopSettings) {
+    this.host = host;
+    this.settings = settings;
+  }
+
+  /** True while a round runs or is due. */
+  get busy(): boolean {
+    return this.running;
+  }
+
+  /** Asks for a round soon (now, or right after the one running). */
+  wake(): void {
+    if (this.stopped) return;
+    if (this.running) {
+      this.again = true;
+      return;
+    }
+    this.running = true;
+    this.idle = Promise.resolve().then(() => this.run());
+  }
+
+  /** Stops after the round running; resolves once it ended. */
+  stop(): Promise<void> {
+    this.stopped = true;
+    return this.idle;
+  }
+
+  private async run(): Promise<void> {
+    try {
+      do {
+        this.again = false;
+        await this.round();
+      } while (this.again && !this.stopped);
+    } catch (error) {
+      this.stopped = true;
+      this.host.fatal(error);
+    } finally {
+      this.running = false;
+    }
+  }
+
+  private async round(): Promise<void> {
+    const round = this.collect();
+    const parts: GroupWrite[] = [];
+    for (const g of round) if (g.part !== null) parts.push(g.part);
+    if (parts.length > 0) {
+      await this.host.storage.write({ groups: parts });
+      this.batches++;
+      this.groupsWritten += parts.length;
+    }
+    if (this.stopped) return;
+    // Durable: mirror into the raft logs, then open the KV streams raft asked for (before
+    // any later storage call, so each views exactly the state just written).
+    for (const g of round) this.afterDurable(g);
+    this.openWantedStreams(round);
+    for (const g of round) {
+      if (g.ready === null) continue;
+      for (const message of g.ready.messages) this.host.outbox.raft(message);
+    }
+    this.host.outbox.flush();
+    for (const g of round) {
+      if (g.ready !== null) await this.applyReady(g.replica, g.ready);
+    }
+    for (const g of round) {
+      if (g.ready !== null && g.replica.removal === null) {
+        g.replica.raw.advance();
+        if (g.replica.raw.hasReady()) this.again = true;
+      }
+    }
+    this.host.outbox.flush();
+  }
+
+  /** Takes the Readies and builds each group's part of the batch. */
+  private collect(): RoundGroup[] {
+    const round: RoundGroup[] = [];
+    for (const replica of this.host.groups()) {
+      if (round.length >= this.settings.maxGroupsPerBatch) {
+        this.again = true;
+        break;
+      }
+      if (replica.removal !== null) {
+        round.push(noReady(replica, { group: replica.group, remove: true }));
+        continue;
+      }
+      if (replica.heldReady !== null) {
+        const restore = this.host.snapshots.completedRestore(replica.group);
+        if (restore !== null) round.push(this.restorePart(replica, replica.heldReady, restore));
+        continue;
+      }
+      let ready: Ready | null = null;
+      if (replica.raw.hasReady()) {
+        ready = replica.raw.ready();
+        this.host.readyTaken(replica, ready);
+        if (ready.snapshot !== null) {
+          // Held until its KV stream is restored; this round writes only what was applied.
+          this.hold(replica, ready);
+          ready = null;
+        }
+      }
+      const g = this.partFor(replica, ready);
+      if (g !== null) round.push(g);
+    }
+    return round;
+  }
+
+  private hold(replica: GroupReplica, ready: Ready): void {
+    const snapshot = ready.snapshot!;
+    replica.heldReady = ready;
+    const leader = replica.raw.status().lead;
+    if (leader === null || leader === this.host.nodeId || !this.host.snapshots.canStartPull()) {
+      this.host.trace(
+        `group ${replica.group}: snapshot ${snapshot.metadata.index} dropped (no leader to pull from, or too many installs)`,
+      );
+      replica.reload();
+      this.again = true;
+      return;
+    }
+    this.host.snapshots.startPull(replica, snapshot, leader);
+  }
+
+  private restorePart(replica: GroupReplica, ready: Ready, restore: SnapshotRestore): RoundGroup {
+    const snapshot = ready.snapshot!;
+    const part: GroupWrite = {
+      group: replica.group,
+      create: replica.needsCreate ? true : undefined,
+      snapshot,
+      restore,
+      entries: ready.entries.length > 0 ? ready.entries : undefined,
+      hardState: ready.hardState ?? undefined,
+    };
+    return {
+      replica,
+      ready,
+      part: stripUndefined(part),
+      restore,
+      appliedState: snapshot.metadata,
+      savedSnapshotIndex: 0,
+      compactTo: 0,
+    };
+  }
+
+  private partFor(replica: GroupReplica, ready: Ready | null): RoundGroup | null {
+    const appliedChanged = replica.applied !== replica.durableApplied;
+    const log = replica.log;
+    const storedSnapshotIndex = log.storedSnapshot().metadata.index;
+    const appliedIndex = replica.applied.index;
+    // A snapshot is saved at the applied state this part leaves durable: asked for by
+    // raft (a follower needs one), or due for compaction.
+    const wantSnapshot =
+      (log.snapshotWanted && this.host.snapshots.canOpen()) ||
+      appliedIndex - storedSnapshotIndex >= this.settings.snapshotEveryEntries;
+    const savedSnapshotIndex =
+      wantSnapshot && appliedIndex > storedSnapshotIndex && replica.initialized ? appliedIndex : 0;
+    const compactTo =
+      savedSnapshotIndex > 0 ? Math.max(0, savedSnapshotIndex - this.settings.logEntriesKept) : 0;
+    const hasReadyWrites = ready !== null && (ready.entries.length > 0 || ready.hardState !== null);
+    if (!hasReadyWrites && !appliedChanged && !replica.needsCreate && savedSnapshotIndex === 0) {
+      return ready === null ? null : noReady(replica, null, ready);
+    }
+    const applied = replica.applied;
+    const part: GroupWrite = stripUndefined({
+      group: replica.group,
+      create: replica.needsCreate ? true : undefined,
+      snapshot:
+        replica.needsCreate && log.storedSnapshot().metadata.index > 0
+          ? log.storedSnapshot()
+          : undefined,
+      entries: ready !== null && ready.entries.length > 0 ? ready.entries : undefined,
+      savedSnapshot:
+        savedSnapshotIndex > 0
+          ? {
+              metadata: { index: applied.index, term: applied.term, confState: applied.confState },
+              data: EMPTY,
+            }
+          : undefined,
+      compactTo: compactTo > log.firstIndex() - 1 ? compactTo : undefined,
+      hardState: ready?.hardState ?? undefined,
+      appliedState: appliedChanged || replica.needsCreate ? applied : undefined,
+      kv: replica.kv.length > 0 ? replica.kv : undefined,
+      sessions: replica.sessions.length > 0 ? replica.sessions : undefined,
+    });
+    replica.kv = [];
+    replica.sessions = [];
+    return {
+      replica,
+      ready,
+      part,
+      restore: null,
+      appliedState: appliedChanged || replica.needsCreate ? applied : null,
+      savedSnapshotIndex,
+      compactTo: part.compactTo ?? 0,
+    };
+  }
+
+  /** The part of `g` is durable: the raft log and the durable applied state follow it. */
+  private afterDurable(g: RoundGroup): void {
+    const replica = g.replica;
+    const part = g.part;
+    if (part === null) return;
+    if (part.remove === true) {
+      this.host.removed(replica);
+      return;
+    }
+    replica.needsCreate = false;
+    const log = replica.log;
+    const ready = g.ready;
+    if (g.restore !== null) {
+      log.applySnapshot(ready!.snapshot!);
+      this.host.snapshots.installedRestore(replica.group);
+      replica.heldReady = null;
+      this.host.trace(
+        `group ${replica.group}: installed snapshot ${ready!.snapshot!.metadata.index}`,
+      );
+    }
+    if (part.entries !== undefined) {
+      log.append(part.entries as Entry[]);
+      this.entriesWritten += part.entries.length;
+      this.host.persisted?.(replica.group, part.entries);
+    }
+    if (part.hardState !== undefined) log.setHardState(part.hardState);
+    if (g.appliedState !== null) {
+      replica.durableApplied = g.appliedState;
+      log.appliedConfState = g.appliedState.confState;
+      if (g.restore === null) replica.machine.persisted(g.appliedState.index);
+    }
+    if (g.savedSnapshotIndex > 0) {
+      const applied = g.appliedState ?? replica.durableApplied;
+      log.createSnapshot(applied.index, applied.confState, EMPTY);
+      if (g.compactTo > log.firstIndex() - 1) log.compact(g.compactTo);
+    }
+  }
+
+  private openWantedStreams(round: readonly RoundGroup[]): void {
+    for (const g of round) {
+      const replica = g.replica;
+      const log = replica.log;
+      if (!log.snapshotWanted || replica.removal !== null || !this.host.snapshots.canOpen())
+        continue;
+      const snapshotIndex = log.storedSnapshot().metadata.index;
+      if (snapshotIndex === 0 || snapshotIndex !== replica.durableApplied.index) continue;
+      log.snapshotWanted = false;
+      this.host.snapshots.open(replica.group, snapshotIndex);
+      this.host.trace(`group ${replica.group}: KV stream of snapshot ${snapshotIndex} open`);
+    }
+  }
+
+  /** Step 4 for one group: role changes, committed entries, read states. */
+  private async applyReady(replica: GroupReplica, ready: Ready): Promise<void> {
+    if (ready.softState !== null && ready.softState.role === 'leader') {
+      this.host.leader?.(replica, replica.raw.status().term);
+    }
+    if (ready.nonMemberCandidates.length > 0)
+      this.host.nonMembers(replica, ready.nonMemberCandidates);
+    if (ready.snapshot !== null) {
+      // A restored snapshot: the state machine is the restored one.
+      const meta = ready.snapshot.metadata;
+      replica.applied = meta;
+      replica.durableApplied = meta;
+      replica.log.appliedConfState = meta.confState;
+      replica.configIndex = meta.index;
+      replica.rebuildMachineAfterRestore(await this.host.storage.load());
+      this.checkMembership(replica, meta.confState, meta.index);
+    }
+    const entries = ready.committedEntries;
+    if (entries.length > 0) {
+      const output = await replica.machine.apply(entries);
+      let confState = replica.applied.confState;
+      for (const entry of entries) {
+        this.host.appliedEntry?.(replica.group, entry);
+        if (entry.type !== EntryType.ConfChange) continue;
+        const changed = this.applyConfChange(replica, entry);
+        if (changed !== null) {
+          confState = changed;
+          replica.configIndex = entry.index;
+          this.host.confChanged(replica, confState, entry.index);
+        }
+      }
+      const last = entries[entries.length - 1]!;
+      replica.applied = { index: last.index, term: last.term, confState };
+      replica.kv.push(...output.kv);
+      replica.sessions.push(...output.sessions);
+      this.host.applied(replica, output.results);
+      this.checkMembership(replica, confState, last.index);
+    } else {
+      this.host.applied(replica, NO_RESULTS);
+    }
+  }
+
+  private applyConfChange(replica: GroupReplica, entry: Entry): ConfState | null {
+    let change: ConfChangeV2 | ReturnType<typeof decodeConfChange>;
+    try {
+      change = decodeConfChange(entry.data);
+    } catch {
+      return null; // Every replica refuses undecodable data alike: a no-op.
+    }
+    try {
+      const confState = replica.raw.applyConfChange(change);
+      this.host.trace(
+        `group ${replica.group}: configuration at ${entry.index}: voters [${confState.voters}] learners [${confState.learners}]${confState.votersOutgoing.length > 0 ? ` outgoing [${confState.votersOutgoing}]` : ''}`,
+      );
+      return confState;
+    } catch (e) {
+      if (isRaftError(e, RaftErrorCode.InvalidConfChange)) return null;
+      throw e;
+    }
+  }
+
+  private checkMembership(replica: GroupReplica, confState: ConfState, index: number): void {
+    if (replica.removal !== null || isMember(confState, this.host.nodeId)) return;
+    if (confState.voters.length === 0 && confState.learners.length === 0) return;
+    replica.removal = 'removed from the configuration';
+    this.host.trace(`group ${replica.group}: removed from its configuration at ${index}`);
+    this.again = true;
+  }
+}
+
+const EMPTY = new Uint8Array(0);
+const NO_RESULTS: readonly AppliedCommand[] = [];
+
+function isMember(c: ConfState, id: NodeId): boolean {
+  return (
+    c.voters.includes(id) ||
+    c.learners.includes(id) ||
+    c.votersOutgoing.includes(id) ||
+    c.learnersNext.includes(id)
+  );
+}
+
+function noReady(
+  replica: GroupReplica,
+  part: GroupWrite | null,
+  ready: Ready | null = null,
+): RoundGroup {
+  return {
+    replica,
+    ready,
+    part,
+    restore: null,
+    appliedState: null,
+    savedSnapshotIndex: 0,
+    compactTo: 0,
+  };
+}
+
+/** A GroupWrite without the fields left undefined (the store treats present fields as given). */
+function stripUndefined(part: GroupWrite): GroupWrite {
+  const fields = part as unknown as Record<string, unknown>;
+  for (const key of Object.keys(fields)) if (fields[key] === undefined) delete fields[key];
+  return part;
+}

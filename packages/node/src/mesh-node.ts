@@ -1,0 +1,814 @@
+/**
+ * MeshNode: one node of a meshkv cluster — the Raft group of every partition it
+ * replicates, driven by one loop (loop.ts), serving put/get/delete from any node
+ * (router.ts), streaming KV snapshots (snapshots.ts) and moving replicas toward the ring
+ * placement (rebalancer.ts). Isomorphic and deterministic: time comes only from `tick`,
+ * the network from a Transport, the disk from a NodeStorage, membership from registry
+ * snapshots, randomness from the injected Prng. The Node process, the browser tab and the
+ * simulation are shells around this very class.
+ */
+import {
+  bootstrapSnapshot,
+  type Entry,
+  emptyConfState,
+  type GroupId,
+  isRaftError,
+  type Message,
+  MessageType,
+  type NodeId,
+  type Prng,
+  RaftErrorCode,
+  type Storage as RaftStorage,
+  type Ready,
+  type Role,
+} from '@meshkv/raft';
+import { type Placement, Ring } from '@meshkv/ring';
+import type { NodeStorage } from '@meshkv/storage';
+import type { PeerId, Transport } from '@meshkv/transport';
+import type { RegistrySnapshot } from '@meshkv/transport/signaling-protocol';
+import { closed, ErrorCode, MeshKvError, validateKey, valueBytes } from './errors.ts';
+import { type GroupRaftSettings, GroupReplica } from './group.ts';
+import { type LoopSettings, NodeLoop } from './loop.ts';
+import { Outbox } from './outbox.ts';
+import type { AppliedCommand, PartitionOptions } from './partition.ts';
+import { movesInConfig, planReconfiguration, toConfChange } from './rebalancer.ts';
+import { Router, type RouterSettings } from './router.ts';
+import { type SnapshotSettings, SnapshotStreams } from './snapshots.ts';
+import { decodeFrame, type WireRecord } from './wire.ts';
+
+export interface MeshNodeSettings
+  extends GroupRaftSettings,
+    RouterSettings,
+    LoopSettings,
+    SnapshotSettings {
+  /** How often the shell calls tick(), in ms (the raft ticks count these). */
+  readonly tickMs: number;
+  /** A request's deadline when the call gives none. */
+  readonly defaultDeadlineMs: number;
+  /** The longest deadline a call may ask for. */
+  readonly maxDeadlineMs: number;
+  /** Replica moves (learners being added) a node leads at once. */
+  readonly maxMovesPerNode: number;
+  /** Leaders check their group against the placement every this many ticks. */
+  readonly rebalanceEveryTicks: number;
+  /** A learner within this many entries of the leader's log counts as caught up. */
+  readonly catchUpLagEntries: number;
+  /** Largest frame handed to the transport (at least the wire's maxRecordBytes + 1). */
+  readonly maxFrameBytes: number;
+  readonly partition: PartitionOptions;
+}
+
+export const meshNodeDefaults: MeshNodeSettings = Object.freeze({
+  tickMs: 100,
+  electionTick: 10,
+  heartbeatTick: 1,
+  maxSizePerMsgBytes: 1024 * 1024,
+  maxInflightMsgs: 256,
+  maxUncommittedEntriesBytes: 64 * 1024 * 1024,
+  maxPendingReadIndexRequests: 4096,
+  maxPendingRequests: 10_000,
+  maxServedRequests: 50_000,
+  retryMinMs: 200,
+  retryMaxMs: 2_000,
+  maxGroupsPerBatch: 4096,
+  snapshotEveryEntries: 10_000,
+  logEntriesKept: 1_000,
+  maxOpenStreams: 8,
+  maxIncomingStreams: 4,
+  streamIdleTicks: 100,
+  pullResendTicks: 10,
+  targetChunkBytes: 1024 * 1024,
+  defaultDeadlineMs: 5_000,
+  maxDeadlineMs: 60_000,
+  maxMovesPerNode: 4,
+  rebalanceEveryTicks: 5,
+  catchUpLagEntries: 64,
+  maxFrameBytes: 16 * 1024 * 1024,
+  partition: Object.freeze({}),
+});
+
+export interface MeshNodeObserver {
+  /** `entries` of `group` are durable in this node's log (right after the batch write). */
+  persisted?(group: GroupId, entries: readonly Entry[]): void;
+  /** This node applied `entry` of `group` (in index order; after a restart entries apply again). */
+  applied?(group: GroupId, entry: Entry): void;
+  /** This node became leader of `group` in `term`; `log` is its raft log at that moment. */
+  leader?(group: GroupId, term: number, log: RaftStorage): void;
+  /** One line for a trace (elections, configuration changes, moves, snapshots). */
+  trace?(line: string): void;
+}
+
+export interface MeshNodeOptions {
+  /** The registry's id for this node (bound to its storage by the member secret). */
+  readonly nodeId: NodeId;
+  /** Opened by the shell; the shell closes it after close(). */
+  readonly storage: NodeStorage;
+  /** `localId === nodeId`; the shell closes it after close(). */
+  readonly transport: Transport;
+  /** The latest registry snapshot (the join reply). */
+  readonly registry: RegistrySnapshot;
+  /**
+   * The registry issued `nodeId` at this start: the storage is new. Only such a node, and
+   * only as the registry's first member, creates the partitions (bootstrap); a node whose
+   * storage merely holds no group never does.
+   */
+  readonly newIdentity: boolean;
+  readonly random: Prng;
+  /** The shell's clock when starting (ms). */
+  readonly nowMs: number;
+  readonly settings?: Partial<MeshNodeSettings>;
+  readonly observer?: MeshNodeObserver;
+}
+
+export interface PutOptions {
+  /** 'all': resolve once every voter applied the write (else ACK_INCOMPLETE). */
+  readonly ack?: 'majority' | 'all';
+  readonly deadlineMs?: number;
+}
+export interface GetOptions {
+  /** 'local': the nearest replica answers, possibly stale. */
+  readonly consistency?: 'linearizable' | 'local';
+  readonly deadlineMs?: number;
+}
+export interface DeleteOptions {
+  readonly deadlineMs?: number;
+}
+
+export interface FollowerStatus {
+  readonly id: NodeId;
+  readonly match: number;
+  /** Entries behind the leader's last index. */
+  readonly lag: number;
+  readonly state: string;
+}
+
+export interface GroupStatus {
+  readonly partition: number;
+  readonly role: Role;
+  readonly term: number;
+  readonly leader: NodeId | null;
+  readonly commit: number;
+  readonly applied: number;
+  readonly lastIndex: number;
+  /** Entries held in the log (after the last compaction). */
+  readonly logEntries: number;
+  readonly voters: readonly NodeId[];
+  readonly learners: readonly NodeId[];
+  readonly votersOutgoing: readonly NodeId[];
+  /** Leader only: each other member's replication. */
+  readonly followers: readonly FollowerStatus[];
+  /** Whether the replica holds the partition's data yet. */
+  readonly initialized: boolean;
+  /** A snapshot is being installed (its KV state streams in). */
+  readonly installingSnapshot: boolean;
+  /** Why the leader did not step the group toward the placement, if it is not in place. */
+  readonly placement: string;
+}
+
+export interface NodeStatus {
+  readonly nodeId: NodeId;
+  readonly epoch: number;
+  readonly nowMs: number;
+  readonly peers: readonly NodeId[];
+  readonly groups: readonly GroupStatus[];
+  /** Learners this node's led groups are catching up. */
+  readonly movesInProgress: number;
+  readonly pendingRequests: number;
+  readonly snapshotsInstalled: number;
+  readonly batchesWritten: number;
+  readonly framesSent: number;
+  readonly closed: boolean;
+}
+
+const MESSAGE_TYPES_THAT_CREATE = new Set<number>([
+  MessageType.App,
+  MessageType.Heartbeat,
+  MessageType.Snap,
+]);
+
+export class MeshNode {
+  readonly nodeId: NodeId;
+  private readonly settings: MeshNodeSettings;
+  private readonly storage: NodeStorage;
+  private readonly transport: Transport;
+  private readonly random: Prng;
+  private readonly observer: MeshNodeObserver;
+  private readonly groups = new Map<GroupId, GroupReplica>();
+  private readonly outbox: Outbox;
+  private readonly loop: NodeLoop;
+  private readonly router: Router;
+  private readonly snapshots: SnapshotStreams;
+  private registry: RegistrySnapshot;
+  private ring: Ring;
+  private placement: Placement;
+  private nowMsValue: number;
+  private ticks = 0;
+  private closedReason: string | null = null;
+  private readonly unsubscribe: (() => void)[] = [];
+  private readonly listeners = new Set<(status: NodeStatus) => void>();
+  private statusChanged = true;
+  private readonly placementNotes = new Map<GroupId, string>();
+  private movesInProgress = 0;
+  private fatalError: unknown = null;
+
+  private constructor(options: MeshNodeOptions, settings: MeshNodeSettings) {
+    this.nodeId = options.nodeId;
+    this.settings = settings;
+    this.storage = options.storage;
+    this.transport = options.transport;
+    this.random = options.random;
+    this.observer = options.observer ?? {};
+    this.registry = options.registry;
+    this.ring = new Ring(ringSettings(options.registry));
+    this.placement = this.ring.placement(upMembers(options.registry));
+    this.nowMsValue = options.nowMs;
+    this.outbox = new Outbox(options.transport, settings.maxFrameBytes);
+    this.snapshots = new SnapshotStreams(
+      {
+        storage: options.storage,
+        random: options.random,
+        send: (to, record) => this.sendRecord(to, record),
+        replica: (group) => this.groups.get(group),
+        wake: () => this.loop.wake(),
+        trace: (line) => this.trace(line),
+        reload: (replica, why) => {
+          replica.reload();
+          this.trace(`group ${replica.group}: reloaded from durable state (${why})`);
+        },
+      },
+      settings,
+    );
+    this.router = new Router(
+      {
+        nodeId: options.nodeId,
+        nowMs: () => this.nowMsValue,
+        replica: (partition) => this.groups.get(partition),
+        placementReplicas: (partition) => this.placement.replicasOf(partition),
+        linkUp: (peer) => this.transport.peers().includes(peer),
+        sendRequest: (to, request) => this.sendRecord(to, request),
+        sendResponse: (to, response) => this.sendRecord(to, response),
+        wake: () => this.loop.wake(),
+      },
+      settings,
+      `${options.nodeId}/${options.random.nextInt(0x1_0000_0000).toString(36)}`,
+    );
+    this.loop = new NodeLoop(
+      {
+        nodeId: options.nodeId,
+        storage: options.storage,
+        outbox: this.outbox,
+        snapshots: this.snapshots,
+        groups: () => this.groups.values(),
+        readyTaken: (replica, ready) => this.readyTaken(replica, ready),
+        applied: (replica, results) => this.appliedResults(replica, results),
+        confChanged: () => {
+          this.statusChanged = true;
+        },
+        nonMembers: (replica, ids) => {
+          for (const id of ids) {
+            this.outbox.record(id, {
+              kind: 'notMember',
+              group: replica.group,
+              configIndex: replica.applied.index,
+            });
+          }
+        },
+        removed: (replica) => this.forgetGroup(replica),
+        fatal: (error) => this.fail(error),
+        persisted: this.observer.persisted?.bind(this.observer),
+        appliedEntry: this.observer.applied?.bind(this.observer),
+        leader: (replica, term) => {
+          this.trace(`group ${replica.group}: leads term ${term}`);
+          this.observer.leader?.(replica.group, term, replica.log);
+        },
+        trace: (line) => this.trace(line),
+      },
+      settings,
+    );
+  }
+
+  /**
+   * Loads the storage and rebuilds every hosted group. The registry's first member, at
+   * its first start (`newIdentity`) with empty storage, creates every partition as a
+   * one-voter group; every other node starts with what its storage holds and gets
+   * replicas by rebalancing.
+   */
+  static async start(options: MeshNodeOptions): Promise<MeshNode> {
+    const settings = resolveSettings(options.settings);
+    if (options.transport.localId !== options.nodeId) {
+      throw new RangeError(
+        `the transport is ${options.transport.localId}'s, this node is ${options.nodeId}`,
+      );
+    }
+    if (!options.registry.members.some((m) => m.nodeId === options.nodeId)) {
+      throw new RangeError(`${options.nodeId} is not a member of the registry snapshot`);
+    }
+    const node = new MeshNode(options, settings);
+    const state = await options.storage.load();
+    const raftSettings = settings;
+    for (const groupState of state.groups.values()) {
+      node.adopt(
+        GroupReplica.fromStored(
+          groupState,
+          options.nodeId,
+          options.storage,
+          raftSettings,
+          options.random,
+          settings.partition,
+        ),
+      );
+    }
+    if (
+      state.groups.size === 0 &&
+      options.newIdentity &&
+      isFirstMember(options.registry, options.nodeId)
+    ) {
+      const confState = { ...emptyConfState, voters: [options.nodeId] };
+      for (let group = 0; group < node.ring.settings.partitions; group++) {
+        node.adopt(
+          GroupReplica.created(
+            group,
+            options.nodeId,
+            bootstrapSnapshot(confState),
+            options.storage,
+            raftSettings,
+            options.random,
+            settings.partition,
+          ),
+        );
+      }
+      node.trace(`bootstraps ${node.ring.settings.partitions} partitions as one-voter groups`);
+    }
+    node.listen();
+    node.loop.wake();
+    return node;
+  }
+
+  /** Queues a node record for `to`; it leaves with the next round's frames (woken now). */
+  private sendRecord(to: NodeId, record: WireRecord): void {
+    this.outbox.record(to, record);
+    this.loop.wake();
+  }
+
+  /** Hosts `replica`: its raft log hands out snapshots only with a KV stream for them. */
+  private adopt(replica: GroupReplica): void {
+    const group = replica.group;
+    replica.log.claimStream = (snapshotIndex) => this.snapshots.claim(group, snapshotIndex);
+    this.groups.set(group, replica);
+    this.statusChanged = true;
+  }
+
+  private listen(): void {
+    this.unsubscribe.push(
+      this.transport.on('frame', (from, frame) => this.onFrame(from, frame)),
+      this.transport.on('peerUp', () => {
+        this.statusChanged = true;
+      }),
+      this.transport.on('peerDown', (peer) => {
+        this.statusChanged = true;
+        for (const replica of this.groups.values()) {
+          if (replica.raw.status().role === 'leader') replica.raw.reportUnreachable(peer);
+        }
+      }),
+    );
+  }
+
+  get busy(): boolean {
+    return this.loop.busy;
+  }
+
+  /** The node's clock: the last tick's nowMs. */
+  get nowMs(): number {
+    return this.nowMsValue;
+  }
+
+  /** The shell calls this every tickMs with its clock: ticks every group, expires deadlines. */
+  tick(nowMs: number): void {
+    if (this.closedReason !== null) return;
+    if (nowMs > this.nowMsValue) this.nowMsValue = nowMs;
+    this.ticks++;
+    for (const replica of this.groups.values()) {
+      if (replica.removal !== null) continue;
+      replica.raw.tick();
+    }
+    this.router.onTick();
+    this.snapshots.onTick();
+    if (this.ticks % this.settings.rebalanceEveryTicks === 0) this.rebalance();
+    this.loop.wake();
+    if (this.statusChanged && this.listeners.size > 0) {
+      this.statusChanged = false;
+      const status = this.status();
+      for (const listener of this.listeners) listener(status);
+    }
+  }
+
+  /** A newer registry snapshot; older or equal epochs are ignored. */
+  updateRegistry(snapshot: RegistrySnapshot): void {
+    if (snapshot.epoch <= this.registry.epoch) return;
+    this.registry = snapshot;
+    this.placement = this.ring.placement(upMembers(snapshot));
+    this.statusChanged = true;
+    this.trace(`registry epoch ${snapshot.epoch}: placement over [${this.placement.members}]`);
+  }
+
+  // ---- The KV API -------------------------------------------------------------------------
+
+  async put(key: string, value: string | Uint8Array, options: PutOptions = {}): Promise<true> {
+    validateKey(key);
+    const bytes = valueBytes(value);
+    const ack = options.ack ?? 'majority';
+    if (ack !== 'majority' && ack !== 'all') {
+      throw new MeshKvError(
+        ErrorCode.VALUE_INVALID,
+        `ack must be 'majority' or 'all', got ${String(ack)}`,
+      );
+    }
+    const outcome = await this.router.request(
+      'put',
+      this.ring.partitionOf(key),
+      key,
+      bytes,
+      this.deadline(options.deadlineMs),
+      ack === 'all',
+    );
+    if (outcome.kind !== 'boolean') throw new Error('put answered with a value');
+    return true;
+  }
+
+  async get(key: string, options: GetOptions = {}): Promise<Uint8Array | null> {
+    validateKey(key);
+    const consistency = options.consistency ?? 'linearizable';
+    if (consistency !== 'linearizable' && consistency !== 'local') {
+      throw new MeshKvError(
+        ErrorCode.VALUE_INVALID,
+        `consistency must be 'linearizable' or 'local', got ${String(consistency)}`,
+      );
+    }
+    const outcome = await this.router.request(
+      consistency === 'local' ? 'localGet' : 'get',
+      this.ring.partitionOf(key),
+      key,
+      null,
+      this.deadline(options.deadlineMs),
+      false,
+    );
+    if (outcome.kind !== 'value') throw new Error('get answered with a boolean');
+    return outcome.value;
+  }
+
+  async delete(key: string, options: DeleteOptions = {}): Promise<boolean> {
+    validateKey(key);
+    const outcome = await this.router.request(
+      'delete',
+      this.ring.partitionOf(key),
+      key,
+      null,
+      this.deadline(options.deadlineMs),
+      false,
+    );
+    if (outcome.kind !== 'boolean') throw new Error('delete answered with a value');
+    return outcome.value;
+  }
+
+  private deadline(deadlineMs: number | undefined): number {
+    const chosen = deadlineMs ?? this.settings.defaultDeadlineMs;
+    if (!Number.isSafeInteger(chosen) || chosen < 1 || chosen > this.settings.maxDeadlineMs) {
+      throw new MeshKvError(
+        ErrorCode.VALUE_INVALID,
+        `deadlineMs must be an integer in [1, ${this.settings.maxDeadlineMs}], got ${String(deadlineMs)}`,
+        { got: String(deadlineMs) },
+      );
+    }
+    return chosen;
+  }
+
+  // ---- Membership -------------------------------------------------------------------------
+
+  /**
+   * Resolves once this node hosts no replica: the registry must already say it `left`, so
+   * that the leaders move its replicas away. Fails with TIMEOUT at the deadline.
+   */
+  leave(options: { deadlineMs?: number } = {}): Promise<void> {
+    const deadlineMs = options.deadlineMs ?? this.settings.maxDeadlineMs;
+    const until = this.nowMsValue + deadlineMs;
+    return new Promise<void>((resolve, reject) => {
+      const check = (): void => {
+        if (this.groups.size === 0) {
+          stop();
+          resolve();
+        } else if (this.closedReason !== null) {
+          stop();
+          reject(closed(this.closedReason));
+        } else if (this.nowMsValue >= until) {
+          stop();
+          reject(
+            new MeshKvError(
+              ErrorCode.TIMEOUT,
+              `leave timed out after ${deadlineMs} ms: ${this.groups.size} replicas still here (partitions ${[...this.groups.keys()].slice(0, 10).join(', ')})`,
+              { deadlineMs },
+            ),
+          );
+        }
+      };
+      this.listeners.add(check as (status: NodeStatus) => void);
+      const stop = () => this.listeners.delete(check as (status: NodeStatus) => void);
+      this.statusChanged = true;
+      check();
+    });
+  }
+
+  /**
+   * Leaders step their groups toward the placement, one configuration step at a time
+   * (rebalancer.ts); the budget bounds the learners this node's groups catch up at once.
+   */
+  private rebalance(): void {
+    const reachable = new Set(this.transport.peers());
+    reachable.add(this.nodeId);
+    const led: GroupReplica[] = [];
+    let moves = 0;
+    for (const replica of this.groups.values()) {
+      if (replica.removal !== null || replica.heldReady !== null) continue;
+      if (replica.raw.status().role !== 'leader') continue;
+      led.push(replica);
+      moves += movesInConfig(replica.confState);
+    }
+    this.movesInProgress = moves;
+    for (const replica of led) {
+      const status = replica.raw.status();
+      const step = planReconfiguration({
+        self: this.nodeId,
+        confState: status.config,
+        confChangePending: hasPendingConfChange(replica),
+        leadTransferee: status.leadTransferee,
+        target: this.placement.replicasOf(replica.group),
+        progress: status.progress,
+        lastIndex: status.lastIndex,
+        reachable,
+        catchUpLagEntries: this.settings.catchUpLagEntries,
+        movesInProgress: moves,
+        maxMovesPerNode: this.settings.maxMovesPerNode,
+      });
+      if (step.kind === 'none') {
+        this.placementNotes.set(replica.group, step.reason);
+        continue;
+      }
+      this.placementNotes.set(replica.group, step.kind);
+      if (step.kind === 'addLearners') moves += step.nodes.length;
+      try {
+        if (step.kind === 'transferLeader') {
+          replica.raw.transferLeader(step.to);
+        } else {
+          const change = toConfChange(step);
+          if (change !== null) replica.raw.proposeConfChange(change);
+        }
+        this.trace(`group ${replica.group}: ${JSON.stringify(step)}`);
+      } catch (e) {
+        if (!isRaftError(e)) throw e;
+        this.placementNotes.set(replica.group, `${step.kind} refused: ${(e as Error).message}`);
+      }
+    }
+  }
+
+  // ---- Frames -----------------------------------------------------------------------------
+
+  private onFrame(from: PeerId, frame: Uint8Array): void {
+    if (this.closedReason !== null) return;
+    const decoded = decodeFrame(frame);
+    if (!decoded.ok) {
+      this.trace(`drops a frame from ${from}: ${decoded.reason}`);
+      return;
+    }
+    for (const record of decoded.records) this.onRecord(from, record);
+    this.loop.wake();
+  }
+
+  private onRecord(from: PeerId, record: WireRecord): void {
+    switch (record.kind) {
+      case 'raft':
+        this.onRaft(from, record.message);
+        return;
+      case 'request':
+        this.router.serve(from, record);
+        return;
+      case 'response':
+        this.router.onResponse(from, record);
+        return;
+      case 'snapshotPull':
+        this.snapshots.onPull(from, record);
+        return;
+      case 'snapshotChunk':
+        this.snapshots.onChunk(from, record);
+        return;
+      case 'snapshotAbort':
+        this.snapshots.onAbort(from, record);
+        return;
+      case 'notMember': {
+        const replica = this.groups.get(record.group);
+        if (replica === undefined || replica.removal !== null) return;
+        if (record.configIndex > replica.applied.index) {
+          replica.removal = 'told it is not a member';
+          this.trace(
+            `group ${record.group}: ${from} says it is not a member as of ${record.configIndex} (applied here: ${replica.applied.index})`,
+          );
+        }
+        return;
+      }
+      case 'quiesce':
+        return;
+    }
+  }
+
+  private onRaft(from: PeerId, message: Message): void {
+    if (message.to !== this.nodeId || message.from !== from) return;
+    let replica = this.groups.get(message.groupId);
+    if (replica === undefined) {
+      // A leader reaches a replica it added: host it, empty, until its snapshot arrives.
+      if (!MESSAGE_TYPES_THAT_CREATE.has(message.type)) return;
+      if (message.groupId >= this.ring.settings.partitions) return;
+      replica = GroupReplica.created(
+        message.groupId,
+        this.nodeId,
+        null,
+        this.storage,
+        this.settings,
+        this.random,
+        this.settings.partition,
+      );
+      this.adopt(replica);
+      this.trace(`group ${message.groupId}: hosted, empty, on a message from ${from}`);
+    }
+    if (replica.removal !== null) return;
+    try {
+      replica.raw.step(message);
+    } catch (e) {
+      if (
+        isRaftError(e, RaftErrorCode.StepPeerNotFound) ||
+        isRaftError(e, RaftErrorCode.InvalidMessage) ||
+        isRaftError(e, RaftErrorCode.StepLocalMessage)
+      ) {
+        return;
+      }
+      throw e;
+    }
+  }
+
+  // ---- Loop callbacks ---------------------------------------------------------------------
+
+  private readyTaken(replica: GroupReplica, ready: Ready): void {
+    this.router.closeReadRound(replica.group);
+    if (ready.readStates.length > 0) this.router.onReadStates(replica.group, ready.readStates);
+    if (ready.softState !== null) {
+      this.statusChanged = true;
+      if (ready.softState.role !== 'leader') {
+        this.router.abandonServed(replica.group, ready.softState.lead);
+      }
+    }
+  }
+
+  private appliedResults(replica: GroupReplica, results: readonly AppliedCommand[]): void {
+    this.router.onApplied(replica, results);
+  }
+
+  private forgetGroup(replica: GroupReplica): void {
+    this.groups.delete(replica.group);
+    this.snapshots.dropGroup(replica.group);
+    this.router.abandonServed(replica.group, null);
+    this.statusChanged = true;
+    this.trace(`group ${replica.group}: replica and data removed (${replica.removal})`);
+  }
+
+  private fail(error: unknown): void {
+    this.fatalError = error;
+    this.trace(`stops: ${String(error)}`);
+    this.router.close(`failed (${String(error)})`);
+    this.closedReason = 'failed';
+  }
+
+  // ---- Status -----------------------------------------------------------------------------
+
+  status(): NodeStatus {
+    const groups: GroupStatus[] = [];
+    for (const replica of this.groups.values()) groups.push(this.groupStatus(replica));
+    groups.sort((a, b) => a.partition - b.partition);
+    return {
+      nodeId: this.nodeId,
+      epoch: this.registry.epoch,
+      nowMs: this.nowMsValue,
+      peers: [...this.transport.peers()].sort(),
+      groups,
+      movesInProgress: this.movesInProgress,
+      pendingRequests: this.router.pendingRequests,
+      snapshotsInstalled: this.snapshots.installed,
+      batchesWritten: this.loop.batches,
+      framesSent: this.outbox.framesSent,
+      closed: this.closedReason !== null,
+    };
+  }
+
+  private groupStatus(replica: GroupReplica): GroupStatus {
+    const s = replica.raw.status();
+    const followers: FollowerStatus[] = [];
+    for (const [id, pr] of s.progress) {
+      if (id === this.nodeId) continue;
+      followers.push({ id, match: pr.match, lag: s.lastIndex - pr.match, state: pr.state });
+    }
+    return {
+      partition: replica.group,
+      role: s.role,
+      term: s.term,
+      leader: s.lead,
+      commit: s.commit,
+      applied: replica.applied.index,
+      lastIndex: s.lastIndex,
+      logEntries: s.lastIndex - replica.log.firstIndex() + 1,
+      voters: s.config.voters,
+      learners: s.config.learners,
+      votersOutgoing: s.config.votersOutgoing,
+      followers,
+      initialized: replica.initialized,
+      installingSnapshot: replica.heldReady !== null,
+      placement: this.placementNotes.get(replica.group) ?? '',
+    };
+  }
+
+  /** Calls `listener` with the status whenever it changed (at most once per tick). */
+  subscribe(listener: (status: NodeStatus) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** Fails every pending request (CLOSED), stops the loop after its round, closes streams. */
+  async close(): Promise<void> {
+    if (this.closedReason === null) {
+      this.closedReason = 'was closed';
+      this.router.close(this.closedReason);
+    }
+    for (const off of this.unsubscribe.splice(0)) off();
+    await this.loop.stop();
+    this.snapshots.close();
+    this.outbox.flush();
+    this.listeners.clear();
+  }
+
+  /** The error that stopped the node, if one did (status and the shells' logs). */
+  get failure(): unknown {
+    return this.fatalError;
+  }
+
+  private trace(line: string): void {
+    this.observer.trace?.(`${this.nodeId}: ${line}`);
+  }
+}
+
+function ringSettings(registry: RegistrySnapshot) {
+  const { partitions, replicationFactor, tokensPerNode } = registry.settings;
+  return { partitions, replicationFactor, tokensPerNode };
+}
+
+/** The members placed: those `up` (down, left and retired ones are re-placed). */
+function upMembers(registry: RegistrySnapshot): NodeId[] {
+  return registry.members.filter((m) => m.state === 'up').map((m) => m.nodeId);
+}
+
+function isFirstMember(registry: RegistrySnapshot, nodeId: NodeId): boolean {
+  let first: { nodeId: NodeId; joinedAtEpoch: number } | null = null;
+  for (const m of registry.members) {
+    if (first === null || m.joinedAtEpoch < first.joinedAtEpoch) first = m;
+  }
+  return first !== null && first.nodeId === nodeId;
+}
+
+function hasPendingConfChange(replica: GroupReplica): boolean {
+  const s = replica.raw.status();
+  if (s.applied >= s.lastIndex) return false;
+  const entries =
+    replica.log.lastIndex() >= s.applied + 1
+      ? safeEntries(replica, s.applied + 1, replica.log.lastIndex() + 1)
+      : [];
+  return entries.some((e) => e.type === 1);
+}
+
+function safeEntries(replica: GroupReplica, lo: number, hi: number): Entry[] {
+  try {
+    return replica.log.entries(lo, hi, Number.MAX_SAFE_INTEGER);
+  } catch {
+    return [];
+  }
+}
+
+function resolveSettings(given: Partial<MeshNodeSettings> | undefined): MeshNodeSettings {
+  const settings: MeshNodeSettings = { ...meshNodeDefaults, ...given };
+  for (const [name, value] of Object.entries(settings)) {
+    if (name === 'partition') continue;
+    if (!Number.isSafeInteger(value) || (value as number) < 0) {
+      throw new RangeError(
+        `MeshNode setting ${name} must be a non-negative integer, got ${String(value)}`,
+      );
+    }
+  }
+  if (settings.tickMs < 1) throw new RangeError('tickMs must be at least 1');
+  if (settings.electionTick <= settings.heartbeatTick) {
+    throw new RangeError('electionTick must exceed heartbeatTick');
+  }
+  return settings;
+}

@@ -1,0 +1,72 @@
+/**
+ * Everything this node has for its peers in one loop round, one FrameBuilder per peer:
+ * Raft messages and node records are added as the round produces them and leave together
+ * in `flush()`, so one round costs one frame per peer (split at the transport's frame
+ * bound). Raft messages that promise durable state are only added after the batch that
+ * holds that state is durable (the loop's order), so flushing never sends a promise early.
+ */
+import type { Message, NodeId } from '@meshkv/raft';
+import type { Transport } from '@meshkv/transport';
+import { FrameBuilder, maxRecordBytes, type WireRecord } from './wire.ts';
+
+export class Outbox {
+  private readonly builders = new Map<NodeId, FrameBuilder>();
+  /** Peers with something added since the last flush. */
+  private readonly dirty = new Set<NodeId>();
+  private readonly transport: Transport;
+  private readonly maxFrameBytes: number;
+  /** Frames handed to the transport so far (status, the benchmark). */
+  framesSent = 0;
+
+  constructor(transport: Transport, maxFrameBytes: number) {
+    if (maxFrameBytes < maxRecordBytes + 1) {
+      throw new RangeError(
+        `the transport's frames (${maxFrameBytes} bytes) cannot carry the node's largest record (${maxRecordBytes} bytes)`,
+      );
+    }
+    this.transport = transport;
+    this.maxFrameBytes = maxFrameBytes;
+  }
+
+  /** Whether anything waits for `flush`. */
+  get pending(): boolean {
+    return this.dirty.size > 0;
+  }
+
+  raft(message: Message): void {
+    this.builder(message.to).addRaft(message);
+  }
+
+  record(to: NodeId, record: WireRecord): void {
+    this.builder(to).add(record);
+  }
+
+  /** Hands every peer's frames to the transport (never re-entrantly: handlers run later). */
+  flush(): void {
+    for (const peer of this.dirty) {
+      const builder = this.builders.get(peer);
+      if (builder === undefined) continue;
+      for (const frame of builder.takeFrames()) {
+        this.transport.send(peer, frame);
+        this.framesSent++;
+      }
+    }
+    this.dirty.clear();
+  }
+
+  /** Drops what was queued for `peer` and its builder (the peer left the cluster). */
+  forget(peer: NodeId): void {
+    this.builders.delete(peer);
+    this.dirty.delete(peer);
+  }
+
+  private builder(peer: NodeId): FrameBuilder {
+    let builder = this.builders.get(peer);
+    if (builder === undefined) {
+      builder = new FrameBuilder(this.maxFrameBytes);
+      this.builders.set(peer, builder);
+    }
+    this.dirty.add(peer);
+    return builder;
+  }
+}

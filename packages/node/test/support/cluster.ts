@@ -1,0 +1,193 @@
+/**
+ * A small deterministic cluster for the node's scenario tests: MeshNodes over the
+ * simulated network (SimTransport), each with a MemoryDisk ('auto' sync), a registry
+ * snapshot built by hand, and virtual time: `run(ms)` ticks every node every tickMs and
+ * delivers the network's packets in time order, draining the nodes' microtasks between
+ * events. (The full chaos simulation, with crashes, slow disks and the registry's real
+ * transitions, is test/sim.)
+ */
+import { mulberry32, type NodeId } from '@meshkv/raft';
+import { MemoryDisk, type NodeStorage } from '@meshkv/storage';
+import type { Member, RegistrySnapshot } from '@meshkv/transport/signaling-protocol';
+import { SimNetwork, SimTransport } from '@meshkv/transport/sim-network';
+import { MeshNode, type MeshNodeSettings } from '../../src/mesh-node.ts';
+
+export const TICK_MS = 10;
+
+export interface ClusterOptions {
+  readonly seed?: number;
+  readonly partitions?: number;
+  readonly replicationFactor?: number;
+  readonly settings?: Partial<MeshNodeSettings>;
+  readonly trace?: boolean;
+}
+
+interface Running {
+  node: MeshNode;
+  storage: NodeStorage;
+  transport: SimTransport;
+}
+
+export class TestCluster {
+  readonly network: SimNetwork<Uint8Array>;
+  readonly disks = new Map<NodeId, MemoryDisk>();
+  readonly running = new Map<NodeId, Running>();
+  readonly traceLines: string[] = [];
+  private registry: RegistrySnapshot;
+  private readonly seed: number;
+  private readonly settings: Partial<MeshNodeSettings>;
+  private readonly traceOn: boolean;
+  private nextTickMs = 0;
+
+  constructor(options: ClusterOptions = {}) {
+    this.seed = options.seed ?? 1;
+    this.network = new SimNetwork<Uint8Array>({ prng: mulberry32(this.seed) });
+    this.registry = {
+      settings: {
+        clusterId: 'test',
+        partitions: options.partitions ?? 4,
+        replicationFactor: options.replicationFactor ?? 3,
+        tokensPerNode: 16,
+      },
+      epoch: 0,
+      members: [],
+    };
+    this.settings = { tickMs: TICK_MS, ...options.settings };
+    this.traceOn = options.trace ?? false;
+  }
+
+  get nowMs(): number {
+    return this.network.nowMs;
+  }
+
+  node(id: NodeId): MeshNode {
+    const running = this.running.get(id);
+    if (running === undefined) throw new Error(`${id} is not running`);
+    return running.node;
+  }
+
+  /** Registers `id` (up) in the registry and pushes the snapshot to every running node. */
+  private register(id: NodeId, state: Member['state']): boolean {
+    const epoch = this.registry.epoch + 1;
+    const existing = this.registry.members.find((m) => m.nodeId === id);
+    const member: Member = {
+      nodeId: id,
+      kind: 'node',
+      state,
+      joinedAtEpoch: existing?.joinedAtEpoch ?? epoch,
+      changedAtEpoch: epoch,
+    };
+    const members = this.registry.members.filter((m) => m.nodeId !== id);
+    members.push(member);
+    members.sort((a, b) => (a.nodeId < b.nodeId ? -1 : 1));
+    this.registry = { settings: this.registry.settings, epoch, members };
+    for (const { node } of this.running.values()) node.updateRegistry(this.registry);
+    return existing === undefined;
+  }
+
+  /** A new member joins (or a known one restarts with its disk). */
+  async start(id: NodeId): Promise<MeshNode> {
+    const isNew = !this.disks.has(id);
+    if (isNew) this.disks.set(id, new MemoryDisk({ name: id }));
+    this.register(id, 'up');
+    const storage = await this.disks.get(id)!.open();
+    const transport = new SimTransport(this.network, id);
+    const node = await MeshNode.start({
+      nodeId: id,
+      storage,
+      transport,
+      registry: this.registry,
+      newIdentity: isNew,
+      random: mulberry32(this.seed * 1000 + this.running.size + this.disks.size),
+      nowMs: this.nowMs,
+      settings: this.settings,
+      observer: this.traceOn ? { trace: (line) => this.trace(line) } : undefined,
+    });
+    this.running.set(id, { node, storage, transport });
+    await this.drain();
+    return node;
+  }
+
+  /** The registry marks `id` left (or down): leaders move its replicas away. */
+  markLeft(id: NodeId): void {
+    this.register(id, 'left');
+  }
+
+  markDown(id: NodeId): void {
+    this.register(id, 'down');
+  }
+
+  /** Stops a node (as a process exit: its disk keeps what was written). */
+  async stop(id: NodeId): Promise<void> {
+    const running = this.running.get(id);
+    if (running === undefined) return;
+    this.running.delete(id);
+    await running.node.close();
+    await running.transport.close();
+    await running.storage.close();
+  }
+
+  trace(line: string): void {
+    this.traceLines.push(`${String(this.nowMs).padStart(6)} ${line}`);
+  }
+
+  /** Lets the nodes' microtasks run until none is busy (bounded). */
+  async drain(): Promise<void> {
+    for (let turns = 0; turns < 100_000; turns++) {
+      let busy = false;
+      for (const { node } of this.running.values()) busy ||= node.busy;
+      if (!busy) {
+        // A few more turns: promise chains outside the loop (store reads) settle too.
+        for (let i = 0; i < 20; i++) await undefined;
+        busy = false;
+        for (const { node } of this.running.values()) busy ||= node.busy;
+        if (!busy) return;
+      }
+      await undefined;
+    }
+    throw new Error('the nodes stayed busy for 100,000 microtask turns');
+  }
+
+  /** Runs virtual time forward by `ms`: ticks and packet deliveries in time order. */
+  async run(ms: number): Promise<void> {
+    const until = this.nowMs + ms;
+    for (;;) {
+      const nextPacket = this.network.nextEventAtMs();
+      const nextTick = Math.max(this.nextTickMs, this.nowMs);
+      if (nextTick > until && (nextPacket === undefined || nextPacket > until)) break;
+      if (nextPacket !== undefined && nextPacket <= nextTick) {
+        this.network.step();
+      } else {
+        this.network.advanceTo(nextTick, 0);
+        for (const { node } of this.running.values()) node.tick(nextTick);
+        this.nextTickMs = nextTick + TICK_MS;
+      }
+      await this.drain();
+    }
+    this.network.advanceTo(until, 0);
+  }
+
+  /** Runs until `promise` settles (or `maxMs` of virtual time pass), returning its outcome. */
+  async settle<T>(promise: Promise<T>, maxMs = 30_000): Promise<T> {
+    let done = false;
+    const watched = promise.finally(() => {
+      done = true;
+    });
+    watched.catch(() => {});
+    for (let elapsed = 0; !done && elapsed < maxMs; elapsed += TICK_MS) await this.run(TICK_MS);
+    if (!done) throw new Error(`not settled after ${maxMs} ms of virtual time`);
+    return watched;
+  }
+
+  /** Runs until `condition` holds (checked every tick), failing after `maxMs`. */
+  async until(condition: () => boolean, what: string, maxMs = 60_000): Promise<void> {
+    for (let elapsed = 0; !condition(); elapsed += TICK_MS) {
+      if (elapsed >= maxMs) throw new Error(`${what}: not within ${maxMs} ms of virtual time`);
+      await this.run(TICK_MS);
+    }
+  }
+
+  async close(): Promise<void> {
+    for (const id of [...this.running.keys()]) await this.stop(id);
+  }
+}
