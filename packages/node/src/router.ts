@@ -110,6 +110,11 @@ interface AckAllWait {
   readonly waiter: WriteWaiter;
   readonly voters: readonly NodeId[];
   readonly confirmed: Set<NodeId>;
+  /**
+   * When the leader gives up and answers ACK_INCOMPLETE: four fifths of the way to the
+   * request's deadline, so the answer reaches the origin before it times out there.
+   */
+  readonly giveUpAtMs: number;
   queryAtMs: number;
 }
 
@@ -545,6 +550,7 @@ export class Router {
   ): void {
     const c = replica.confState;
     const voters = [...new Set([...c.voters, ...c.votersOutgoing])];
+    const now = this.host.nowMs();
     const wait: AckAllWait = {
       partition: replica.group,
       index,
@@ -552,6 +558,7 @@ export class Router {
       waiter,
       voters,
       confirmed: new Set([this.host.nodeId]),
+      giveUpAtMs: now + Math.floor(((waiter.deadlineAtMs - now) * 4) / 5),
       queryAtMs: 0,
     };
     const id = this.newRequestId();
@@ -637,7 +644,7 @@ export class Router {
       }
     }
     for (const [id, wait] of this.ackWaits) {
-      if (now >= wait.waiter.deadlineAtMs) {
+      if (now >= wait.giveUpAtMs) {
         this.ackWaits.delete(id);
         const unconfirmed = wait.voters.filter((v) => !wait.confirmed.has(v));
         const error = ackIncomplete(wait.partition, wait.voters, unconfirmed);

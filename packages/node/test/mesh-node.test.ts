@@ -1,4 +1,6 @@
+import { Ring } from '@meshkv/ring';
 import { expect } from 'chai';
+import { isMeshKvError, type MeshKvError } from '../src/errors.ts';
 import { TestCluster } from './support/cluster.ts';
 
 const text = (bytes: Uint8Array | null) =>
@@ -56,5 +58,177 @@ describe('MeshNode scenarios', function () {
       if (process.env.TRACE) console.log(cluster.traceLines.join('\n'));
       await cluster.close();
     }
+  });
+
+  /** Every node's replicas of every partition match the ring placement of `members`. */
+  function placedOn(cluster: TestCluster, members: readonly string[]): boolean {
+    const ring = new Ring({
+      partitions: cluster.partitions,
+      replicationFactor: 3,
+      tokensPerNode: 16,
+    });
+    const placement = ring.placement(members);
+    for (let p = 0; p < cluster.partitions; p++) {
+      const want = [...placement.replicasOf(p)].sort().join();
+      for (const id of members) {
+        const hosts = placement.replicasOf(p).includes(id);
+        const group = cluster
+          .node(id)
+          .status()
+          .groups.find((g) => g.partition === p);
+        if (!hosts) {
+          if (group !== undefined) return false;
+          continue;
+        }
+        if (group === undefined || !group.initialized) return false;
+        if ([...group.voters].sort().join() !== want) return false;
+        if (group.learners.length > 0 || group.votersOutgoing.length > 0) return false;
+      }
+    }
+    return true;
+  }
+
+  async function withCluster(
+    options: ConstructorParameters<typeof TestCluster>[0],
+    body: (cluster: TestCluster) => Promise<void>,
+  ): Promise<void> {
+    const cluster = new TestCluster({ trace: !!process.env.TRACE, ...options });
+    try {
+      await body(cluster);
+    } catch (e) {
+      console.log(cluster.traceLines.slice(-80).join('\n'));
+      throw e;
+    } finally {
+      if (process.env.TRACE) console.log(cluster.traceLines.join('\n'));
+      await cluster.close();
+    }
+  }
+
+  async function grown(cluster: TestCluster, ids: readonly string[]): Promise<void> {
+    for (const id of ids) if (!cluster.running.has(id)) await cluster.start(id);
+    await cluster.until(() => placedOn(cluster, ids), `placement over [${ids}]`);
+  }
+
+  it('a 4th node joins: replicas move to it until every partition matches the placement', () =>
+    withCluster({ partitions: 8 }, async (cluster) => {
+      await grown(cluster, ['a', 'b', 'c']);
+      const a = cluster.node('a');
+      for (let i = 0; i < 20; i++) await cluster.settle(a.put(`k${i}`, `v${i}`));
+      await grown(cluster, ['a', 'b', 'c', 'd']);
+      const d = cluster.node('d');
+      for (let i = 0; i < 20; i++)
+        expect(text(await cluster.settle(d.get(`k${i}`)))).to.equal(`v${i}`);
+      expect(d.status().snapshotsInstalled).to.be.greaterThan(0);
+    }));
+
+  it("a leader's node leaves gracefully: leave() resolves once it hosts nothing; data stays", () =>
+    withCluster({ partitions: 8 }, async (cluster) => {
+      await grown(cluster, ['a', 'b', 'c', 'd']);
+      const a = cluster.node('a');
+      for (let i = 0; i < 20; i++) await cluster.settle(a.put(`k${i}`, `v${i}`));
+      const leading = a.status().groups.filter((g) => g.role === 'leader').length;
+      expect(leading).to.be.greaterThan(0);
+      cluster.markLeft('a');
+      await cluster.settle(a.leave(), 60_000);
+      expect(a.status().groups).to.have.length(0);
+      await cluster.until(() => placedOn(cluster, ['b', 'c', 'd']), 'placement without a');
+      for (let i = 0; i < 20; i++) {
+        expect(text(await cluster.settle(cluster.node('b').get(`k${i}`)))).to.equal(`v${i}`);
+      }
+    }));
+
+  it('a node marked down is replaced: its partitions regain three replicas', () =>
+    withCluster({ partitions: 8 }, async (cluster) => {
+      await grown(cluster, ['a', 'b', 'c', 'd']);
+      await cluster.settle(cluster.node('b').put('k', 'v'));
+      await cluster.stop('c');
+      cluster.markDown('c');
+      await cluster.until(() => placedOn(cluster, ['a', 'b', 'd']), 'placement without c');
+      expect(text(await cluster.settle(cluster.node('d').get('k')))).to.equal('v');
+    }));
+
+  it('a node whose disk was lost rejoins under a new id; the old id is removed from its groups', () =>
+    withCluster({ partitions: 4 }, async (cluster) => {
+      await grown(cluster, ['a', 'b', 'c']);
+      await cluster.settle(cluster.node('a').put('k', 'v'));
+      await cluster.stop('c');
+      cluster.markDown('c');
+      await grown(cluster, ['a', 'b', 'c2']);
+      expect(text(await cluster.settle(cluster.node('c2').get('k')))).to.equal('v');
+      for (const g of cluster.node('a').status().groups) expect(g.voters).not.to.include('c');
+    }));
+
+  it('a retried delete applies once and returns its first result (§6.3 sessions)', () =>
+    withCluster({ partitions: 1 }, async (cluster) => {
+      await grown(cluster, ['a', 'b', 'c']);
+      const leader = cluster.node('a').status().groups[0]!.leader!;
+      const origin = ['a', 'b', 'c'].find((id) => id !== leader)!;
+      await cluster.settle(cluster.node(origin).put('k', 'v'));
+      // The leader's answers to the origin are lost: the origin retries with the same seq.
+      cluster.network.setBlocked(leader, origin, true);
+      const deleted = cluster.node(origin).delete('k', { deadlineMs: 20_000 });
+      await cluster.run(1_500);
+      cluster.network.setBlocked(leader, origin, false);
+      expect(await cluster.settle(deleted)).to.equal(true);
+      expect(await cluster.settle(cluster.node(origin).get('k'))).to.equal(null);
+    }));
+
+  describe('error codes', () => {
+    const codeOf = async (promise: Promise<unknown>): Promise<string> => {
+      try {
+        await promise;
+      } catch (e) {
+        expect(isMeshKvError(e), String(e)).to.equal(true);
+        return (e as MeshKvError).code;
+      }
+      return 'resolved';
+    };
+
+    it('KEY_INVALID, VALUE_TOO_LARGE, VALUE_INVALID: refused before anything is sent', () =>
+      withCluster({ partitions: 1 }, async (cluster) => {
+        const a = await cluster.start('a');
+        expect(await codeOf(a.put('', 'v'))).to.equal('KEY_INVALID');
+        expect(await codeOf(a.get('k'.repeat(1025)))).to.equal('KEY_INVALID');
+        expect(await codeOf(a.delete(7 as unknown as string))).to.equal('KEY_INVALID');
+        expect(await codeOf(a.put('k', new Uint8Array(1024 * 1024 + 1)))).to.equal(
+          'VALUE_TOO_LARGE',
+        );
+        expect(await codeOf(a.put('k', 42 as unknown as string))).to.equal('VALUE_INVALID');
+        expect(await codeOf(a.put('k', '\ud800'))).to.equal('VALUE_INVALID');
+      }));
+
+    it('UNAVAILABLE or TIMEOUT without a majority, ACK_INCOMPLETE with a voter down', () =>
+      withCluster({ partitions: 1 }, async (cluster) => {
+        await grown(cluster, ['a', 'b', 'c']);
+        const a = cluster.node('a');
+        await cluster.stop('c');
+        const ack = await cluster.settle(
+          a.put('k', 'v', { ack: 'all', deadlineMs: 1_000 }).catch((e: MeshKvError) => e),
+        );
+        expect((ack as MeshKvError).code).to.equal('ACK_INCOMPLETE');
+        expect((ack as MeshKvError).message).to.match(/c/);
+        expect(text(await cluster.settle(a.get('k')))).to.equal('v');
+        await cluster.stop('b');
+        const write = await cluster.settle(
+          a.put('k', 'w', { deadlineMs: 2_000 }).catch((e: MeshKvError) => e),
+        );
+        expect(['UNAVAILABLE', 'TIMEOUT']).to.include((write as MeshKvError).code);
+        expect((write as MeshKvError).message).to.match(/partition 0/);
+        const read = await cluster.settle(
+          a.get('k', { deadlineMs: 2_000 }).catch((e: MeshKvError) => e),
+        );
+        expect(['UNAVAILABLE', 'TIMEOUT']).to.include((read as MeshKvError).code);
+      }));
+
+    it('OVERLOADED past maxPendingRequests; CLOSED after close', () =>
+      withCluster({ partitions: 1, settings: { maxPendingRequests: 2 } }, async (cluster) => {
+        const a = await cluster.start('a');
+        const first = a.put('k1', 'v');
+        const second = a.put('k2', 'v');
+        expect(await codeOf(a.put('k3', 'v'))).to.equal('OVERLOADED');
+        await cluster.settle(Promise.all([first, second]));
+        await a.close();
+        expect(await codeOf(a.get('k1'))).to.equal('CLOSED');
+      }));
   });
 });

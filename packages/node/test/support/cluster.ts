@@ -56,6 +56,10 @@ export class TestCluster {
     this.traceOn = options.trace ?? false;
   }
 
+  get partitions(): number {
+    return this.registry.settings.partitions;
+  }
+
   get nowMs(): number {
     return this.network.nowMs;
   }
