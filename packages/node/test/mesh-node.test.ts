@@ -173,6 +173,23 @@ describe('MeshNode scenarios', function () {
       expect(await cluster.settle(cluster.node(origin).get('k'))).to.equal(null);
     }));
 
+  it('a restarted node (same disk) resumes its groups from storage and catches up', () =>
+    withCluster({ partitions: 4 }, async (cluster) => {
+      await grown(cluster, ['a', 'b', 'c']);
+      await cluster.settle(cluster.node('a').put('before', '1'));
+      await cluster.stop('b');
+      await cluster.settle(cluster.node('a').put('during', '2'));
+      const b = await cluster.start('b');
+      expect(b.status().groups).to.have.length(4);
+      await cluster.until(() => placedOn(cluster, ['a', 'b', 'c']), 'b back in place');
+      expect(text(await cluster.settle(b.get('before', { consistency: 'local' })))).to.equal('1');
+      await cluster.until(
+        () => b.status().groups.every((g) => g.applied >= g.commit && g.commit > 0),
+        'b applied what was committed',
+      );
+      expect(text(await cluster.settle(b.get('during')))).to.equal('2');
+    }));
+
   describe('error codes', () => {
     const codeOf = async (promise: Promise<unknown>): Promise<string> => {
       try {
