@@ -197,7 +197,7 @@ export class NodeLoop {
   private hold(replica: GroupReplica, ready: Ready): void {
     const snapshot = ready.snapshot!;
     replica.heldReady = ready;
-    const leader = replica.raw.status().lead;
+    const leader = replica.raw.lead;
     if (leader === null || leader === this.host.nodeId || !this.host.snapshots.canStartPull()) {
       this.host.trace(
         `group ${replica.group}: snapshot ${snapshot.metadata.index} dropped (no leader to pull from, or too many installs)`,
@@ -338,7 +338,7 @@ export class NodeLoop {
   /** Step 4 for one group: role changes, committed entries, read states. */
   private async applyReady(replica: GroupReplica, ready: Ready): Promise<void> {
     if (ready.softState !== null && ready.softState.role === 'leader') {
-      this.host.leader?.(replica, replica.raw.status().term);
+      this.host.leader?.(replica, replica.raw.term);
     }
     if (ready.nonMemberCandidates.length > 0)
       this.host.nonMembers(replica, ready.nonMemberCandidates);

@@ -367,7 +367,7 @@ export class MeshNode {
       this.transport.on('peerDown', (peer) => {
         this.statusChanged = true;
         for (const replica of this.groups.values()) {
-          if (replica.raw.status().role === 'leader') replica.raw.reportUnreachable(peer);
+          if (replica.raw.role === 'leader') replica.raw.reportUnreachable(peer);
         }
       }),
     );
@@ -528,7 +528,7 @@ export class MeshNode {
     let moves = 0;
     for (const replica of this.groups.values()) {
       if (replica.removal !== null || replica.heldReady !== null) continue;
-      if (replica.raw.status().role !== 'leader') continue;
+      if (replica.raw.role !== 'leader') continue;
       led.push(replica);
       moves += movesInConfig(replica.confState);
     }

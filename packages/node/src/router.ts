@@ -293,7 +293,7 @@ export class Router {
   /** The leader to try: a local replica's knowledge, a hint, else the placement's replicas in turn. */
   private leaderOf(request: OriginRequest): NodeId | null {
     const replica = this.host.replica(request.partition);
-    const known = replica?.raw.status().lead ?? this.leaderCache.get(request.partition) ?? null;
+    const known = replica?.raw.lead ?? this.leaderCache.get(request.partition) ?? null;
     if (known !== null && (request.attempts <= 1 || known !== request.target)) return known;
     const replicas = this.host.placementReplicas(request.partition);
     if (replicas.length === 0) return null;
@@ -360,8 +360,8 @@ export class Router {
       default:
         break;
     }
-    if (replica === undefined || replica.raw.status().role !== 'leader') {
-      const hint = replica?.raw.status().lead ?? this.leaderCache.get(request.partition) ?? null;
+    if (replica === undefined || replica.raw.role !== 'leader') {
+      const hint = replica?.raw.lead ?? this.leaderCache.get(request.partition) ?? null;
       this.respondError(
         responder,
         'NOT_LEADER',

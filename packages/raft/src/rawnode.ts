@@ -140,6 +140,21 @@ export class RawNode {
     return this.raft.groupId;
   }
 
+  /** The leader this node knows of (null if none): `status().lead` without its allocations. */
+  get lead(): NodeId | null {
+    return this.raft.lead;
+  }
+
+  /** This node's role: `status().role` without its allocations (hosts check it per request). */
+  get role(): Role {
+    return this.raft.role;
+  }
+
+  /** The current term: `status().term` without its allocations. */
+  get term(): number {
+    return this.raft.term;
+  }
+
   /** Advances logical time by one tick (election and heartbeat timeouts count ticks). */
   tick(): void {
     this.raft.tick();

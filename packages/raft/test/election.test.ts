@@ -17,6 +17,12 @@ describe('raft: leader election (§5.2), PreVote (thesis §9.6), CheckQuorum (th
     for (const n of net.nodes.values()) {
       expect(n.status.lead).to.equal(leader.id);
       expect(n.status.term).to.equal(leader.status.term);
+      // The allocation-free accessors hosts use per request agree with status().
+      expect([n.raw.lead, n.raw.role, n.raw.term]).to.deep.equal([
+        n.status.lead,
+        n.status.role,
+        n.status.term,
+      ]);
     }
   });
 
