@@ -11,13 +11,19 @@ import {
   ConfChangeType,
   type ConfChangeV2,
   type ConfState,
+  EntryType,
+  isRaftError,
   MemoryStorage,
   mulberry32,
   type NodeId,
   type Prng,
+  RaftErrorCode,
   RawNode,
 } from '@meshkv/raft';
 import { expect } from 'chai';
+// The raft package's deterministic in-test network (real RawNodes, persist → send →
+// apply → advance, one-leader-per-term and same-entry-per-index checks on every step).
+import { compactAll, Network, type TestNode } from '../../raft/test/harness.ts';
 import {
   type MemberProgress,
   movesInConfig,
@@ -221,6 +227,23 @@ describe('node rebalancer: one configuration step at a time toward the placement
     ]);
     expect(w.self).to.equal('b');
     expectInPlace(w, last);
+  });
+
+  it('a leaving leader removes itself last: with room for one removal it swaps out the other leaver first', () => {
+    // c (in the target) lags, so there is no one to hand off to yet; e is unreachable, so
+    // only d is promoted and one of the two leavers may go.
+    const w: World = {
+      self: 'a',
+      cs: conf(['a', 'b', 'c'], { learners: ['d'] }),
+      target: ['c', 'd', 'e'],
+      laggingMembers: ['c'],
+      unreachable: ['e'],
+    };
+    expect(planReconfiguration(inputOf(w))).to.deep.equal({
+      kind: 'enterJoint',
+      promote: ['d'],
+      remove: ['b'],
+    });
   });
 
   it('the leader leaves while the target voters lag: it swaps itself out in the joint configuration and hands off before leaving it', () => {
@@ -588,6 +611,142 @@ describe('node rebalancer: one configuration step at a time toward the placement
           );
         }
       }
+    });
+  });
+
+  describe('driving real raft groups (the leader plans, proposes, and raft applies)', () => {
+    /** Whether `n`'s log holds a configuration change it has not applied yet. */
+    function confChangePending(n: TestNode): boolean {
+      const last = n.storage.lastIndex();
+      if (last <= n.appliedIndex) return false;
+      const entries = n.storage.entries(n.appliedIndex + 1, last + 1, Number.MAX_SAFE_INTEGER);
+      return entries.some((e) => e.type === EntryType.ConfChange);
+    }
+
+    /**
+     * One host round: the leader plans one step and hands it to raft (a proposal raft drops
+     * is planned again later), every node snapshots its applied state (the host duty after
+     * a change that adds a node), then one tick. Returns the step planned, if any.
+     */
+    function round(
+      net: Network,
+      target: NodeId[],
+      unreachable: NodeId[] = [],
+    ): RebalanceStep | null {
+      const leader = net.leader();
+      let step: RebalanceStep | null = null;
+      if (leader) {
+        const status = leader.status;
+        step = planReconfiguration({
+          self: leader.id,
+          confState: leader.confState,
+          confChangePending: confChangePending(leader),
+          leadTransferee: status.leadTransferee,
+          target,
+          progress: status.progress,
+          lastIndex: status.lastIndex,
+          reachable: new Set(net.liveIds().filter((id) => !unreachable.includes(id))),
+          movesInProgress: movesInConfig(leader.confState),
+          maxMovesPerNode: 4,
+        });
+        try {
+          const cc = toConfChange(step);
+          if (cc) leader.raw.proposeConfChange(cc);
+          else if (step.kind === 'transferLeader') leader.raw.transferLeader(step.to);
+        } catch (e) {
+          if (!isRaftError(e, RaftErrorCode.ProposalDropped)) throw e;
+        }
+      }
+      compactAll(net);
+      net.tick();
+      return step;
+    }
+
+    /** Rounds until the leader's configuration is the target and the planner says in place. */
+    function rebalance(
+      net: Network,
+      target: NodeId[],
+      unreachable: NodeId[] = [],
+    ): RebalanceStep[] {
+      const steps: RebalanceStep[] = [];
+      for (let i = 0; i < 500; i++) {
+        // Hand-offs are transfers, never a step-down: the group always has a leader.
+        expect(
+          net.leader(),
+          `seed ${net.seed}: a leader after ${JSON.stringify(steps)}`,
+        ).to.not.equal(undefined);
+        const step = round(net, target, unreachable);
+        if (step?.kind === 'none' && step.reason === 'in place') {
+          const cs = net.leader()!.confState;
+          expect(sorted(cs.voters)).to.deep.equal(sorted(target));
+          expect(cs.learners).to.deep.equal([]);
+          return steps;
+        }
+        if (step && step.kind !== 'none') steps.push(step);
+      }
+      throw new Error(`seed ${net.seed}: not in place within 500 rounds: ${JSON.stringify(steps)}`);
+    }
+
+    /** A write through the leader reaches every target member. */
+    function expectServing(net: Network, target: NodeId[], value: string): void {
+      // Blank and removed replicas follow no leader: wait for a leader of the target.
+      net.tickUntil(() => target.includes(net.leader()?.id ?? ''));
+      const leader = net.leader()!;
+      net.propose(leader.id, value);
+      net.tickUntil(() => target.every((id) => net.node(id).state.includes(value)));
+    }
+
+    for (const seed of [1, 2, 3]) {
+      it(`bootstrap 1 → 3, a 4th joins, the leader's node leaves, a down voter is replaced (seed ${seed})`, () => {
+        const net = new Network(['a'], { seed });
+        net.electLeader();
+        for (const id of ['b', 'c', 'd', 'e']) net.addBlank(id);
+        net.propose('a', 'first');
+
+        rebalance(net, ['a', 'b', 'c']);
+        expectServing(net, ['a', 'b', 'c'], 'grown');
+
+        rebalance(net, ['a', 'b', 'd']);
+        expectServing(net, ['a', 'b', 'd'], 'joined');
+
+        const leaving = net.leader()!.id;
+        const withoutLeader = ['a', 'b', 'd', 'e'].filter((id) => id !== leaving).slice(0, 3);
+        const steps = rebalance(net, withoutLeader);
+        expect(
+          steps.find((s) => s.kind === 'transferLeader'),
+          'leadership handed off',
+        ).to.not.equal(undefined);
+        expect(net.leader()!.id).to.not.equal(leaving);
+        expectServing(net, withoutLeader, 'left');
+
+        // A voter other than the leader goes down; the placement replaces it by the spare.
+        const leader = net.leader()!.id;
+        const down = withoutLeader.find((id) => id !== leader)!;
+        net.crash(down);
+        const spare = ['a', 'b', 'c', 'd', 'e'].find(
+          (id) => !withoutLeader.includes(id) && !net.isDown(id),
+        )!;
+        const replaced = [...withoutLeader.filter((id) => id !== down), spare];
+        rebalance(net, replaced, [down]);
+        expectServing(net, replaced, 'replaced');
+      });
+    }
+
+    it('N = 1: the only replica moves to another node (learner, joint swap, hand-off, leave)', () => {
+      const net = new Network(['a'], { seed: 7 });
+      net.electLeader();
+      net.addBlank('b');
+      net.propose('a', 'before');
+      const steps = rebalance(net, ['b']);
+      expect(steps.map((s) => s.kind)).to.deep.equal([
+        'addLearners',
+        'enterJoint',
+        'transferLeader',
+        'leaveJoint',
+      ]);
+      expect(net.leader()!.id).to.equal('b');
+      expectServing(net, ['b'], 'after');
+      expect(net.node('b').state).to.deep.equal(['before', 'after']);
     });
   });
 });
