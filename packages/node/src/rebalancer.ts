@@ -47,8 +47,10 @@
  *    `catchUpLagEntries` of the leader's last index.
  * 9. Otherwise: `none` (in place, or why not: budget, unreachable members, majority).
  *
- * "Live" is `self`, or a member in `reachable` (registry up and transport link up) whose
- * progress, if the leader has one for it, is `recentActive`.
+ * "Live" is `self`, or a member in `reachable` (registry up and transport link up). Raft's
+ * `recentActive` is not used: CheckQuorum clears it for every member once per election
+ * timeout, so a planner that runs right after (every few ticks, possibly in step with
+ * the election timeout) would see no member active and never move.
  *
  * Why ExplicitJoint for the swap rather than Auto: (a) the planner, not raft, decides when
  * to leave, so an outgoing leader can transfer leadership while it is still a voter
@@ -78,7 +80,7 @@ import {
 import { MAX_REPLICATION_FACTOR } from '@meshkv/ring';
 
 /** What the planner reads of a member's replication progress (a subset of raft's ProgressStatus). */
-export type MemberProgress = Pick<ProgressStatus, 'match' | 'state' | 'recentActive'>;
+export type MemberProgress = Pick<ProgressStatus, 'match' | 'state'>;
 
 export interface RebalanceInput {
   /** This node's id: the leader of the group, the only node that plans for it. */
@@ -292,10 +294,7 @@ function transferee(
 }
 
 function isLive(input: RebalanceInput, id: NodeId): boolean {
-  if (id === input.self) return true;
-  if (!input.reachable.has(id)) return false;
-  const pr = input.progress.get(id);
-  return pr === undefined || pr.recentActive;
+  return id === input.self || input.reachable.has(id);
 }
 
 function isCaughtUp(input: RebalanceInput, id: NodeId): boolean {

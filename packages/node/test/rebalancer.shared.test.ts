@@ -58,8 +58,8 @@ function membersOf(cs: ConfState): NodeId[] {
 const LAST_INDEX = 1000;
 
 /** A member the leader sees caught up, or lagging (probing far behind). */
-const caughtUp: MemberProgress = { match: LAST_INDEX, state: 'replicate', recentActive: true };
-const lagging: MemberProgress = { match: 3, state: 'probe', recentActive: true };
+const caughtUp: MemberProgress = { match: LAST_INDEX, state: 'replicate' };
+const lagging: MemberProgress = { match: 3, state: 'probe' };
 
 /**
  * A planning world: the leader `self`, the configuration, who is reachable and who is
@@ -291,11 +291,32 @@ describe('node rebalancer: one configuration step at a time toward the placement
       kind: 'none',
       reason: 'target members d unreachable',
     });
-    // The same when the learner's link is up but the leader has not heard from it.
-    const silent = inputOf({ self: 'a', cs: conf(['a', 'b', 'c'], { learners: ['d'] }), target });
-    const progress = new Map(silent.progress);
-    progress.set('d', { match: LAST_INDEX, state: 'replicate', recentActive: false });
-    expect(planReconfiguration({ ...silent, progress }).kind).to.equal('none');
+  });
+
+  it("liveness is the reachable set, not raft's recentActive: right after CheckQuorum cleared it the move goes on", () => {
+    // What Status.progress holds in the tick after a CheckQuorum round: no member active.
+    const cleared = (match: number): ProgressStatus => ({
+      match,
+      next: match + 1,
+      state: 'replicate',
+      isLearner: false,
+      recentActive: false,
+      pendingSnapshot: 0,
+      inflightMsgs: 0,
+      inflightBytes: 0,
+    });
+    const input = inputOf({
+      self: 'a',
+      cs: conf(['a', 'b', 'c'], { learners: ['d'] }),
+      target: ['a', 'b', 'd'],
+    });
+    const progress = new Map<NodeId, ProgressStatus>();
+    for (const id of ['a', 'b', 'c', 'd']) progress.set(id, cleared(LAST_INDEX));
+    expect(planReconfiguration({ ...input, progress })).to.deep.equal({
+      kind: 'enterJoint',
+      promote: ['d'],
+      remove: ['c'],
+    });
   });
 
   it('never proposes a configuration whose majority is unreachable: a shrink that would need a down voter waits', () => {
@@ -461,7 +482,7 @@ describe('node rebalancer: one configuration step at a time toward the placement
 
     function isLive(input: RebalanceInput, id: NodeId): boolean {
       if (id === input.self) return true;
-      return input.reachable.has(id) && (input.progress.get(id)?.recentActive ?? true);
+      return input.reachable.has(id);
     }
 
     function liveMajority(input: RebalanceInput, voters: readonly NodeId[]): boolean {
@@ -532,7 +553,6 @@ describe('node rebalancer: one configuration step at a time toward the placement
         progress.set(id, {
           match: Math.max(0, lastIndex - rng.nextInt(roll < 6 ? 64 : 500)),
           state: roll < 7 ? 'replicate' : roll < 9 ? 'probe' : 'snapshot',
-          recentActive: rng.nextInt(10) !== 0,
         });
       }
       const maxMovesPerNode = 1 + rng.nextInt(4);
