@@ -17,6 +17,7 @@ import {
   mulberry32,
   type NodeId,
   type Prng,
+  type ProgressStatus,
   RaftErrorCode,
   RawNode,
 } from '@meshkv/raft';
