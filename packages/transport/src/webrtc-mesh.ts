@@ -163,7 +163,8 @@ interface Link {
 
 type Signal = { kind: 'dial' } | { kind: 'rtc'; session: string; rtc: { [key: string]: unknown } };
 
-const SIGNAL_VERSION = 1;
+/** 2: both data channels are negotiated out of band (rtc-peer.ts); 1 announced them in band. */
+const SIGNAL_VERSION = 2;
 const MAX_SESSION_ID_CHARS = 32;
 
 export class WebRtcMesh implements Transport {
@@ -620,12 +621,10 @@ export class WebRtcMesh implements Transport {
     link.stopWaiting = () => {
       link.stopWaiting = undefined;
       clearTimeout(timer);
-      channel?.removeEventListener('bufferedamountlow', resume);
+      channel.removeEventListener('bufferedamountlow', resume);
     };
-    if (channel !== undefined) {
-      channel.bufferedAmountLowThreshold = lowWaterBytes;
-      channel.addEventListener('bufferedamountlow', resume);
-    }
+    channel.bufferedAmountLowThreshold = lowWaterBytes;
+    channel.addEventListener('bufferedamountlow', resume);
     timer = setTimeout(poll, this.settings.bufferedAmountPollMs);
   }
 

@@ -340,10 +340,11 @@ describe(`WebRtcMesh (${kind}, in-process signaling)`, () => {
   it('ignores and counts malformed signals', async () => {
     const a = start('a');
     const rogue = relay.join('z');
-    for (const data of [{}, { v: 2, kind: 'dial' }, { v: 1, kind: 'rtc', session: '' }]) {
+    // Version 1 (channels announced in band) cannot link with version 2: ignored.
+    for (const data of [{}, { v: 1, kind: 'dial' }, { v: 2, kind: 'rtc', session: '' }]) {
       rogue.sendSignal('a', data);
     }
-    rogue.sendSignal('a', { v: 1, kind: 'dial' }); // valid: the larger id 'z' may ask 'a'
+    rogue.sendSignal('a', { v: 2, kind: 'dial' }); // valid: the larger id 'z' may ask 'a'
     await waitFor(() => a.meshStats().malformedSignals === 3, 'malformed signals counted');
     // The valid dial made 'a' (the smaller id) start a link to 'z', which never answers.
     expect(a.peers()).to.deep.equal([]);
