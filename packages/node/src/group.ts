@@ -100,10 +100,13 @@ export class GroupReplica {
   sessions: SessionWrite[] = [];
   /** A Ready held back until its snapshot's KV stream is restored (snapshots.ts). */
   heldReady: Ready | null = null;
-  /** Index of the last applied ConfChange entry (the "not a member as of X" answer). */
-  configIndex: number;
-  /** Loop ticks since a leader was last heard of (a removed learner stays silent). */
-  ticksWithoutLeader = 0;
+  /**
+   * Hibernating (README "The loop"): not ticked until a message, a proposal or a read for
+   * it arrives, or the link to its leader goes down.
+   */
+  quiesced = false;
+  /** Ticks this replica has led an idle group in a row (it quiesces past a bound). */
+  idleTicks = 0;
   private readonly raftSettings: GroupRaftSettings;
   private readonly random: Prng;
   private readonly partitionOptions: PartitionOptions | undefined;
@@ -127,7 +130,6 @@ export class GroupReplica {
     this.log = init.log;
     this.durableApplied = init.durableApplied;
     this.applied = init.durableApplied;
-    this.configIndex = init.durableApplied.index;
     this.needsCreate = init.needsCreate;
     this.raftSettings = raftSettings;
     this.random = random;

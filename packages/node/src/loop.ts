@@ -348,7 +348,6 @@ export class NodeLoop {
       replica.applied = meta;
       replica.durableApplied = meta;
       replica.log.appliedConfState = meta.confState;
-      replica.configIndex = meta.index;
       replica.rebuildMachineAfterRestore(await this.host.storage.load());
       this.checkMembership(replica, meta.confState, meta.index);
     }
@@ -362,7 +361,6 @@ export class NodeLoop {
         const changed = this.applyConfChange(replica, entry);
         if (changed !== null) {
           confState = changed;
-          replica.configIndex = entry.index;
           this.host.confChanged(replica, confState, entry.index);
         }
       }

@@ -49,6 +49,8 @@ export interface MeshNodeSettings
   readonly maxDeadlineMs: number;
   /** Replica moves (learners being added) a node leads at once. */
   readonly maxMovesPerNode: number;
+  /** A leader whose group was idle (raft's isIdle) this many ticks in a row quiesces it. */
+  readonly quiesceAfterTicks: number;
   /** Leaders check their group against the placement every this many ticks. */
   readonly rebalanceEveryTicks: number;
   /** A learner within this many entries of the leader's log counts as caught up. */
@@ -81,6 +83,7 @@ export const meshNodeDefaults: MeshNodeSettings = Object.freeze({
   defaultDeadlineMs: 5_000,
   maxDeadlineMs: 60_000,
   maxMovesPerNode: 4,
+  quiesceAfterTicks: 5,
   rebalanceEveryTicks: 5,
   catchUpLagEntries: 64,
   maxFrameBytes: 16 * 1024 * 1024,
@@ -368,6 +371,8 @@ export class MeshNode {
         this.statusChanged = true;
         for (const replica of this.groups.values()) {
           if (replica.raw.role === 'leader') replica.raw.reportUnreachable(peer);
+          // A hibernating follower of a leader it cannot reach must time out and campaign.
+          else if (replica.raw.lead === peer) replica.quiesced = false;
         }
       }),
     );
@@ -388,7 +393,8 @@ export class MeshNode {
     if (nowMs > this.nowMsValue) this.nowMsValue = nowMs;
     this.ticks++;
     for (const replica of this.groups.values()) {
-      if (replica.removal !== null) continue;
+      // Idleness is judged before the tick: a tick queues the next heartbeats.
+      if (replica.removal !== null || replica.quiesced || this.maybeQuiesce(replica)) continue;
       replica.raw.tick();
     }
     this.router.onTick();
@@ -400,6 +406,30 @@ export class MeshNode {
       const status = this.status();
       for (const listener of this.listeners) listener(status);
     }
+  }
+
+  /**
+   * CockroachDB's quiescence: a leader whose group stayed idle for quiesceAfterTicks tells
+   * its members to hibernate and stops ticking it; nobody sends heartbeats for it until a
+   * message, proposal or read wakes it. Liveness only: a follower wakes when the link to
+   * its leader goes down (and then campaigns as usual); safety never depends on ticks.
+   */
+  private maybeQuiesce(replica: GroupReplica): boolean {
+    const raw = replica.raw;
+    if (raw.role !== 'leader' || !raw.isIdle() || replica.heldReady !== null) {
+      replica.idleTicks = 0;
+      return false;
+    }
+    if (++replica.idleTicks < this.settings.quiesceAfterTicks) return false;
+    replica.quiesced = true;
+    replica.idleTicks = 0;
+    const c = replica.confState;
+    const commit = replica.applied.index;
+    for (const id of new Set([...c.voters, ...c.learners])) {
+      if (id === this.nodeId) continue;
+      this.outbox.record(id, { kind: 'quiesce', group: replica.group, term: raw.term, commit });
+    }
+    return true;
   }
 
   /** A newer registry snapshot; older or equal epochs are ignored. */
@@ -553,6 +583,7 @@ export class MeshNode {
         continue;
       }
       this.placementNotes.set(replica.group, step.kind);
+      replica.quiesced = false;
       if (step.kind === 'addLearners') moves += step.nodes.length;
       try {
         if (step.kind === 'transferLeader') {
@@ -613,8 +644,21 @@ export class MeshNode {
         }
         return;
       }
-      case 'quiesce':
+      case 'quiesce': {
+        // Hibernate only in step with the leader: same term, everything it committed applied.
+        const replica = this.groups.get(record.group);
+        if (replica === undefined || replica.removal !== null) return;
+        const raw = replica.raw;
+        if (
+          raw.lead !== from ||
+          raw.term !== record.term ||
+          replica.applied.index < record.commit
+        ) {
+          return;
+        }
+        if (raw.isIdle()) replica.quiesced = true;
         return;
+      }
     }
   }
 
@@ -638,6 +682,7 @@ export class MeshNode {
       this.trace(`group ${message.groupId}: hosted, empty, on a message from ${from}`);
     }
     if (replica.removal !== null) return;
+    if (replica.quiesced && !keepsHibernating(replica, message)) replica.quiesced = false;
     try {
       replica.raw.step(message);
     } catch (e) {
@@ -758,6 +803,18 @@ export class MeshNode {
   private trace(line: string): void {
     this.observer.trace?.(`${this.nodeId}: ${line}`);
   }
+}
+
+/**
+ * Heartbeat traffic of the current term does not wake a hibernating replica: the leader's
+ * last round can arrive after its QUIESCE, and a follower woken by it would tick, hear no
+ * more heartbeats and campaign. Everything else (entries, votes, a newer term) wakes it.
+ */
+function keepsHibernating(replica: GroupReplica, message: Message): boolean {
+  const raw = replica.raw;
+  if (message.term !== raw.term) return false;
+  if (message.type === MessageType.HeartbeatResp) return raw.role === 'leader';
+  return message.type === MessageType.Heartbeat && message.from === raw.lead;
 }
 
 function ringSettings(registry: RegistrySnapshot) {

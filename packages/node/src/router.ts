@@ -377,6 +377,8 @@ export class Router {
     }
     const deadlineAtMs = this.host.nowMs() + request.deadlineRemainingMs;
     const served = this.servedPartition(request.partition);
+    // A hibernating group wakes for a request: it ticks until idle again.
+    replica.quiesced = false;
     if (request.op === 'get') {
       const waiter: ReadWaiter = {
         from,

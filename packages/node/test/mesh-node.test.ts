@@ -190,6 +190,40 @@ describe('MeshNode scenarios', function () {
       expect(text(await cluster.settle(b.get('during')))).to.equal('2');
     }));
 
+  it('idle groups quiesce: an idle cluster sends no frames; a write or a lost leader wakes them', () =>
+    withCluster({ partitions: 16 }, async (cluster) => {
+      await grown(cluster, ['a', 'b', 'c']);
+      await cluster.settle(cluster.node('a').put('k', 'v'));
+      await cluster.run(2_000);
+      const framesBetween = () => {
+        let frames = 0;
+        for (const x of ['a', 'b', 'c']) {
+          for (const y of ['a', 'b', 'c'])
+            if (x !== y) frames += cluster.network.counters(x, y).sent;
+        }
+        return frames;
+      };
+      const before = framesBetween();
+      await cluster.run(10_000);
+      // 6 directed links, 10 s: unquiesced, every tick carries heartbeats (6,000 frames).
+      expect(framesBetween() - before).to.equal(0);
+      expect(await cluster.settle(cluster.node('b').put('k', 'w'))).to.equal(true);
+      const leaderOf0 = cluster
+        .node('a')
+        .status()
+        .groups.find((g) => g.partition === 0)!.leader!;
+      await cluster.stop(leaderOf0);
+      const survivor = ['a', 'b', 'c'].find((id) => id !== leaderOf0)!;
+      await cluster.until(() => {
+        const g = cluster
+          .node(survivor)
+          .status()
+          .groups.find((x) => x.partition === 0)!;
+        return g.leader !== null && g.leader !== leaderOf0;
+      }, 'a new leader of partition 0');
+      expect(text(await cluster.settle(cluster.node(survivor).get('k')))).to.equal('w');
+    }));
+
   describe('error codes', () => {
     const codeOf = async (promise: Promise<unknown>): Promise<string> => {
       try {
