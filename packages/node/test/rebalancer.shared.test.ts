@@ -320,6 +320,23 @@ describe('node rebalancer: one configuration step at a time toward the placement
     });
   });
 
+  it('a learner is caught up when replicating within catchUpLagEntries of the last index', () => {
+    const input = inputOf({ self: 'a', cs: conf(['a'], { learners: ['b'] }), target: ['a', 'b'] });
+    const withB = (progress: MemberProgress, catchUpLagEntries?: number) =>
+      planReconfiguration({
+        ...input,
+        progress: new Map([...input.progress, ['b', progress]]),
+        catchUpLagEntries,
+      }).kind;
+    expect(withB({ match: LAST_INDEX - 256, state: 'replicate' })).to.equal('enterJoint');
+    expect(withB({ match: LAST_INDEX - 257, state: 'replicate' })).to.equal('none');
+    expect(withB({ match: LAST_INDEX - 10, state: 'replicate' }, 10)).to.equal('enterJoint');
+    expect(withB({ match: LAST_INDEX - 11, state: 'replicate' }, 10)).to.equal('none');
+    // Match alone is not enough: a member being sent a snapshot or probed is not streaming.
+    expect(withB({ match: LAST_INDEX, state: 'snapshot' })).to.equal('none');
+    expect(withB({ match: LAST_INDEX, state: 'probe' })).to.equal('none');
+  });
+
   it('never proposes a configuration whose majority is unreachable: a shrink that would need a down voter waits', () => {
     // Target shrank to [a,b] but b is down: {a,b} would need b.
     const shrink: World = {
