@@ -81,7 +81,10 @@ export class GroupLog extends MemoryStorage {
 }
 
 /** Why a replica is being removed from this node. */
-export type RemovalReason = 'removed from the configuration' | 'told it is not a member';
+export type RemovalReason =
+  | 'removed from the configuration'
+  | 'told it is not a member'
+  | 'not placed here, and silent';
 
 export class GroupReplica {
   readonly group: GroupId;
@@ -107,6 +110,8 @@ export class GroupReplica {
   quiesced = false;
   /** Ticks this replica has led an idle group in a row (it quiesces past a bound). */
   idleTicks = 0;
+  /** The node's tick count when a Raft message for this replica last arrived. */
+  lastHeardTick = 0;
   private readonly raftSettings: GroupRaftSettings;
   private readonly random: Prng;
   private readonly partitionOptions: PartitionOptions | undefined;

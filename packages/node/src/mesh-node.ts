@@ -51,6 +51,12 @@ export interface MeshNodeSettings
   readonly maxMovesPerNode: number;
   /** A leader whose group was idle (raft's isIdle) this many ticks in a row quiesces it. */
   readonly quiesceAfterTicks: number;
+  /**
+   * A replica this node is not placed for, that heard no Raft message for this many ticks,
+   * is collected (README "Removed replicas"): a learner or an empty replica deletes itself;
+   * a voter wakes and campaigns, so that members answer whether it is still one.
+   */
+  readonly replicaGcTicks: number;
   /** Leaders check their group against the placement every this many ticks. */
   readonly rebalanceEveryTicks: number;
   /** A learner within this many entries of the leader's log counts as caught up. */
@@ -84,6 +90,7 @@ export const meshNodeDefaults: MeshNodeSettings = Object.freeze({
   maxDeadlineMs: 60_000,
   maxMovesPerNode: 4,
   quiesceAfterTicks: 5,
+  replicaGcTicks: 100,
   rebalanceEveryTicks: 5,
   catchUpLagEntries: 64,
   maxFrameBytes: 16 * 1024 * 1024,
@@ -356,6 +363,7 @@ export class MeshNode {
   /** Hosts `replica`: its raft log hands out snapshots only with a KV stream for them. */
   private adopt(replica: GroupReplica): void {
     const group = replica.group;
+    replica.lastHeardTick = this.ticks;
     replica.log.claimStream = (snapshotIndex) => this.snapshots.claim(group, snapshotIndex);
     this.groups.set(group, replica);
     this.statusChanged = true;
@@ -399,7 +407,10 @@ export class MeshNode {
     }
     this.router.onTick();
     this.snapshots.onTick();
-    if (this.ticks % this.settings.rebalanceEveryTicks === 0) this.rebalance();
+    if (this.ticks % this.settings.rebalanceEveryTicks === 0) {
+      this.rebalance();
+      this.collectStrayReplicas();
+    }
     this.loop.wake();
     if (this.statusChanged && this.listeners.size > 0) {
       this.statusChanged = false;
@@ -600,6 +611,32 @@ export class MeshNode {
     }
   }
 
+  /**
+   * Replica GC for what the NOT_MEMBER answers cannot reach: a learner removed while it was
+   * cut off never campaigns, and a hibernating voter never ticks. Deleting a learner's or
+   * an empty replica's data is always safe (they hold no vote; a leader that still wants
+   * them catches them up again); a voter is only woken, never deleted here.
+   */
+  private collectStrayReplicas(): void {
+    for (const replica of this.groups.values()) {
+      if (replica.removal !== null || replica.heldReady !== null) continue;
+      if (this.ticks - replica.lastHeardTick < this.settings.replicaGcTicks) continue;
+      if (this.placement.replicasOf(replica.group).includes(this.nodeId)) continue;
+      const raw = replica.raw;
+      if (raw.role === 'leader') continue;
+      const c = replica.confState;
+      if (c.voters.includes(this.nodeId) || c.votersOutgoing.includes(this.nodeId)) {
+        replica.quiesced = false;
+        continue;
+      }
+      replica.removal = 'not placed here, and silent';
+      this.trace(
+        `group ${replica.group}: not placed here and no message for ${this.settings.replicaGcTicks} ticks: deleting this ${replica.initialized ? 'learner' : 'empty replica'}`,
+      );
+      this.loop.wake();
+    }
+  }
+
   // ---- Frames -----------------------------------------------------------------------------
 
   private onFrame(from: PeerId, frame: Uint8Array): void {
@@ -682,6 +719,7 @@ export class MeshNode {
       this.trace(`group ${message.groupId}: hosted, empty, on a message from ${from}`);
     }
     if (replica.removal !== null) return;
+    replica.lastHeardTick = this.ticks;
     if (replica.quiesced && !keepsHibernating(replica, message)) replica.quiesced = false;
     try {
       replica.raw.step(message);

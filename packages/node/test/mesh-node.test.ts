@@ -24,7 +24,6 @@ describe('MeshNode scenarios', function () {
       expect(await cluster.settle(a.delete('k1'))).to.equal(false);
       expect(await cluster.settle(a.get('k1'))).to.equal(null);
     } finally {
-      if (process.env.TRACE) console.log(cluster.traceLines.join('\n'));
       await cluster.close();
     }
   });
@@ -55,7 +54,6 @@ describe('MeshNode scenarios', function () {
       expect(await cluster.settle(b.put('k2', 'all', { ack: 'all' }))).to.equal(true);
       expect(text(await cluster.settle(a.get('k2', { consistency: 'local' })))).to.equal('all');
     } finally {
-      if (process.env.TRACE) console.log(cluster.traceLines.join('\n'));
       await cluster.close();
     }
   });
@@ -99,7 +97,6 @@ describe('MeshNode scenarios', function () {
       console.log(cluster.traceLines.slice(-80).join('\n'));
       throw e;
     } finally {
-      if (process.env.TRACE) console.log(cluster.traceLines.join('\n'));
       await cluster.close();
     }
   }
@@ -222,6 +219,48 @@ describe('MeshNode scenarios', function () {
         return g.leader !== null && g.leader !== leaderOf0;
       }, 'a new leader of partition 0');
       expect(text(await cluster.settle(cluster.node(survivor).get('k')))).to.equal('w');
+    }));
+
+  it('a replica that missed its removal (isolated meanwhile) learns it from the members and deletes its data', () =>
+    withCluster({ partitions: 4 }, async (cluster) => {
+      await grown(cluster, ['a', 'b', 'c', 'd']);
+      await cluster.settle(cluster.node('a').put('k', 'v'));
+      const hosted = cluster.node('d').status().groups.length;
+      expect(hosted).to.be.greaterThan(0);
+      cluster.network.isolate('d');
+      cluster.markDown('d');
+      await cluster.until(() => placedOn(cluster, ['a', 'b', 'c']), 'placement without d');
+      cluster.network.heal();
+      await cluster.until(
+        () => cluster.node('d').status().groups.length === 0,
+        'd deleted its replicas',
+      );
+      expect(
+        cluster.traceLines.some((l) => /d: group \d+: .* says it is not a member/.test(l)),
+      ).to.equal(true);
+    }));
+
+  it('a learner cut off while it is removed deletes itself once it is not placed and hears nothing', () =>
+    withCluster({ partitions: 1, replicationFactor: 3 }, async (cluster) => {
+      await grown(cluster, ['a', 'b', 'c']);
+      // The ring places partition 0 on f (and c, a) once f joins: f becomes a learner.
+      const ring = new Ring({ partitions: 1, replicationFactor: 3, tokensPerNode: 16 });
+      expect(ring.placement(['a', 'b', 'c', 'f']).replicasOf(0)).to.include('f');
+      await cluster.start('f');
+      const learnerF = () =>
+        ['a', 'b', 'c'].some((id) =>
+          cluster
+            .node(id)
+            .status()
+            .groups.some((g) => g.learners.includes('f')),
+        );
+      await cluster.until(learnerF, 'f is a learner of partition 0');
+      cluster.network.isolate('f');
+      cluster.markDown('f');
+      await cluster.until(() => !learnerF() && placedOn(cluster, ['a', 'b', 'c']), 'f removed');
+      expect(cluster.node('f').status().groups).to.have.length(1);
+      cluster.network.heal();
+      await cluster.until(() => cluster.node('f').status().groups.length === 0, 'f collected it');
     }));
 
   describe('error codes', () => {

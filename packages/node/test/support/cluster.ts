@@ -13,6 +13,7 @@ import { SimNetwork, SimTransport } from '@meshkv/transport/sim-network';
 import { MeshNode, type MeshNodeSettings } from '../../src/mesh-node.ts';
 
 export const TICK_MS = 10;
+const MAX_TRACE_LINES = 10_000;
 
 export interface ClusterOptions {
   readonly seed?: number;
@@ -105,7 +106,7 @@ export class TestCluster {
       random: mulberry32(this.seed * 1000 + this.running.size + this.disks.size),
       nowMs: this.nowMs,
       settings: this.settings,
-      observer: this.traceOn ? { trace: (line) => this.trace(line) } : undefined,
+      observer: { trace: (line) => this.trace(line) },
     });
     this.running.set(id, { node, storage, transport });
     await this.drain();
@@ -131,8 +132,12 @@ export class TestCluster {
     await running.storage.close();
   }
 
+  /** Keeps the last MAX_TRACE_LINES lines (printed when a test fails, all with TRACE=1). */
   trace(line: string): void {
-    this.traceLines.push(`${String(this.nowMs).padStart(6)} ${line}`);
+    const stamped = `${String(this.nowMs).padStart(6)} ${line}`;
+    if (this.traceOn) console.log(stamped);
+    this.traceLines.push(stamped);
+    if (this.traceLines.length > 2 * MAX_TRACE_LINES) this.traceLines.splice(0, MAX_TRACE_LINES);
   }
 
   /** Lets the nodes' microtasks run until none is busy (bounded). */
