@@ -4,5 +4,11 @@ export { SignalingChannel } from './signaling-channel.ts';
 export * from './signaling-client.ts';
 export * from './signaling-protocol.ts';
 export * from './sim-network.ts';
-export type { LinkStats, PeerId, Transport, TransportHandlers } from './transport.ts';
+export {
+  DEFAULT_MAX_FRAME_BYTES,
+  type LinkStats,
+  type PeerId,
+  type Transport,
+  type TransportHandlers,
+} from './transport.ts';
 export { type MeshStats, WebRtcMesh, type WebRtcMeshOptions } from './webrtc-mesh.ts';

@@ -17,7 +17,14 @@
  * `Transport` for code written against the contract.
  */
 import type { NodeId, Prng } from '@meshkv/raft';
-import type { LinkStats, PeerId, Transport, TransportHandlers } from './transport.ts';
+import {
+  checkFrameBytes,
+  DEFAULT_MAX_FRAME_BYTES,
+  type LinkStats,
+  type PeerId,
+  type Transport,
+  type TransportHandlers,
+} from './transport.ts';
 
 /** How one directed link treats the packets sent over it. */
 export interface LinkFaults {
@@ -629,6 +636,11 @@ function before(
   return a.atMs < b.atMs || (a.atMs === b.atMs && a.sequence < b.sequence);
 }
 
+export interface SimTransportOptions {
+  /** The largest frame `send` accepts. Default DEFAULT_MAX_FRAME_BYTES (16 MiB), as the mesh. */
+  readonly maxFrameBytes?: number;
+}
+
 /**
  * One node's `Transport` over a `SimNetwork<Uint8Array>`. Frames may be lost, duplicated
  * or reordered as the network is configured to (the contract lets the simulated network
@@ -637,10 +649,11 @@ function before(
  * shared. `peerUp`/`peerDown` follow reachability in both directions, as of when the
  * network's `step()` tells of a change (a fault undone before then shows no event);
  * `peers()` changes with them. Handlers run only from `step()`, never inside `send` or
- * a fault call.
+ * a fault call. A frame above `maxFrameBytes` makes `send` throw, as on the WebRTC mesh.
  */
 export class SimTransport implements Transport {
   readonly localId: PeerId;
+  readonly maxFrameBytes: number;
   private readonly network: SimNetwork<Uint8Array>;
   private readonly handlers: { [E in keyof TransportHandlers]: Set<TransportHandlers[E]> } = {
     frame: new Set(),
@@ -651,9 +664,16 @@ export class SimTransport implements Transport {
   private closed = false;
   private readonly unsubscribe: () => void;
 
-  constructor(network: SimNetwork<Uint8Array>, localId: PeerId) {
+  constructor(network: SimNetwork<Uint8Array>, localId: PeerId, options: SimTransportOptions = {}) {
+    const maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
+    if (!Number.isSafeInteger(maxFrameBytes) || maxFrameBytes <= 0) {
+      throw new RangeError(
+        `SimTransport: maxFrameBytes must be a positive integer, got ${maxFrameBytes}`,
+      );
+    }
     this.network = network;
     this.localId = localId;
+    this.maxFrameBytes = maxFrameBytes;
     network.addNode(localId, (from, frame) => {
       const copy = frame.slice();
       for (const handler of this.handlers.frame) handler(from, copy);
@@ -666,6 +686,7 @@ export class SimTransport implements Transport {
   }
 
   send(to: PeerId, frame: Uint8Array): void {
+    checkFrameBytes(frame, this.maxFrameBytes);
     if (this.closed) return;
     this.network.send(this.localId, to, frame);
   }

@@ -11,9 +11,26 @@
  * - `send` never throws for an unknown, unreachable or down peer: it opens a link on
  *   demand, queues within a bound, and drops (and counts) what cannot be delivered.
  *   Callers that need delivery confirm it at their own level (Raft retries by itself).
+ *   The one exception is a caller bug: a frame above `maxFrameBytes` throws a RangeError
+ *   (callers split what they send into frames that fit; the node's FrameBuilder does).
  * - Handlers run one at a time, never re-entrantly from inside `send`.
  * - Malformed or oversized incoming frames are dropped and counted, never thrown.
  */
+
+/**
+ * The largest frame `send` accepts unless configured otherwise, in every implementation:
+ * 16 MiB, which carries the largest snapshot chunk storage makes (8 MiB) with room to spare.
+ */
+export const DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024;
+
+/** What `send` does with a frame above `maxFrameBytes`: throws, naming both sizes. */
+export function checkFrameBytes(frame: Uint8Array, maxFrameBytes: number): void {
+  if (frame.length > maxFrameBytes) {
+    throw new RangeError(
+      `Transport.send: a frame of ${frame.length} bytes is above maxFrameBytes (${maxFrameBytes}); split it`,
+    );
+  }
+}
 
 /** A peer's node id, as the registry assigns it. */
 export type PeerId = string;
@@ -36,7 +53,7 @@ export interface LinkStats {
   readonly framesReceived: number;
   readonly bytesSent: number;
   readonly bytesReceived: number;
-  /** Outgoing frames dropped: link down, queue bound exceeded, frame too large. */
+  /** Outgoing frames dropped: link down, queue bound exceeded, transport closed. */
   readonly framesDropped: number;
   /** Incoming frames (or chunks) that failed validation and were discarded. */
   readonly malformedReceived: number;
@@ -45,7 +62,12 @@ export interface LinkStats {
 export interface Transport {
   /** This node's id. */
   readonly localId: PeerId;
-  /** Queue `frame` for `to` (see the contract above). The caller must not mutate it afterwards. */
+  /** The largest frame `send` accepts, in bytes. */
+  readonly maxFrameBytes: number;
+  /**
+   * Queue `frame` for `to` (see the contract above). The caller must not mutate it afterwards.
+   * Throws a RangeError if `frame` is longer than `maxFrameBytes` (a caller bug), and only then.
+   */
   send(to: PeerId, frame: Uint8Array): void;
   /** Subscribes a handler; returns a function that unsubscribes it. */
   on<E extends keyof TransportHandlers>(event: E, handler: TransportHandlers[E]): () => void;

@@ -41,7 +41,14 @@
  */
 import { RtcPeer, type RtcPeerConnectionClass } from './rtc-peer.ts';
 import type { SignalChannel } from './signal-channel.ts';
-import type { LinkStats, PeerId, Transport, TransportHandlers } from './transport.ts';
+import {
+  checkFrameBytes,
+  DEFAULT_MAX_FRAME_BYTES,
+  type LinkStats,
+  type PeerId,
+  type Transport,
+  type TransportHandlers,
+} from './transport.ts';
 import {
   CLOSE_MESSAGE,
   HEARTBEAT_MESSAGE,
@@ -85,7 +92,10 @@ export interface WebRtcMeshOptions {
   readonly linkIdleTimeoutMs?: number;
   /** Links connecting or up at once. Default 64. */
   readonly maxLinks?: number;
-  /** Largest frame sent or accepted. Default 16 MiB. */
+  /**
+   * Largest frame sent (a longer one makes `send` throw) or accepted. Default
+   * DEFAULT_MAX_FRAME_BYTES (16 MiB).
+   */
   readonly maxFrameBytes?: number;
   /** Bound on frames queued for one peer and not yet handed to its channel. Default 64 MiB. */
   readonly maxQueuedBytesPerPeer?: number;
@@ -112,7 +122,7 @@ const DEFAULTS: Settings = {
   retryDelayMaxMs: 5_000,
   linkIdleTimeoutMs: 60_000,
   maxLinks: 64,
-  maxFrameBytes: 16 * 1024 * 1024,
+  maxFrameBytes: DEFAULT_MAX_FRAME_BYTES,
   maxQueuedBytesPerPeer: 64 * 1024 * 1024,
   maxMessageBytes: 64 * 1024,
   bufferedHighWaterBytes: 1024 * 1024,
@@ -212,10 +222,15 @@ export class WebRtcMesh implements Transport {
     (this.ticker as { unref?: () => void }).unref?.();
   }
 
+  get maxFrameBytes(): number {
+    return this.settings.maxFrameBytes;
+  }
+
   send(to: PeerId, frame: Uint8Array): void {
+    checkFrameBytes(frame, this.settings.maxFrameBytes);
     const now = nowMs();
     let link = this.links.get(to);
-    if (this.closed || to === this.localId || frame.length > this.settings.maxFrameBytes) {
+    if (this.closed || to === this.localId) {
       this.countDropped(to, link);
       return;
     }

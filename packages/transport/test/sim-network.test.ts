@@ -6,6 +6,7 @@ import {
   type SimNetworkEvent,
   SimTransport,
 } from '../src/sim-network.ts';
+import { DEFAULT_MAX_FRAME_BYTES } from '../src/transport.ts';
 
 interface Delivery {
   atMs: number;
@@ -379,5 +380,24 @@ describe('SimTransport', () => {
     expect(frames).to.have.length(2);
     expect(frames[0]).to.not.equal(frames[1]);
     expect(frames[0]).to.deep.equal(frames[1]);
+  });
+
+  it('throws a RangeError for a frame above maxFrameBytes (16 MiB by default, as the mesh)', () => {
+    const network = new SimNetwork<Uint8Array>({ prng: mulberry32(4) });
+    const a = new SimTransport(network, 'a', { maxFrameBytes: 1024 });
+    const b = new SimTransport(network, 'b');
+    expect(a.maxFrameBytes).to.equal(1024);
+    expect(b.maxFrameBytes).to.equal(DEFAULT_MAX_FRAME_BYTES);
+    expect(DEFAULT_MAX_FRAME_BYTES).to.equal(16 * 1024 * 1024);
+    const frames: number[] = [];
+    b.on('frame', (_from, frame) => frames.push(frame.length));
+    expect(() => a.send('b', new Uint8Array(1025))).to.throw(RangeError, /1025 bytes.*1024/);
+    a.send('b', new Uint8Array(1024)); // at the limit: sent
+    expect(() => b.send('a', new Uint8Array(DEFAULT_MAX_FRAME_BYTES + 1))).to.throw(RangeError);
+    network.advanceTo(10);
+    expect(frames).to.deep.equal([1024]);
+    // Refused, not dropped: nothing was counted against the link.
+    expect(a.stats('b')).to.deep.include({ framesSent: 1, framesDropped: 0 });
+    expect(() => new SimTransport(network, 'c', { maxFrameBytes: 0 })).to.throw(RangeError);
   });
 });

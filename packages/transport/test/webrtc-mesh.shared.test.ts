@@ -3,7 +3,7 @@
 import { expect } from 'chai';
 import type { RtcPeerConnectionClass } from '../src/rtc-peer.ts';
 import { MemorySignalRelay } from '../src/signal-channel.ts';
-import type { PeerId } from '../src/transport.ts';
+import { DEFAULT_MAX_FRAME_BYTES, type PeerId } from '../src/transport.ts';
 import { WebRtcMesh, type WebRtcMeshOptions } from '../src/webrtc-mesh.ts';
 import { FrameLog, indexedFrame, patternFrame } from './mesh-helpers.ts';
 import { waitFor } from './support.ts';
@@ -306,14 +306,19 @@ describe(`WebRtcMesh (${kind}, in-process signaling)`, () => {
     expect(downs).to.deep.equal([]);
   });
 
-  it('drops frames above maxFrameBytes and beyond the queue bound, and counts them', async () => {
+  it('throws for a frame above maxFrameBytes (a caller bug); drops and counts frames beyond the queue bound', async () => {
     const a = start('a', { maxFrameBytes: 1024, maxQueuedBytesPerPeer: 4096 });
-    start('b');
-    a.send('b', new Uint8Array(1025));
+    const b = start('b');
+    expect(a.maxFrameBytes).to.equal(1024);
+    expect(b.maxFrameBytes).to.equal(DEFAULT_MAX_FRAME_BYTES);
+    expect(() => a.send('b', new Uint8Array(1025))).to.throw(RangeError, /1025 bytes.*1024/);
+    expect(a.stats('b').framesDropped).to.equal(0);
     for (let i = 0; i < 5; i++) a.send('b', new Uint8Array(1024));
-    expect(a.stats('b').framesDropped).to.equal(2);
+    expect(a.stats('b').framesDropped).to.equal(1);
     a.send('a', new Uint8Array(1));
     expect(a.stats('a').framesDropped).to.equal(1);
+    // The limit holds whatever the link's state: an oversize frame to oneself throws too.
+    expect(() => a.send('a', new Uint8Array(1025))).to.throw(RangeError);
   });
 
   it('drops and counts malformed and oversized incoming data; the link stays usable', async () => {
