@@ -190,6 +190,7 @@ export class GroupReplica {
     group: GroupId,
     nodeId: NodeId,
     bootstrap: Snapshot | null,
+    tombstone: HardState | null,
     storage: NodeStorage,
     raftSettings: GroupRaftSettings,
     random: Prng,
@@ -201,6 +202,9 @@ export class GroupReplica {
       log.applySnapshot(bootstrap);
       durableApplied = bootstrap.metadata;
     }
+    // A replica deleted here before resumes from its last term and vote (tombstones.ts).
+    if (tombstone !== null)
+      log.setHardState({ term: tombstone.term, vote: tombstone.vote, commit: 0 });
     return new GroupReplica(
       { group, nodeId, log, durableApplied, sessions: new Map(), needsCreate: true },
       storage,

@@ -20,6 +20,7 @@ import {
   type Entry,
   EntryType,
   type GroupId,
+  type HardState,
   isRaftError,
   type NodeId,
   RaftErrorCode,
@@ -57,6 +58,8 @@ export interface LoopHost {
   nonMembers(replica: GroupReplica, ids: readonly NodeId[]): void;
   /** The group's removal is durable: forget it. */
   removed(replica: GroupReplica): void;
+  /** The part of the batch removing these replicas that keeps their last term and vote. */
+  tombstones(removed: ReadonlyMap<GroupId, HardState>): GroupWrite;
   /** A batch failed: the node cannot go on (the store refuses everything after 'io'). */
   fatal(error: unknown): void;
   persisted?(group: GroupId, entries: readonly Entry[]): void;
@@ -80,6 +83,8 @@ export class NodeLoop {
   private readonly host: LoopHost;
   private readonly settings: LoopSettings;
   private running = false;
+  /** The round's node-metadata part (tombstones of the replicas it removes), if any. */
+  private metaPart: GroupWrite | null = null;
   private again = false;
   private stopped = false;
   /** Resolves when the running round sequence ends (close waits for it). */
@@ -134,6 +139,7 @@ export class NodeLoop {
     const round = this.collect();
     const parts: GroupWrite[] = [];
     for (const g of round) if (g.part !== null) parts.push(g.part);
+    if (this.metaPart !== null) parts.push(this.metaPart);
     if (parts.length > 0) {
       await this.host.storage.write({ groups: parts });
       this.batches++;
@@ -164,13 +170,16 @@ export class NodeLoop {
   /** Takes the Readies and builds each group's part of the batch. */
   private collect(): RoundGroup[] {
     const round: RoundGroup[] = [];
+    let removed: Map<GroupId, HardState> | null = null;
     for (const replica of this.host.groups()) {
-      if (round.length >= this.settings.maxGroupsPerBatch) {
+      if (round.length >= this.settings.maxGroupsPerBatch - 1) {
         this.again = true;
         break;
       }
       if (replica.removal !== null) {
         round.push(noReady(replica, { group: replica.group, remove: true }));
+        removed ??= new Map();
+        removed.set(replica.group, replica.log.initialState().hardState);
         continue;
       }
       if (replica.heldReady !== null) {
@@ -191,6 +200,7 @@ export class NodeLoop {
       const g = this.partFor(replica, ready);
       if (g !== null) round.push(g);
     }
+    this.metaPart = removed === null ? null : this.host.tombstones(removed);
     return round;
   }
 
@@ -217,7 +227,7 @@ export class NodeLoop {
       snapshot,
       restore,
       entries: ready.entries.length > 0 ? ready.entries : undefined,
-      hardState: ready.hardState ?? undefined,
+      hardState: ready.hardState ?? createdHardState(replica),
     };
     return {
       replica,
@@ -265,7 +275,7 @@ export class NodeLoop {
             }
           : undefined,
       compactTo: compactTo > log.firstIndex() - 1 ? compactTo : undefined,
-      hardState: ready?.hardState ?? undefined,
+      hardState: ready?.hardState ?? createdHardState(replica),
       appliedState: appliedChanged || replica.needsCreate ? applied : undefined,
       kv: replica.kv.length > 0 ? replica.kv : undefined,
       sessions: replica.sessions.length > 0 ? replica.sessions : undefined,
@@ -404,6 +414,13 @@ export class NodeLoop {
 }
 
 const EMPTY = new Uint8Array(0);
+
+/** A created replica's starting term and vote, if it resumes from a tombstone. */
+function createdHardState(replica: GroupReplica): HardState | undefined {
+  if (!replica.needsCreate) return undefined;
+  const hardState = replica.log.initialState().hardState;
+  return hardState.term === 0 && hardState.vote === null ? undefined : hardState;
+}
 const NO_RESULTS: readonly AppliedCommand[] = [];
 
 function isMember(c: ConfState, id: NodeId): boolean {

@@ -12,6 +12,7 @@ import {
   type Entry,
   emptyConfState,
   type GroupId,
+  type HardState,
   isRaftError,
   type Message,
   MessageType,
@@ -34,6 +35,7 @@ import type { AppliedCommand, PartitionOptions } from './partition.ts';
 import { movesInConfig, planReconfiguration, toConfChange } from './rebalancer.ts';
 import { Router, type RouterSettings } from './router.ts';
 import { type SnapshotSettings, SnapshotStreams } from './snapshots.ts';
+import { loadTombstones, NODE_META_GROUP, tombstonesPart } from './tombstones.ts';
 import { decodeFrame, type WireRecord } from './wire.ts';
 
 export interface MeshNodeSettings
@@ -220,6 +222,9 @@ export class MeshNode {
   private readonly placementNotes = new Map<GroupId, string>();
   private movesInProgress = 0;
   private fatalError: unknown = null;
+  /** Last term and vote of replicas deleted here (tombstones.ts), by partition. */
+  private tombstones = new Map<GroupId, HardState>();
+  private hostsMetaGroup = false;
 
   private constructor(options: MeshNodeOptions, settings: MeshNodeSettings) {
     this.nodeId = options.nodeId;
@@ -284,6 +289,12 @@ export class MeshNode {
           }
         },
         removed: (replica) => this.forgetGroup(replica),
+        tombstones: (removed) => {
+          for (const [group, hardState] of removed) this.tombstones.set(group, hardState);
+          const part = tombstonesPart(removed, !this.hostsMetaGroup);
+          this.hostsMetaGroup = true;
+          return part;
+        },
         fatal: (error) => this.fail(error),
         persisted: this.observer.persisted?.bind(this.observer),
         appliedEntry: this.observer.applied?.bind(this.observer),
@@ -316,7 +327,14 @@ export class MeshNode {
     const node = new MeshNode(options, settings);
     const state = await options.storage.load();
     const raftSettings = settings;
+    node.hostsMetaGroup = state.groups.has(NODE_META_GROUP);
+    node.tombstones = await loadTombstones(
+      options.storage,
+      node.hostsMetaGroup,
+      node.ring.settings.partitions,
+    );
     for (const groupState of state.groups.values()) {
+      if (groupState.group === NODE_META_GROUP) continue;
       node.adopt(
         GroupReplica.fromStored(
           groupState,
@@ -340,6 +358,7 @@ export class MeshNode {
             group,
             options.nodeId,
             bootstrapSnapshot(confState),
+            null,
             options.storage,
             raftSettings,
             options.random,
@@ -710,6 +729,7 @@ export class MeshNode {
         message.groupId,
         this.nodeId,
         null,
+        this.tombstones.get(message.groupId) ?? null,
         this.storage,
         this.settings,
         this.random,

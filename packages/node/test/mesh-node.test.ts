@@ -1,6 +1,7 @@
 import { Ring } from '@meshkv/ring';
 import { expect } from 'chai';
 import { isMeshKvError, type MeshKvError } from '../src/errors.ts';
+import { decodeTombstone, NODE_META_GROUP } from '../src/tombstones.ts';
 import { TestCluster } from './support/cluster.ts';
 
 const text = (bytes: Uint8Array | null) =>
@@ -261,6 +262,22 @@ describe('MeshNode scenarios', function () {
       expect(cluster.node('f').status().groups).to.have.length(1);
       cluster.network.heal();
       await cluster.until(() => cluster.node('f').status().groups.length === 0, 'f collected it');
+    }));
+
+  it('a replica deleted here keeps a tombstone of its term and vote; coming back, it starts from them', () =>
+    withCluster({ partitions: 1 }, async (cluster) => {
+      await grown(cluster, ['a', 'b', 'c']);
+      // With f, the ring places partition 0 on f, c, a: b's replica is removed.
+      await grown(cluster, ['a', 'b', 'c', 'f']);
+      const storage = cluster.running.get('b')!.storage;
+      const bytes = await storage.get(NODE_META_GROUP, 'tombstone/0');
+      expect(bytes).to.not.equal(null);
+      const tombstone = decodeTombstone(bytes!)!;
+      expect(tombstone.term).to.be.greaterThan(0);
+      cluster.markLeft('f');
+      await cluster.until(() => placedOn(cluster, ['a', 'b', 'c']), 'b back');
+      const group = (await storage.load()).groups.get(0)!;
+      expect(group.hardState.term).to.be.at.least(tombstone.term);
     }));
 
   describe('error codes', () => {
