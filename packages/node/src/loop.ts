@@ -221,18 +221,15 @@ export class NodeLoop {
 
   private restorePart(replica: GroupReplica, ready: Ready, restore: SnapshotRestore): RoundGroup {
     const snapshot = ready.snapshot!;
-    const part: GroupWrite = {
-      group: replica.group,
-      create: replica.needsCreate ? true : undefined,
-      snapshot,
-      restore,
-      entries: ready.entries.length > 0 ? ready.entries : undefined,
-      hardState: ready.hardState ?? createdHardState(replica),
-    };
+    const part: WritablePart = { group: replica.group, snapshot, restore };
+    if (replica.needsCreate) part.create = true;
+    if (ready.entries.length > 0) part.entries = ready.entries;
+    const hardState = ready.hardState ?? createdHardState(replica);
+    if (hardState !== undefined) part.hardState = hardState;
     return {
       replica,
       ready,
-      part: stripUndefined(part),
+      part,
       restore,
       appliedState: snapshot.metadata,
       savedSnapshotIndex: 0,
@@ -259,27 +256,25 @@ export class NodeLoop {
       return ready === null ? null : noReady(replica, null, ready);
     }
     const applied = replica.applied;
-    const part: GroupWrite = stripUndefined({
-      group: replica.group,
-      create: replica.needsCreate ? true : undefined,
-      snapshot:
-        replica.needsCreate && log.storedSnapshot().metadata.index > 0
-          ? log.storedSnapshot()
-          : undefined,
-      entries: ready !== null && ready.entries.length > 0 ? ready.entries : undefined,
-      savedSnapshot:
-        savedSnapshotIndex > 0
-          ? {
-              metadata: { index: applied.index, term: applied.term, confState: applied.confState },
-              data: EMPTY,
-            }
-          : undefined,
-      compactTo: compactTo > log.firstIndex() - 1 ? compactTo : undefined,
-      hardState: ready?.hardState ?? createdHardState(replica),
-      appliedState: appliedChanged || replica.needsCreate ? applied : undefined,
-      kv: replica.kv.length > 0 ? replica.kv : undefined,
-      sessions: replica.sessions.length > 0 ? replica.sessions : undefined,
-    });
+    // Only the fields given: the store reads a present field as a change.
+    const part: WritablePart = { group: replica.group };
+    if (replica.needsCreate) {
+      part.create = true;
+      if (log.storedSnapshot().metadata.index > 0) part.snapshot = log.storedSnapshot();
+    }
+    if (ready !== null && ready.entries.length > 0) part.entries = ready.entries;
+    if (savedSnapshotIndex > 0) {
+      part.savedSnapshot = {
+        metadata: { index: applied.index, term: applied.term, confState: applied.confState },
+        data: EMPTY,
+      };
+      if (compactTo > log.firstIndex() - 1) part.compactTo = compactTo;
+    }
+    const hardState = ready?.hardState ?? createdHardState(replica);
+    if (hardState !== undefined && hardState !== null) part.hardState = hardState;
+    if (appliedChanged || replica.needsCreate) part.appliedState = applied;
+    if (replica.kv.length > 0) part.kv = replica.kv;
+    if (replica.sessions.length > 0) part.sessions = replica.sessions;
     replica.kv = [];
     replica.sessions = [];
     return {
@@ -448,9 +443,5 @@ function noReady(
   };
 }
 
-/** A GroupWrite without the fields left undefined (the store treats present fields as given). */
-function stripUndefined(part: GroupWrite): GroupWrite {
-  const fields = part as unknown as Record<string, unknown>;
-  for (const key of Object.keys(fields)) if (fields[key] === undefined) delete fields[key];
-  return part;
-}
+/** A GroupWrite being built (its fields set one by one, only those given). */
+type WritablePart = { -readonly [K in keyof GroupWrite]: GroupWrite[K] };
