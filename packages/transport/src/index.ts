@@ -11,4 +11,9 @@ export {
   type Transport,
   type TransportHandlers,
 } from './transport.ts';
-export { type MeshStats, WebRtcMesh, type WebRtcMeshOptions } from './webrtc-mesh.ts';
+export {
+  type LinkState,
+  type MeshStats,
+  WebRtcMesh,
+  type WebRtcMeshOptions,
+} from './webrtc-mesh.ts';

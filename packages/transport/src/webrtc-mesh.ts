@@ -139,6 +139,25 @@ export interface MeshStats {
   readonly malformedSignals: number;
 }
 
+/**
+ * What one link is doing now, for a failure message: a sender that stopped sending shows
+ * whether it waits for the channel to drain (the stack holds `bufferedBytes`) or has
+ * frames queued and no wait armed (a lost wake-up of ours).
+ */
+export interface LinkState {
+  readonly state: 'connecting' | 'up' | 'backoff';
+  /** Frames, and their payload bytes, not yet completely handed to the channel. */
+  readonly queuedFrames: number;
+  readonly queuedBytes: number;
+  /** The frame channel's `bufferedAmount`. */
+  readonly bufferedBytes: number;
+  /** A wait for `bufferedamountlow` (or the poll) is armed. */
+  readonly waitingForDrain: boolean;
+  /** Since the last sign of life. */
+  readonly silentMs: number;
+  readonly failedAttempts: number;
+}
+
 type MutableLinkStats = { -readonly [K in keyof LinkStats]: LinkStats[K] };
 
 interface Link {
@@ -278,6 +297,21 @@ export class WebRtcMesh implements Transport {
     let activeLinks = 0;
     for (const link of this.links.values()) if (link.state !== 'backoff') activeLinks += 1;
     return { activeLinks, malformedSignals: this.malformedSignals };
+  }
+
+  /** The link to `peer` now (undefined without one). */
+  linkState(peer: PeerId): LinkState | undefined {
+    const link = this.links.get(peer);
+    if (link === undefined) return undefined;
+    return {
+      state: link.state,
+      queuedFrames: link.outbox.queuedFrames,
+      queuedBytes: link.outbox.queuedBytes,
+      bufferedBytes: link.sp?.bufferedAmount ?? 0,
+      waitingForDrain: link.stopWaiting !== undefined,
+      silentMs: Math.round(nowMs() - link.lastHeardMs),
+      failedAttempts: link.failedAttempts,
+    };
   }
 
   async close(): Promise<void> {

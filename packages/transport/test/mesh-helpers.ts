@@ -1,5 +1,6 @@
 // Helpers shared by the transport tests (Node and browser).
 import type { PeerId, Transport } from '../src/transport.ts';
+import { WebRtcMesh } from '../src/webrtc-mesh.ts';
 
 /** A frame of `size` bytes whose content depends on `seed`, to detect mixups and damage. */
 export function patternFrame(size: number, seed: number): Uint8Array {
@@ -143,6 +144,9 @@ export class MeshProbe {
       `link ${this.isUp(peer) ? 'up' : 'not up'}`,
       `stats ${JSON.stringify(this.transport.stats(peer))}`,
       `events ${this.events.slice(-10).join('; ') || 'none'}`,
+      ...(this.transport instanceof WebRtcMesh
+        ? [`link now ${JSON.stringify(this.transport.linkState(peer) ?? 'none')}`]
+        : []),
     ].join('; ');
   }
 

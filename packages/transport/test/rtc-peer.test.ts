@@ -50,5 +50,8 @@ describe('RtcPeer over a fake RTC stack', () => {
     log.frames.forEach(({ frame }, i) => {
       expect(frame).to.deep.equal(patternFrame(sizes[i]!, i));
     });
+    // What a failure message shows of a link: all sent, no wait armed.
+    expect(b.linkState('a')).to.include({ state: 'up', queuedFrames: 0, waitingForDrain: false });
+    expect(b.linkState('nobody')).to.equal(undefined);
   });
 });

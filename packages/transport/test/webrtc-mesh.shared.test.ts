@@ -391,6 +391,7 @@ const events = new WeakMap<WebRtcMesh, string[]>();
 function meshState(x: WebRtcMesh, y: WebRtcMesh) {
   const state = (mesh: WebRtcMesh, peer: WebRtcMesh) => ({
     link: mesh.stats(peer.localId),
+    now: mesh.linkState(peer.localId),
     mesh: mesh.meshStats(),
     peers: mesh.peers(),
     events: events.get(mesh)?.slice(-10),
