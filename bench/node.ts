@@ -328,6 +328,12 @@ class BenchCluster {
     }
   }
 
+  /** Virtual time: `ms` of it pass, a tick at a time. */
+  runVirtualFor(ms: number): Promise<void> {
+    const untilMs = this.clockMs + ms;
+    return this.runVirtual(() => this.clockMs >= untilMs, ms, `${ms} ms of virtual time`);
+  }
+
   /** Turns until nothing is queued and no node's loop is busy. */
   async drain(): Promise<void> {
     for (let turns = 0; turns < MAX_TURNS_PER_DRAIN; turns++) {
@@ -609,19 +615,10 @@ async function measureIdle(cluster: BenchCluster) {
   const sent = () => links.map((l) => l.transport.stats(l.peer).framesSent);
   await cluster.drain();
   const settleStart = sent();
-  const settleFrom = cluster.clockMs;
-  await cluster.runVirtual(
-    () => cluster.clockMs >= settleFrom + IDLE_SETTLE_MS,
-    2 * IDLE_SETTLE_MS,
-    'idle settle',
-  );
+  await cluster.runVirtualFor(IDLE_SETTLE_MS);
   const measureStart = sent();
   const measureFrom = cluster.clockMs;
-  await cluster.runVirtual(
-    () => cluster.clockMs >= measureFrom + IDLE_MEASURE_MS,
-    2 * IDLE_MEASURE_MS,
-    'idle',
-  );
+  await cluster.runVirtualFor(IDLE_MEASURE_MS);
   const end = sent();
   const seconds = (cluster.clockMs - measureFrom) / 1000;
   const framesPerSecByLink: Record<string, number> = {};
