@@ -1,4 +1,5 @@
 export { ErrorCode, isMeshKvError, MeshKvError, type MeshKvErrorDetails } from './errors.ts';
+export type { LogView } from './loop.ts';
 export {
   type DeleteOptions,
   type FollowerStatus,

@@ -24,6 +24,7 @@ import {
   isRaftError,
   type NodeId,
   RaftErrorCode,
+  type Storage as RaftStorage,
   type Ready,
 } from '@meshkv/raft';
 import type { AppliedState, GroupWrite, NodeStorage, SnapshotRestore } from '@meshkv/storage';
@@ -64,7 +65,7 @@ export interface LoopHost {
   fatal(error: unknown): void;
   persisted?(group: GroupId, entries: readonly Entry[]): void;
   appliedEntry?(group: GroupId, entry: Entry): void;
-  leader?(replica: GroupReplica, term: number): void;
+  leader?(replica: GroupReplica, term: number, log: LogView): void;
   trace(line: string): void;
 }
 
@@ -191,6 +192,7 @@ export class NodeLoop {
       if (replica.raw.hasReady()) {
         ready = replica.raw.ready();
         this.host.readyTaken(replica, ready);
+        if (ready.softState?.role === 'leader') this.becameLeader(replica, ready);
         if (ready.snapshot !== null) {
           // Held until its KV stream is restored; this round writes only what was applied.
           this.hold(replica, ready);
@@ -202,6 +204,17 @@ export class NodeLoop {
     }
     this.metaPart = removed === null ? null : this.host.tombstones(removed);
     return round;
+  }
+
+  /**
+   * Tells the host of a new leadership as raft has it when the Ready is taken: in the term
+   * of that Ready, with its log (the durable log and the Ready's entries). Later, after the
+   * write, raft may already be in another term.
+   */
+  private becameLeader(replica: GroupReplica, ready: Ready): void {
+    const term = (ready.hardState ?? replica.log.initialState().hardState).term;
+    this.host.trace(`group ${replica.group}: leads term ${term}`);
+    this.host.leader?.(replica, term, logWithEntries(replica.log, ready.entries));
   }
 
   private hold(replica: GroupReplica, ready: Ready): void {
@@ -342,9 +355,6 @@ export class NodeLoop {
 
   /** Step 4 for one group: role changes, committed entries, read states. */
   private async applyReady(replica: GroupReplica, ready: Ready): Promise<void> {
-    if (ready.softState !== null && ready.softState.role === 'leader') {
-      this.host.leader?.(replica, replica.raw.term);
-    }
     if (ready.nonMemberCandidates.length > 0)
       this.host.nonMembers(replica, ready.nonMemberCandidates);
     if (ready.snapshot !== null) {
@@ -409,6 +419,21 @@ export class NodeLoop {
 }
 
 const EMPTY = new Uint8Array(0);
+
+/** What a log reads like: raft's Storage reads, without the snapshot. */
+export type LogView = Pick<RaftStorage, 'firstIndex' | 'lastIndex' | 'term'>;
+
+/** `log` with `entries` appended as the write of a Ready will (replacing a conflicting suffix). */
+function logWithEntries(log: RaftStorage, entries: readonly Entry[]): LogView {
+  const first = entries[0];
+  if (first === undefined) return log;
+  const last = entries[entries.length - 1]!;
+  return {
+    firstIndex: () => log.firstIndex(),
+    lastIndex: () => last.index,
+    term: (index) => (index >= first.index ? entries[index - first.index]!.term : log.term(index)),
+  };
+}
 
 /** A created replica's starting term and vote, if it resumes from a tombstone. */
 function createdHardState(replica: GroupReplica): HardState | undefined {

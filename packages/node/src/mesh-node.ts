@@ -19,7 +19,6 @@ import {
   type NodeId,
   type Prng,
   RaftErrorCode,
-  type Storage as RaftStorage,
   type Ready,
   type Role,
 } from '@meshkv/raft';
@@ -29,7 +28,7 @@ import type { PeerId, Transport } from '@meshkv/transport';
 import type { RegistrySnapshot } from '@meshkv/transport/signaling-protocol';
 import { closed, ErrorCode, MeshKvError, validateKey, valueBytes } from './errors.ts';
 import { type GroupRaftSettings, GroupReplica } from './group.ts';
-import { type LoopSettings, NodeLoop } from './loop.ts';
+import { type LogView, type LoopSettings, NodeLoop } from './loop.ts';
 import { Outbox } from './outbox.ts';
 import type { AppliedCommand, PartitionOptions } from './partition.ts';
 import { movesInConfig, planReconfiguration, toConfChange } from './rebalancer.ts';
@@ -105,7 +104,7 @@ export interface MeshNodeObserver {
   /** This node applied `entry` of `group` (in index order; after a restart entries apply again). */
   applied?(group: GroupId, entry: Entry): void;
   /** This node became leader of `group` in `term`; `log` is its raft log at that moment. */
-  leader?(group: GroupId, term: number, log: RaftStorage): void;
+  leader?(group: GroupId, term: number, log: LogView): void;
   /** One line for a trace (elections, configuration changes, moves, snapshots). */
   trace?(line: string): void;
 }
@@ -298,10 +297,7 @@ export class MeshNode {
         fatal: (error) => this.fail(error),
         persisted: this.observer.persisted?.bind(this.observer),
         appliedEntry: this.observer.applied?.bind(this.observer),
-        leader: (replica, term) => {
-          this.trace(`group ${replica.group}: leads term ${term}`);
-          this.observer.leader?.(replica.group, term, replica.log);
-        },
+        leader: (replica, term, log) => this.observer.leader?.(replica.group, term, log),
         trace: (line) => this.trace(line),
       },
       settings,
@@ -582,8 +578,9 @@ export class MeshNode {
    * (rebalancer.ts); the budget bounds the learners this node's groups catch up at once.
    */
   private rebalance(): void {
-    const reachable = new Set(this.transport.peers());
-    reachable.add(this.nodeId);
+    // Live: a link up now, to a member the registry has up (placed).
+    const reachable = new Set<NodeId>([this.nodeId]);
+    for (const peer of this.transport.peers()) if (this.placement.has(peer)) reachable.add(peer);
     const led: GroupReplica[] = [];
     let moves = 0;
     for (const replica of this.groups.values()) {
@@ -739,6 +736,12 @@ export class MeshNode {
       this.trace(`group ${message.groupId}: hosted, empty, on a message from ${from}`);
     }
     if (replica.removal !== null) return;
+    if (message.type === MessageType.Heartbeat && message.commit > replica.log.lastIndex()) {
+      // A leader's heartbeat commits at most what this replica acknowledged holding. More
+      // is a stale heartbeat meant for a replica deleted here before (or delayed past its
+      // removal and return): raft would take it as a lost log. It is dropped.
+      return;
+    }
     replica.lastHeardTick = this.ticks;
     if (replica.quiesced && !keepsHibernating(replica, message)) replica.quiesced = false;
     try {
