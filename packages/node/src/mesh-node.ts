@@ -578,9 +578,13 @@ export class MeshNode {
    * (rebalancer.ts); the budget bounds the learners this node's groups catch up at once.
    */
   private rebalance(): void {
-    // Live: a link up now, to a member the registry has up (placed).
+    // Live: a link up now, to a member the registry does not hold down (a leaving member
+    // is live: it must still ack the joint configuration that hands its replicas over).
     const reachable = new Set<NodeId>([this.nodeId]);
-    for (const peer of this.transport.peers()) if (this.placement.has(peer)) reachable.add(peer);
+    for (const peer of this.transport.peers()) {
+      const state = this.registry.members.find((m) => m.nodeId === peer)?.state;
+      if (state === 'up' || state === 'left') reachable.add(peer);
+    }
     const led: GroupReplica[] = [];
     let moves = 0;
     for (const replica of this.groups.values()) {
