@@ -11,6 +11,7 @@
 import {
   type ConfState,
   type Entry,
+  EntryType,
   emptyConfState,
   type GroupId,
   type HardState,
@@ -112,6 +113,12 @@ export class GroupReplica {
   idleTicks = 0;
   /** The node's tick count when a Raft message for this replica last arrived. */
   lastHeardTick = 0;
+  /**
+   * The highest index of a ConfChange entry in the durable log (a change is pending while
+   * it is above the applied index). A truncated suffix may leave it too high: the planner
+   * then waits until the log grows past it, which is safe.
+   */
+  lastConfChangeIndex = 0;
   private readonly raftSettings: GroupRaftSettings;
   private readonly random: Prng;
   private readonly partitionOptions: PartitionOptions | undefined;
@@ -165,7 +172,7 @@ export class GroupReplica {
     }
     log.append(state.entries as Entry[]);
     log.setHardState(state.hardState);
-    return new GroupReplica(
+    const replica = new GroupReplica(
       {
         group: state.group,
         nodeId,
@@ -179,6 +186,19 @@ export class GroupReplica {
       random,
       partitionOptions,
     );
+    replica.notePersisted(state.entries);
+    return replica;
+  }
+
+  /** Entries just made durable: keeps lastConfChangeIndex. */
+  notePersisted(entries: readonly Entry[]): void {
+    for (let i = entries.length - 1; i >= 0; i--) {
+      const entry = entries[i]!;
+      if (entry.type === EntryType.ConfChange) {
+        if (entry.index > this.lastConfChangeIndex) this.lastConfChangeIndex = entry.index;
+        return;
+      }
+    }
   }
 
   /**

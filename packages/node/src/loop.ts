@@ -323,6 +323,7 @@ export class NodeLoop {
     }
     if (part.entries !== undefined) {
       log.append(part.entries as Entry[]);
+      replica.notePersisted(part.entries);
       this.entriesWritten += part.entries.length;
       this.host.persisted?.(replica.group, part.entries);
     }

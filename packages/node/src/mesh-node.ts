@@ -599,7 +599,7 @@ export class MeshNode {
       const step = planReconfiguration({
         self: this.nodeId,
         confState: status.config,
-        confChangePending: hasPendingConfChange(replica),
+        confChangePending: replica.lastConfChangeIndex > replica.applied.index,
         leadTransferee: status.leadTransferee,
         target: this.placement.replicasOf(replica.group),
         progress: status.progress,
@@ -898,24 +898,6 @@ function isFirstMember(registry: RegistrySnapshot, nodeId: NodeId): boolean {
     if (first === null || m.joinedAtEpoch < first.joinedAtEpoch) first = m;
   }
   return first !== null && first.nodeId === nodeId;
-}
-
-function hasPendingConfChange(replica: GroupReplica): boolean {
-  const s = replica.raw.status();
-  if (s.applied >= s.lastIndex) return false;
-  const entries =
-    replica.log.lastIndex() >= s.applied + 1
-      ? safeEntries(replica, s.applied + 1, replica.log.lastIndex() + 1)
-      : [];
-  return entries.some((e) => e.type === 1);
-}
-
-function safeEntries(replica: GroupReplica, lo: number, hi: number): Entry[] {
-  try {
-    return replica.log.entries(lo, hi, Number.MAX_SAFE_INTEGER);
-  } catch {
-    return [];
-  }
 }
 
 function resolveSettings(given: Partial<MeshNodeSettings> | undefined): MeshNodeSettings {
