@@ -1,22 +1,34 @@
 /**
- * `pnpm sim --seeds N [--from S]`: runs seeds S … S+N−1 of the Raft simulation and ends
- * with `sim: N seeds, F failed`; each failure prints its invariant, the end of its trace
- * and the command that replays it.
- * `pnpm sim --seed S [--messages]`: replays one seed and prints its whole event trace
- * (with every message sent and delivered if `--messages`).
+ * `pnpm sim --seeds N [--from S]`: runs seeds S … S+N−1 of the cluster simulation (real
+ * MeshNodes, mesh-simulation.ts) and ends with `sim: N seeds, F failed`; each failure
+ * prints its invariant, the end of its trace and the command that replays it.
+ * `pnpm sim --seed S [--messages]`: replays one seed, prints its whole event trace (with
+ * every frame sent and delivered if `--messages`), then its JSON stats line.
+ * `--raft`: the same for the one-group Raft simulation (simulation.ts), until it retires.
  * Exit status: 0 if every seed passed, 1 if any failed, 2 for bad arguments.
  */
-import { runSeed, type SimResult } from './simulation.ts';
+import { runMeshSeed } from './mesh-simulation.ts';
+import { runSeed } from './simulation.ts';
 
-const USAGE = 'usage: pnpm sim --seeds N [--from S] | pnpm sim --seed S [--messages]';
+const USAGE =
+  'usage: pnpm sim [--raft] --seeds N [--from S] | pnpm sim [--raft] --seed S [--messages]';
+
+/** What both simulations report for a seed. */
+export interface SeedResult {
+  readonly seed: number;
+  readonly failure: { readonly invariant: string; readonly message: string } | null;
+  readonly trace: readonly string[];
+  readonly stats: object;
+}
 
 function parseArgs(argv: readonly string[]): {
   seeds: number;
   from: number;
   replay: boolean;
   messages: boolean;
+  raft: boolean;
 } {
-  const options = { seeds: 0, from: 1, replay: false, messages: false };
+  const options = { seeds: 0, from: 1, replay: false, messages: false, raft: false };
   let sawSeeds = false;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
@@ -36,6 +48,7 @@ function parseArgs(argv: readonly string[]): {
       options.seeds = 1;
       options.replay = true;
     } else if (arg === '--messages') options.messages = true;
+    else if (arg === '--raft') options.raft = true;
     else if (arg === '--') continue;
     else fail(`unknown argument ${arg}`);
   }
@@ -50,11 +63,11 @@ function fail(message: string): never {
   process.exit(2);
 }
 
-export function replayCommand(seed: number): string {
-  return `pnpm sim --seed ${seed}`;
+export function replayCommand(seed: number, raft = false): string {
+  return `pnpm sim${raft ? ' --raft' : ''} --seed ${seed}`;
 }
 
-export function describeFailure(result: SimResult): string {
+export function describeFailure(result: SeedResult, raft = false): string {
   const { failure } = result;
   if (failure === null) return `seed ${result.seed}: ok`;
   return [
@@ -62,26 +75,28 @@ export function describeFailure(result: SimResult): string {
     `  ${failure.message.split('\n').join('\n  ')}`,
     '  trace (last lines):',
     ...result.trace.map((line) => `    ${line}`),
-    `  replay: ${replayCommand(result.seed)}`,
+    `  replay: ${replayCommand(result.seed, raft)}`,
   ].join('\n');
 }
 
 const isMain = process.argv[1]?.endsWith('cli.ts') ?? false;
 if (isMain) {
   const options = parseArgs(process.argv.slice(2));
+  const run = (seed: number, replay: boolean): Promise<SeedResult> => {
+    const simOptions = { fullTrace: replay, traceMessages: replay && options.messages };
+    return options.raft ? runSeed(seed, simOptions) : runMeshSeed(seed, simOptions);
+  };
   if (options.replay) {
-    const result = await runSeed(options.from, {
-      fullTrace: true,
-      traceMessages: options.messages,
-    });
+    const result = await run(options.from, true);
     for (const line of result.trace) console.log(line);
-    console.log(JSON.stringify(result.stats));
     console.log(
       result.failure === null
         ? `seed ${result.seed}: ok`
-        : describeFailure({ ...result, trace: [] }),
+        : describeFailure({ ...result, trace: [] }, options.raft),
     );
     console.log(`sim: 1 seeds, ${result.failure === null ? 0 : 1} failed`);
+    // Last, so scripts take the stats from the final line.
+    console.log(JSON.stringify(result.stats));
     process.exit(result.failure === null ? 0 : 1);
   }
   let failed = 0;
@@ -90,11 +105,11 @@ if (isMain) {
   let lastProgressMs = startedMs;
   for (let i = 0; i < options.seeds; i++) {
     const seed = options.from + i;
-    const result = await runSeed(seed);
+    const result = await run(seed, false);
     if (result.failure !== null) {
       failed++;
       failedSeeds.push(seed);
-      console.log(describeFailure(result));
+      console.log(describeFailure(result, options.raft));
     }
     const nowMs = Date.now();
     if (nowMs - lastProgressMs >= 5_000 || i === options.seeds - 1) {

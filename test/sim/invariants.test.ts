@@ -1,6 +1,6 @@
 import { type Entry, EntryType, MemoryStorage } from '@meshkv/raft';
 import { expect } from 'chai';
-import { SafetyMonitor, SimFailure } from './invariants.ts';
+import { GroupMonitors, SafetyMonitor, SimFailure } from './invariants.ts';
 
 const voters = ['a', 'b', 'c'];
 function entry(index: number, term: number, text = `e${index}`): Entry {
@@ -85,5 +85,38 @@ describe('sim invariants (SafetyMonitor)', () => {
       () => monitor.onLeader('c', 4, log([entry(2, 1), entry(3, 2)])),
       'leader completeness',
     );
+  });
+
+  it('per group (GroupMonitors): groups are independent, and a failure names its group', () => {
+    const monitors = new GroupMonitors();
+    // Two groups may hold different entries at the same index and term, and both lead term 1.
+    monitors.onPersist(0, 'a', [entry(2, 1, 'x')]);
+    monitors.onPersist(1, 'a', [entry(2, 1, 'y')]);
+    monitors.onLeader(0, 'a', 1, log([]));
+    monitors.onLeader(1, 'b', 1, log([]));
+    monitors.onApply(1, 'a', entry(2, 1, 'y'));
+    expect(monitors.highestApplied(1)).to.equal(2);
+    expect(monitors.highestApplied(0)).to.equal(0);
+    try {
+      monitors.onApply(1, 'b', entry(2, 1, 'z'));
+      expect.fail('expected a state machine safety failure');
+    } catch (e) {
+      expect(e).to.be.instanceOf(SimFailure);
+      expect((e as SimFailure).invariant).to.equal('state machine safety');
+      expect((e as SimFailure).detail).to.match(/^group 1: b applied/);
+    }
+    expectFailure(() => monitors.onLeader(0, 'c', 1, log([])), 'election safety');
+  });
+
+  it('entries differing only in bytes that are not UTF-8 are told apart', () => {
+    const monitor = new SafetyMonitor();
+    const bytes = (b: number): Entry => ({
+      index: 2,
+      term: 1,
+      type: EntryType.Normal,
+      data: new Uint8Array([0x80, b]),
+    });
+    monitor.onPersist('a', [bytes(0xfe)]);
+    expectFailure(() => monitor.onPersist('b', [bytes(0xff)]), 'log matching');
   });
 });

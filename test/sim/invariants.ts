@@ -9,26 +9,41 @@
  * - Read index (thesis §6.4): a read point covers every entry applied anywhere (so
  *   committed) before the read was requested, whether or not a client could see it.
  * A violation throws SimFailure, which stops the seed.
+ *
+ * One SafetyMonitor watches one Raft group; `GroupMonitors` keeps one per group for a
+ * MeshNode cluster (every partition is its own group, with its own terms and indexes).
  */
-import type { Entry, MemoryStorage, NodeId } from '@meshkv/raft';
+import type { Entry, MemoryStorage, NodeId, Storage } from '@meshkv/raft';
 
 /** A broken invariant; `invariant` names it for the report. */
 export class SimFailure extends Error {
   override readonly name = 'SimFailure';
   constructor(
     readonly invariant: string,
-    message: string,
+    /** The message without the invariant's name. */
+    readonly detail: string,
   ) {
-    super(`${invariant}: ${message}`);
+    super(`${invariant}: ${detail}`);
   }
 }
 
-const decoder = new TextDecoder();
+/** Bytes per String.fromCharCode call (its argument count is bounded). */
+const CONTENT_CHUNK_BYTES = 4096;
 
-/** An entry's identity beyond index and term: its type and payload. */
+/**
+ * An entry's identity beyond index and term: its type and payload, byte for byte (a
+ * payload is a binary command: decoding it as text would merge different ones).
+ */
 export function entryContent(entry: Entry): string {
-  return `${entry.type}:${decoder.decode(entry.data)}`;
+  let text = `${entry.type}:`;
+  for (let at = 0; at < entry.data.length; at += CONTENT_CHUNK_BYTES) {
+    text += String.fromCharCode(...entry.data.subarray(at, at + CONTENT_CHUNK_BYTES));
+  }
+  return text;
 }
+
+/** What a leader's log shows the completeness check: a raft Storage's read side. */
+export type LogView = Pick<Storage, 'firstIndex' | 'lastIndex' | 'term'>;
 
 export class SafetyMonitor {
   /** term → the node that led it. */
@@ -39,8 +54,8 @@ export class SafetyMonitor {
   private readonly applied = new Map<number, { term: number; content: string; by: NodeId }>();
   private maxAppliedIndex = 0;
 
-  /** A node reports it is leader of `term`. */
-  onLeader(node: NodeId, term: number, storage: MemoryStorage): void {
+  /** A node reports it is leader of `term`; `storage` is its log at that moment. */
+  onLeader(node: NodeId, term: number, storage: LogView): void {
     const other = this.leaders.get(term);
     if (other !== undefined && other !== node) {
       throw new SimFailure('election safety', `${other} and ${node} both lead term ${term}`);
@@ -65,9 +80,12 @@ export class SafetyMonitor {
     }
   }
 
-  /** A node applied `entry` (after `previousApplied`, its last applied index). */
-  onApply(node: NodeId, entry: Entry, previousApplied: number): void {
-    if (entry.index !== previousApplied + 1) {
+  /**
+   * A node applied `entry` (after `previousApplied`, its last applied index; null when the
+   * harness cannot know it, e.g. the first entry after a restart or a snapshot install).
+   */
+  onApply(node: NodeId, entry: Entry, previousApplied: number | null): void {
+    if (previousApplied !== null && entry.index !== previousApplied + 1) {
       throw new SimFailure(
         'state machine safety',
         `${node} applied index ${entry.index} right after ${previousApplied} (gap or repeat)`,
@@ -130,7 +148,7 @@ export class SafetyMonitor {
     return this.leaders.size;
   }
 
-  private checkCompleteness(node: NodeId, term: number, storage: MemoryStorage): void {
+  private checkCompleteness(node: NodeId, term: number, storage: LogView): void {
     const first = storage.firstIndex();
     const last = storage.lastIndex();
     if (last < this.maxAppliedIndex) {
@@ -151,6 +169,67 @@ export class SafetyMonitor {
   }
 }
 
+/** Payload bytes shown in a report. */
+const DESCRIBED_BYTES = 48;
+
 function describe(entry: Entry): string {
-  return `{index ${entry.index}, term ${entry.term}, ${entryContent(entry)}}`;
+  const shown = entryContent({ ...entry, data: entry.data.subarray(0, DESCRIBED_BYTES) });
+  const more = entry.data.length > DESCRIBED_BYTES ? `… (${entry.data.length} bytes)` : '';
+  return `{index ${entry.index}, term ${entry.term}, ${JSON.stringify(shown)}${more}}`;
+}
+
+/** One SafetyMonitor per Raft group, created on first use; failures name the group. */
+export class GroupMonitors {
+  private readonly monitors = new Map<number, SafetyMonitor>();
+
+  get(group: number): SafetyMonitor {
+    let monitor = this.monitors.get(group);
+    if (monitor === undefined) {
+      monitor = new SafetyMonitor();
+      this.monitors.set(group, monitor);
+    }
+    return monitor;
+  }
+
+  onLeader(group: number, node: NodeId, term: number, log: LogView): void {
+    this.named(group, () => this.get(group).onLeader(node, term, log));
+  }
+
+  onPersist(group: number, node: NodeId, entries: readonly Entry[]): void {
+    this.named(group, () => this.get(group).onPersist(node, entries));
+  }
+
+  /**
+   * Every node applies the same entry at an index. The order within a node is not checked
+   * here: a MeshNode applies again from its durable state after a restart, and after a
+   * group is reloaded (a snapshot stream that failed), and a snapshot install moves the
+   * applied index without applying entries; none of these is visible to the observer.
+   */
+  onApply(group: number, node: NodeId, entry: Entry): void {
+    this.named(group, () => this.get(group).onApply(node, entry, null));
+  }
+
+  checkReadIndex(group: number, node: NodeId, index: number, committedAtRequest: number): void {
+    this.named(group, () => this.get(group).checkReadIndex(node, index, committedAtRequest));
+  }
+
+  highestApplied(group: number): number {
+    return this.monitors.get(group)?.highestApplied() ?? 0;
+  }
+
+  /** Terms that had a leader, over all groups. */
+  termsWithLeader(): number {
+    let terms = 0;
+    for (const monitor of this.monitors.values()) terms += monitor.termsWithLeader();
+    return terms;
+  }
+
+  private named(group: number, check: () => void): void {
+    try {
+      check();
+    } catch (e) {
+      if (e instanceof SimFailure) throw new SimFailure(e.invariant, `group ${group}: ${e.detail}`);
+      throw e;
+    }
+  }
 }

@@ -12,7 +12,7 @@ import { runSeed } from './simulation.ts';
 const FIRST_SEED = 1;
 const SEEDS = 800;
 
-describe('Raft deterministic simulation', () => {
+describe('Raft deterministic simulation (one group, test/sim/node.ts host)', () => {
   it(`keeps every safety invariant and linearizable reads over seeds ${FIRST_SEED}..${FIRST_SEED + SEEDS - 1}`, async function () {
     this.timeout(10 * 60 * 1000);
     const failures: string[] = [];
@@ -36,9 +36,9 @@ describe('Raft deterministic simulation', () => {
     );
     const failed = caught.filter((result) => result.failure?.invariant === 'linearizability');
     expect(failed.length, 'seeds 1-5 with local reads').to.be.greaterThan(2);
-    const report = describeFailure(failed[0]!);
+    const report = describeFailure(failed[0]!, true);
     expect(report).to.contain('is not linearizable');
-    expect(report).to.contain(`replay: pnpm sim --seed ${failed[0]!.seed}`);
+    expect(report).to.contain(`replay: pnpm sim --raft --seed ${failed[0]!.seed}`);
   });
 
   it('replays a seed exactly', async () => {

@@ -84,6 +84,11 @@ export class SimRegistry {
     return this.state.snapshot.members.filter((m) => m.state === 'up').map((m) => m.nodeId);
   }
 
+  /** Whether `nodeId` was ever admitted (its storage holds a member secret). */
+  knows(nodeId: NodeId): boolean {
+    return this.secretHashes.has(nodeId);
+  }
+
   isConnected(nodeId: NodeId): boolean {
     return this.outboxes.has(nodeId);
   }
@@ -106,6 +111,16 @@ export class SimRegistry {
     this.graceEndsAtMs.delete(nodeId);
     this.change(result.state, `${nodeId} joins`, nowMs);
     // The join reply is the newest snapshot: nothing older may reach the node afterwards.
+    this.outboxes.set(nodeId, []);
+    return this.state.snapshot;
+  }
+
+  /**
+   * A node that left (marked `left`) reconnects to go on handing off: it hears the pushes
+   * again, its membership unchanged (a join would bring it `up`). Returns the snapshot.
+   */
+  watch(nodeId: NodeId): RegistrySnapshot {
+    this.graceEndsAtMs.delete(nodeId);
     this.outboxes.set(nodeId, []);
     return this.state.snapshot;
   }

@@ -39,6 +39,7 @@ import {
   type KvResult,
   randomKvCall,
 } from '../lincheck/kv.ts';
+import { Choices } from './choices.ts';
 import { SafetyMonitor, SimFailure } from './invariants.ts';
 import { encodeContext, type NodeHost, type RaftVariant, SimNode } from './node.ts';
 import { encodeCommand } from './state-machine.ts';
@@ -123,6 +124,7 @@ export function runSeed(seed: number, options: SimOptions = {}): Promise<SimResu
 class Simulation implements NodeHost {
   readonly monitor = new SafetyMonitor();
   readonly prng: Prng;
+  private readonly choices: Choices;
   readonly raftVariant: RaftVariant;
   readonly keys = KEYS;
   private readonly seed: number;
@@ -153,15 +155,16 @@ class Simulation implements NodeHost {
     this.seed = seed;
     this.options = options;
     this.prng = mulberry32(seed);
-    const checkQuorum = this.chance(80);
+    this.choices = new Choices(this.prng);
+    const checkQuorum = this.choices.chance(80);
     this.raftVariant = {
-      electionTick: this.pick([10, 10, 20]),
-      heartbeatTick: this.pick([1, 2, 3]),
-      preVote: this.chance(80),
+      electionTick: this.choices.pick([10, 10, 20]),
+      heartbeatTick: this.choices.pick([1, 2, 3]),
+      preVote: this.choices.chance(80),
       checkQuorum,
       // Lease reads need CheckQuorum.
-      readOnlyOption: checkQuorum && this.chance(50) ? 'lease' : 'safe',
-      stepDownOnRemoval: this.chance(80),
+      readOnlyOption: checkQuorum && this.choices.chance(50) ? 'lease' : 'safe',
+      stepDownOnRemoval: this.choices.chance(80),
       maxTickDriftPercent: MAX_TICK_DRIFT_PERCENT,
     };
     this.network = new SimNetwork<Message>({
@@ -183,19 +186,6 @@ class Simulation implements NodeHost {
 
   private get nowMs(): number {
     return this.network.nowMs;
-  }
-
-  private random(n: number): number {
-    return this.prng.nextInt(n);
-  }
-
-  private chance(percent: number): boolean {
-    return this.prng.nextInt(100) < percent;
-  }
-
-  private pick<T>(items: readonly T[]): T {
-    if (items.length === 0) throw new Error('pick from nothing');
-    return items[this.random(items.length)]!;
   }
 
   trace(line: string): void {
@@ -255,8 +245,8 @@ class Simulation implements NodeHost {
     let failure: SimResult['failure'] = null;
     let size = 3;
     try {
-      size = this.pick([3, 3, 3, 5, 5, 7]);
-      const spares = this.random(3);
+      size = this.choices.pick([3, 3, 3, 5, 5, 7]);
+      const spares = this.choices.random(3);
       await this.setUp(size, spares);
       await this.chaos();
       await this.settle();
@@ -296,17 +286,17 @@ class Simulation implements NodeHost {
     const voters = Array.from({ length: size }, (_, i) => `n${i + 1}`);
     const all = [...voters, ...Array.from({ length: spares }, (_, i) => `n${size + i + 1}`)];
     const faults = {
-      minDelayMs: 1 + this.random(3),
-      maxDelayMs: 5 + this.random(40),
-      lossProbability: this.pick([0, 0, 0.01, 0.05, 0.1]),
-      duplicateProbability: this.pick([0, 0.01, 0.05]),
-      reorderProbability: this.pick([0, 0.1, 0.5, 1]),
+      minDelayMs: 1 + this.choices.random(3),
+      maxDelayMs: 5 + this.choices.random(40),
+      lossProbability: this.choices.pick([0, 0, 0.01, 0.05, 0.1]),
+      duplicateProbability: this.choices.pick([0, 0.01, 0.05]),
+      reorderProbability: this.choices.pick([0, 0.1, 0.5, 1]),
     };
     this.network.configureAll(faults);
     for (const id of all) {
-      const periodMs = TICK_MS - TICK_SKEW_MS + this.random(2 * TICK_SKEW_MS + 1);
+      const periodMs = TICK_MS - TICK_SKEW_MS + this.choices.random(2 * TICK_SKEW_MS + 1);
       this.tickPeriodMs.set(id, periodMs);
-      this.nextTickAtMs.set(id, 1 + this.random(periodMs));
+      this.nextTickAtMs.set(id, 1 + this.choices.random(periodMs));
     }
     this.trace(
       `seed ${this.seed}: voters [${voters}], spares [${all.slice(size)}], raft ${JSON.stringify(this.raftVariant)}, link faults ${JSON.stringify(faults)}, tick periods ms ${JSON.stringify(Object.fromEntries(this.tickPeriodMs))}`,
@@ -333,7 +323,7 @@ class Simulation implements NodeHost {
     chaosAction: (() => Promise<void>) | null,
   ): Promise<void> {
     let nextBeatMs = Math.ceil((this.nowMs + 1) / TICK_MS) * TICK_MS;
-    let nextActionMs = this.nowMs + 50 + this.random(300);
+    let nextActionMs = this.nowMs + 50 + this.choices.random(300);
     let events = 0;
     while (this.nowMs < untilMs) {
       const packetMs = this.network.nextEventAtMs() ?? Number.POSITIVE_INFINITY;
@@ -366,7 +356,7 @@ class Simulation implements NodeHost {
       }
       if (chaosAction !== null && this.nowMs >= nextActionMs) {
         await chaosAction();
-        nextActionMs = this.nowMs + 50 + this.random(400);
+        nextActionMs = this.nowMs + 50 + this.choices.random(400);
       }
       if (this.nowMs % 500 === 0) this.monitor.checkLogMatching(this.logs());
     }
@@ -384,17 +374,17 @@ class Simulation implements NodeHost {
   // ---- Clients ----
 
   private async clientTraffic(): Promise<void> {
-    while (this.idleClients.length > 0 && this.chance(30)) {
+    while (this.idleClients.length > 0 && this.choices.chance(30)) {
       const client = this.idleClients.shift()!;
       const requestId = this.nextRequestId++;
-      const call = randomKvCall(this.prng, this.pick(KEYS), `v${requestId}`);
+      const call = randomKvCall(this.prng, this.choices.pick(KEYS), `v${requestId}`);
       // Clients often go to a node that believes it leads: after a partition that may be
       // a deposed leader that does not know it yet (stale reads show up there).
       const leaders = [...this.nodes.values()].filter((n) => n.rawNode?.status().role === 'leader');
       const node =
-        leaders.length > 0 && this.chance(50)
-          ? this.pick(leaders)
-          : this.pick([...this.nodes.values()]);
+        leaders.length > 0 && this.choices.chance(50)
+          ? this.choices.pick(leaders)
+          : this.choices.pick([...this.nodes.values()]);
       const op: PendingOp = {
         client,
         node: node.id,
@@ -438,7 +428,7 @@ class Simulation implements NodeHost {
 
   private async probeLeaders(): Promise<void> {
     for (const node of this.nodes.values()) {
-      if (node.rawNode?.status().role !== 'leader' || !this.chance(PROBE_PERCENT)) continue;
+      if (node.rawNode?.status().role !== 'leader' || !this.choices.chance(PROBE_PERCENT)) continue;
       const context = this.nextProbe++;
       // Probes lost (leader change, crash) are never answered: keep the map bounded.
       if (this.probes.size >= 10_000) this.probes.clear();
@@ -471,40 +461,39 @@ class Simulation implements NodeHost {
 
   private async chaosAction(): Promise<void> {
     const ids = [...this.nodes.keys()];
-    const roll = this.random(100);
-    const durationMs = 100 + this.random(1500);
+    const roll = this.choices.random(100);
+    const durationMs = 100 + this.choices.random(1500);
     if (roll < 12) {
-      const shuffled = ids
-        .map((id) => ({ id, rank: this.random(1_000_000) }))
-        .sort((a, b) => a.rank - b.rank)
-        .map(({ id }) => id);
-      const cut = 1 + this.random(ids.length - 1);
+      const shuffled = this.choices.shuffle(ids);
+      const cut = 1 + this.choices.random(ids.length - 1);
       const sides = [shuffled.slice(0, cut), shuffled.slice(cut)];
       this.network.partition(sides);
       this.trace(`partition [${sides[0]}] | [${sides[1]}]`);
     } else if (roll < 20) {
-      const from = this.pick(ids);
-      const to = this.pick(ids.filter((id) => id !== from));
+      const from = this.choices.pick(ids);
+      const to = this.choices.pick(ids.filter((id) => id !== from));
       this.network.setBlocked(from, to, true);
       this.trace(`block ${from}→${to} (one way)`);
     } else if (roll < 27) {
-      const node = this.leader()?.id ?? this.pick(ids);
+      const node = this.leader()?.id ?? this.choices.pick(ids);
       this.network.isolate(node);
       this.trace(`isolate ${node}`);
     } else if (roll < 40) {
       this.network.heal();
       this.trace('heal');
     } else if (roll < 47) {
-      const from = this.pick(ids);
-      const to = this.pick(ids.filter((id) => id !== from));
+      const from = this.choices.pick(ids);
+      const to = this.choices.pick(ids.filter((id) => id !== from));
       this.network.clog(from, to, durationMs);
       this.trace(`clog ${from}→${to} for ${durationMs} ms`);
     } else if (roll < 60) {
       const up = [...this.nodes.values()].filter((n) => n.isUp);
       if (up.length === 0) return;
-      const node = this.chance(30) ? (this.leader() ?? this.pick(up)) : this.pick(up);
-      if (this.chance(25)) {
-        node.crashAtNextPersist = this.chance(50) ? 'write pending' : 'write durable';
+      const node = this.choices.chance(30)
+        ? (this.leader() ?? this.choices.pick(up))
+        : this.choices.pick(up);
+      if (this.choices.chance(25)) {
+        node.crashAtNextPersist = this.choices.chance(50) ? 'write pending' : 'write durable';
         this.trace(`${node.id} will crash at its next persist (${node.crashAtNextPersist})`);
       } else {
         this.crash(node);
@@ -512,7 +501,7 @@ class Simulation implements NodeHost {
       this.crashes++;
     } else if (roll < 72) {
       const down = [...this.nodes.values()].filter((n) => !n.isUp);
-      if (down.length > 0) await this.restart(this.pick(down));
+      if (down.length > 0) await this.restart(this.choices.pick(down));
     } else if (roll < 80) {
       await this.transferLeadership();
     } else if (roll < 92) {
@@ -554,7 +543,7 @@ class Simulation implements NodeHost {
     if (leader === undefined) return;
     const voters = leader.rawNode!.status().config.voters.filter((id) => id !== leader.id);
     if (voters.length === 0) return;
-    const target = this.pick(voters);
+    const target = this.choices.pick(voters);
     this.trace(`transfer leadership ${leader.id} → ${target}`);
     try {
       await leader.act((raw) => raw.transferLeader(target));
@@ -574,23 +563,23 @@ class Simulation implements NodeHost {
     // Only changes that keep 3 to 7 voters; pick among those that apply now.
     const options: { what: string; change: ConfChange | ConfChangeV2 }[] = [];
     if (outsiders.length > 0) {
-      const id = this.pick(outsiders);
+      const id = this.choices.pick(outsiders);
       options.push({
         what: `add learner ${id}`,
         change: { type: ConfChangeType.AddLearnerNode, nodeId: id },
       });
     }
     if (config.learners.length > 0 && config.voters.length < 7) {
-      const id = this.pick(config.learners);
+      const id = this.choices.pick(config.learners);
       options.push({ what: `promote ${id}`, change: { type: ConfChangeType.AddNode, nodeId: id } });
     }
     if (config.voters.length > 3) {
-      const id = this.pick(config.voters);
+      const id = this.choices.pick(config.voters);
       options.push({
         what: `remove voter ${id}`,
         change: { type: ConfChangeType.RemoveNode, nodeId: id },
       });
-      const demoted = this.pick(config.voters);
+      const demoted = this.choices.pick(config.voters);
       options.push({
         what: `demote ${demoted} to learner`,
         change: { type: ConfChangeType.AddLearnerNode, nodeId: demoted },
@@ -598,8 +587,8 @@ class Simulation implements NodeHost {
     }
     if (config.learners.length > 0) {
       // Joint consensus: swap a learner in for a voter in one step.
-      const incoming = this.pick(config.learners);
-      const outgoing = this.pick(config.voters);
+      const incoming = this.choices.pick(config.learners);
+      const outgoing = this.choices.pick(config.voters);
       options.push({
         what: `joint swap: ${incoming} in, ${outgoing} out`,
         change: {
@@ -612,7 +601,7 @@ class Simulation implements NodeHost {
       });
     }
     if (options.length === 0) return;
-    const { what, change } = this.pick(options);
+    const { what, change } = this.choices.pick(options);
     this.trace(`${leader.id} proposes: ${what}`);
     try {
       await leader.act((raw) => raw.proposeConfChange(change));
