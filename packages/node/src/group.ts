@@ -33,6 +33,19 @@ import type {
   SessionWrite,
 } from '@meshkv/storage';
 import { PartitionMachine, type PartitionOptions } from './partition.ts';
+import { incarnationOf, nodeOfReplica, replicaId } from './replica-id.ts';
+
+/** This node's replica in a configuration (the newest, should there be two). */
+function ownReplicaId(c: ConfState, nodeId: NodeId): NodeId | null {
+  let own: NodeId | null = null;
+  for (const list of [c.voters, c.learners, c.votersOutgoing, c.learnersNext]) {
+    for (const id of list) {
+      if (nodeOfReplica(id) !== nodeId) continue;
+      if (own === null || incarnationOf(id) > incarnationOf(own)) own = id;
+    }
+  }
+  return own;
+}
 
 /** The raft settings every replica of a cluster shares (the loop ticks them together). */
 export interface GroupRaftSettings {
@@ -85,11 +98,14 @@ export class GroupLog extends MemoryStorage {
 export type RemovalReason =
   | 'removed from the configuration'
   | 'told it is not a member'
-  | 'not placed here, and silent';
+  | 'not placed here, and silent'
+  | 'not in its own configuration at restart'
+  | 'superseded by a newer replica of the group';
 
 export class GroupReplica {
   readonly group: GroupId;
-  readonly nodeId: NodeId;
+  /** Its Raft member id (replica-id.ts): `${nodeId}@${incarnation}`. */
+  readonly replicaId: NodeId;
   log: GroupLog;
   raw: RawNode;
   machine: PartitionMachine;
@@ -126,7 +142,7 @@ export class GroupReplica {
   private constructor(
     init: {
       group: GroupId;
-      nodeId: NodeId;
+      replicaId: NodeId;
       log: GroupLog;
       durableApplied: AppliedState;
       sessions: ReadonlyMap<string, Uint8Array>;
@@ -138,7 +154,7 @@ export class GroupReplica {
     partitionOptions: PartitionOptions | undefined,
   ) {
     this.group = init.group;
-    this.nodeId = init.nodeId;
+    this.replicaId = init.replicaId;
     this.log = init.log;
     this.durableApplied = init.durableApplied;
     this.applied = init.durableApplied;
@@ -154,7 +170,11 @@ export class GroupReplica {
 
   private readonly storage: NodeStorage;
 
-  /** A replica restarted from what the store holds. */
+  /**
+   * A replica restarted from what the store holds. Its replica id is this node's member of
+   * the applied configuration; a replica whose configuration does not hold this node (it
+   * never got its snapshot, or missed its removal) restarts only to be removed.
+   */
   static fromStored(
     state: GroupState,
     nodeId: NodeId,
@@ -172,10 +192,11 @@ export class GroupReplica {
     }
     log.append(state.entries as Entry[]);
     log.setHardState(state.hardState);
+    const own = ownReplicaId(state.appliedState.confState, nodeId);
     const replica = new GroupReplica(
       {
         group: state.group,
-        nodeId,
+        replicaId: own ?? replicaId(nodeId, 1),
         log,
         durableApplied: state.appliedState,
         sessions: state.sessions,
@@ -187,6 +208,7 @@ export class GroupReplica {
       partitionOptions,
     );
     replica.notePersisted(state.entries);
+    if (own === null) replica.removal = 'not in its own configuration at restart';
     return replica;
   }
 
@@ -208,7 +230,7 @@ export class GroupReplica {
    */
   static created(
     group: GroupId,
-    nodeId: NodeId,
+    id: NodeId,
     bootstrap: Snapshot | null,
     tombstone: HardState | null,
     storage: NodeStorage,
@@ -226,7 +248,7 @@ export class GroupReplica {
     if (tombstone !== null)
       log.setHardState({ term: tombstone.term, vote: tombstone.vote, commit: 0 });
     return new GroupReplica(
-      { group, nodeId, log, durableApplied, sessions: new Map(), needsCreate: true },
+      { group, replicaId: id, log, durableApplied, sessions: new Map(), needsCreate: true },
       storage,
       raftSettings,
       random,
@@ -241,17 +263,6 @@ export class GroupReplica {
 
   get confState(): ConfState {
     return this.applied.confState;
-  }
-
-  /** Whether `id` is in the applied configuration at all (voter, learner or outgoing). */
-  hasMember(id: NodeId): boolean {
-    const c = this.applied.confState;
-    return (
-      c.voters.includes(id) ||
-      c.learners.includes(id) ||
-      c.votersOutgoing.includes(id) ||
-      c.learnersNext.includes(id)
-    );
   }
 
   /**
@@ -286,7 +297,7 @@ export class GroupReplica {
   private newRawNode(appliedIndex: number): RawNode {
     const s = this.raftSettings;
     return new RawNode({
-      id: this.nodeId,
+      id: this.replicaId,
       groupId: this.group,
       storage: this.log,
       random: this.random,

@@ -31,6 +31,7 @@ import type { AppliedState, GroupWrite, NodeStorage, SnapshotRestore } from '@me
 import type { GroupReplica } from './group.ts';
 import type { Outbox } from './outbox.ts';
 import type { AppliedCommand } from './partition.ts';
+import { nodeOfReplica } from './replica-id.ts';
 import type { SnapshotStreams } from './snapshots.ts';
 
 export interface LoopSettings {
@@ -220,7 +221,8 @@ export class NodeLoop {
   private hold(replica: GroupReplica, ready: Ready): void {
     const snapshot = ready.snapshot!;
     replica.heldReady = ready;
-    const leader = replica.raw.lead;
+    const lead = replica.raw.lead;
+    const leader = lead === null ? null : nodeOfReplica(lead);
     if (leader === null || leader === this.host.nodeId || !this.host.snapshots.canStartPull()) {
       this.host.trace(
         `group ${replica.group}: snapshot ${snapshot.metadata.index} dropped (no leader to pull from, or too many installs)`,
@@ -411,7 +413,7 @@ export class NodeLoop {
   }
 
   private checkMembership(replica: GroupReplica, confState: ConfState, index: number): void {
-    if (replica.removal !== null || isMember(confState, this.host.nodeId)) return;
+    if (replica.removal !== null || isMember(confState, replica.replicaId)) return;
     if (confState.voters.length === 0 && confState.learners.length === 0) return;
     replica.removal = 'removed from the configuration';
     this.host.trace(`group ${replica.group}: removed from its configuration at ${index}`);

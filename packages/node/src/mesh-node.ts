@@ -9,6 +9,7 @@
  */
 import {
   bootstrapSnapshot,
+  type ConfState,
   type Entry,
   emptyConfState,
   type GroupId,
@@ -18,6 +19,7 @@ import {
   MessageType,
   type NodeId,
   type Prng,
+  type ProgressStatus,
   RaftErrorCode,
   type Ready,
   type Role,
@@ -31,7 +33,18 @@ import { type GroupRaftSettings, GroupReplica } from './group.ts';
 import { type LogView, type LoopSettings, NodeLoop } from './loop.ts';
 import { Outbox } from './outbox.ts';
 import type { AppliedCommand, PartitionOptions } from './partition.ts';
-import { movesInConfig, planReconfiguration, toConfChange } from './rebalancer.ts';
+import {
+  movesInConfig,
+  planReconfiguration,
+  type RebalanceStep,
+  toConfChange,
+} from './rebalancer.ts';
+import {
+  incarnationOf,
+  MAX_NODE_ID_FOR_REPLICAS,
+  nodeOfReplica,
+  replicaId,
+} from './replica-id.ts';
 import { Router, type RouterSettings } from './router.ts';
 import { type SnapshotSettings, SnapshotStreams } from './snapshots.ts';
 import { loadTombstones, NODE_META_GROUP, tombstonesPart } from './tombstones.ts';
@@ -155,6 +168,8 @@ export interface FollowerStatus {
 
 export interface GroupStatus {
   readonly partition: number;
+  /** This node's replica id in the group (replica-id.ts): a new one each time it is added. */
+  readonly replica: NodeId;
   readonly role: Role;
   readonly term: number;
   readonly leader: NodeId | null;
@@ -280,10 +295,13 @@ export class MeshNode {
         },
         nonMembers: (replica, ids) => {
           for (const id of ids) {
-            this.outbox.record(id, {
+            const node = nodeOfReplica(id);
+            if (node === '' || node === this.nodeId) continue;
+            this.outbox.record(node, {
               kind: 'notMember',
               group: replica.group,
               configIndex: replica.applied.index,
+              replica: id,
             });
           }
         },
@@ -317,6 +335,11 @@ export class MeshNode {
         `the transport is ${options.transport.localId}'s, this node is ${options.nodeId}`,
       );
     }
+    if (options.nodeId.length > MAX_NODE_ID_FOR_REPLICAS || options.nodeId.includes('@')) {
+      throw new RangeError(
+        `node id '${options.nodeId}' is too long to name replicas: at most ${MAX_NODE_ID_FOR_REPLICAS} characters, no '@'`,
+      );
+    }
     if (!options.registry.members.some((m) => m.nodeId === options.nodeId)) {
       throw new RangeError(`${options.nodeId} is not a member of the registry snapshot`);
     }
@@ -347,12 +370,13 @@ export class MeshNode {
       options.newIdentity &&
       isFirstMember(options.registry, options.nodeId)
     ) {
-      const confState = { ...emptyConfState, voters: [options.nodeId] };
+      const own = replicaId(options.nodeId, 1);
+      const confState = { ...emptyConfState, voters: [own] };
       for (let group = 0; group < node.ring.settings.partitions; group++) {
         node.adopt(
           GroupReplica.created(
             group,
-            options.nodeId,
+            own,
             bootstrapSnapshot(confState),
             null,
             options.storage,
@@ -393,9 +417,13 @@ export class MeshNode {
       this.transport.on('peerDown', (peer) => {
         this.statusChanged = true;
         for (const replica of this.groups.values()) {
-          if (replica.raw.role === 'leader') replica.raw.reportUnreachable(peer);
-          // A hibernating follower of a leader it cannot reach must time out and campaign.
-          else if (replica.raw.lead === peer) replica.quiesced = false;
+          if (replica.raw.role === 'leader') {
+            const member = memberOfNode(replica.confState, peer);
+            if (member !== null) replica.raw.reportUnreachable(member);
+          } else if (replica.raw.lead !== null && nodeOfReplica(replica.raw.lead) === peer) {
+            // A hibernating follower of a leader it cannot reach must time out and campaign.
+            replica.quiesced = false;
+          }
         }
       }),
     );
@@ -452,8 +480,9 @@ export class MeshNode {
     const c = replica.confState;
     const commit = replica.applied.index;
     for (const id of new Set([...c.voters, ...c.learners])) {
-      if (id === this.nodeId) continue;
-      this.outbox.record(id, { kind: 'quiesce', group: replica.group, term: raw.term, commit });
+      if (id === replica.replicaId) continue;
+      const node = nodeOfReplica(id);
+      this.outbox.record(node, { kind: 'quiesce', group: replica.group, term: raw.term, commit });
     }
     return true;
   }
@@ -596,13 +625,17 @@ export class MeshNode {
     this.movesInProgress = moves;
     for (const replica of led) {
       const status = replica.raw.status();
+      // The planner thinks in nodes; the configuration holds replicas (replica-id.ts).
+      const progress = new Map<NodeId, ProgressStatus>();
+      for (const [id, pr] of status.progress) progress.set(nodeOfReplica(id), pr);
       const step = planReconfiguration({
         self: this.nodeId,
-        confState: status.config,
+        confState: confOfNodes(status.config),
         confChangePending: replica.lastConfChangeIndex > replica.applied.index,
-        leadTransferee: status.leadTransferee,
+        leadTransferee:
+          status.leadTransferee === null ? null : nodeOfReplica(status.leadTransferee),
         target: this.placement.replicasOf(replica.group),
-        progress: status.progress,
+        progress,
         lastIndex: status.lastIndex,
         reachable,
         catchUpLagEntries: this.settings.catchUpLagEntries,
@@ -617,10 +650,11 @@ export class MeshNode {
       replica.quiesced = false;
       if (step.kind === 'addLearners') moves += step.nodes.length;
       try {
-        if (step.kind === 'transferLeader') {
-          replica.raw.transferLeader(step.to);
+        const replicaStep = stepOfReplicas(step, status.config, status.lastIndex + 1);
+        if (replicaStep.kind === 'transferLeader') {
+          replica.raw.transferLeader(replicaStep.to);
         } else {
-          const change = toConfChange(step);
+          const change = toConfChange(replicaStep);
           if (change !== null) replica.raw.proposeConfChange(change);
         }
         this.trace(`group ${replica.group}: ${JSON.stringify(step)}`);
@@ -645,7 +679,7 @@ export class MeshNode {
       const raw = replica.raw;
       if (raw.role === 'leader') continue;
       const c = replica.confState;
-      if (c.voters.includes(this.nodeId) || c.votersOutgoing.includes(this.nodeId)) {
+      if (c.voters.includes(replica.replicaId) || c.votersOutgoing.includes(replica.replicaId)) {
         replica.quiesced = false;
         continue;
       }
@@ -693,6 +727,7 @@ export class MeshNode {
       case 'notMember': {
         const replica = this.groups.get(record.group);
         if (replica === undefined || replica.removal !== null) return;
+        if (replica.replicaId !== record.replica) return; // About an earlier replica here.
         if (record.configIndex > replica.applied.index) {
           replica.removal = 'told it is not a member';
           this.trace(
@@ -707,7 +742,8 @@ export class MeshNode {
         if (replica === undefined || replica.removal !== null) return;
         const raw = replica.raw;
         if (
-          raw.lead !== from ||
+          raw.lead === null ||
+          nodeOfReplica(raw.lead) !== from ||
           raw.term !== record.term ||
           replica.applied.index < record.commit
         ) {
@@ -720,15 +756,25 @@ export class MeshNode {
   }
 
   private onRaft(from: PeerId, message: Message): void {
-    if (message.to !== this.nodeId || message.from !== from) return;
+    if (nodeOfReplica(message.to) !== this.nodeId || nodeOfReplica(message.from) !== from) return;
     let replica = this.groups.get(message.groupId);
+    if (replica !== undefined && replica.replicaId !== message.to) {
+      // For another replica of this group here: an older one's message is stale; a newer
+      // one exists in the group's configuration, so the one here was removed from it.
+      if (incarnationOf(message.to) > incarnationOf(replica.replicaId) && replica.removal === null) {
+        replica.removal = 'superseded by a newer replica of the group';
+        this.trace(`group ${replica.group}: ${message.to} supersedes ${replica.replicaId}`);
+        this.loop.wake();
+      }
+      return;
+    }
     if (replica === undefined) {
       // A leader reaches a replica it added: host it, empty, until its snapshot arrives.
       if (!MESSAGE_TYPES_THAT_CREATE.has(message.type)) return;
       if (message.groupId >= this.ring.settings.partitions) return;
       replica = GroupReplica.created(
         message.groupId,
-        this.nodeId,
+        message.to,
         null,
         this.tombstones.get(message.groupId) ?? null,
         this.storage,
@@ -770,7 +816,8 @@ export class MeshNode {
     if (ready.softState !== null) {
       this.statusChanged = true;
       if (ready.softState.role !== 'leader') {
-        this.router.abandonServed(replica.group, ready.softState.lead);
+        const lead = ready.softState.lead;
+        this.router.abandonServed(replica.group, lead === null ? null : nodeOfReplica(lead));
       }
     }
   }
@@ -819,21 +866,27 @@ export class MeshNode {
     const s = replica.raw.status();
     const followers: FollowerStatus[] = [];
     for (const [id, pr] of s.progress) {
-      if (id === this.nodeId) continue;
-      followers.push({ id, match: pr.match, lag: s.lastIndex - pr.match, state: pr.state });
+      if (id === replica.replicaId) continue;
+      followers.push({
+        id: nodeOfReplica(id),
+        match: pr.match,
+        lag: s.lastIndex - pr.match,
+        state: pr.state,
+      });
     }
     return {
       partition: replica.group,
+      replica: replica.replicaId,
       role: s.role,
       term: s.term,
-      leader: s.lead,
+      leader: s.lead === null ? null : nodeOfReplica(s.lead),
       commit: s.commit,
       applied: replica.applied.index,
       lastIndex: s.lastIndex,
       logEntries: s.lastIndex - replica.log.firstIndex() + 1,
-      voters: s.config.voters,
-      learners: s.config.learners,
-      votersOutgoing: s.config.votersOutgoing,
+      voters: s.config.voters.map(nodeOfReplica),
+      learners: s.config.learners.map(nodeOfReplica),
+      votersOutgoing: s.config.votersOutgoing.map(nodeOfReplica),
       followers,
       initialized: replica.initialized,
       installingSnapshot: replica.heldReady !== null,
@@ -880,6 +933,51 @@ function keepsHibernating(replica: GroupReplica, message: Message): boolean {
   if (message.term !== raw.term) return false;
   if (message.type === MessageType.HeartbeatResp) return raw.role === 'leader';
   return message.type === MessageType.Heartbeat && message.from === raw.lead;
+}
+
+/** A configuration with each replica id replaced by its node's id (what the planner reads). */
+function confOfNodes(c: ConfState): ConfState {
+  return {
+    voters: c.voters.map(nodeOfReplica),
+    learners: c.learners.map(nodeOfReplica),
+    votersOutgoing: c.votersOutgoing.map(nodeOfReplica),
+    learnersNext: c.learnersNext.map(nodeOfReplica),
+    autoLeave: c.autoLeave,
+  };
+}
+
+/** The replica of `node` in a configuration, if it has one (the planner never adds two). */
+function memberOfNode(c: ConfState, node: NodeId): NodeId | null {
+  for (const list of [c.voters, c.learners, c.votersOutgoing, c.learnersNext]) {
+    for (const id of list) if (nodeOfReplica(id) === node) return id;
+  }
+  return null;
+}
+
+/**
+ * The planner's step (in nodes) in replicas: a node added gets a new replica id whose
+ * incarnation is the index its configuration change takes (`nextIndex`, the leader's last
+ * index + 1: proposing appends at once), unique in the group; the others name replicas
+ * the configuration holds.
+ */
+function stepOfReplicas(step: RebalanceStep, c: ConfState, nextIndex: number): RebalanceStep {
+  const member = (node: NodeId): NodeId => {
+    const id = memberOfNode(c, node);
+    if (id === null) throw new Error(`planner named ${node}, which has no replica in the group`);
+    return id;
+  };
+  switch (step.kind) {
+    case 'addLearners':
+      return { kind: 'addLearners', nodes: step.nodes.map((n) => replicaId(n, nextIndex)) };
+    case 'enterJoint':
+      return { kind: 'enterJoint', promote: step.promote.map(member), remove: step.remove.map(member) };
+    case 'removeLearners':
+      return { kind: 'removeLearners', nodes: step.nodes.map(member) };
+    case 'transferLeader':
+      return { kind: 'transferLeader', to: member(step.to) };
+    default:
+      return step;
+  }
 }
 
 function ringSettings(registry: RegistrySnapshot) {

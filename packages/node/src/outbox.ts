@@ -7,6 +7,7 @@
  */
 import type { Message, NodeId } from '@meshkv/raft';
 import type { Transport } from '@meshkv/transport';
+import { nodeOfReplica } from './replica-id.ts';
 import { FrameBuilder, maxRecordBytes, type WireRecord } from './wire.ts';
 
 export class Outbox {
@@ -33,8 +34,9 @@ export class Outbox {
     return this.dirty.size > 0;
   }
 
+  /** A Raft message goes to the node of its replica (replica-id.ts). */
   raft(message: Message): void {
-    this.builder(message.to).addRaft(message);
+    this.builder(nodeOfReplica(message.to)).addRaft(message);
   }
 
   record(to: NodeId, record: WireRecord): void {

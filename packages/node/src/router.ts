@@ -26,6 +26,7 @@ import {
 } from './errors.ts';
 import type { GroupReplica } from './group.ts';
 import type { AppliedCommand } from './partition.ts';
+import { nodeOfReplica } from './replica-id.ts';
 import type { RequestOp, RequestRecord, ResponseRecord, WireErrorCode } from './wire.ts';
 
 export interface RouterSettings {
@@ -293,7 +294,9 @@ export class Router {
   /** The leader to try: a local replica's knowledge, a hint, else the placement's replicas in turn. */
   private leaderOf(request: OriginRequest): NodeId | null {
     const replica = this.host.replica(request.partition);
-    const known = replica?.raw.lead ?? this.leaderCache.get(request.partition) ?? null;
+    const lead = replica?.raw.lead ?? null;
+    const known =
+      (lead === null ? null : nodeOfReplica(lead)) ?? this.leaderCache.get(request.partition) ?? null;
     if (known !== null && (request.attempts <= 1 || known !== request.target)) return known;
     const replicas = this.host.placementReplicas(request.partition);
     if (replicas.length === 0) return null;
@@ -361,7 +364,11 @@ export class Router {
         break;
     }
     if (replica === undefined || replica.raw.role !== 'leader') {
-      const hint = replica?.raw.lead ?? this.leaderCache.get(request.partition) ?? null;
+      const lead = replica?.raw.lead ?? null;
+      const hint =
+        (lead === null ? null : nodeOfReplica(lead)) ??
+        this.leaderCache.get(request.partition) ??
+        null;
       this.respondError(
         responder,
         'NOT_LEADER',
@@ -551,7 +558,7 @@ export class Router {
     waiter: WriteWaiter,
   ): void {
     const c = replica.confState;
-    const voters = [...new Set([...c.voters, ...c.votersOutgoing])];
+    const voters = [...new Set([...c.voters, ...c.votersOutgoing].map(nodeOfReplica))];
     const now = this.host.nowMs();
     const wait: AckAllWait = {
       partition: replica.group,

@@ -256,6 +256,8 @@ export interface NotMemberRecord {
   readonly kind: 'notMember';
   readonly group: GroupId;
   readonly configIndex: number;
+  /** The replica told (a replica id: the node may host a newer replica of the group). */
+  readonly replica: NodeId;
 }
 
 /** Leader → follower: group `group` hibernates at (`term`, `commit`) (README "The loop"). */
@@ -825,6 +827,7 @@ export class FrameBuilder {
     this.u8(Kind.NotMember);
     this.u32(r.group, 'group');
     this.safe(r.configIndex, 'configIndex');
+    this.nodeId(r.replica, 'replica');
   }
 
   private writeQuiesce(r: QuiesceRecord): void {
@@ -1139,7 +1142,8 @@ class FrameReader {
   notMember(): NotMemberRecord {
     const group = this.u32('group');
     const configIndex = this.varint('configIndex');
-    return { kind: 'notMember', group, configIndex };
+    const replica = this.nodeId('replica');
+    return { kind: 'notMember', group, configIndex, replica };
   }
 
   quiesce(): QuiesceRecord {

@@ -267,6 +267,7 @@ describe('MeshNode scenarios', function () {
   it('a replica deleted here keeps a tombstone of its term and vote; coming back, it starts from them', () =>
     withCluster({ partitions: 1 }, async (cluster) => {
       await grown(cluster, ['a', 'b', 'c']);
+      const replicaBefore = cluster.node('b').status().groups[0]!.replica;
       // With f, the ring places partition 0 on f, c, a: b's replica is removed.
       await grown(cluster, ['a', 'b', 'c', 'f']);
       const storage = cluster.running.get('b')!.storage;
@@ -278,6 +279,8 @@ describe('MeshNode scenarios', function () {
       await cluster.until(() => placedOn(cluster, ['a', 'b', 'c']), 'b back');
       const group = (await storage.load()).groups.get(0)!;
       expect(group.hardState.term).to.be.at.least(tombstone.term);
+      // Back with a new replica id: messages of the deleted replica cannot pass for its.
+      expect(cluster.node('b').status().groups[0]!.replica).to.not.equal(replicaBefore);
     }));
 
   describe('error codes', () => {

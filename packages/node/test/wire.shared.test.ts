@@ -194,7 +194,12 @@ class Gen {
           reason: this.string(60),
         };
       case 5:
-        return { kind: 'notMember', group: this.u32(), configIndex: this.number() };
+        return {
+          kind: 'notMember',
+          group: this.u32(),
+          configIndex: this.number(),
+          replica: this.nodeId(),
+        };
       case 6:
         return { kind: 'quiesce', group: this.u32(), term: this.number(), commit: this.number() };
       default:
@@ -353,7 +358,7 @@ describe('node wire format', () => {
 
   it('refuses a record that cannot fit a frame alone, and stays usable', () => {
     const builder = new FrameBuilder(100);
-    const small: WireRecord = { kind: 'notMember', group: 3, configIndex: 9 };
+    const small: WireRecord = { kind: 'notMember', group: 3, configIndex: 9, replica: 'n1@2' };
     builder.add(small);
     const big: WireRecord = {
       kind: 'snapshotChunk',
