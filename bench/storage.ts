@@ -1,12 +1,14 @@
 // `pnpm bench storage [disk|indexeddb|memory]…`: durable batches/s and entries/s of the
 // storage backends, for batches of 1, 100 and 1000 entries of 100 B and 64 KiB, one group;
-// and (memory) how a group-commit batch's cost evolves over 2400 batches of 64 groups.
+// and (memory) the MeshNode's batch (30 groups × 2 entries, hard and applied state, 2 KV
+// writes) per group write, and how a group-commit batch's cost evolves over 2400 batches
+// of 64 groups.
 // Disk = LevelDB (classic-level, sync writes) in os.tmpdir(); IndexedDB = Debian's headless
 // Chromium ({durability: 'strict'}), which needs the network namespace:
 // `scripts/netns-run.sh pnpm bench storage`. Each configuration runs `repeats` times on a
 // fresh database; one JSON line gives the median run and the range (the machine is shared).
 import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { openDiskStorage } from '../packages/storage/src/disk.node.ts';
@@ -109,16 +111,81 @@ export async function groupCommitHistory(storage: NodeStorage) {
   };
 }
 
+/**
+ * The MeshNode's batch (bench/node.ts, c128 puts): one batch per loop round carrying 30
+ * groups, each with 2 entries of 100 B, its hard state (commit moved), its applied state
+ * (a ConfState of 3 replica ids, unchanged, as the node passes it) and 2 KV writes of
+ * 100 B. CPU and wall µs per batch and per group write, over the last `measured` batches
+ * (the first `warmup` warm up the JIT).
+ */
+export async function nodeBatch(storage: NodeStorage) {
+  const groups = 30;
+  const warmup = 1000;
+  const measured = 4000;
+  const data = new Uint8Array(100).fill(7);
+  const replicaIds = ['n0123456789ab@1f', 'n1123456789ab@2a', 'n2123456789ab@33'];
+  const confState = {
+    voters: replicaIds,
+    learners: [],
+    votersOutgoing: [],
+    learnersNext: [],
+    autoLeave: false,
+  };
+  await storage.write({
+    groups: Array.from({ length: groups }, (_, group) => ({ group, create: true as const })),
+  });
+  let cpuUs = 0;
+  let wallUs = 0;
+  for (let batch = 0; batch < warmup + measured; batch++) {
+    const first = 2 * batch + 1;
+    const write = {
+      groups: Array.from({ length: groups }, (_, group) => ({
+        group,
+        entries: [
+          { index: first, term: 1, type: 0 as const, data },
+          { index: first + 1, term: 1, type: 0 as const, data },
+        ],
+        hardState: { term: 1, vote: replicaIds[0]!, commit: first - 1 },
+        appliedState: { index: first - 1, term: batch === 0 ? 0 : 1, confState },
+        kv: [
+          { key: `key-${(batch * 61 + group) % 4096}`, value: data },
+          { key: `key-${(batch * 61 + group + 2048) % 4096}`, value: data },
+        ],
+      })),
+    };
+    const cpuBefore = process.cpuUsage();
+    const startedMs = performance.now();
+    await storage.write(write);
+    if (batch >= warmup) {
+      wallUs += (performance.now() - startedMs) * 1000;
+      const cpu = process.cpuUsage(cpuBefore);
+      cpuUs += cpu.user + cpu.system;
+    }
+  }
+  const per = (us: number, count: number) => Number((us / count).toFixed(2));
+  return {
+    groups,
+    entriesPerGroup: 2,
+    kvPerGroup: 2,
+    batches: measured,
+    cpuUsPerBatch: per(cpuUs, measured),
+    cpuUsPerGroupWrite: per(cpuUs, measured * groups),
+    wallUsPerBatch: per(wallUs, measured),
+    loadAverage: loadavg().map((load) => Number(load.toFixed(2))),
+  };
+}
+
 if (backends.includes('memory')) {
-  const storage = await new MemoryDisk().open();
-  console.log(
-    JSON.stringify({
-      bench: 'storage',
-      backend: 'memory',
-      groupCommit: await groupCommitHistory(storage),
-    }),
-  );
-  await storage.close();
+  for (const [name, run] of [
+    ['nodeBatch', nodeBatch],
+    ['groupCommit', groupCommitHistory],
+  ] as const) {
+    const storage = await new MemoryDisk().open();
+    console.log(
+      JSON.stringify({ bench: 'storage', backend: 'memory', [name]: await run(storage) }),
+    );
+    await storage.close();
+  }
 }
 
 if (backends.includes('disk')) {
