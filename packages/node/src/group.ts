@@ -34,6 +34,7 @@ import type {
 } from '@meshkv/storage';
 import { PartitionMachine, type PartitionOptions } from './partition.ts';
 import { incarnationOf, nodeOfReplica, replicaId } from './replica-id.ts';
+import type { Tombstone } from './tombstones.ts';
 
 /** This node's replica in a configuration (the newest, should there be two). */
 function ownReplicaId(c: ConfState, nodeId: NodeId): NodeId | null {
@@ -115,6 +116,11 @@ export class GroupReplica {
   needsCreate: boolean;
   /** The next batch removes the group and all of its data; the replica is then dropped. */
   removal: RemovalReason | null = null;
+  /**
+   * A hard state that only moved the commit index, not yet written: it rides with the
+   * group's next write (raft allows a commit-only change to be written lazily).
+   */
+  pendingHardState: HardState | null = null;
   /** KV and session writes applied since the last batch (written by the next one). */
   kv: KvWrite[] = [];
   sessions: SessionWrite[] = [];
@@ -232,7 +238,7 @@ export class GroupReplica {
     group: GroupId,
     id: NodeId,
     bootstrap: Snapshot | null,
-    tombstone: HardState | null,
+    tombstone: Tombstone | null,
     storage: NodeStorage,
     raftSettings: GroupRaftSettings,
     random: Prng,

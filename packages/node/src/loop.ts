@@ -33,6 +33,7 @@ import type { Outbox } from './outbox.ts';
 import type { AppliedCommand } from './partition.ts';
 import { nodeOfReplica } from './replica-id.ts';
 import type { SnapshotStreams } from './snapshots.ts';
+import type { Tombstone } from './tombstones.ts';
 
 export interface LoopSettings {
   /** Groups written by one batch at most (the rest wait for the next round). */
@@ -41,6 +42,11 @@ export interface LoopSettings {
   readonly snapshotEveryEntries: number;
   /** …keeping this many entries below the applied index, for followers slightly behind. */
   readonly logEntriesKept: number;
+  /**
+   * KV writes a group's applied state may hold back, waiting for the group's next write
+   * (entries, a term or vote) instead of a write of its own; past it they are flushed.
+   */
+  readonly maxDeferredAppliedWrites: number;
 }
 
 /** What the loop tells the node around it. */
@@ -61,7 +67,7 @@ export interface LoopHost {
   /** The group's removal is durable: forget it. */
   removed(replica: GroupReplica): void;
   /** The part of the batch removing these replicas that keeps their last term and vote. */
-  tombstones(removed: ReadonlyMap<GroupId, HardState>): GroupWrite;
+  tombstones(removed: ReadonlyMap<GroupId, Tombstone>): GroupWrite;
   /** A batch failed: the node cannot go on (the store refuses everything after 'io'). */
   fatal(error: unknown): void;
   persisted?(group: GroupId, entries: readonly Entry[]): void;
@@ -172,16 +178,23 @@ export class NodeLoop {
   /** Takes the Readies and builds each group's part of the batch. */
   private collect(): RoundGroup[] {
     const round: RoundGroup[] = [];
-    let removed: Map<GroupId, HardState> | null = null;
+    let removed: Map<GroupId, Tombstone> | null = null;
     for (const replica of this.host.groups()) {
       if (round.length >= this.settings.maxGroupsPerBatch - 1) {
         this.again = true;
         break;
       }
+      if (replica.removal !== null && replica.needsCreate) {
+        // Never written (its creating batch had not run yet): nothing durable to remove,
+        // and nothing it said left (messages wait for durable state).
+        this.host.removed(replica);
+        continue;
+      }
       if (replica.removal !== null) {
         round.push(noReady(replica, { group: replica.group, remove: true }));
         removed ??= new Map();
-        removed.set(replica.group, replica.log.initialState().hardState);
+        const { term, vote } = replica.log.initialState().hardState;
+        removed.set(replica.group, { term, vote, replica: replica.replicaId });
         continue;
       }
       if (replica.heldReady !== null) {
@@ -266,8 +279,24 @@ export class NodeLoop {
       wantSnapshot && appliedIndex > storedSnapshotIndex && replica.initialized ? appliedIndex : 0;
     const compactTo =
       savedSnapshotIndex > 0 ? Math.max(0, savedSnapshotIndex - this.settings.logEntriesKept) : 0;
-    const hasReadyWrites = ready !== null && (ready.entries.length > 0 || ready.hardState !== null);
-    if (!hasReadyWrites && !appliedChanged && !replica.needsCreate && savedSnapshotIndex === 0) {
+    // Deferred writes (README "The loop"): a commit-only hard state and what was applied
+    // ride with the group's next write that must happen anyway (entries, a term or vote),
+    // or are flushed once the group has no Ready in a round or too much waits.
+    if (ready !== null && ready.hardState !== null && !changesTermOrVote(replica, ready)) {
+      replica.pendingHardState = ready.hardState;
+    }
+    const mustWrite =
+      ready !== null && (ready.entries.length > 0 || changesTermOrVote(replica, ready));
+    const flushApplied =
+      appliedChanged &&
+      (ready === null || replica.kv.length >= this.settings.maxDeferredAppliedWrites);
+    if (
+      !mustWrite &&
+      !flushApplied &&
+      !replica.needsCreate &&
+      savedSnapshotIndex === 0 &&
+      (ready !== null || replica.pendingHardState === null)
+    ) {
       return ready === null ? null : noReady(replica, null, ready);
     }
     const applied = replica.applied;
@@ -285,8 +314,12 @@ export class NodeLoop {
       };
       if (compactTo > log.firstIndex() - 1) part.compactTo = compactTo;
     }
-    const hardState = ready?.hardState ?? createdHardState(replica);
+    const hardState =
+      (ready !== null && changesTermOrVote(replica, ready) ? ready.hardState : null) ??
+      replica.pendingHardState ??
+      createdHardState(replica);
     if (hardState !== undefined && hardState !== null) part.hardState = hardState;
+    replica.pendingHardState = null;
     if (appliedChanged || replica.needsCreate) part.appliedState = applied;
     if (replica.kv.length > 0) part.kv = replica.kv;
     if (replica.sessions.length > 0) part.sessions = replica.sessions;
@@ -436,6 +469,14 @@ function logWithEntries(log: RaftStorage, entries: readonly Entry[]): LogView {
     lastIndex: () => last.index,
     term: (index) => (index >= first.index ? entries[index - first.index]!.term : log.term(index)),
   };
+}
+
+/** Whether the Ready's hard state moves the term or the vote (which must be durable first). */
+function changesTermOrVote(replica: GroupReplica, ready: Ready): boolean {
+  const hardState = ready.hardState;
+  if (hardState === null) return false;
+  const written = replica.log.initialState().hardState;
+  return hardState.term !== written.term || hardState.vote !== written.vote;
 }
 
 /** A created replica's starting term and vote, if it resumes from a tombstone. */

@@ -39,15 +39,10 @@ import {
   type RebalanceStep,
   toConfChange,
 } from './rebalancer.ts';
-import {
-  incarnationOf,
-  MAX_NODE_ID_FOR_REPLICAS,
-  nodeOfReplica,
-  replicaId,
-} from './replica-id.ts';
+import { incarnationOf, MAX_NODE_ID_FOR_REPLICAS, nodeOfReplica, replicaId } from './replica-id.ts';
 import { Router, type RouterSettings } from './router.ts';
 import { type SnapshotSettings, SnapshotStreams } from './snapshots.ts';
-import { loadTombstones, NODE_META_GROUP, tombstonesPart } from './tombstones.ts';
+import { loadTombstones, NODE_META_GROUP, type Tombstone, tombstonesPart } from './tombstones.ts';
 import { decodeFrame, type WireRecord } from './wire.ts';
 
 export interface MeshNodeSettings
@@ -95,6 +90,7 @@ export const meshNodeDefaults: MeshNodeSettings = Object.freeze({
   maxGroupsPerBatch: 4096,
   snapshotEveryEntries: 10_000,
   logEntriesKept: 1_000,
+  maxDeferredAppliedWrites: 4_096,
   maxOpenStreams: 8,
   maxIncomingStreams: 4,
   streamIdleTicks: 100,
@@ -104,7 +100,7 @@ export const meshNodeDefaults: MeshNodeSettings = Object.freeze({
   maxDeadlineMs: 60_000,
   maxMovesPerNode: 4,
   quiesceAfterTicks: 5,
-  replicaGcTicks: 100,
+  replicaGcTicks: 300,
   rebalanceEveryTicks: 5,
   catchUpLagEntries: 64,
   maxFrameBytes: 16 * 1024 * 1024,
@@ -237,7 +233,7 @@ export class MeshNode {
   private movesInProgress = 0;
   private fatalError: unknown = null;
   /** Last term and vote of replicas deleted here (tombstones.ts), by partition. */
-  private tombstones = new Map<GroupId, HardState>();
+  private tombstones = new Map<GroupId, Tombstone>();
   private hostsMetaGroup = false;
 
   private constructor(options: MeshNodeOptions, settings: MeshNodeSettings) {
@@ -307,7 +303,7 @@ export class MeshNode {
         },
         removed: (replica) => this.forgetGroup(replica),
         tombstones: (removed) => {
-          for (const [group, hardState] of removed) this.tombstones.set(group, hardState);
+          for (const [group, tombstone] of removed) this.tombstones.set(group, tombstone);
           const part = tombstonesPart(removed, !this.hostsMetaGroup);
           this.hostsMetaGroup = true;
           return part;
@@ -628,13 +624,18 @@ export class MeshNode {
       // The planner thinks in nodes; the configuration holds replicas (replica-id.ts).
       const progress = new Map<NodeId, ProgressStatus>();
       for (const [id, pr] of status.progress) progress.set(nodeOfReplica(id), pr);
+      const target = this.placement.replicasOf(replica.group);
+      if (target.length === 0) {
+        this.placementNotes.set(replica.group, 'no member is up: nothing to place it on');
+        continue;
+      }
       const step = planReconfiguration({
         self: this.nodeId,
         confState: confOfNodes(status.config),
         confChangePending: replica.lastConfChangeIndex > replica.applied.index,
         leadTransferee:
           status.leadTransferee === null ? null : nodeOfReplica(status.leadTransferee),
-        target: this.placement.replicasOf(replica.group),
+        target,
         progress,
         lastIndex: status.lastIndex,
         reachable,
@@ -761,7 +762,10 @@ export class MeshNode {
     if (replica !== undefined && replica.replicaId !== message.to) {
       // For another replica of this group here: an older one's message is stale; a newer
       // one exists in the group's configuration, so the one here was removed from it.
-      if (incarnationOf(message.to) > incarnationOf(replica.replicaId) && replica.removal === null) {
+      if (
+        incarnationOf(message.to) > incarnationOf(replica.replicaId) &&
+        replica.removal === null
+      ) {
         replica.removal = 'superseded by a newer replica of the group';
         this.trace(`group ${replica.group}: ${message.to} supersedes ${replica.replicaId}`);
         this.loop.wake();
@@ -769,8 +773,16 @@ export class MeshNode {
       return;
     }
     if (replica === undefined) {
-      // A leader reaches a replica it added: host it, empty, until its snapshot arrives.
+      // A leader reaches a replica it added: host it, empty, until its snapshot arrives —
+      // unless it is one deleted here (or older): its messages in flight are stale.
       if (!MESSAGE_TYPES_THAT_CREATE.has(message.type)) return;
+      const tombstone = this.tombstones.get(message.groupId);
+      if (
+        tombstone !== undefined &&
+        incarnationOf(message.to) <= incarnationOf(tombstone.replica)
+      ) {
+        return;
+      }
       if (message.groupId >= this.ring.settings.partitions) return;
       replica = GroupReplica.created(
         message.groupId,
@@ -970,7 +982,11 @@ function stepOfReplicas(step: RebalanceStep, c: ConfState, nextIndex: number): R
     case 'addLearners':
       return { kind: 'addLearners', nodes: step.nodes.map((n) => replicaId(n, nextIndex)) };
     case 'enterJoint':
-      return { kind: 'enterJoint', promote: step.promote.map(member), remove: step.remove.map(member) };
+      return {
+        kind: 'enterJoint',
+        promote: step.promote.map(member),
+        remove: step.remove.map(member),
+      };
     case 'removeLearners':
       return { kind: 'removeLearners', nodes: step.nodes.map(member) };
     case 'transferLeader':

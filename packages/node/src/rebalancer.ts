@@ -44,7 +44,9 @@
  *    leaves only when its replacement is promoted, unless the target itself shrank), and
  *    only if the new voters have a live majority (fewer removals are tried first). A
  *    learner is caught up when it is live, in state `replicate` and its match is within
- *    `catchUpLagEntries` of the leader's last index.
+ *    `catchUpLagEntries` of the leader's last index — or it acknowledged the whole log
+ *    and is not receiving a snapshot (an idle group sends no append to move it out of
+ *    `probe` after a snapshot).
  * 9. Otherwise: `none` (in place, or why not: budget, unreachable members, majority).
  *
  * "Live" is `self`, or a member in `reachable` (registry up and transport link up). Raft's
@@ -309,7 +311,12 @@ function isCaughtUp(input: RebalanceInput, id: NodeId): boolean {
   if (!isLive(input, id)) return false;
   const pr = input.progress.get(id);
   const lag = input.catchUpLagEntries ?? rebalanceDefaults.catchUpLagEntries;
-  return pr !== undefined && pr.state === 'replicate' && pr.match >= input.lastIndex - lag;
+  if (pr === undefined) return false;
+  // A member that acknowledged the whole log is caught up in any state but snapshot: after
+  // installing one it stays in `probe` until the next append, and an idle (quiesced) group
+  // sends none.
+  if (pr.match >= input.lastIndex && pr.state !== 'snapshot') return true;
+  return pr.state === 'replicate' && pr.match >= input.lastIndex - lag;
 }
 
 function hasLiveMajority(voters: readonly NodeId[], live: (id: NodeId) => boolean): boolean {

@@ -296,7 +296,9 @@ export class Router {
     const replica = this.host.replica(request.partition);
     const lead = replica?.raw.lead ?? null;
     const known =
-      (lead === null ? null : nodeOfReplica(lead)) ?? this.leaderCache.get(request.partition) ?? null;
+      (lead === null ? null : nodeOfReplica(lead)) ??
+      this.leaderCache.get(request.partition) ??
+      null;
     if (known !== null && (request.attempts <= 1 || known !== request.target)) return known;
     const replicas = this.host.placementReplicas(request.partition);
     if (replicas.length === 0) return null;
@@ -315,10 +317,13 @@ export class Router {
     return candidates[request.localTried++ % candidates.length]!;
   }
 
+  /**
+   * Seqs are issued in increasing order and a Set keeps insertion order, so the first one
+   * left is the lowest still unanswered (O(1) per dispatch, whatever is in flight).
+   */
   private lowestUnanswered(seq: number): number {
-    let lowest = seq;
-    for (const s of this.unansweredSeqs) if (s < lowest) lowest = s;
-    return lowest;
+    const first = this.unansweredSeqs.values().next();
+    return first.done === true || first.value > seq ? seq : first.value;
   }
 
   private finish(request: OriginRequest): void {

@@ -2,19 +2,20 @@ import { expect } from 'chai';
 import { decodeTombstone, encodeTombstone } from '../src/tombstones.ts';
 
 describe('node tombstones', () => {
-  it('round-trip a term and a vote (or none); anything else decodes as null', () => {
-    for (const hardState of [
-      { term: 0, vote: null, commit: 0 },
-      { term: 7, vote: 'node-é', commit: 3 },
-      { term: 2 ** 53 - 1, vote: 'x'.repeat(64), commit: 0 },
+  it('round-trip a term, a vote (or none) and the deleted replica id', () => {
+    for (const tombstone of [
+      { term: 0, vote: null, replica: 'a@1' },
+      { term: 7, vote: 'node-é@2', replica: 'b@z' },
+      { term: 2 ** 53 - 1, vote: 'x'.repeat(64), replica: 'y'.repeat(64) },
     ]) {
-      expect(decodeTombstone(encodeTombstone(hardState))).to.deep.equal({
-        term: hardState.term,
-        vote: hardState.vote,
-      });
+      expect(decodeTombstone(encodeTombstone(tombstone))).to.deep.equal(tombstone);
     }
-    const good = encodeTombstone({ term: 5, vote: 'b', commit: 0 });
-    expect(decodeTombstone(good.subarray(0, 9))).to.equal(null);
+  });
+
+  it('decode anything else as null', () => {
+    const good = encodeTombstone({ term: 5, vote: 'b@2', replica: 'c@3' });
+    expect(decodeTombstone(good)).to.not.equal(null);
+    expect(decodeTombstone(good.subarray(0, good.length - 1))).to.equal(null);
     expect(decodeTombstone(new Uint8Array([...good, 0]))).to.equal(null);
     const otherVersion = good.slice();
     otherVersion[0] = 2;
@@ -25,5 +26,7 @@ describe('node tombstones', () => {
     const fractionalTerm = good.slice();
     new DataView(fractionalTerm.buffer).setFloat64(1, 1.5);
     expect(decodeTombstone(fractionalTerm)).to.equal(null);
+    const noReplica = encodeTombstone({ term: 5, vote: null, replica: 'c@3' }).subarray(0, 11);
+    expect(decodeTombstone(noReplica)).to.equal(null);
   });
 });
