@@ -13,7 +13,6 @@ import {
   type Entry,
   emptyConfState,
   type GroupId,
-  type HardState,
   isRaftError,
   type Message,
   MessageType,
