@@ -69,8 +69,6 @@ export interface MeshNodeSettings
   readonly rebalanceEveryTicks: number;
   /** A learner within this many entries of the leader's log counts as caught up. */
   readonly catchUpLagEntries: number;
-  /** Largest frame handed to the transport (at least the wire's maxRecordBytes + 1). */
-  readonly maxFrameBytes: number;
   readonly partition: PartitionOptions;
 }
 
@@ -102,7 +100,6 @@ export const meshNodeDefaults: MeshNodeSettings = Object.freeze({
   replicaGcTicks: 300,
   rebalanceEveryTicks: 5,
   catchUpLagEntries: 64,
-  maxFrameBytes: 16 * 1024 * 1024,
   partition: Object.freeze({}),
 });
 
@@ -246,7 +243,8 @@ export class MeshNode {
     this.ring = new Ring(ringSettings(options.registry));
     this.placement = this.ring.placement(upMembers(options.registry));
     this.nowMsValue = options.nowMs;
-    this.outbox = new Outbox(options.transport, settings.maxFrameBytes);
+    // Frames as large as the transport takes; it must carry the node's largest record.
+    this.outbox = new Outbox(options.transport, options.transport.maxFrameBytes);
     this.snapshots = new SnapshotStreams(
       {
         storage: options.storage,

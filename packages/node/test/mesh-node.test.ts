@@ -1,6 +1,10 @@
+import { mulberry32 } from '@meshkv/raft';
 import { Ring } from '@meshkv/ring';
+import { MemoryDisk } from '@meshkv/storage';
+import { SimNetwork, SimTransport } from '@meshkv/transport/sim-network';
 import { expect } from 'chai';
 import { isMeshKvError, type MeshKvError } from '../src/errors.ts';
+import { MeshNode } from '../src/mesh-node.ts';
 import { decodeTombstone, NODE_META_GROUP } from '../src/tombstones.ts';
 import { TestCluster } from './support/cluster.ts';
 
@@ -329,6 +333,42 @@ describe('MeshNode scenarios', function () {
         );
         expect(['UNAVAILABLE', 'TIMEOUT']).to.include((read as MeshKvError).code);
       }));
+
+    it('a transport whose frames cannot carry the largest record is refused at start', async () => {
+      const network = new SimNetwork<Uint8Array>({ prng: mulberry32(1) });
+      const transport = new SimTransport(network, 'a', { maxFrameBytes: 1024 * 1024 });
+      const storage = await new MemoryDisk({ name: 'a' }).open();
+      const registry = {
+        settings: { clusterId: 't', partitions: 1, replicationFactor: 1, tokensPerNode: 1 },
+        epoch: 1,
+        members: [
+          {
+            nodeId: 'a',
+            kind: 'node' as const,
+            state: 'up' as const,
+            joinedAtEpoch: 1,
+            changedAtEpoch: 1,
+          },
+        ],
+      };
+      const start = MeshNode.start({
+        nodeId: 'a',
+        storage,
+        transport,
+        registry,
+        newIdentity: true,
+        random: mulberry32(2),
+        nowMs: 0,
+      });
+      let refused: unknown = null;
+      await start.catch((e: unknown) => {
+        refused = e;
+      });
+      expect(refused).to.be.instanceOf(RangeError);
+      expect(String(refused)).to.match(/cannot carry the node's largest record/);
+      await transport.close();
+      await storage.close();
+    });
 
     it('OVERLOADED past maxPendingRequests; CLOSED after close', () =>
       withCluster({ partitions: 1, settings: { maxPendingRequests: 2 } }, async (cluster) => {
