@@ -52,14 +52,74 @@ export function utf8(text: string): Uint8Array {
   return utf8Encoder.encode(text);
 }
 
+/**
+ * The UTF-8 length of `text` as TextEncoder encodes it (a lone surrogate becomes U+FFFD,
+ * 3 bytes), counted without encoding it: validation and keys need it per string.
+ */
+export function utf8Length(text: string): number {
+  const units = text.length;
+  let bytes = units;
+  for (let i = 0; i < units; i++) {
+    const unit = text.charCodeAt(i);
+    if (unit < 0x80) continue;
+    if (unit < 0x800) bytes += 1;
+    else if (
+      unit >= 0xd800 &&
+      unit < 0xdc00 &&
+      i + 1 < units &&
+      (text.charCodeAt(i + 1) & 0xfc00) === 0xdc00
+    ) {
+      bytes += 2; // a surrogate pair: 2 units, 4 bytes
+      i++;
+    } else bytes += 2;
+  }
+  return bytes;
+}
+
+/**
+ * Writes `text` as UTF-8 at `at`, where utf8Length(text) bytes are free. ASCII is copied
+ * unit by unit (ids and keys are short: a TextEncoder call per string costs more than
+ * the copy); the rest goes through `encodeInto`.
+ */
+function writeUtf8(target: Uint8Array, at: number, text: string): void {
+  const units = text.length;
+  for (let i = 0; i < units; i++) {
+    const unit = text.charCodeAt(i);
+    if (unit >= 0x80) {
+      utf8Encoder.encodeInto(text.slice(i), target.subarray(at + i));
+      return;
+    }
+    target[at + i] = unit;
+  }
+}
+
+/** Big-endian u32 at `at` (a Uint8Array store keeps the low 8 bits of each shift). */
+function putU32(target: Uint8Array, at: number, value: number): void {
+  target[at] = value >>> 24;
+  target[at + 1] = value >>> 16;
+  target[at + 2] = value >>> 8;
+  target[at + 3] = value;
+}
+
+function getU32(source: Uint8Array, at: number): number {
+  return (
+    ((source[at]! << 24) | (source[at + 1]! << 16) | (source[at + 2]! << 8) | source[at + 3]!) >>> 0
+  );
+}
+
+/** Records up to this size are encoded in one reused buffer, then copied out at their size. */
+const scratchBytes = 64 * 1024;
+
 class Writer {
   private bytes: Uint8Array;
-  private view: DataView;
   private length = 0;
 
-  constructor(capacityBytes = 256) {
-    this.bytes = new Uint8Array(capacityBytes);
-    this.view = new DataView(this.bytes.buffer);
+  /**
+   * `capacityBytes`: an exact-size writer for one large record (finish() hands out its
+   * buffer); without it, the shared scratch writer (`scratch()`).
+   */
+  constructor(private readonly capacityBytes?: number) {
+    this.bytes = new Uint8Array(capacityBytes ?? scratchBytes);
   }
 
   private reserve(count: number): number {
@@ -68,27 +128,26 @@ class Writer {
       const grown = new Uint8Array(Math.max(this.bytes.length * 2, at + count));
       grown.set(this.bytes.subarray(0, at));
       this.bytes = grown;
-      this.view = new DataView(grown.buffer);
     }
     this.length = at + count;
     return at;
   }
 
-  // `reserve` may replace the buffer and its view: call it before reading `this.view`.
   u8(value: number): this {
     const at = this.reserve(1);
-    this.view.setUint8(at, value);
+    this.bytes[at] = value;
     return this;
   }
+  // `reserve` may replace `this.bytes`: call it before reading the field.
   u32(value: number): this {
     const at = this.reserve(4);
-    this.view.setUint32(at, value);
+    putU32(this.bytes, at, value);
     return this;
   }
   u53(value: number): this {
     const at = this.reserve(8);
-    this.view.setUint32(at, Math.floor(value / TWO_32));
-    this.view.setUint32(at + 4, value >>> 0);
+    putU32(this.bytes, at, Math.floor(value / TWO_32));
+    putU32(this.bytes, at + 4, value >>> 0);
     return this;
   }
   raw(value: Uint8Array): this {
@@ -100,11 +159,32 @@ class Writer {
     return this.u32(value.length).raw(value);
   }
   string(value: string): this {
-    return this.bytesField(utf8(value));
+    const length = utf8Length(value);
+    this.u32(length);
+    const at = this.reserve(length);
+    writeUtf8(this.bytes, at, value);
+    return this;
   }
+  /** The record; the scratch writer copies it out (and is then free for the next one). */
   finish(): Uint8Array {
-    return this.bytes.subarray(0, this.length);
+    const length = this.length;
+    this.length = 0;
+    if (this.capacityBytes !== undefined) return this.bytes.subarray(0, length);
+    const record = this.bytes.slice(0, length);
+    // A record that grew the scratch buffer must not keep it grown.
+    if (this.bytes.length > scratchBytes) this.bytes = new Uint8Array(scratchBytes);
+    return record;
   }
+}
+
+const scratchWriter = new Writer();
+
+/**
+ * The shared writer for records of unknown size. Encoders are synchronous and never nest,
+ * so one is enough: each takes it, writes a record and finishes it before returning.
+ */
+function scratch(): Writer {
+  return scratchWriter;
 }
 
 class Reader {
@@ -253,17 +333,14 @@ export const sealBytes = 4;
 export function seal(key: Uint8Array, value: Uint8Array): Uint8Array {
   const sealed = new Uint8Array(sealBytes + value.length);
   sealed.set(value, sealBytes);
-  new DataView(sealed.buffer).setUint32(0, crc32(value, crc32(key)));
+  putU32(sealed, 0, crc32(value, crc32(key)));
   return sealed;
 }
 
 /** The value a sealed record holds; 'corrupt' if it fails its checksum. */
 export function unseal(key: Uint8Array, sealed: Uint8Array, what: string): Uint8Array {
   const value = sealed.subarray(sealBytes);
-  const stored =
-    sealed.length < sealBytes
-      ? null
-      : new DataView(sealed.buffer, sealed.byteOffset, sealBytes).getUint32(0);
+  const stored = sealed.length < sealBytes ? null : getU32(sealed, 0);
   if (stored !== crc32(value, crc32(key))) {
     throw new DecodeError(
       'corrupt',
@@ -291,66 +368,66 @@ export const Table = {
 const SessionPart = 0;
 const KvPart = 1;
 
-function keyOf(table: number, ...u32s: number[]): Uint8Array {
-  const key = new Uint8Array(1 + 4 * u32s.length);
-  const view = new DataView(key.buffer);
+/** A key: the table byte, then `u32Count` of `a`, `b`, `c` (no rest array: made per record). */
+function keyOf(table: number, u32Count: 0 | 1 | 2 | 3, a = 0, b = 0, c = 0): Uint8Array {
+  const key = new Uint8Array(1 + 4 * u32Count);
   key[0] = table;
-  u32s.forEach((value, i) => {
-    view.setUint32(1 + 4 * i, value);
-  });
+  if (u32Count > 0) putU32(key, 1, a);
+  if (u32Count > 1) putU32(key, 5, b);
+  if (u32Count > 2) putU32(key, 9, c);
   return key;
 }
 
-function concat(head: Uint8Array, tail: Uint8Array): Uint8Array {
-  const key = new Uint8Array(head.length + tail.length);
-  key.set(head);
-  key.set(tail, head.length);
+/** A state-machine key: table, space, part, then `name` in UTF-8, in one allocation. */
+function stateMachineKey(space: number, part: number, name: string): Uint8Array {
+  const key = new Uint8Array(6 + utf8Length(name));
+  key[0] = Table.StateMachine;
+  putU32(key, 1, space);
+  key[5] = part;
+  writeUtf8(key, 6, name);
   return key;
 }
 
-export const nodeKey = (): Uint8Array => keyOf(Table.Node);
-export const groupKey = (group: number): Uint8Array => keyOf(Table.Group, group);
+export const nodeKey = (): Uint8Array => keyOf(Table.Node, 0);
+export const groupKey = (group: number): Uint8Array => keyOf(Table.Group, 1, group);
 export const segmentKey = (space: number, firstIndex: number): Uint8Array =>
-  keyOf(Table.Segment, space, Math.floor(firstIndex / TWO_32), firstIndex >>> 0);
-export const snapshotKey = (space: number): Uint8Array => keyOf(Table.Snapshot, space);
+  keyOf(Table.Segment, 3, space, Math.floor(firstIndex / TWO_32), firstIndex >>> 0);
+export const snapshotKey = (space: number): Uint8Array => keyOf(Table.Snapshot, 1, space);
 /** The batch marker: the one key of Table.Batch, naming how many writes the store made. */
 export const batchKey = (seq: number): Uint8Array =>
-  keyOf(Table.Batch, Math.floor(seq / TWO_32), seq >>> 0);
+  keyOf(Table.Batch, 2, Math.floor(seq / TWO_32), seq >>> 0);
 export const sessionKey = (space: number, clientId: string): Uint8Array =>
-  concat(keyOf(Table.StateMachine, space), concat(Uint8Array.of(SessionPart), utf8(clientId)));
+  stateMachineKey(space, SessionPart, clientId);
 export const kvKey = (space: number, key: string): Uint8Array =>
-  concat(keyOf(Table.StateMachine, space), concat(Uint8Array.of(KvPart), utf8(key)));
+  stateMachineKey(space, KvPart, key);
 
 /** [lo, hi) of one space in one table. */
 export function spaceRange(table: number, space: number): [Uint8Array, Uint8Array] {
   return space + 1 < TWO_32
-    ? [keyOf(table, space), keyOf(table, space + 1)]
-    : [keyOf(table, space), keyOf(table + 1)];
+    ? [keyOf(table, 1, space), keyOf(table, 1, space + 1)]
+    : [keyOf(table, 1, space), keyOf(table + 1, 0)];
 }
 export function sessionRange(space: number): [Uint8Array, Uint8Array] {
-  const prefix = keyOf(Table.StateMachine, space);
-  return [concat(prefix, Uint8Array.of(SessionPart)), concat(prefix, Uint8Array.of(KvPart))];
+  return [stateMachineKey(space, SessionPart, ''), stateMachineKey(space, KvPart, '')];
 }
 export function tableRange(table: number): [Uint8Array, Uint8Array] {
-  return [keyOf(table), keyOf(table + 1)];
+  return [keyOf(table, 0), keyOf(table + 1, 0)];
 }
 /** The keys of `table` whose space is in [fromSpace, toSpace) (toSpace may be 2^32). */
 export function spacesRange(table: number, fromSpace: number, toSpace: number) {
-  const lo = keyOf(table, fromSpace);
-  const hi = toSpace < TWO_32 ? keyOf(table, toSpace) : keyOf(table + 1);
+  const lo = keyOf(table, 1, fromSpace);
+  const hi = toSpace < TWO_32 ? keyOf(table, 1, toSpace) : keyOf(table + 1, 0);
   return [lo, hi] as [Uint8Array, Uint8Array];
 }
 
 export function readSpace(key: Uint8Array): number {
-  return new DataView(key.buffer, key.byteOffset, key.byteLength).getUint32(1);
+  return getU32(key, 1);
 }
 export function readSegmentFirstIndex(key: Uint8Array): number {
-  const view = new DataView(key.buffer, key.byteOffset, key.byteLength);
-  return view.getUint32(5) * TWO_32 + view.getUint32(9);
+  return getU32(key, 5) * TWO_32 + getU32(key, 9);
 }
 export function readBatchSeq(key: Uint8Array): number {
-  const view = new DataView(key.buffer, key.byteOffset, key.byteLength);
-  return view.getUint32(1) * TWO_32 + view.getUint32(5);
+  return getU32(key, 1) * TWO_32 + getU32(key, 5);
 }
 /** Splits a state-machine key into its part and UTF-8 name. */
 export function readStateMachineKey(key: Uint8Array, what: string) {
@@ -414,7 +491,7 @@ export interface NodeRecord {
 }
 
 export function encodeNode(node: NodeRecord): Uint8Array {
-  const w = new Writer().u8(Tag.Node).u8(FORMAT_VERSION).string(MAGIC).u32(node.nextSpace);
+  const w = scratch().u8(Tag.Node).u8(FORMAT_VERSION).string(MAGIC).u32(node.nextSpace);
   w.u32(node.garbage.length);
   for (const space of node.garbage) w.u32(space);
   return w.finish();
@@ -455,7 +532,7 @@ export interface GroupRecord {
 }
 
 export function encodeGroup(g: GroupRecord): Uint8Array {
-  const w = new Writer().u8(Tag.Group).u8(FORMAT_VERSION);
+  const w = scratch().u8(Tag.Group).u8(FORMAT_VERSION);
   w.u32(g.group).u32(g.logSpace).u32(g.stateSpace);
   w.u53(g.hardState.term).u8(g.hardState.vote === null ? 0 : 1);
   if (g.hardState.vote !== null) w.string(g.hardState.vote);
@@ -633,7 +710,7 @@ export type JournalOp =
 const JournalOpCode = { put: 1, del: 2, delRange: 3 } as const;
 
 export function encodeJournalWrite(ops: readonly JournalOp[]): Uint8Array {
-  const w = new Writer().u8(Tag.JournalWrite).u8(FORMAT_VERSION).u32(ops.length);
+  const w = scratch().u8(Tag.JournalWrite).u8(FORMAT_VERSION).u32(ops.length);
   for (const op of ops) {
     w.u8(JournalOpCode[op.type]).bytesField(op.key);
     if (op.type === 'put') w.bytesField(op.value);
@@ -662,7 +739,7 @@ export function decodeJournalWrite(bytes: Uint8Array, what: string): JournalOp[]
 export function encodeJournalBasePage(
   pairs: ReadonlyArray<readonly [Uint8Array, Uint8Array]>,
 ): Uint8Array {
-  const w = new Writer().u8(Tag.JournalBasePage).u8(FORMAT_VERSION).u32(pairs.length);
+  const w = scratch().u8(Tag.JournalBasePage).u8(FORMAT_VERSION).u32(pairs.length);
   for (const [key, value] of pairs) w.bytesField(key).bytesField(value);
   return w.finish();
 }

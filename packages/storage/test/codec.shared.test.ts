@@ -1,5 +1,6 @@
 import { expect } from 'chai';
 import {
+  batchKey,
   crc32,
   DecodeError,
   decodeChunk,
@@ -9,15 +10,30 @@ import {
   decodeSnapshot,
   encodeChunk,
   encodeGroup,
+  encodeJournalBasePage,
+  encodeJournalWrite,
   encodeNode,
   encodeSegment,
   encodeSnapshot,
   FORMAT_VERSION,
+  groupKey,
+  hex,
+  kvKey,
+  nodeKey,
   seal,
+  segmentKey,
+  sessionKey,
+  sessionRange,
+  snapshotKey,
+  spaceRange,
+  spacesRange,
   streamIdBytes,
+  tableRange,
   unseal,
+  utf8,
+  utf8Length,
 } from '../src/codec.ts';
-import { bytes, entryRange } from './contract.ts';
+import { bytes, entryRange, prng } from './contract.ts';
 
 const confState = {
   voters: ['a', 'b'],
@@ -177,5 +193,142 @@ describe('storage codec', () => {
     expect(decodeError(() => unseal(key, sealed.subarray(0, 3), 'record')).code).to.equal(
       'corrupt',
     );
+  });
+
+  // Golden bytes of format version 2 as written by the codec before it was tuned for speed
+  // (commit 5f17180: DataView writes, TextEncoder per string): stores written by either
+  // read the same. Strings mix ASCII, 2-, 3- and 4-byte UTF-8; integers go past 2^32.
+  it('writes format version 2 byte for byte as before: records and keys', () => {
+    const conf = {
+      voters: ['n0123456789ab@1f', 'ü@2'],
+      learners: ['c'],
+      votersOutgoing: [],
+      learnersNext: ['d😀'],
+      autoLeave: true,
+    };
+    const at = { index: 2 ** 53 - 1, term: 7, confState: conf };
+    const empty = {
+      voters: [],
+      learners: [],
+      votersOutgoing: [],
+      learnersNext: [],
+      autoLeave: false,
+    };
+    const golden: Array<[string, Uint8Array | Uint8Array[], string]> = [
+      [
+        'node',
+        encodeNode({ nextSpace: 9, garbage: [3, 2 ** 32 - 1] }),
+        '01020000000e6d6573686b762d73746f72616765000000090000000200000003ffffffff',
+      ],
+      [
+        'group',
+        encodeGroup({
+          group: 5,
+          logSpace: 1,
+          stateSpace: 2 ** 32 - 2,
+          hardState: { term: 2 ** 40 + 3, vote: 'ü-node', commit: 2 },
+          compacted: { index: 1, term: 1 },
+          snapshotIndex: 1,
+          appliedState: at,
+        }),
+        '02020000000500000001fffffffe00000100000000030100000007c3bc2d6e6f6465000000000000000200000000000000010000000000000001010000000000000001001fffffffffffff000000000000000700000002000000106e30313233343536373839616240316600000004c3bc403200000001000000016300000000000000010000000564f09f988001',
+      ],
+      [
+        'group without vote or snapshot',
+        encodeGroup({
+          group: 6,
+          logSpace: 3,
+          stateSpace: 4,
+          hardState: { term: 0, vote: null, commit: 0 },
+          compacted: { index: 0, term: 0 },
+          snapshotIndex: null,
+          appliedState: { index: 0, term: 0, confState: empty },
+        }),
+        '0202000000060000000300000004000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000',
+      ],
+      [
+        'segment',
+        encodeSegment([
+          { index: 2 ** 33, term: 3, type: 0, data: Uint8Array.of(1, 2, 3) },
+          { index: 2 ** 33 + 1, term: 4, type: 1, data: new Uint8Array(0) },
+        ]),
+        '03020000000200000000000000020000000000000003000000000301020300000000000000040100000000',
+      ],
+      [
+        'snapshot',
+        encodeSnapshot({
+          metadata: { index: 4, term: 2, confState: conf },
+          data: Uint8Array.of(9, 8),
+        }),
+        '04020000000000000004000000000000000200000002000000106e30313233343536373839616240316600000004c3bc403200000001000000016300000000000000010000000564f09f988001000000020908',
+      ],
+      [
+        'chunk',
+        encodeChunk({
+          streamId: new Uint8Array(streamIdBytes).fill(77),
+          seq: 0,
+          final: true,
+          appliedState: at,
+          records: [
+            { part: 'session', name: 'client-ö', value: Uint8Array.of(5) },
+            { part: 'kv', name: 'key', value: Uint8Array.of(6, 7) },
+          ],
+        }),
+        '05024d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d0000000001001fffffffffffff000000000000000700000002000000106e30313233343536373839616240316600000004c3bc403200000001000000016300000000000000010000000564f09f988001000000020000000009636c69656e742dc3b6000000010501000000036b6579000000020607',
+      ],
+      [
+        'journal write',
+        encodeJournalWrite([
+          { type: 'put', key: Uint8Array.of(1), value: Uint8Array.of(2) },
+          { type: 'del', key: Uint8Array.of(3) },
+          { type: 'delRange', key: Uint8Array.of(4), end: Uint8Array.of(5) },
+        ]),
+        '06020000000301000000010100000001020200000001030300000001040000000105',
+      ],
+      [
+        'journal base page',
+        encodeJournalBasePage([[Uint8Array.of(1), Uint8Array.of(2, 3)]]),
+        '0702000000010000000101000000020203',
+      ],
+      ['sealed', seal(Uint8Array.of(1, 2), Uint8Array.of(3, 4, 5)), '470b99f4030405'],
+      ['node key', nodeKey(), '00'],
+      ['group key', groupKey(2 ** 32 - 1), '01ffffffff'],
+      ['segment key', segmentKey(0x01020304, 2 ** 40 + 0x0a0b0c0d), '0201020304000001000a0b0c0d'],
+      ['snapshot key', snapshotKey(258), '0300000102'],
+      ['batch key', batchKey(2 ** 33 + 1), '050000000200000001'],
+      ['kv key', kvKey(7, 'ключ-é😀 k'), '040000000701d0bad0bbd18ed1872dc3a9f09f9880206b'],
+      ['session key', sessionKey(2 ** 32 - 1, 'client'), '04ffffffff00636c69656e74'],
+      ['space range', spaceRange(2, 2 ** 32 - 1), '02ffffffff 03'],
+      ['space range', spaceRange(4, 5), '0400000005 0400000006'],
+      ['session range', sessionRange(9), '040000000900 040000000901'],
+      ['table range', tableRange(3), '03 04'],
+      ['spaces range', spacesRange(2, 1, 2 ** 32), '0200000001 03'],
+    ];
+    for (const [what, encoded, expected] of golden) {
+      const found = encoded instanceof Uint8Array ? hex(encoded) : encoded.map(hex).join(' ');
+      expect(found, what).to.equal(expected);
+    }
+  });
+
+  it('counts UTF-8 bytes as TextEncoder writes them, lone surrogates included', () => {
+    const seed = 20261202;
+    const random = prng(seed);
+    const units = [0x41, 0x7f, 0x80, 0x7ff, 0x800, 0xfffd, 0xd83d, 0xde00, 0xdbff, 0xdc00];
+    for (let n = 0; n < 2000; n++) {
+      const length = Math.floor(random() * 12);
+      const text = String.fromCharCode(
+        ...Array.from({ length }, () =>
+          random() < 0.5
+            ? units[Math.floor(random() * units.length)]!
+            : Math.floor(random() * 0x10000),
+        ),
+      );
+      expect(utf8Length(text), `seed ${seed}, string ${n}`).to.equal(utf8(text).length);
+      if (text.isWellFormed()) {
+        expect(hex(kvKey(1, text)).slice(12), `seed ${seed}, string ${n}`).to.equal(
+          hex(utf8(text)),
+        );
+      }
+    }
   });
 });
