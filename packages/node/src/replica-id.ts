@@ -13,9 +13,13 @@
  * replica id is at most 64 bytes (raft's NodeId bound).
  */
 import type { NodeId } from '@meshkv/raft';
+import { MAX_NODE_ID_CHARS } from '@meshkv/transport/signaling-protocol';
 
-/** The longest node id whose replica ids fit raft's 64-byte NodeId (an index needs ≤ 11). */
-export const MAX_NODE_ID_FOR_REPLICAS = 52;
+/**
+ * The longest node id whose replica ids fit raft's 64-byte NodeId (an index needs ≤ 11
+ * base-36 digits): the registry admits no longer one (signaling protocol).
+ */
+export const MAX_NODE_ID_FOR_REPLICAS = MAX_NODE_ID_CHARS;
 
 export function replicaId(nodeId: NodeId, incarnation: number): NodeId {
   if (!Number.isSafeInteger(incarnation) || incarnation < 1) {

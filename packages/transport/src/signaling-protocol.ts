@@ -306,6 +306,22 @@ export const MAX_HTTP_ADDRESS_BYTES = 256;
 const MAX_JSON_DEPTH = 8;
 
 /**
+ * A node id is at most this long: a node's Raft replica ids are `${nodeId}@${incarnation}`
+ * (packages/node, replica-id.ts) with up to 12 more characters, within raft's 64 bytes.
+ */
+export const MAX_NODE_ID_CHARS = 52;
+
+/** A node id: an id (below) of at most MAX_NODE_ID_CHARS characters. */
+export function nodeIdProblem(value: unknown, what: string): string | undefined {
+  const problem = idProblem(value, what);
+  if (problem !== undefined) return problem;
+  if ((value as string).length > MAX_NODE_ID_CHARS) {
+    return `${what} is longer than ${MAX_NODE_ID_CHARS} characters (its replica ids must fit 64 bytes)`;
+  }
+  return undefined;
+}
+
+/**
  * Node and cluster ids: 1..64 characters of `A-Z a-z 0-9 . _ : -`. Excludes `#` (ring
  * token names are `${nodeId}#${i}`), `/` and whitespace (file names, logs, URLs).
  * Returns the reason it is not valid, or undefined.
@@ -405,7 +421,7 @@ export function parseJoinRequest(value: unknown): Parsed<JoinRequest> {
   const v = value as Record<string, unknown>;
   const reason =
     idProblem(v.clusterId, 'clusterId') ??
-    (v.nodeId === undefined ? undefined : idProblem(v.nodeId, 'nodeId')) ??
+    (v.nodeId === undefined ? undefined : nodeIdProblem(v.nodeId, 'nodeId')) ??
     kindProblem(v.kind) ??
     (v.httpAddress === undefined ? undefined : httpAddressProblem(v.httpAddress)) ??
     (v.sessionKey === undefined ? undefined : idProblem(v.sessionKey, 'sessionKey')) ??
@@ -498,7 +514,7 @@ export function memberProblem(value: unknown): string | undefined {
   if (problem) return problem;
   const v = value as Record<string, unknown>;
   return (
-    idProblem(v.nodeId, 'nodeId') ??
+    nodeIdProblem(v.nodeId, 'nodeId') ??
     kindProblem(v.kind) ??
     (v.state === 'up' || v.state === 'down' || v.state === 'left' || v.state === 'retired'
       ? undefined
@@ -669,7 +685,7 @@ export function joinAcceptedProblem(fields: Record<string, unknown>): string | u
       'registry',
       'online',
     ]) ??
-    idProblem(fields.nodeId, 'nodeId') ??
+    nodeIdProblem(fields.nodeId, 'nodeId') ??
     idProblem(fields.sessionKey, 'sessionKey') ??
     idProblem(fields.memberSecret, 'memberSecret') ??
     registryProblem(fields.registry) ??
@@ -692,7 +708,7 @@ export function parsePresenceUpdate(value: unknown): Parsed<PresenceUpdate> {
   const v = value as Record<string, unknown>;
   const reason =
     idProblem(v.clusterId, 'clusterId') ??
-    idProblem(v.nodeId, 'nodeId') ??
+    nodeIdProblem(v.nodeId, 'nodeId') ??
     (typeof v.online === 'boolean' ? undefined : 'online must be a boolean');
   if (reason) return fail(reason);
   return { ok: true, value: v as unknown as PresenceUpdate };

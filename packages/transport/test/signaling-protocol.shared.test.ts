@@ -4,6 +4,7 @@ import {
   applyRegistryDelta,
   idProblem,
   type Member,
+  nodeIdProblem,
   PROTOCOL_VERSION,
   parseHandshakeAuth,
   parseJoinRequest,
@@ -25,8 +26,18 @@ function member(nodeId: string, epoch: number, state: Member['state'] = 'up'): M
 describe('signaling protocol: validation', () => {
   it('accepts safe ids up to 64 bytes and names what is wrong with others', () => {
     expect(idProblem('node-1.a_b:c', 'nodeId')).to.equal(undefined);
-    expect(idProblem('x'.repeat(64), 'nodeId')).to.equal(undefined);
-    expect(idProblem('x'.repeat(65), 'nodeId')).to.equal('nodeId is longer than 64 bytes');
+    expect(idProblem('x'.repeat(64), 'clusterId')).to.equal(undefined);
+    expect(idProblem('x'.repeat(65), 'clusterId')).to.equal('clusterId is longer than 64 bytes');
+    // Node ids leave room for replica ids `${nodeId}@${incarnation}` within 64 bytes.
+    expect(nodeIdProblem('x'.repeat(52), 'nodeId')).to.equal(undefined);
+    expect(nodeIdProblem('x'.repeat(53), 'nodeId')).to.match(/longer than 52 characters/);
+    expect(nodeIdProblem('a#1', 'nodeId')).to.match(/only A-Z/);
+    expect(parseJoinRequest({ clusterId: 'c', kind: 'node', nodeId: 'x'.repeat(53) }).ok).to.equal(
+      false,
+    );
+    expect(parseJoinRequest({ clusterId: 'c', kind: 'node', nodeId: 'x'.repeat(52) }).ok).to.equal(
+      true,
+    );
     expect(idProblem('', 'nodeId')).to.equal('nodeId must not be empty');
     expect(idProblem('a#1', 'nodeId')).to.equal('nodeId may contain only A-Z a-z 0-9 . _ : -');
     expect(idProblem(1, 'nodeId')).to.equal('nodeId must be a string');
