@@ -25,6 +25,7 @@ import {
   type NodeId,
   RaftErrorCode,
   type Storage as RaftStorage,
+  type RawNode,
   type Ready,
 } from '@meshkv/raft';
 import type { AppliedState, GroupWrite, NodeStorage, SnapshotRestore } from '@meshkv/storage';
@@ -78,6 +79,8 @@ export interface LoopHost {
 
 interface RoundGroup {
   readonly replica: GroupReplica;
+  /** The RawNode the Ready came from: a replica reloaded meanwhile has a new one. */
+  readonly raw: RawNode;
   readonly ready: Ready | null;
   readonly part: GroupWrite | null;
   readonly restore: SnapshotRestore | null;
@@ -164,12 +167,13 @@ export class NodeLoop {
     }
     this.host.outbox.flush();
     for (const g of round) {
-      if (g.ready !== null) await this.applyReady(g.replica, g.ready);
+      if (g.ready !== null && g.replica.raw === g.raw) await this.applyReady(g.replica, g.ready);
     }
     for (const g of round) {
-      if (g.ready !== null && g.replica.removal === null) {
-        g.replica.raw.advance();
-        if (g.replica.raw.hasReady()) this.again = true;
+      // A replica reloaded during the round dropped this Ready with its RawNode.
+      if (g.ready !== null && g.replica.removal === null && g.replica.raw === g.raw) {
+        g.raw.advance();
+        if (g.raw.hasReady()) this.again = true;
       }
     }
     this.host.outbox.flush();
@@ -256,6 +260,7 @@ export class NodeLoop {
     if (hardState !== undefined) part.hardState = hardState;
     return {
       replica,
+      raw: replica.raw,
       ready,
       part,
       restore,
@@ -327,6 +332,7 @@ export class NodeLoop {
     replica.sessions = [];
     return {
       replica,
+      raw: replica.raw,
       ready,
       part,
       restore: null,
@@ -503,6 +509,7 @@ function noReady(
 ): RoundGroup {
   return {
     replica,
+    raw: replica.raw,
     ready,
     part,
     restore: null,

@@ -363,7 +363,8 @@ export class SnapshotStreams {
       if (++stream.idleTicks > idle) this.closeStream(stream);
     }
     for (const pull of [...this.incoming.values()]) {
-      if (pull.adding) continue;
+      // Adding a chunk, or complete and waiting for the batch that installs it: not idle.
+      if (pull.adding || pull.restore?.complete === true) continue;
       if (++pull.idleTicks > idle) {
         this.giveUp(pull, `no chunk for ${idle} ticks`, true);
       } else if (++pull.sinceRequestTicks > this.settings.pullResendTicks && pull.restore) {
