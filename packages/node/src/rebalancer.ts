@@ -47,7 +47,10 @@
  *    `catchUpLagEntries` of the leader's last index — or it acknowledged the whole log
  *    and is not receiving a snapshot (an idle group sends no append to move it out of
  *    `probe` after a snapshot).
- * 9. Otherwise: `none` (in place, or why not: budget, unreachable members, majority).
+ * 9. In place, and `self` is not the target's first replica: transfer leadership to it
+ *    once it is live and caught up (leaders spread over the nodes as the ring spreads
+ *    the partitions; without it the bootstrap member would lead every partition for ever).
+ * 10. Otherwise: `none` (in place, or why not: budget, unreachable members, majority).
  *
  * "Live" is `self`, or a member in `reachable` (registry up and transport link up). Raft's
  * `recentActive` is not used: CheckQuorum clears it for every member once per election
@@ -254,6 +257,13 @@ export function planReconfiguration(input: RebalanceInput): RebalanceStep {
   const extra = cs.voters.filter((id) => !target.includes(id));
   if (extra.length > 0 || promote.length > 0) {
     return none(`removing ${extra.join(', ')} would leave no live majority`);
+  }
+  // In place: leadership goes to the target's first replica, so leaders spread over the
+  // nodes as the ring spreads partitions (one transfer per placement change; a leader
+  // elected elsewhere after a failure hands back once the preferred one is caught up).
+  const preferred = target[0]!;
+  if (preferred !== self && cs.voters.includes(preferred) && isCaughtUp(input, preferred)) {
+    return { kind: 'transferLeader', to: preferred };
   }
   return none('in place');
 }

@@ -320,6 +320,17 @@ describe('node rebalancer: one configuration step at a time toward the placement
     });
   });
 
+  it('in place, leadership goes to the first replica of the target once it is caught up', () => {
+    const input = inputOf({ self: 'a', cs: conf(['a', 'b', 'c']), target: ['b', 'a', 'c'] });
+    expect(planReconfiguration(input)).to.deep.equal({ kind: 'transferLeader', to: 'b' });
+    const lagging = new Map(input.progress).set('b', { match: 3, state: 'probe' as const });
+    expect(planReconfiguration({ ...input, progress: lagging }).kind).to.equal('none');
+    const unreachable = new Set([...input.reachable].filter((id) => id !== 'b'));
+    expect(planReconfiguration({ ...input, reachable: unreachable }).kind).to.equal('none');
+    const atHome = inputOf({ self: 'b', cs: conf(['a', 'b', 'c']), target: ['b', 'a', 'c'] });
+    expect(planReconfiguration(atHome)).to.deep.equal({ kind: 'none', reason: 'in place' });
+  });
+
   it('a learner is caught up when replicating within catchUpLagEntries of the last index', () => {
     const input = inputOf({ self: 'a', cs: conf(['a'], { learners: ['b'] }), target: ['a', 'b'] });
     const withB = (progress: MemberProgress, catchUpLagEntries?: number) =>
@@ -523,10 +534,11 @@ describe('node rebalancer: one configuration step at a time toward the placement
         expect(step.to).to.not.equal(input.self);
         expect([...cs.voters, ...cs.votersOutgoing], 'transfer to a voter').to.include(step.to);
         const pr = input.progress.get(step.to)!;
-        expect(
-          isLive(input, step.to) && pr.state === 'replicate',
-          'transfer to a live replicating voter',
-        ).to.equal(true);
+        const caughtUp =
+          pr.state === 'replicate' || (pr.state === 'probe' && pr.match >= input.lastIndex);
+        expect(isLive(input, step.to) && caughtUp, 'transfer to a live caught-up voter').to.equal(
+          true,
+        );
         return cs;
       }
       if (step.kind === 'addLearners') {
