@@ -25,7 +25,9 @@ export interface Engine {
 
   /**
    * Applies all ops or none, durably: resolved means it survives a crash of the process or
-   * the machine. Callers never overlap writes (store.ts serializes every call).
+   * the machine. Callers never overlap writes (store.ts serializes every call). The ops'
+   * arrays are handed over: the caller never changes them afterwards (store.ts makes new
+   * ones for every write), so an engine may keep them instead of copying (memory.ts does).
    */
   write(ops: readonly EngineOp[]): Promise<void>;
 

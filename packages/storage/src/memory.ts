@@ -35,18 +35,27 @@ interface PendingWrite {
   readonly reject: (error: StorageError) => void;
 }
 
+/** Keys up to this length become strings in one call (far below any argument limit). */
+const maxApplyKeyBytes = 4096;
+
 /** Keys are kept as latin1 strings: string order is then bytewise key order. */
 function keyString(key: Uint8Array): string {
+  if (key.length <= maxApplyKeyBytes) {
+    return String.fromCharCode.apply(null, key as unknown as number[]);
+  }
   let text = '';
   for (const byte of key) text += String.fromCharCode(byte);
   return text;
 }
 
+type PutOp = Extract<EngineOp, { type: 'put' }>;
+
 export class MemoryDisk {
   readonly name: string;
   readonly sync: 'auto' | 'manual';
   private readonly random: ((bytes: Uint8Array) => void) | undefined;
-  private readonly durable = new Map<string, { key: Uint8Array; value: Uint8Array }>();
+  /** The put ops that wrote each key (the engine keeps their arrays: Engine.write). */
+  private readonly durable = new Map<string, PutOp>();
   private pending: PendingWrite[] = [];
   private engine: MemoryEngine | null = null;
   /** Set while a store opens: its housekeeping writes are durable at once in any mode. */
@@ -143,7 +152,7 @@ export class MemoryDisk {
   apply(ops: readonly EngineOp[]): void {
     for (const op of ops) {
       const key = keyString(op.key);
-      if (op.type === 'put') this.durable.set(key, { key: op.key, value: op.value });
+      if (op.type === 'put') this.durable.set(key, op);
       else this.durable.delete(key);
     }
   }
@@ -205,11 +214,8 @@ class MemoryEngine implements Engine {
 
   write(ops: readonly EngineOp[]): Promise<void> {
     this.alive();
-    // Copies, so that a caller reusing its buffers cannot change what is "on disk".
-    const copied = ops.map((op) =>
-      op.type === 'put' ? { ...op, value: op.value.slice(), key: op.key.slice() } : op,
-    );
-    return new Promise((resolve, reject) => this.disk.enqueue({ ops: copied, resolve, reject }));
+    // Kept as they are, not copied: the caller hands them over (Engine.write).
+    return new Promise((resolve, reject) => this.disk.enqueue({ ops, resolve, reject }));
   }
 
   async clearRange(lo: Uint8Array, hi: Uint8Array): Promise<void> {
