@@ -570,10 +570,15 @@ export function decodeGroup(bytes: Uint8Array, what: string): GroupRecord {
 
 // ---- Log segments ---------------------------------------------------------------------
 
-/** Encoded size of a segment holding `entries`, so it is written without reallocation. */
-export function segmentBytes(entries: readonly Entry[]): number {
+/** Encoded size of one entry in a segment: term, type, data length and data. */
+export function segmentEntryBytes(entry: Entry): number {
+  return 8 + 1 + 4 + entry.data.length;
+}
+
+/** Encoded size of a segment holding `entries[from, to)`, so it is written without reallocation. */
+export function segmentBytes(entries: readonly Entry[], from = 0, to = entries.length): number {
   let size = 2 + 8 + 4;
-  for (const e of entries) size += 8 + 1 + 4 + e.data.length;
+  for (let i = from; i < to; i++) size += segmentEntryBytes(entries[i]!);
   return size;
 }
 

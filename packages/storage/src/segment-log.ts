@@ -22,6 +22,9 @@ export interface Segment {
 
 export type Undo = () => void;
 
+/** The undo of an edit that changed nothing (one function, not one per call). */
+const unchanged: Undo = () => {};
+
 /** The front is dropped lazily: the array is rebased once this many slots are unused. */
 const rebaseSlots = 1024;
 
@@ -39,6 +42,11 @@ export class SegmentLog {
   constructor(segments: Segment[] = []) {
     this.segments = segments;
   }
+
+  /** The undo of `push`, made once per log: a batch pushes a segment per group. */
+  private readonly popLast: Undo = () => {
+    this.segments.pop();
+  };
 
   get length(): number {
     return this.segments.length - this.head;
@@ -86,20 +94,19 @@ export class SegmentLog {
    */
   truncateFrom(start: number, dropped: (segment: Segment) => void): Undo {
     const keep = this.locate(start - 1) + 1;
+    const last = keep > 0 ? this.at(keep - 1) : undefined;
+    const masks = last !== undefined && last.first + last.count > start;
+    // An append after the last entry (the group commit's case) changes nothing here.
+    if (keep === this.length && !masks) return unchanged;
     const removed = this.segments.splice(this.head + keep);
     SegmentLog.visited += removed.length;
     for (const segment of removed) dropped(segment);
-    const last = keep > 0 ? this.at(keep - 1) : undefined;
-    let unmask: Undo = () => {};
-    if (last !== undefined && last.first + last.count > start) {
+    if (masks) {
       const masked: Segment = { first: last.first, count: start - last.first, terms: last.terms };
       this.segments[this.head + keep - 1] = masked;
-      unmask = () => {
-        this.segments[this.head + keep - 1] = last;
-      };
     }
     return () => {
-      unmask();
+      if (masks) this.segments[this.head + keep - 1] = last;
       this.segments.push(...removed);
     };
   }
@@ -112,9 +119,7 @@ export class SegmentLog {
       );
     }
     this.segments.push(segment);
-    return () => {
-      this.segments.pop();
-    };
+    return this.popLast;
   }
 
   /** Drops the segments wholly at or below `index` (each passed to `dropped`). */
@@ -126,6 +131,7 @@ export class SegmentLog {
       dropped(segment);
       count++;
     }
+    if (count === 0) return unchanged;
     this.head += count;
     return () => {
       this.head -= count;

@@ -51,6 +51,7 @@ import {
   readStateMachineKey,
   seal,
   segmentBytes,
+  segmentEntryBytes,
   segmentKey,
   sessionKey,
   sessionRange,
@@ -60,7 +61,7 @@ import {
   Table,
   tableRange,
   unseal,
-  utf8,
+  utf8Length,
 } from './codec.ts';
 import type { Engine, EngineOp, EnginePage } from './engine.ts';
 import { StorageError } from './errors.ts';
@@ -95,6 +96,21 @@ const groupWriteFields = new Set<string>([
   'kv',
   'sessions',
 ] satisfies (keyof GroupWrite)[]);
+
+/** A group record being planned: each field of a part replaces what it changes. */
+type DraftRecord = { -readonly [K in keyof GroupRecord]: GroupRecord[K] };
+
+function draftOf(record: GroupRecord): DraftRecord {
+  return {
+    group: record.group,
+    logSpace: record.logSpace,
+    stateSpace: record.stateSpace,
+    hardState: record.hardState,
+    compacted: record.compacted,
+    snapshotIndex: record.snapshotIndex,
+    appliedState: record.appliedState,
+  };
+}
 
 interface GroupMirror {
   readonly record: GroupRecord;
@@ -366,37 +382,62 @@ function isWellFormed(text: string): boolean {
   return (text as string & { isWellFormed(): boolean }).isWellFormed();
 }
 
+/** The UTF-8 length of a non-empty well-formed string; -1 for anything else. */
+function textBytes(value: unknown): number {
+  if (typeof value !== 'string' || value.length === 0 || !isWellFormed(value)) return -1;
+  return utf8Length(value);
+}
+
+/**
+ * `what` names the checked field in error messages; with `at` ≥ 0 its `[]` becomes
+ * `[at]` ('kv[].key', 3: 'kv[3].key'). Messages are only made for a failure: checks run
+ * per entry and per KV write, so the names must not be built for every call.
+ */
+function label(what: string, at: number): string {
+  return at < 0 ? what : what.replace('[]', `[${at}]`);
+}
+
+const confStateFields = ['voters', 'learners', 'votersOutgoing', 'learnersNext'] as const;
+
 class BatchChecker {
   bytes = 0;
+  /** The group whose part is being checked (named in messages), or null. */
+  part: GroupId | null = null;
   constructor(private readonly prefix: string) {}
 
+  private message(message: string): string {
+    return this.part === null
+      ? `${this.prefix}${message}`
+      : `${this.prefix}group ${this.part}: ${message}`;
+  }
   fail(message: string): never {
-    throw new StorageError('invalid_argument', `${this.prefix}${message}`);
+    throw new StorageError('invalid_argument', this.message(message));
   }
   tooLarge(message: string): never {
-    throw new StorageError('too_large', `${this.prefix}${message}`);
+    throw new StorageError('too_large', this.message(message));
   }
-  index(value: unknown, what: string): number {
-    if (!isIndex(value)) this.fail(`${what} must be a safe non-negative integer, got ${value}`);
+  index(value: unknown, what: string, at = -1): number {
+    if (!isIndex(value)) {
+      this.fail(`${label(what, at)} must be a safe non-negative integer, got ${value}`);
+    }
     return value;
   }
-  bytesValue(value: unknown, maxBytes: number, what: string): Uint8Array {
-    if (!(value instanceof Uint8Array)) this.fail(`${what} must be a Uint8Array`);
+  bytesValue(value: unknown, maxBytes: number, what: string, at = -1): Uint8Array {
+    if (!(value instanceof Uint8Array)) this.fail(`${label(what, at)} must be a Uint8Array`);
     if (value.length > maxBytes) {
-      this.tooLarge(`${what} is ${value.length} bytes, the limit is ${maxBytes}`);
+      this.tooLarge(`${label(what, at)} is ${value.length} bytes, the limit is ${maxBytes}`);
     }
     this.count(value.length);
     return value;
   }
-  text(value: unknown, maxBytes: number, what: string): string {
-    if (typeof value !== 'string' || value.length === 0 || !isWellFormed(value)) {
-      this.fail(`${what} must be a non-empty well-formed string`);
+  text(value: unknown, maxBytes: number, what: string, at = -1): string {
+    const length = textBytes(value);
+    if (length < 0) this.fail(`${label(what, at)} must be a non-empty well-formed string`);
+    if (length > maxBytes) {
+      this.tooLarge(`${label(what, at)} is ${length} UTF-8 bytes, the limit is ${maxBytes}`);
     }
-    const length = utf8(value).length;
-    if (length > maxBytes)
-      this.tooLarge(`${what} is ${length} UTF-8 bytes, the limit is ${maxBytes}`);
     this.count(length);
-    return value;
+    return value as string;
   }
   count(bytes: number): void {
     this.bytes += bytes;
@@ -406,7 +447,7 @@ class BatchChecker {
   }
   confState(conf: ConfState, what: string): void {
     if (typeof conf !== 'object' || conf === null) this.fail(`${what} must be a ConfState`);
-    for (const field of ['voters', 'learners', 'votersOutgoing', 'learnersNext'] as const) {
+    for (const field of confStateFields) {
       const list = conf[field];
       if (!Array.isArray(list)) this.fail(`${what}.${field} must be an array`);
       if (list.length > limits.maxConfMembers) {
@@ -414,7 +455,14 @@ class BatchChecker {
           `${what}.${field} lists ${list.length} members, the limit is ${limits.maxConfMembers}`,
         );
       }
-      for (const id of list) this.text(id, limits.maxNodeIdBytes, `${what}.${field} member`);
+      for (const id of list) {
+        const length = textBytes(id);
+        // The message (and its name) only for a failure: a batch checks a ConfState per part.
+        if (length < 0 || length > limits.maxNodeIdBytes) {
+          this.text(id, limits.maxNodeIdBytes, `${what}.${field} member`);
+        }
+        this.count(length);
+      }
     }
     if (typeof conf.autoLeave !== 'boolean') this.fail(`${what}.autoLeave must be a boolean`);
   }
@@ -587,18 +635,27 @@ class EngineStorage implements NodeStorage {
     const freed: number[] = [];
     let nextSpace = this.node.nextSpace;
     let garbage = [...this.node.garbage];
-    const nodeBefore = encodeNode(this.node);
+    // One function for the whole batch, not one per part: the segments a log edit drops
+    // belong to the log of the part being planned.
+    let droppingLogSpace = 0;
+    const dropSegment = (segment: Segment): void => {
+      ops.push({ type: 'del', key: segmentKey(droppingLogSpace, segment.first) });
+    };
 
     for (const gw of batch.groups) {
+      check.part = null;
       const id = gw?.group;
       if (!Number.isSafeInteger(id) || id < 0 || id >= 2 ** 32) {
         check.fail(`group id must be an integer in [0, 2^32), got ${id}`);
       }
       if (mirrors.has(id)) check.fail(`group ${id} appears twice in the batch`);
-      const unknown = Object.keys(gw).filter((field) => !groupWriteFields.has(field));
-      if (unknown.length > 0) check.fail(`group ${id}: unknown field(s) ${unknown.join(', ')}`);
-      const g: BatchChecker = new BatchChecker(`${this.name}: write: group ${id}: `);
-      g.bytes = check.bytes;
+      for (const field in gw) {
+        if (groupWriteFields.has(field)) continue;
+        const unknown = Object.keys(gw).filter((name) => !groupWriteFields.has(name));
+        if (unknown.length > 0) check.fail(`group ${id}: unknown field(s) ${unknown.join(', ')}`);
+      }
+      const g = check;
+      g.part = id;
       const m = this.mirrors.get(id);
 
       if (gw.remove !== undefined) {
@@ -617,7 +674,9 @@ class EngineStorage implements NodeStorage {
         continue;
       }
 
-      let record: GroupRecord;
+      // The group record as this part leaves it: a copy, edited in place by each field (the
+      // stored one stays as it is until the batch is durable).
+      let record: DraftRecord;
       let log: SegmentLog;
       if (gw.create !== undefined) {
         if (gw.create !== true) g.fail('create must be true or absent');
@@ -643,14 +702,12 @@ class EngineStorage implements NodeStorage {
             `${this.name}: write: group ${id} is not hosted (create it first)`,
           );
         }
-        record = m.record;
+        record = draftOf(m.record);
         log = m.log;
       }
-      const mirror = (): GroupMirror => ({ record, log });
+      const mirror: GroupMirror = { record, log };
       const logSpace = record.logSpace;
-      const dropSegment = (segment: Segment) => {
-        ops.push({ type: 'del', key: segmentKey(logSpace, segment.first) });
-      };
+      droppingLogSpace = logSpace;
 
       if (gw.snapshot !== undefined) {
         g.snapshot(gw.snapshot, 'snapshot');
@@ -667,11 +724,8 @@ class EngineStorage implements NodeStorage {
           key: snapshotKey(logSpace),
           value: encodeSnapshot(gw.snapshot),
         });
-        record = {
-          ...record,
-          compacted: { index: meta.index, term: meta.term },
-          snapshotIndex: meta.index,
-        };
+        record.compacted = { index: meta.index, term: meta.term };
+        record.snapshotIndex = meta.index;
       }
 
       let restored: AppliedState | null = null;
@@ -688,25 +742,26 @@ class EngineStorage implements NodeStorage {
         garbage = garbage.filter((s) => s !== restore.space);
         garbage.push(record.stateSpace);
         freed.push(record.stateSpace);
-        record = { ...record, stateSpace: restore.space, appliedState: restore.appliedState };
+        record.stateSpace = restore.space;
+        record.appliedState = restore.appliedState;
         restores.push(restore);
         restored = restore.appliedState;
       }
 
       if (gw.entries !== undefined) {
-        this.planEntries(g, gw.entries, mirror(), ops, undo, dropSegment);
+        this.planEntries(g, gw.entries, mirror, ops, undo, dropSegment);
       }
 
       if (gw.savedSnapshot !== undefined) {
         g.snapshot(gw.savedSnapshot, 'savedSnapshot');
         const meta = gw.savedSnapshot.metadata;
-        const last = lastIndexOf(mirror());
+        const last = lastIndexOf(mirror);
         if (meta.index < record.compacted.index || meta.index > last) {
           g.fail(
             `savedSnapshot index ${meta.index} is outside the log [${record.compacted.index}, ${last}]`,
           );
         }
-        const term = termAt(mirror(), meta.index);
+        const term = termAt(mirror, meta.index);
         if (term !== meta.term)
           g.fail(
             `savedSnapshot term ${meta.term} differs from the log's term ${term} at ${meta.index}`,
@@ -722,12 +777,12 @@ class EngineStorage implements NodeStorage {
           key: snapshotKey(logSpace),
           value: encodeSnapshot(gw.savedSnapshot),
         });
-        record = { ...record, snapshotIndex: meta.index };
+        record.snapshotIndex = meta.index;
       }
 
       if (gw.compactTo !== undefined) {
         const to = g.index(gw.compactTo, 'compactTo');
-        const last = lastIndexOf(mirror());
+        const last = lastIndexOf(mirror);
         if (to > last) g.fail(`compactTo ${to} is beyond the last index ${last}`);
         // Compacting past the latest snapshot would lose entries a lagging follower needs and
         // no snapshot covers (Storage.firstIndex is snapshot index + 1 in raft's contract).
@@ -737,9 +792,9 @@ class EngineStorage implements NodeStorage {
           );
         }
         if (to > record.compacted.index) {
-          const term = termAt(mirror(), to)!;
+          const term = termAt(mirror, to)!;
           undo.push(log.dropThrough(to, dropSegment));
-          record = { ...record, compacted: { index: to, term } };
+          record.compacted = { index: to, term };
         }
       }
 
@@ -753,7 +808,7 @@ class EngineStorage implements NodeStorage {
         if (hs.commit < record.hardState.commit) {
           g.fail(`hardState.commit ${hs.commit} < stored commit ${record.hardState.commit}`);
         }
-        record = { ...record, hardState: { term: hs.term, vote: hs.vote, commit: hs.commit } };
+        record.hardState = { term: hs.term, vote: hs.vote, commit: hs.commit };
       }
 
       if (gw.appliedState !== undefined) {
@@ -764,46 +819,50 @@ class EngineStorage implements NodeStorage {
         if (applied.index < record.appliedState.index) {
           g.fail(`appliedState.index ${applied.index} < stored ${record.appliedState.index}`);
         }
-        record = { ...record, appliedState: applied };
+        record.appliedState = applied;
       }
 
       const installs = gw.snapshot !== undefined || gw.restore !== undefined;
-      this.checkRecoverable(g, mirror(), installs, restored, gw.snapshot ?? null);
+      this.checkRecoverable(g, mirror, installs, restored, gw.snapshot ?? null);
 
-      if (gw.kv !== undefined) {
-        if (!Array.isArray(gw.kv)) g.fail('kv must be an array');
-        for (const [i, op] of gw.kv.entries()) {
-          const key = g.text(op?.key, limits.maxKeyBytes, `kv[${i}].key`);
-          if (op.value === null) {
-            ops.push({ type: 'del', key: kvKey(record.stateSpace, key) });
-          } else {
-            const value = g.bytesValue(op.value, limits.maxValueBytes, `kv[${i}].value`);
-            ops.push({ type: 'put', key: kvKey(record.stateSpace, key), value });
+      const kv = gw.kv;
+      if (kv !== undefined) {
+        if (!Array.isArray(kv)) g.fail('kv must be an array');
+        for (let i = 0; i < kv.length; i++) {
+          const op = kv[i]!;
+          const key = kvKey(record.stateSpace, g.text(op?.key, limits.maxKeyBytes, 'kv[].key', i));
+          if (op.value === null) ops.push({ type: 'del', key });
+          else {
+            const value = g.bytesValue(op.value, limits.maxValueBytes, 'kv[].value', i);
+            ops.push({ type: 'put', key, value });
           }
         }
       }
 
-      if (gw.sessions !== undefined) {
-        if (!Array.isArray(gw.sessions)) g.fail('sessions must be an array');
-        for (const [i, op] of gw.sessions.entries()) {
-          const clientId = g.text(op?.clientId, limits.maxClientIdBytes, `sessions[${i}].clientId`);
-          if (op.record === null) {
-            ops.push({ type: 'del', key: sessionKey(record.stateSpace, clientId) });
-          } else {
+      const sessions = gw.sessions;
+      if (sessions !== undefined) {
+        if (!Array.isArray(sessions)) g.fail('sessions must be an array');
+        for (let i = 0; i < sessions.length; i++) {
+          const op = sessions[i]!;
+          const clientId = g.text(op?.clientId, limits.maxClientIdBytes, 'sessions[].clientId', i);
+          const key = sessionKey(record.stateSpace, clientId);
+          if (op.record === null) ops.push({ type: 'del', key });
+          else {
             const value = g.bytesValue(
               op.record,
               limits.maxSessionRecordBytes,
-              `sessions[${i}].record`,
+              'sessions[].record',
+              i,
             );
-            ops.push({ type: 'put', key: sessionKey(record.stateSpace, clientId), value });
+            ops.push({ type: 'put', key, value });
           }
         }
       }
 
       ops.push({ type: 'put', key: groupKey(id), value: encodeGroup(record) });
-      mirrors.set(id, mirror());
-      check.bytes = g.bytes;
+      mirrors.set(id, mirror);
     }
+    check.part = null;
 
     const node: NodeRecord = { nextSpace, garbage };
     if (nextSpace >= 2 ** 32) {
@@ -812,9 +871,9 @@ class EngineStorage implements NodeStorage {
         `${this.name}: write: the node has used up its 2^32 space ids`,
       );
     }
-    const nodeAfter = encodeNode(node);
-    if (!equalBytes(nodeBefore, nodeAfter))
-      ops.push({ type: 'put', key: nodeKey(), value: nodeAfter });
+    if (nextSpace !== this.node.nextSpace || !sameNumbers(garbage, this.node.garbage)) {
+      ops.push({ type: 'put', key: nodeKey(), value: encodeNode(node) });
+    }
     return { ops, mirrors, restores, freed, node };
   }
 
@@ -877,11 +936,12 @@ class EngineStorage implements NodeStorage {
       g.fail('entries must be a non-empty array');
     }
     const from = g.index(entries[0]?.index, 'entries[0].index');
-    for (const [i, e] of entries.entries()) {
+    for (let i = 0; i < entries.length; i++) {
+      const e = entries[i];
       if (e?.index !== from + i) g.fail(`entries[${i}].index is ${e?.index}, expected ${from + i}`);
-      g.index(e.term, `entries[${i}].term`);
+      g.index(e.term, 'entries[].term', i);
       if (e.type !== 0 && e.type !== 1) g.fail(`entries[${i}].type ${e.type} is not an EntryType`);
-      g.bytesValue(e.data, limits.maxEntryDataBytes, `entries[${i}].data`);
+      g.bytesValue(e.data, limits.maxEntryDataBytes, 'entries[].data', i);
     }
     // Entries the log has compacted away are ignored, as raft's MemoryStorage.append does.
     const compacted = m.record.compacted.index;
@@ -919,15 +979,16 @@ class EngineStorage implements NodeStorage {
     undo.push(m.log.truncateFrom(start, dropSegment));
     for (let at = 0; at < appended.length; ) {
       let runEnd = at + 1;
-      let bytes = segmentBytes([appended[at]!]);
+      let bytes = segmentBytes(appended, at, runEnd);
       while (
         runEnd < appended.length &&
-        bytes + 13 + appended[runEnd]!.data.length <= maxSegmentBytes
+        bytes + segmentEntryBytes(appended[runEnd]!) <= maxSegmentBytes
       ) {
-        bytes += 13 + appended[runEnd]!.data.length;
+        bytes += segmentEntryBytes(appended[runEnd]!);
         runEnd++;
       }
-      const run = appended.slice(at, runEnd);
+      // One segment holding all of them is the common case: no copy of the array then.
+      const run = at === 0 && runEnd === appended.length ? appended : appended.slice(at, runEnd);
       ops.push({
         type: 'put',
         key: segmentKey(m.record.logSpace, run[0]!.index),
@@ -1139,6 +1200,12 @@ function sameConfState(a: ConfState, b: ConfState): boolean {
     same(a.learnersNext, b.learnersNext) &&
     a.autoLeave === b.autoLeave
   );
+}
+
+function sameNumbers(a: readonly number[], b: readonly number[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 function equalBytes(a: Uint8Array, b: Uint8Array): boolean {

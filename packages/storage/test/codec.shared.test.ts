@@ -324,7 +324,8 @@ describe('storage codec', () => {
         ),
       );
       expect(utf8Length(text), `seed ${seed}, string ${n}`).to.equal(utf8(text).length);
-      if (text.isWellFormed()) {
+      if (!/\p{Cs}/u.test(text)) {
+        // well-formed (no lone surrogate): a key
         expect(hex(kvKey(1, text)).slice(12), `seed ${seed}, string ${n}`).to.equal(
           hex(utf8(text)),
         );

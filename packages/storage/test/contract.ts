@@ -433,6 +433,95 @@ export function storageContract(backend: Backend): void {
       await expectCode(storage.get(5, 'x'), 'unknown_group', db.name);
     });
 
+    it('names the group and the field (with its position) a refused part trips over', async () => {
+      await storage.write({
+        groups: [
+          { group: 1, create: true },
+          { group: 2, create: true },
+        ],
+      });
+      const v = bytes('v');
+      const refusals: Array<[GroupWrite, string, string]> = [
+        [
+          {
+            group: 2,
+            kv: [
+              { key: 'k', value: v },
+              { key: '', value: v },
+            ],
+          },
+          'invalid_argument',
+          'group 2: kv[1].key must be',
+        ],
+        [
+          { group: 2, kv: [{ key: 'k', value: 'v' as unknown as Uint8Array }] },
+          'invalid_argument',
+          'group 2: kv[0].value must be',
+        ],
+        [
+          { group: 2, entries: [entry(1, 1), { ...entry(2, 1), term: -1 }] },
+          'invalid_argument',
+          'group 2: entries[1].term must be',
+        ],
+        [
+          {
+            group: 2,
+            entries: [
+              entry(1, 1),
+              entry(2, 1),
+              { ...entry(3, 1), data: new Uint8Array(limits.maxEntryDataBytes + 1) },
+            ],
+          },
+          'too_large',
+          'group 2: entries[2].data is',
+        ],
+        [
+          {
+            group: 2,
+            sessions: [{ clientId: 'c', record: new Uint8Array(limits.maxSessionRecordBytes + 1) }],
+          },
+          'too_large',
+          'group 2: sessions[0].record is',
+        ],
+        [
+          {
+            group: 2,
+            sessions: [
+              { clientId: 'c', record: v },
+              { clientId: 'x'.repeat(limits.maxClientIdBytes + 1), record: v },
+            ],
+          },
+          'too_large',
+          'group 2: sessions[1].clientId is',
+        ],
+        [
+          {
+            group: 2,
+            appliedState: { index: 0, term: 0, confState: { ...conf('a'), learners: ['b', ''] } },
+          },
+          'invalid_argument',
+          'group 2: appliedState.confState.learners member must be',
+        ],
+        [
+          {
+            group: 2,
+            hardState: { term: 1, vote: 'n'.repeat(limits.maxNodeIdBytes + 1), commit: 0 },
+          },
+          'too_large',
+          'group 2: hardState.vote is',
+        ],
+      ];
+      for (const [part, code, why] of refusals) {
+        const error = await expectCode(
+          storage.write({ groups: [{ group: 1, kv: [{ key: 'fine', value: v }] }, part] }),
+          code,
+          db.name,
+        );
+        expect(error.message, why).to.include(why);
+      }
+      expect(await storage.get(1, 'fine')).to.equal(null);
+    });
+
     it('enforces limits on keys, values, client ids and entries with typed errors', async () => {
       await storage.write({ groups: [{ group: 1, create: true }] });
       const write = (gw: Omit<GroupWrite, 'group'>) =>
