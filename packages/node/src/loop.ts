@@ -98,6 +98,8 @@ export class NodeLoop {
   private metaPart: GroupWrite | null = null;
   private again = false;
   private stopped = false;
+  /** Set by every tick: the next round writes every group's deferred writes. */
+  private flushDue = false;
   /** Resolves when the running round sequence ends (close waits for it). */
   private idle: Promise<void> = Promise.resolve();
   /** Batches written (status, the benchmark). */
@@ -124,6 +126,12 @@ export class NodeLoop {
     }
     this.running = true;
     this.idle = Promise.resolve().then(() => this.run());
+  }
+
+  /** A tick: the next round writes every group's deferred applied state and hard state. */
+  flushDeferredWrites(): void {
+    this.flushDue = true;
+    this.wake();
   }
 
   /** Stops after the round running; resolves once it ended. */
@@ -182,6 +190,8 @@ export class NodeLoop {
   /** Takes the Readies and builds each group's part of the batch. */
   private collect(): RoundGroup[] {
     const round: RoundGroup[] = [];
+    const flushDeferred = this.flushDue;
+    this.flushDue = false;
     let removed: Map<GroupId, Tombstone> | null = null;
     for (const replica of this.host.groups()) {
       if (round.length >= this.settings.maxGroupsPerBatch - 1) {
@@ -212,12 +222,15 @@ export class NodeLoop {
         this.host.readyTaken(replica, ready);
         if (ready.softState?.role === 'leader') this.becameLeader(replica, ready);
         if (ready.snapshot !== null) {
-          // Held until its KV stream is restored; this round writes only what was applied.
+          // Held until its KV stream is restored; this round writes what was applied (the
+          // restore replaces the KV data: nothing applied before may be written after it).
           this.hold(replica, ready);
-          ready = null;
+          const g = this.partFor(replica, null, true);
+          if (g !== null) round.push(g);
+          continue;
         }
       }
-      const g = this.partFor(replica, ready);
+      const g = this.partFor(replica, ready, flushDeferred);
       if (g !== null) round.push(g);
     }
     this.metaPart = removed === null ? null : this.host.tombstones(removed);
@@ -270,7 +283,11 @@ export class NodeLoop {
     };
   }
 
-  private partFor(replica: GroupReplica, ready: Ready | null): RoundGroup | null {
+  private partFor(
+    replica: GroupReplica,
+    ready: Ready | null,
+    flushDeferred: boolean,
+  ): RoundGroup | null {
     const appliedChanged = replica.applied !== replica.durableApplied;
     const log = replica.log;
     const storedSnapshotIndex = log.storedSnapshot().metadata.index;
@@ -286,7 +303,9 @@ export class NodeLoop {
       savedSnapshotIndex > 0 ? Math.max(0, savedSnapshotIndex - this.settings.logEntriesKept) : 0;
     // Deferred writes (README "The loop"): a commit-only hard state and what was applied
     // ride with the group's next write that must happen anyway (entries, a term or vote),
-    // or are flushed once the group has no Ready in a round or too much waits.
+    // or are flushed by the first round after a tick (`flushDeferred`), or once too much
+    // waits. Neither is needed for safety: a restart applies the log again from the
+    // durable applied index, and relearns the commit index from the leader.
     if (ready !== null && ready.hardState !== null && !changesTermOrVote(replica, ready)) {
       replica.pendingHardState = ready.hardState;
     }
@@ -294,13 +313,14 @@ export class NodeLoop {
       ready !== null && (ready.entries.length > 0 || changesTermOrVote(replica, ready));
     const flushApplied =
       appliedChanged &&
-      (ready === null || replica.kv.length >= this.settings.maxDeferredAppliedWrites);
+      (flushDeferred || replica.kv.length >= this.settings.maxDeferredAppliedWrites);
+    const flushHardState = flushDeferred && replica.pendingHardState !== null;
     if (
       !mustWrite &&
       !flushApplied &&
+      !flushHardState &&
       !replica.needsCreate &&
-      savedSnapshotIndex === 0 &&
-      (ready !== null || replica.pendingHardState === null)
+      savedSnapshotIndex === 0
     ) {
       return ready === null ? null : noReady(replica, null, ready);
     }

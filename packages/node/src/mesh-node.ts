@@ -443,6 +443,7 @@ export class MeshNode {
     }
     this.router.onTick();
     this.snapshots.onTick();
+    this.loop.flushDeferredWrites();
     if (this.ticks % this.settings.rebalanceEveryTicks === 0) {
       this.rebalance();
       this.collectStrayReplicas();
