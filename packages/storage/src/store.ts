@@ -161,10 +161,7 @@ export async function openEngineStorage(
         }
       }
       node = { nextSpace: 1, garbage: [] };
-      await engine.write([
-        { type: 'put', key: nodeKey(), value: encodeNode(node) },
-        { type: 'put', key: batchKey(batchSeq), value: new Uint8Array(0) },
-      ]);
+      await engine.write([nodePut(node), sealedPut(batchKey(batchSeq), new Uint8Array(0))]);
     } else {
       node = decodeNode(unsealNode(nodeBytes, engine.name), `${engine.name}: node record`);
       batchSeq = await readBatchMarker(engine);
@@ -223,8 +220,9 @@ async function readBatchMarker(engine: Engine): Promise<number> {
 }
 
 /**
- * The engine as the store sees it: every value it writes sealed with a checksum of its key
- * and value (codec.ts, `seal`), every value it reads checked ('corrupt' on a mismatch).
+ * The engine as the store sees it: every value it reads checked against the checksum of
+ * its key and value ('corrupt' on a mismatch). Every value the store writes is sealed
+ * (codec.ts, `seal`) when its op is made: `sealedPut`, or an encoder given the key.
  */
 function sealedEngine(engine: Engine): Engine {
   const name = engine.name;
@@ -243,15 +241,22 @@ function sealedEngine(engine: Engine): Engine {
         }
       })();
     },
-    write: (ops) =>
-      engine.write(
-        ops.map((op) =>
-          op.type === 'put' ? { type: 'put', key: op.key, value: seal(op.key, op.value) } : op,
-        ),
-      ),
+    // Values come sealed: every put the store makes is built by sealedPut or an encoder
+    // given its key (one allocation per record, not a copy behind its checksum).
+    write: (ops) => engine.write(ops),
     clearRange: (lo, hi) => engine.clearRange(lo, hi),
     close: () => engine.close(),
   };
+}
+
+/** A put of a raw value (KV data, a session record, the batch marker), sealed under its key. */
+function sealedPut(key: Uint8Array, value: Uint8Array): EngineOp {
+  return { type: 'put', key, value: seal(key, value) };
+}
+
+function nodePut(node: NodeRecord): EngineOp {
+  const key = nodeKey();
+  return { type: 'put', key, value: encodeNode(node, key) };
 }
 
 function asStorageError(name: string, error: unknown): StorageError {
@@ -533,7 +538,7 @@ class EngineStorage implements NodeStorage {
   private async engineWrite(ops: EngineOp[]): Promise<void> {
     ops.push(
       { type: 'del', key: batchKey(this.batchSeq) },
-      { type: 'put', key: batchKey(this.batchSeq + 1), value: new Uint8Array(0) },
+      sealedPut(batchKey(this.batchSeq + 1), new Uint8Array(0)),
     );
     try {
       await this.engine.write(ops);
@@ -562,7 +567,7 @@ class EngineStorage implements NodeStorage {
       nextSpace: this.node.nextSpace,
       garbage: this.node.garbage.filter((s) => !spaces.includes(s)),
     };
-    await this.engineWrite([{ type: 'put', key: nodeKey(), value: encodeNode(node) }]);
+    await this.engineWrite([nodePut(node)]);
     this.node = node;
   }
 
@@ -719,11 +724,8 @@ class EngineStorage implements NodeStorage {
           );
         }
         undo.push(log.clear(dropSegment));
-        ops.push({
-          type: 'put',
-          key: snapshotKey(logSpace),
-          value: encodeSnapshot(gw.snapshot),
-        });
+        const key = snapshotKey(logSpace);
+        ops.push({ type: 'put', key, value: encodeSnapshot(gw.snapshot, key) });
         record.compacted = { index: meta.index, term: meta.term };
         record.snapshotIndex = meta.index;
       }
@@ -772,11 +774,8 @@ class EngineStorage implements NodeStorage {
             `${this.name}: write: group ${id}: savedSnapshot at index ${meta.index} is not newer than the stored one at ${record.snapshotIndex}`,
           );
         }
-        ops.push({
-          type: 'put',
-          key: snapshotKey(logSpace),
-          value: encodeSnapshot(gw.savedSnapshot),
-        });
+        const key = snapshotKey(logSpace);
+        ops.push({ type: 'put', key, value: encodeSnapshot(gw.savedSnapshot, key) });
         record.snapshotIndex = meta.index;
       }
 
@@ -834,7 +833,7 @@ class EngineStorage implements NodeStorage {
           if (op.value === null) ops.push({ type: 'del', key });
           else {
             const value = g.bytesValue(op.value, limits.maxValueBytes, 'kv[].value', i);
-            ops.push({ type: 'put', key, value });
+            ops.push(sealedPut(key, value));
           }
         }
       }
@@ -854,12 +853,13 @@ class EngineStorage implements NodeStorage {
               'sessions[].record',
               i,
             );
-            ops.push({ type: 'put', key, value });
+            ops.push(sealedPut(key, value));
           }
         }
       }
 
-      ops.push({ type: 'put', key: groupKey(id), value: encodeGroup(record) });
+      const key = groupKey(id);
+      ops.push({ type: 'put', key, value: encodeGroup(record, key) });
       mirrors.set(id, mirror);
     }
     check.part = null;
@@ -872,7 +872,7 @@ class EngineStorage implements NodeStorage {
       );
     }
     if (nextSpace !== this.node.nextSpace || !sameNumbers(garbage, this.node.garbage)) {
-      ops.push({ type: 'put', key: nodeKey(), value: encodeNode(node) });
+      ops.push(nodePut(node));
     }
     return { ops, mirrors, restores, freed, node };
   }
@@ -989,11 +989,8 @@ class EngineStorage implements NodeStorage {
       }
       // One segment holding all of them is the common case: no copy of the array then.
       const run = at === 0 && runEnd === appended.length ? appended : appended.slice(at, runEnd);
-      ops.push({
-        type: 'put',
-        key: segmentKey(m.record.logSpace, run[0]!.index),
-        value: encodeSegment(run),
-      });
+      const key = segmentKey(m.record.logSpace, run[0]!.index);
+      ops.push({ type: 'put', key, value: encodeSegment(run, key) });
       undo.push(
         m.log.push({ first: run[0]!.index, count: run.length, terms: run.map((e) => e.term) }),
       );
@@ -1086,7 +1083,7 @@ class EngineStorage implements NodeStorage {
         nextSpace: this.node.nextSpace + 1,
         garbage: [...this.node.garbage, this.node.nextSpace],
       };
-      await this.engineWrite([{ type: 'put', key: nodeKey(), value: encodeNode(node) }]);
+      await this.engineWrite([nodePut(node)]);
       this.node = node;
       return new Restore(this, group, this.node.nextSpace - 1);
     });
@@ -1123,7 +1120,7 @@ class EngineStorage implements NodeStorage {
         if (r.part === 'kv') {
           check.text(r.name, limits.maxKeyBytes, 'key');
           check.bytesValue(r.value, limits.maxValueBytes, `value of ${JSON.stringify(r.name)}`);
-          ops.push({ type: 'put', key: kvKey(restore.space, r.name), value: r.value });
+          ops.push(sealedPut(kvKey(restore.space, r.name), r.value));
         } else {
           check.text(r.name, limits.maxClientIdBytes, 'client id');
           check.bytesValue(
@@ -1131,7 +1128,7 @@ class EngineStorage implements NodeStorage {
             limits.maxSessionRecordBytes,
             `session of ${JSON.stringify(r.name)}`,
           );
-          ops.push({ type: 'put', key: sessionKey(restore.space, r.name), value: r.value });
+          ops.push(sealedPut(sessionKey(restore.space, r.name), r.value));
         }
       }
       if (chunk.appliedState !== null)

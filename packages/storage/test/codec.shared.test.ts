@@ -310,6 +310,40 @@ describe('storage codec', () => {
     }
   });
 
+  it('encoders given the key hand out the record as seal(key, record) would', () => {
+    const key = Uint8Array.of(1, 0, 0, 0, 5);
+    const many = Array.from({ length: 2000 }, (_, i) => `member-${i}`); // outgrows the scratch
+    const big = { ...confState, voters: many };
+    const group = {
+      group: 5,
+      logSpace: 1,
+      stateSpace: 2,
+      hardState: { term: 3, vote: 'ü-node', commit: 2 },
+      compacted: { index: 1, term: 1 },
+      snapshotIndex: null,
+      appliedState: applied,
+    };
+    const cases: Array<[string, (sealedUnder?: Uint8Array) => Uint8Array]> = [
+      ['node', (k) => encodeNode({ nextSpace: 9, garbage: [3, 4] }, k)],
+      ['group', (k) => encodeGroup(group, k)],
+      [
+        'large group',
+        (k) => encodeGroup({ ...group, appliedState: { ...applied, confState: big } }, k),
+      ],
+      ['segment', (k) => encodeSegment(entryRange(10, 13, 4), k)],
+      [
+        'snapshot',
+        (k) =>
+          encodeSnapshot({ metadata: { index: 4, term: 2, confState: big }, data: bytes('d') }, k),
+      ],
+    ];
+    for (const [kind, encode] of cases) {
+      const plain = encode();
+      expect(hex(encode(key)), kind).to.equal(hex(seal(key, plain)));
+      expect(hex(unseal(key, encode(key), kind)), kind).to.equal(hex(plain));
+    }
+  });
+
   it('counts UTF-8 bytes as TextEncoder writes them, lone surrogates included', () => {
     const seed = 20261202;
     const random = prng(seed);
