@@ -55,7 +55,7 @@ import { SimNetwork, SimTransport } from '@meshkv/transport/sim-network';
 import { checkKvHistory, type KvCall, type KvHistoryOp, type KvResult } from '../lincheck/kv.ts';
 import { Choices } from './choices.ts';
 import { GroupMonitors, SimFailure } from './invariants.ts';
-import { SimRegistry } from './registry.ts';
+import { MARKED_DOWN, SimRegistry } from './registry.ts';
 
 export interface MeshSimOptions {
   /** Keep every trace line (for replay); otherwise only the last TRACE_TAIL_LINES. */
@@ -123,6 +123,7 @@ const MAX_DEADLINE_MS = 3_000;
 const DEADLINE_SLACK_MS = 1_000;
 const FINAL_GET_DEADLINE_MS = 5_000;
 const KEYS = ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h'];
+const HOT_KEYS = KEYS.slice(0, 2);
 const MAX_LIVE_NODES = 7;
 const TRACE_TAIL_LINES = 80;
 /** Microtask turns a drain may take (a node busy for longer is stuck). */
@@ -133,6 +134,8 @@ const QUIET_TURNS = 3;
 const MAX_SETTLE_ROUNDS = 1_000;
 /** Network events per run at most (a livelock guard). */
 const MAX_EVENTS = 3_000_000;
+/** The linearizability checker's search budget per seed (all keys together). */
+const LINCHECK_MAX_STEPS = 20_000_000;
 /** leave() is retried with this deadline until it resolves. */
 const LEAVE_DEADLINE_MS = 5_000;
 
@@ -280,7 +283,9 @@ class MeshSimulation {
       await this.settle();
       await this.finalChecks();
     } catch (e) {
-      const reported = this.failure ?? e;
+      // A safety violation in what clients saw outranks the failure that stopped the
+      // seed (often a liveness one, which would hide it).
+      const reported = this.historyViolation() ?? this.failure ?? e;
       if (reported instanceof SimFailure)
         failure = { invariant: reported.invariant, message: reported.detail };
       else
@@ -340,7 +345,7 @@ class MeshSimulation {
       maxMovesPerNode: this.choices.pick([1, 4]),
       catchUpLagEntries: this.choices.pick([4, 64]),
     };
-    const clients = 3 + this.choices.random(6);
+    const clients = 4 + this.choices.random(7);
     for (let i = 0; i < clients; i++) this.idleClients.push(`c${i}`);
     this.trace(
       `seed ${this.seed}: ${initialNodes} nodes, Q ${this.partitions}, N ${this.replicationFactor}, ${tokensPerNode} tokens per node, grace ${this.gracePeriodMs} ms, ${clients} clients, link faults ${JSON.stringify(faults)}, node settings ${JSON.stringify(this.nodeSettings)}`,
@@ -485,7 +490,7 @@ class MeshSimulation {
       const stepMs = Math.min(nextMs, untilMs);
       this.network.advanceTo(stepMs);
       if (stepMs < nextMs) break;
-      await this.registryEvents();
+      this.registryEvents();
       for (const sim of this.nodes.values()) {
         if (sim.slowUntilMs !== null && sim.slowUntilMs <= stepMs) {
           sim.slowUntilMs = null;
@@ -513,22 +518,16 @@ class MeshSimulation {
     this.throwIfFailed();
   }
 
-  private async registryEvents(): Promise<void> {
-    const downBefore = this.downMembers();
+  /** Registry pushes and grace periods due now (changes go into the trace). */
+  private registryEvents(): void {
+    const dueMs = this.registry.nextEventAtMs();
+    if (dueMs === undefined || dueMs > this.nowMs) return;
+    const changesBefore = this.registry.changes.length;
     for (const { nodeId, snapshot } of this.registry.runDue(this.nowMs)) {
-      const sim = this.nodes.get(nodeId);
-      sim?.node?.updateRegistry(snapshot);
+      this.nodes.get(nodeId)?.node?.updateRegistry(snapshot);
     }
-    for (const id of this.downMembers()) {
-      if (!downBefore.has(id))
-        this.trace(`registry: ${id} marked down (epoch ${this.registry.snapshot.epoch})`);
-    }
-  }
-
-  private downMembers(): Set<NodeId> {
-    return new Set(
-      this.registry.snapshot.members.filter((m) => m.state === 'down').map((m) => m.nodeId),
-    );
+    for (const change of this.registry.changes.slice(changesBefore))
+      this.trace(`registry ${change}`);
   }
 
   /**
@@ -572,12 +571,13 @@ class MeshSimulation {
   }
 
   private clientTraffic(): void {
-    while (this.idleClients.length > 0 && this.choices.chance(30)) {
+    while (this.idleClients.length > 0 && this.choices.chance(50)) {
       const targets = this.runningNodes();
       if (targets.length === 0) return;
       const client = this.idleClients.shift()!;
       const sim = this.choices.pick(targets);
-      const key = this.choices.pick(KEYS);
+      // Half the calls go to two hot keys: contention, where ordering bugs show.
+      const key = this.choices.pick(this.choices.chance(50) ? HOT_KEYS : KEYS);
       const id = this.nextOpId++;
       const roll = this.choices.random(100);
       const kind: ClientCallKind =
@@ -1113,13 +1113,35 @@ class MeshSimulation {
         `only ${finals.length} of ${KEYS.length} final gets succeeded on a converged cluster`,
       );
     }
-    const result = checkKvHistory(this.history, { maxSteps: 20_000_000 });
-    if (result.kind === 'violation') throw new SimFailure('linearizability', result.report);
-    if (result.kind === 'unknown')
-      throw new SimFailure('linearizability', `undecided: ${result.reason}`);
+    const violation = this.historyViolation();
+    if (violation !== null) throw violation;
     this.trace(
       `ok: ${this.history.length} operations linearizable; final values ${finals.map((op) => `${op.call.key}=${op.result?.kind === 'get' ? op.result.value : '?'}`).join(' ')}`,
     );
+  }
+
+  /**
+   * Whether the client history (calls still pending count as unknown outcomes) is not
+   * linearizable, or could not be decided within the budget.
+   */
+  private historyViolation(): SimFailure | null {
+    const history = [...this.history];
+    for (const op of this.pending.values()) {
+      if (op.call.kind !== 'get') {
+        history.push({
+          client: op.client,
+          callMs: op.callMs,
+          returnMs: this.nowMs,
+          call: op.call,
+          result: null,
+        });
+      }
+    }
+    const result = checkKvHistory(history, { maxSteps: LINCHECK_MAX_STEPS });
+    if (result.kind === 'violation') return new SimFailure('linearizability', result.report);
+    if (result.kind === 'unknown')
+      return new SimFailure('linearizability', `undecided: ${result.reason}`);
+    return null;
   }
 
   /** Every voter of a partition holds the same value of every key of it (local reads). */
@@ -1165,7 +1187,7 @@ class MeshSimulation {
       joins: this.joins,
       leaves: this.leaves,
       lostDisks: this.lostDisks,
-      downs: this.registry.changes.filter((change) => change.endsWith('marked down')).length,
+      downs: this.registry.changes.filter((change) => change.endsWith(MARKED_DOWN)).length,
       leaders: this.monitors.termsWithLeader(),
       registryEpoch: this.registry.snapshot.epoch,
       virtualMs: this.nowMs,

@@ -48,6 +48,9 @@ interface QueuedPush {
   readonly snapshot: RegistrySnapshot;
 }
 
+/** How `changes` tells of a member marked down. */
+export const MARKED_DOWN = 'marked down';
+
 const DEFAULT_LIMITS: MembershipLimits = { maxMembers: 64, maxLeftMembers: 64 };
 
 export class SimRegistry {
@@ -162,7 +165,11 @@ export class SimRegistry {
     for (const [nodeId, atMs] of [...this.graceEndsAtMs]) {
       if (atMs > nowMs) continue;
       this.graceEndsAtMs.delete(nodeId);
-      this.change(markDown(this.state, nodeId, nowMs, this.limits), `${nodeId} marked down`, nowMs);
+      this.change(
+        markDown(this.state, nodeId, nowMs, this.limits),
+        `${nodeId} ${MARKED_DOWN}`,
+        nowMs,
+      );
     }
     const due: (RegistryPush & { atMs: number })[] = [];
     for (const [nodeId, outbox] of this.outboxes) {
