@@ -57,6 +57,8 @@ export interface LoopHost {
   readonly outbox: Outbox;
   readonly snapshots: SnapshotStreams;
   groups(): Iterable<GroupReplica>;
+  /** Whether `replica` is still the one hosted for its group. */
+  hosts(replica: GroupReplica): boolean;
   /** A Ready was taken from the group (reads asked later start a new round). */
   readyTaken(replica: GroupReplica, ready: Ready): void;
   /** The group applied `results` (and its read states are due); answer what waits. */
@@ -100,6 +102,12 @@ export class NodeLoop {
   private stopped = false;
   /** Set by every tick: the next round writes every group's deferred writes. */
   private flushDue = false;
+  /**
+   * The groups the next round visits: those something happened to (a message stepped, a
+   * proposal, a restore complete, a removal) since the last round, and every group after a
+   * tick. A touch missed would delay a group's work by one tick at most, never lose it.
+   */
+  private readonly touched = new Set<GroupReplica>();
   /** Resolves when the running round sequence ends (close waits for it). */
   private idle: Promise<void> = Promise.resolve();
   /** Batches written (status, the benchmark). */
@@ -128,9 +136,19 @@ export class NodeLoop {
     this.idle = Promise.resolve().then(() => this.run());
   }
 
-  /** A tick: the next round writes every group's deferred applied state and hard state. */
-  flushDeferredWrites(): void {
+  /** Something happened to `replica`: the next round visits it. */
+  touch(replica: GroupReplica): void {
+    this.touched.add(replica);
+    this.wake();
+  }
+
+  /**
+   * A tick: the next round visits every group (raft ticked them all) and writes every
+   * group's deferred applied state and hard state.
+   */
+  tick(): void {
     this.flushDue = true;
+    for (const replica of this.host.groups()) this.touched.add(replica);
     this.wake();
   }
 
@@ -181,7 +199,10 @@ export class NodeLoop {
       // A replica reloaded during the round dropped this Ready with its RawNode.
       if (g.ready !== null && g.replica.removal === null && g.replica.raw === g.raw) {
         g.raw.advance();
-        if (g.raw.hasReady()) this.again = true;
+        if (g.raw.hasReady()) {
+          this.touched.add(g.replica);
+          this.again = true;
+        }
       }
     }
     this.host.outbox.flush();
@@ -193,11 +214,18 @@ export class NodeLoop {
     const flushDeferred = this.flushDue;
     this.flushDue = false;
     let removed: Map<GroupId, Tombstone> | null = null;
-    for (const replica of this.host.groups()) {
+    // A copy: what is touched while collecting belongs to the next round (a group appears
+    // in a batch once).
+    const visit = [...this.touched];
+    this.touched.clear();
+    for (let i = 0; i < visit.length; i++) {
+      const replica = visit[i]!;
       if (round.length >= this.settings.maxGroupsPerBatch - 1) {
+        for (let j = i; j < visit.length; j++) this.touched.add(visit[j]!);
         this.again = true;
         break;
       }
+      if (!this.host.hosts(replica)) continue; // Removed since it was touched.
       if (replica.removal !== null && replica.needsCreate) {
         // Never written (its creating batch had not run yet): nothing durable to remove,
         // and nothing it said left (messages wait for durable state).
@@ -258,6 +286,7 @@ export class NodeLoop {
         `group ${replica.group}: snapshot ${snapshot.metadata.index} dropped (no leader to pull from, or too many installs)`,
       );
       replica.reload();
+      this.touched.add(replica);
       this.again = true;
       return;
     }
@@ -476,6 +505,7 @@ export class NodeLoop {
     if (confState.voters.length === 0 && confState.learners.length === 0) return;
     replica.removal = 'removed from the configuration';
     this.host.trace(`group ${replica.group}: removed from its configuration at ${index}`);
+    this.touched.add(replica);
     this.again = true;
   }
 }

@@ -252,6 +252,7 @@ export class MeshNode {
         send: (to, record) => this.sendRecord(to, record),
         replica: (group) => this.groups.get(group),
         wake: () => this.loop.wake(),
+        touch: (replica) => this.loop.touch(replica),
         trace: (line) => this.trace(line),
         reload: (replica, why) => {
           replica.reload();
@@ -269,7 +270,7 @@ export class MeshNode {
         linkUp: (peer) => this.transport.peers().includes(peer),
         sendRequest: (to, request) => this.sendRecord(to, request),
         sendResponse: (to, response) => this.sendRecord(to, response),
-        wake: () => this.loop.wake(),
+        touch: (replica) => this.loop.touch(replica),
       },
       settings,
       `${options.nodeId}/${options.random.nextInt(0x1_0000_0000).toString(36)}`,
@@ -281,6 +282,7 @@ export class MeshNode {
         outbox: this.outbox,
         snapshots: this.snapshots,
         groups: () => this.groups.values(),
+        hosts: (replica) => this.groups.get(replica.group) === replica,
         readyTaken: (replica, ready) => this.readyTaken(replica, ready),
         applied: (replica, results) => this.appliedResults(replica, results),
         confChanged: () => {
@@ -399,6 +401,7 @@ export class MeshNode {
     replica.log.claimStream = (snapshotIndex) => this.snapshots.claim(group, snapshotIndex);
     this.groups.set(group, replica);
     this.statusChanged = true;
+    this.loop.touch(replica);
   }
 
   private listen(): void {
@@ -412,7 +415,10 @@ export class MeshNode {
         for (const replica of this.groups.values()) {
           if (replica.raw.role === 'leader') {
             const member = memberOfNode(replica.confState, peer);
-            if (member !== null) replica.raw.reportUnreachable(member);
+            if (member !== null) {
+              replica.raw.reportUnreachable(member);
+              this.loop.touch(replica);
+            }
           } else if (replica.raw.lead !== null && nodeOfReplica(replica.raw.lead) === peer) {
             // A hibernating follower of a leader it cannot reach must time out and campaign.
             replica.quiesced = false;
@@ -443,7 +449,7 @@ export class MeshNode {
     }
     this.router.onTick();
     this.snapshots.onTick();
-    this.loop.flushDeferredWrites();
+    this.loop.tick();
     if (this.ticks % this.settings.rebalanceEveryTicks === 0) {
       this.rebalance();
       this.collectStrayReplicas();
@@ -647,6 +653,7 @@ export class MeshNode {
       }
       this.placementNotes.set(replica.group, step.kind);
       replica.quiesced = false;
+      this.loop.touch(replica);
       if (step.kind === 'addLearners') moves += step.nodes.length;
       try {
         const replicaStep = stepOfReplicas(step, status.config, status.lastIndex + 1);
@@ -686,7 +693,7 @@ export class MeshNode {
       this.trace(
         `group ${replica.group}: not placed here and no message for ${this.settings.replicaGcTicks} ticks: deleting this ${replica.initialized ? 'learner' : 'empty replica'}`,
       );
-      this.loop.wake();
+      this.loop.touch(replica);
     }
   }
 
@@ -729,6 +736,7 @@ export class MeshNode {
         if (replica.replicaId !== record.replica) return; // About an earlier replica here.
         if (record.configIndex > replica.applied.index) {
           replica.removal = 'told it is not a member';
+          this.loop.touch(replica);
           this.trace(
             `group ${record.group}: ${from} says it is not a member as of ${record.configIndex} (applied here: ${replica.applied.index})`,
           );
@@ -766,7 +774,7 @@ export class MeshNode {
       ) {
         replica.removal = 'superseded by a newer replica of the group';
         this.trace(`group ${replica.group}: ${message.to} supersedes ${replica.replicaId}`);
-        this.loop.wake();
+        this.loop.touch(replica);
       }
       return;
     }
@@ -806,6 +814,7 @@ export class MeshNode {
     if (replica.quiesced && !keepsHibernating(replica, message)) replica.quiesced = false;
     try {
       replica.raw.step(message);
+      this.loop.touch(replica);
     } catch (e) {
       if (
         isRaftError(e, RaftErrorCode.StepPeerNotFound) ||

@@ -54,8 +54,8 @@ export interface RouterHost {
   /** Queue a record for a peer (leaves with the round's frames). */
   sendRequest(to: NodeId, request: RequestRecord): void;
   sendResponse(to: NodeId, response: ResponseRecord): void;
-  /** Something to do for the loop: run a round soon. */
-  wake(): void;
+  /** `replica` has work for the loop (a proposal, a read): run a round that visits it. */
+  touch(replica: GroupReplica): void;
 }
 
 /** What an origin's request resolves with. */
@@ -412,7 +412,7 @@ export class Router {
       }
       served.openRound.push(waiter);
       this.servedCount++;
-      this.host.wake();
+      this.host.touch(replica);
       return;
     }
     const put = request.op === 'put' || request.op === 'putAckAll';
@@ -452,7 +452,7 @@ export class Router {
       return; // A retry of a request already waiting here: proposed again, one answer.
     }
     this.servedCount++;
-    this.host.wake();
+    this.host.touch(replica);
   }
 
   private serveLocalGet(

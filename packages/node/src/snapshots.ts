@@ -45,8 +45,10 @@ export interface SnapshotHost {
   readonly random: Prng;
   send(to: NodeId, record: WireRecord): void;
   replica(group: GroupId): GroupReplica | undefined;
-  /** A held Ready's restore is complete, or a pull failed and its group was reloaded. */
+  /** Frames to send (chunks): run a round soon. */
   wake(): void;
+  /** A held Ready's restore is complete, or a pull failed and its group was reloaded. */
+  touch(replica: GroupReplica): void;
   trace(line: string): void;
   /** The restore failed: drop the held Ready and rebuild the group from durable state. */
   reload(replica: GroupReplica, why: string): void;
@@ -316,7 +318,7 @@ export class SnapshotStreams {
         pull.adding = false;
         pull.nextSeq++;
         if (restore.complete) {
-          this.host.wake();
+          this.host.touch(pull.replica);
         } else if (chunk.final) {
           this.giveUp(pull, 'the final chunk did not complete the restore', true);
         } else {
@@ -352,7 +354,7 @@ export class SnapshotStreams {
     pull.restore?.abort().catch(() => {});
     this.host.trace(`group ${pull.replica.group}: snapshot install given up: ${why}`);
     if (reload) this.host.reload(pull.replica, why);
-    this.host.wake();
+    this.host.touch(pull.replica);
   }
 
   // ---- Time ------------------------------------------------------------------------------
