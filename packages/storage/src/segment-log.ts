@@ -4,8 +4,8 @@
  * appends one segment per group and batch, so a batch must cost the same after a million
  * batches as after ten: appending, truncating a suffix and compacting a prefix touch only
  * the segments they add or remove (amortized), and the append path's lookups (the last
- * index, the term before it) look at the last segment only. Other lookups are binary
- * searches.
+ * index, the term before it) look at the last segment only. Other lookups try the last
+ * few segments (the applied index a part checks lies there), then search.
  *
  * Edits happen in place while a batch is planned; each returns how to undo it, so a batch
  * rejected halfway leaves the index as it was.
@@ -24,6 +24,9 @@ export type Undo = () => void;
 
 /** The undo of an edit that changed nothing (one function, not one per call). */
 const unchanged: Undo = () => {};
+
+/** Lookups look at this many segments from the end before searching. */
+const nearEndSegments = 4;
 
 /** The front is dropped lazily: the array is rebased once this many slots are unused. */
 const rebaseSlots = 1024;
@@ -70,6 +73,11 @@ export class SegmentLog {
     let lo = 0;
     let hi = this.length - 1;
     if (hi < 0 || this.at(0).first > index) return -1;
+    // The last few segments first: the applied index checked per part is a batch or two
+    // behind the last index, in one of them.
+    for (let tries = 0; tries < nearEndSegments && hi > lo; tries++, hi--) {
+      if (this.at(hi).first <= index) return hi;
+    }
     if (this.at(hi).first <= index) return hi;
     // Invariant: at(lo).first ≤ index < at(hi).first.
     while (hi - lo > 1) {

@@ -42,15 +42,16 @@ describe('storage: per-batch cost of the log index', () => {
       const before = { model: [...model], first };
       const undo: Array<() => void> = [];
       const last = first + model.length - 1;
-      const roll = pick(10);
-      if (roll < 6) {
+      // Clearing is rare, so that logs grow past the few segments lookups try from the end.
+      const roll = pick(20);
+      if (roll < 14) {
         const start = model.length === 0 ? first : first + pick(model.length + 1);
         undo.push(log.truncateFrom(start, () => {}));
         term += pick(2);
         const count = 1 + pick(4);
         undo.push(log.push({ first: start, count, terms: Array(count).fill(term) }));
         model = [...model.slice(0, start - first), ...Array(count).fill(term)];
-      } else if (roll < 8 && model.length > 0) {
+      } else if (roll < 19 && model.length > 0) {
         const to = first + pick(model.length);
         const dropped: number[] = [];
         undo.push(log.dropThrough(to, (s) => dropped.push(s.first)));
