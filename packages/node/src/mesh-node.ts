@@ -224,6 +224,8 @@ export class MeshNode {
   private closedReason: string | null = null;
   private readonly unsubscribe: (() => void)[] = [];
   private readonly listeners = new Set<(status: NodeStatus) => void>();
+  /** Called on every tick (leave() waits with one). */
+  private readonly tickWatchers = new Set<() => void>();
   private statusChanged = true;
   private readonly placementNotes = new Map<GroupId, string>();
   private movesInProgress = 0;
@@ -460,6 +462,7 @@ export class MeshNode {
       const status = this.status();
       for (const listener of this.listeners) listener(status);
     }
+    for (const watcher of this.tickWatchers) watcher();
   }
 
   /**
@@ -595,9 +598,9 @@ export class MeshNode {
           );
         }
       };
-      this.listeners.add(check as (status: NodeStatus) => void);
-      const stop = () => this.listeners.delete(check as (status: NodeStatus) => void);
-      this.statusChanged = true;
+      // Checked every tick (the deadline passes even if nothing changes) and at once.
+      this.tickWatchers.add(check);
+      const stop = () => this.tickWatchers.delete(check);
       check();
     });
   }

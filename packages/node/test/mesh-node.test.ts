@@ -139,6 +139,18 @@ describe('MeshNode scenarios', function () {
       }
     }));
 
+  it('leave() fails with TIMEOUT at its deadline when nobody takes the replicas over', () =>
+    withCluster({ partitions: 2 }, async (cluster) => {
+      const a = await cluster.start('a');
+      await cluster.settle(a.put('k', 'v'));
+      cluster.markLeft('a'); // The only member: there is nowhere to move its replicas.
+      const left = await cluster.settle(
+        a.leave({ deadlineMs: 2_000 }).catch((e: MeshKvError) => e),
+      );
+      expect((left as MeshKvError).code).to.equal('TIMEOUT');
+      expect((left as MeshKvError).message).to.match(/2 replicas still here/);
+    }));
+
   it('a node marked down is replaced: its partitions regain three replicas', () =>
     withCluster({ partitions: 8 }, async (cluster) => {
       await grown(cluster, ['a', 'b', 'c', 'd']);
