@@ -135,6 +135,13 @@ class Writer {
     return at;
   }
 
+  /** Forgets a record left unfinished (an encoder that threw midway). */
+  clear(): this {
+    this.length = 0;
+    this.sealKey = null;
+    return this;
+  }
+
   /**
    * Starts a record. With `sealKey`, finish() hands it out as stored under that key:
    * behind its CRC-32 (seal()), written in place instead of copied behind it.
@@ -199,10 +206,11 @@ const scratchWriter = new Writer();
 
 /**
  * The shared writer for records of unknown size. Encoders are synchronous and never nest,
- * so one is enough: each takes it, writes a record and finishes it before returning.
+ * so one is enough: each takes it, writes a record and finishes it before returning (or
+ * throws midway, which the next one's `clear` forgets).
  */
 function scratch(): Writer {
-  return scratchWriter;
+  return scratchWriter.clear();
 }
 
 class Reader {

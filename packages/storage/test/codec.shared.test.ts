@@ -344,6 +344,29 @@ describe('storage codec', () => {
     }
   });
 
+  it('an encoder that threw midway leaves nothing behind for the next record', () => {
+    const group = {
+      group: 5,
+      logSpace: 1,
+      stateSpace: 2,
+      hardState: { term: 3, vote: 'n1', commit: 2 },
+      compacted: { index: 1, term: 1 },
+      snapshotIndex: null,
+      appliedState: applied,
+    };
+    const expected = hex(encodeGroup(group, Uint8Array.of(1)));
+    const learners = null as unknown as string[]; // fails after the fields before it are written
+    const broken = {
+      ...group,
+      appliedState: { ...applied, confState: { ...confState, learners } },
+    };
+    expect(() => encodeGroup(broken, Uint8Array.of(2))).to.throw();
+    expect(hex(encodeGroup(group, Uint8Array.of(1)))).to.equal(expected);
+    expect(hex(encodeNode({ nextSpace: 9, garbage: [] }))).to.equal(
+      hex(unseal(nodeKey(), encodeNode({ nextSpace: 9, garbage: [] }, nodeKey()), 'node')),
+    );
+  });
+
   it('counts UTF-8 bytes as TextEncoder writes them, lone surrogates included', () => {
     const seed = 20261202;
     const random = prng(seed);
