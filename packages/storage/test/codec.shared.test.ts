@@ -16,6 +16,7 @@ import {
   encodeSegment,
   encodeSnapshot,
   FORMAT_VERSION,
+  type GroupRecord,
   groupKey,
   hex,
   kvKey,
@@ -43,6 +44,15 @@ const confState = {
   autoLeave: true,
 };
 const applied = { index: 2 ** 53 - 1, term: 7, confState };
+const group: GroupRecord = {
+  group: 5,
+  logSpace: 1,
+  stateSpace: 2,
+  hardState: { term: 3, vote: 'ü-node', commit: 2 },
+  compacted: { index: 1, term: 1 },
+  snapshotIndex: null,
+  appliedState: applied,
+};
 
 /** Every record kind: its bytes and a decoder. */
 const records: Array<{ kind: string; encoded: Uint8Array; decode: (b: Uint8Array) => unknown }> = [
@@ -314,15 +324,6 @@ describe('storage codec', () => {
     const key = Uint8Array.of(1, 0, 0, 0, 5);
     const many = Array.from({ length: 2000 }, (_, i) => `member-${i}`); // outgrows the scratch
     const big = { ...confState, voters: many };
-    const group = {
-      group: 5,
-      logSpace: 1,
-      stateSpace: 2,
-      hardState: { term: 3, vote: 'ü-node', commit: 2 },
-      compacted: { index: 1, term: 1 },
-      snapshotIndex: null,
-      appliedState: applied,
-    };
     const cases: Array<[string, (sealedUnder?: Uint8Array) => Uint8Array]> = [
       ['node', (k) => encodeNode({ nextSpace: 9, garbage: [3, 4] }, k)],
       ['group', (k) => encodeGroup(group, k)],
@@ -345,15 +346,6 @@ describe('storage codec', () => {
   });
 
   it('an encoder that threw midway leaves nothing behind for the next record', () => {
-    const group = {
-      group: 5,
-      logSpace: 1,
-      stateSpace: 2,
-      hardState: { term: 3, vote: 'n1', commit: 2 },
-      compacted: { index: 1, term: 1 },
-      snapshotIndex: null,
-      appliedState: applied,
-    };
     const expected = hex(encodeGroup(group, Uint8Array.of(1)));
     const learners = null as unknown as string[]; // fails after the fields before it are written
     const broken = {
