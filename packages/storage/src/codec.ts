@@ -669,8 +669,28 @@ export function decodeSegment(bytes: Uint8Array, what: string): Entry[] {
 
 // ---- Snapshots ------------------------------------------------------------------------
 
+function idsBytes(ids: readonly string[]): number {
+  let bytes = 4;
+  for (let i = 0; i < ids.length; i++) bytes += 4 + utf8Length(ids[i]!);
+  return bytes;
+}
+
+/** Encoded size of a ConfState (writeConfState). */
+function confStateBytes(conf: ConfState): number {
+  const lists =
+    idsBytes(conf.voters) +
+    idsBytes(conf.learners) +
+    idsBytes(conf.votersOutgoing) +
+    idsBytes(conf.learnersNext);
+  return lists + 1;
+}
+
 export function encodeSnapshot(s: Snapshot, sealedUnder?: Uint8Array): Uint8Array {
-  const w = new Writer(64 + s.data.length).start(sealedUnder).u8(Tag.Snapshot).u8(FORMAT_VERSION);
+  // Exactly its size: an engine stores the buffer it is handed (IndexedDB clones a view's
+  // whole buffer), so a snapshot must not carry a grown buffer's slack with it.
+  const sealedBytes = sealedUnder === undefined ? 0 : sealBytes;
+  const size = sealedBytes + 2 + 8 + 8 + confStateBytes(s.metadata.confState) + 4 + s.data.length;
+  const w = new Writer(size).start(sealedUnder).u8(Tag.Snapshot).u8(FORMAT_VERSION);
   w.u53(s.metadata.index).u53(s.metadata.term);
   writeConfState(w, s.metadata.confState);
   w.bytesField(s.data);

@@ -345,6 +345,37 @@ describe('storage codec', () => {
     }
   });
 
+  // An engine may store the whole buffer of the array it is handed (IndexedDB's structured
+  // clone of a view clones its buffer; the memory engine keeps the array): a record must not
+  // be a view into a larger buffer.
+  it('hands out every record the store writes in a buffer of exactly its size', () => {
+    const key = Uint8Array.of(3, 0, 0, 0, 1);
+    const many = Array.from({ length: 40 }, (_, i) => `member-${i}`); // grows a 64 B guess
+    const records: Array<[string, Uint8Array]> = [
+      ['node', encodeNode({ nextSpace: 9, garbage: [3, 4] }, nodeKey())],
+      ['group', encodeGroup(group, key)],
+      ['segment', encodeSegment(entryRange(10, 13, 4), key)],
+      [
+        'snapshot',
+        encodeSnapshot({ metadata: { index: 4, term: 2, confState }, data: bytes('d') }, key),
+      ],
+      [
+        'snapshot with a large configuration',
+        encodeSnapshot(
+          {
+            metadata: { index: 4, term: 2, confState: { ...confState, voters: many } },
+            data: bytes('d'),
+          },
+          key,
+        ),
+      ],
+      ['sealed value', seal(key, bytes('value'))],
+    ];
+    for (const [kind, record] of records) {
+      expect([record.byteOffset, record.buffer.byteLength], kind).to.deep.equal([0, record.length]);
+    }
+  });
+
   it('an encoder that threw midway leaves nothing behind for the next record', () => {
     const expected = hex(encodeGroup(group, Uint8Array.of(1)));
     const learners = null as unknown as string[]; // fails after the fields before it are written
