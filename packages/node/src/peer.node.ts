@@ -1,0 +1,412 @@
+/**
+ * The Node peer process shell (`meshkv node`, cli.node.ts): one MeshNode on a data
+ * directory, joined to the signaling server, over a WebRTC mesh, on LevelDB.
+ *
+ * Contract of `NodePeer.start(options)`:
+ * - Takes the data directory's lock first (DIR/lock, see `lockDataDir`): a directory
+ *   another live process holds is refused with a PeerStartError, before anything is read.
+ * - DIR/identity.json holds the node id and member secret (written atomically: temporary
+ *   file, fsync, rename, fsync of the directory) BEFORE the MeshNode writes anything, so a
+ *   store never holds promises made under an id it cannot prove. A DIR with an identity
+ *   rejoins under it with its secret; a fresh DIR joins without one (the registry issues
+ *   the id, or takes `options.nodeId`) and the node starts with `newIdentity`.
+ * - Identity is bound to storage (DESIGN "Membership and rebalancing"): a store refused as
+ *   corrupt, or a store without an identity file, is set aside (renamed
+ *   DIR/store.set-aside-<ms>, kept for inspection, never used again) and the node joins as
+ *   a NEW member; the old id is removed from its groups like any departed member.
+ * - A join refused with `wrong_secret` (the registry binds the id to other storage, or no
+ *   longer knows it: e.g. a wiped registry) stops the start with a PeerStartError: wiping
+ *   the data automatically there could destroy every copy of a cluster whose registry was
+ *   lost; deleting DIR (or starting with another) is the operator's decision.
+ * - ICE is bound to `iceBindAddress` (default 127.0.0.1) with no STUN server: a local
+ *   cluster keeps all its traffic on loopback unless the caller opts out.
+ * - `stop({leave})`: with `leave`, the registry leave and `node.leave()` (every replica
+ *   handed off) first; then the HTTP API, the node, the mesh, the signaling client, the
+ *   storage and the lock are closed, in that order. Without `leave`, groups and data stay.
+ */
+import { randomInt } from 'node:crypto';
+import { mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { type NodeStorage, StorageError } from '@meshkv/storage';
+import { openDiskStorage, openLevelEngine } from '@meshkv/storage/node';
+import {
+  DEFAULT_CLUSTER_ID,
+  type RegistrySnapshot,
+  SignalingChannel,
+  SignalingClient,
+  SignalingError,
+  type WebRtcMesh,
+} from '@meshkv/transport';
+import { createNodeWebRtcMesh } from '@meshkv/transport/node';
+import { MeshNode, type MeshNodeSettings, meshNodeDefaults, type NodeStatus } from './mesh-node.ts';
+
+/** A start refused for a reason the operator must act on (exit 1 with this message). */
+export class PeerStartError extends Error {
+  override readonly name = 'PeerStartError';
+}
+
+/**
+ * The HTTP API mounted on the started node (http.node.ts plugs in here): starts serving
+ * `node`, resolves with its address and how to stop it.
+ */
+export type HttpMount = (
+  node: MeshNode,
+) => Promise<{ readonly url: string; close(): Promise<void> }>;
+
+export interface PeerOptions {
+  readonly signalingUrl: string;
+  readonly token: string;
+  readonly dataDir: string;
+  /** Default DEFAULT_CLUSTER_ID. */
+  readonly clusterId?: string;
+  /** The id a fresh data directory asks for; one with an identity must match it. */
+  readonly nodeId?: string;
+  /** Address ICE binds its candidates to. Default 127.0.0.1 (loopback only). */
+  readonly iceBindAddress?: string;
+  readonly http?: HttpMount;
+  readonly settings?: Partial<MeshNodeSettings>;
+  /** One line per notable event. Default: stdout. */
+  readonly log?: (line: string) => void;
+}
+
+interface Identity {
+  readonly clusterId: string;
+  readonly nodeId: string;
+  readonly memberSecret: string;
+}
+
+const IDENTITY_FILE = 'identity.json';
+const STORE_DIR = 'store';
+const LOCK_DIR = 'lock';
+/** An identity file is a few hundred bytes; anything far larger is not one. */
+const MAX_IDENTITY_FILE_BYTES = 4096;
+/** How long a graceful leave may take to hand every replica off. */
+export const LEAVE_DEADLINE_MS = 60_000;
+
+/** The node's randomness: election timeouts, incarnations, stream ids. */
+const cryptoRandom = { nextInt: (n: number): number => randomInt(n) };
+
+export class NodePeer {
+  private readonly offs: (() => void)[] = [];
+  private stopping: Promise<void> | null = null;
+
+  private constructor(
+    readonly node: MeshNode,
+    private readonly client: SignalingClient,
+    private readonly mesh: WebRtcMesh,
+    private readonly storage: NodeStorage,
+    private readonly unlock: () => Promise<void>,
+    private readonly tickTimer: ReturnType<typeof setInterval>,
+    private readonly log: (line: string) => void,
+    /** The HTTP API's address, if one is mounted. */
+    readonly httpUrl: string | null,
+    private readonly closeHttp: () => Promise<void>,
+  ) {}
+
+  get nodeId(): string {
+    return this.node.nodeId;
+  }
+
+  static async start(options: PeerOptions): Promise<NodePeer> {
+    const log = options.log ?? ((line: string) => process.stdout.write(`${line}\n`));
+    const dataDir = options.dataDir;
+    const clusterId = options.clusterId ?? DEFAULT_CLUSTER_ID;
+    const unlock = await lockDataDir(dataDir);
+    try {
+      const identity = await readIdentity(dataDir);
+      if (identity !== null && identity.clusterId !== clusterId) {
+        throw new PeerStartError(
+          `${dataDir} belongs to cluster '${identity.clusterId}', not '${clusterId}'`,
+        );
+      }
+      if (identity !== null && options.nodeId !== undefined && identity.nodeId !== options.nodeId) {
+        throw new PeerStartError(
+          `${dataDir} holds node ${identity.nodeId}; --id ${options.nodeId} needs another data directory`,
+        );
+      }
+      if (identity === null && (await exists(join(dataDir, STORE_DIR)))) {
+        await setStoreAside(dataDir, log, 'it has no identity file');
+      }
+      try {
+        return await NodePeer.startOn(options, clusterId, identity, unlock, log);
+      } catch (error) {
+        if (!(error instanceof StorageError && error.code === 'corrupt')) throw error;
+        // The storage that made this id's promises is gone: a new member (README rule).
+        await setStoreAside(dataDir, log, error.message);
+        await rm(join(dataDir, IDENTITY_FILE), { force: true });
+        return await NodePeer.startOn(options, clusterId, null, unlock, log);
+      }
+    } catch (error) {
+      await unlock();
+      throw error;
+    }
+  }
+
+  /** Joins and starts on the locked `dataDir`; closes what it opened if that fails. */
+  private static async startOn(
+    options: PeerOptions,
+    clusterId: string,
+    identity: Identity | null,
+    unlock: () => Promise<void>,
+    log: (line: string) => void,
+  ): Promise<NodePeer> {
+    const dataDir = options.dataDir;
+    const cleanups: (() => Promise<void>)[] = [];
+    try {
+      const storage = await openDiskStorage(join(dataDir, STORE_DIR));
+      cleanups.unshift(() => storage.close());
+      const client = await joinRegistry(options, clusterId, identity, dataDir);
+      cleanups.unshift(() => client.close());
+      const newIdentity = identity === null;
+      if (newIdentity) {
+        await writeIdentity(dataDir, {
+          clusterId,
+          nodeId: client.nodeId,
+          memberSecret: client.memberSecret,
+        });
+      }
+      const mesh = createNodeWebRtcMesh({
+        localId: client.nodeId,
+        signal: new SignalingChannel(client),
+        rtcConfig: {
+          iceServers: [],
+          // node-datachannel's RTCPeerConnection passes this on to libdatachannel: ICE
+          // gathers candidates on this address only.
+          bindAddress: options.iceBindAddress ?? '127.0.0.1',
+        } as RTCConfiguration,
+      });
+      cleanups.unshift(() => mesh.close());
+      const node = await MeshNode.start({
+        nodeId: client.nodeId,
+        storage,
+        transport: mesh,
+        registry: client.registry,
+        newIdentity,
+        random: cryptoRandom,
+        nowMs: Date.now(),
+        settings: options.settings,
+      });
+      cleanups.unshift(() => node.close());
+      log(
+        `joined as ${client.nodeId} (${newIdentity ? 'new member' : 'rejoined'}), registry epoch ${client.registry.epoch}`,
+      );
+      const http = options.http === undefined ? null : await options.http(node);
+      if (http !== null) log(`HTTP API on ${http.url}`);
+      const tickMs = options.settings?.tickMs ?? meshNodeDefaults.tickMs;
+      const tickTimer = setInterval(() => node.tick(Date.now()), tickMs);
+      const peer = new NodePeer(
+        node,
+        client,
+        mesh,
+        storage,
+        unlock,
+        tickTimer,
+        log,
+        http?.url ?? null,
+        http === null ? async () => {} : () => http.close(),
+      );
+      peer.watch();
+      return peer;
+    } catch (error) {
+      for (const cleanup of cleanups) await cleanup().catch(() => {});
+      throw error;
+    }
+  }
+
+  /** Logs the notable events: registry changes, peers, leaders, hosted partitions, moves. */
+  private watch(): void {
+    const log = this.log;
+    this.offs.push(
+      this.client.on('registry', (registry: RegistrySnapshot) => {
+        this.node.updateRegistry(registry);
+        const members = registry.members.map((m) => `${m.nodeId}:${m.state}`).join(' ');
+        log(`registry epoch ${registry.epoch}: ${members}`);
+      }),
+      this.client.on('error', (error) => log(`signaling: ${error.code}: ${error.message}`)),
+      this.client.on('state', (state) => log(`signaling ${state}`)),
+      this.mesh.on('peerUp', (peer) => log(`peer up ${peer}`)),
+      this.mesh.on('peerDown', (peer, reason) => log(`peer down ${peer} (${reason})`)),
+    );
+    const leaders = new Map<number, string | null>();
+    let hosted = -1;
+    let moves = 0;
+    const onStatus = (status: NodeStatus): void => {
+      for (const group of status.groups) {
+        if (leaders.get(group.partition) === group.leader) continue;
+        leaders.set(group.partition, group.leader);
+        if (group.leader !== null) {
+          log(`leader of partition ${group.partition}: ${group.leader} (term ${group.term})`);
+        }
+      }
+      if (status.groups.length !== hosted) {
+        hosted = status.groups.length;
+        log(`hosts ${hosted} partitions`);
+        const present = new Set(status.groups.map((g) => g.partition));
+        for (const partition of leaders.keys()) {
+          if (!present.has(partition)) leaders.delete(partition);
+        }
+      }
+      if (status.movesInProgress !== moves) {
+        moves = status.movesInProgress;
+        log(`moves in progress: ${moves}`);
+      }
+    };
+    onStatus(this.node.status());
+    this.offs.push(this.node.subscribe(onStatus));
+  }
+
+  /**
+   * Stops the peer (see the file comment); idempotent. With `leave`, a failed hand-off is
+   * logged and the peer still closes (the registry already says it left: its replicas
+   * are re-placed from the survivors).
+   */
+  stop(options: { leave?: boolean } = {}): Promise<void> {
+    this.stopping ??= this.close(options.leave === true);
+    return this.stopping;
+  }
+
+  private async close(leave: boolean): Promise<void> {
+    if (leave) {
+      this.log(`leaving: handing ${this.node.status().groups.length} replicas off`);
+      await this.client.leave();
+      await this.node.leave({ deadlineMs: LEAVE_DEADLINE_MS }).then(
+        () => this.log('left: no replica here'),
+        (error: unknown) => this.log(`leave incomplete: ${String(error)}`),
+      );
+    }
+    for (const off of this.offs.splice(0)) off();
+    clearInterval(this.tickTimer);
+    await this.closeHttp();
+    await this.node.close();
+    await this.mesh.close();
+    await this.client.close();
+    await this.storage.close();
+    await this.unlock();
+    this.log('stopped');
+  }
+}
+
+async function joinRegistry(
+  options: PeerOptions,
+  clusterId: string,
+  identity: Identity | null,
+  dataDir: string,
+): Promise<SignalingClient> {
+  try {
+    return await SignalingClient.connect({
+      url: options.signalingUrl,
+      token: options.token,
+      clusterId,
+      kind: 'node',
+      ...(identity === null
+        ? options.nodeId === undefined
+          ? {}
+          : { nodeId: options.nodeId }
+        : { nodeId: identity.nodeId, memberSecret: identity.memberSecret }),
+    });
+  } catch (error) {
+    if (error instanceof SignalingError && error.code === 'wrong_secret') {
+      throw new PeerStartError(
+        identity === null
+          ? `the registry refused node id ${options.nodeId}: it belongs to another member's storage; choose another --id or none`
+          : `the registry does not accept ${dataDir}'s identity (${identity.nodeId}): ${error.message}. This storage may not vote under another id; if its data is not needed, delete ${dataDir} to join as a new member`,
+      );
+    }
+    throw error;
+  }
+}
+
+/**
+ * One process per data directory. The lock is LevelDB's own (an fcntl lock on DIR/lock/
+ * LOCK, held while the database is open and released by the kernel when the process dies,
+ * SIGKILL included; never fooled by pid reuse). signaling/src/data-dir-lock.ts needs a
+ * listening Unix socket because the signaling server has no LevelDB; a Node peer already
+ * depends on it, and this takes no code of its own.
+ */
+async function lockDataDir(dataDir: string): Promise<() => Promise<void>> {
+  await mkdir(dataDir, { recursive: true });
+  try {
+    const engine = await openLevelEngine(join(dataDir, LOCK_DIR));
+    return () => engine.close();
+  } catch (error) {
+    if (error instanceof StorageError && error.code === 'locked') {
+      throw new PeerStartError(
+        `data directory ${dataDir} is in use by another live process (its lock ${join(dataDir, LOCK_DIR)} is held); one node per data directory`,
+      );
+    }
+    throw error;
+  }
+}
+
+async function setStoreAside(
+  dataDir: string,
+  log: (line: string) => void,
+  reason: string,
+): Promise<void> {
+  const aside = join(dataDir, `${STORE_DIR}.set-aside-${Date.now()}`);
+  await rename(join(dataDir, STORE_DIR), aside);
+  log(`storage set aside to ${aside} (${reason}): joining as a new member`);
+}
+
+async function exists(path: string): Promise<boolean> {
+  return stat(path).then(
+    () => true,
+    (error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOENT') return false;
+      throw error;
+    },
+  );
+}
+
+/** The identity file, or null if there is none; a malformed one is refused. */
+async function readIdentity(dataDir: string): Promise<Identity | null> {
+  const path = join(dataDir, IDENTITY_FILE);
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw error;
+  }
+  const parsed: unknown = text.length <= MAX_IDENTITY_FILE_BYTES ? safeParse(text) : undefined;
+  const record = parsed as Partial<Record<keyof Identity, unknown>> | undefined;
+  if (
+    typeof record !== 'object' ||
+    record === null ||
+    typeof record.clusterId !== 'string' ||
+    typeof record.nodeId !== 'string' ||
+    typeof record.memberSecret !== 'string'
+  ) {
+    // Written atomically, so it is never torn by a crash: damage is not ours to repair.
+    throw new PeerStartError(`${path} is not an identity file (clusterId, nodeId, memberSecret)`);
+  }
+  return { clusterId: record.clusterId, nodeId: record.nodeId, memberSecret: record.memberSecret };
+}
+
+function safeParse(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Writes the identity durably and atomically: tmp file, fsync, rename, fsync the dir. */
+async function writeIdentity(dataDir: string, identity: Identity): Promise<void> {
+  const path = join(dataDir, IDENTITY_FILE);
+  const tmp = `${path}.tmp`;
+  const file = await open(tmp, 'w', 0o600);
+  try {
+    await file.writeFile(`${JSON.stringify(identity)}\n`);
+    await file.sync();
+  } finally {
+    await file.close();
+  }
+  await rename(tmp, path);
+  const dir = await open(dataDir, 'r');
+  try {
+    await dir.sync();
+  } finally {
+    await dir.close();
+  }
+}

@@ -1,0 +1,164 @@
+// `meshkv node` as a real process (cli.node.ts → peer.node.ts) against the real signaling
+// server (its CLI), on a temporary data directory: it joins, leads every partition, refuses
+// a second process on its directory, stops cleanly on SIGTERM, and a restart rejoins under
+// its id with its Raft state. Starts a WebRTC mesh: runs inside the private network
+// namespace (`pnpm test` or scripts/netns-run.sh). Every process is stopped by pid.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { waitFor } from '@meshkv/transport/test-support';
+import { expect } from 'chai';
+
+const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+const MESHKV_CLI = fileURLToPath(new URL('../src/cli.node.ts', import.meta.url));
+const SIGNALING_CLI = fileURLToPath(new URL('../../../signaling/src/cli.ts', import.meta.url));
+const PARTITIONS = 8;
+const TOKEN = 'peer-test-token';
+const DEADLINE_MS = 60_000;
+
+/** A child process whose output is kept, and its exit code once it exits. */
+class Proc {
+  stdout = '';
+  stderr = '';
+  exitCode: number | null | undefined = undefined;
+  readonly exited: Promise<number | null>;
+
+  constructor(readonly child: ChildProcess) {
+    child.stdout!.on('data', (chunk) => {
+      this.stdout += chunk;
+    });
+    child.stderr!.on('data', (chunk) => {
+      this.stderr += chunk;
+    });
+    this.exited = new Promise((resolve) =>
+      child.once('exit', (code) => {
+        this.exitCode = code;
+        resolve(code);
+      }),
+    );
+  }
+
+  static spawn(script: string, args: readonly string[]): Proc {
+    return new Proc(
+      spawn(process.execPath, ['--import', 'tsx', script, ...args], {
+        cwd: ROOT,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      }),
+    );
+  }
+
+  /** Sends `signal` by pid (if still running) and resolves with the exit code. */
+  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
+    if (this.exitCode === undefined) this.child.kill(signal);
+    return this.exited;
+  }
+
+  state(): object {
+    return { exitCode: this.exitCode, stdout: this.stdout.slice(-4000), stderr: this.stderr };
+  }
+}
+
+/** Leader of each partition (the last line logged for it), and its term. */
+function leaders(output: string): Map<number, { leader: string; term: number }> {
+  const found = new Map<number, { leader: string; term: number }>();
+  for (const m of output.matchAll(/^leader of partition (\d+): (\S+) \(term (\d+)\)$/gm)) {
+    found.set(Number(m[1]), { leader: m[2]!, term: Number(m[3]) });
+  }
+  return found;
+}
+
+function joinedAs(output: string): { id: string; how: string } | null {
+  const m = /^joined as (\S+) \((new member|rejoined)\)/m.exec(output);
+  return m === null ? null : { id: m[1]!, how: m[2]! };
+}
+
+describe('meshkv node: the Node peer process', function () {
+  this.timeout(5 * DEADLINE_MS);
+  let dir: string;
+  const running: Proc[] = [];
+
+  const startNode = (dataDir: string): Proc => {
+    const proc = Proc.spawn(MESHKV_CLI, [
+      'node',
+      '--signaling',
+      signalingUrl,
+      '--token',
+      TOKEN,
+      '--data',
+      dataDir,
+    ]);
+    running.push(proc);
+    return proc;
+  };
+  let signalingUrl: string;
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'meshkv-peer-'));
+    const signaling = Proc.spawn(SIGNALING_CLI, [
+      '--port',
+      '0',
+      '--data-dir',
+      join(dir, 'signaling'),
+      '--token',
+      TOKEN,
+      '--partitions',
+      String(PARTITIONS),
+    ]);
+    running.push(signaling);
+    await waitFor(
+      () => /listening on (\S+)/.test(signaling.stdout) || signaling.exitCode !== undefined,
+      'the signaling server to listen',
+      DEADLINE_MS,
+      () => signaling.state(),
+    );
+    signalingUrl = /listening on (\S+)/.exec(signaling.stdout)![1]!;
+  });
+
+  after(async () => {
+    for (const proc of running) await proc.stop('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('joins and leads every partition, holds its data dir, stops on SIGTERM and rejoins with its state', async () => {
+    const dataDir = join(dir, 'node-1');
+    const first = startNode(dataDir);
+    await waitFor(
+      () => leaders(first.stdout).size === PARTITIONS || first.exitCode !== undefined,
+      `the node to lead all ${PARTITIONS} partitions`,
+      DEADLINE_MS,
+      () => first.state(),
+    );
+    const joined = joinedAs(first.stdout);
+    expect(joined, first.stdout).to.not.equal(null);
+    expect(joined!.how).to.equal('new member');
+    const before = leaders(first.stdout);
+    for (const { leader } of before.values()) expect(leader).to.equal(joined!.id);
+
+    // A second process on the same directory is refused while the first lives.
+    const second = startNode(dataDir);
+    expect(await second.exited, JSON.stringify(second.state())).to.equal(1);
+    expect(second.stderr).to.match(/in use by another live process/);
+    expect(joinedAs(second.stdout)).to.equal(null);
+
+    expect(await first.stop('SIGTERM'), JSON.stringify(first.state())).to.equal(0);
+    expect(first.stdout).to.match(/^stopped$/m);
+
+    const restarted = startNode(dataDir);
+    await waitFor(
+      () => leaders(restarted.stdout).size === PARTITIONS || restarted.exitCode !== undefined,
+      `the restarted node to lead all ${PARTITIONS} partitions`,
+      DEADLINE_MS,
+      () => restarted.state(),
+    );
+    expect(joinedAs(restarted.stdout)).to.deep.equal({ id: joined!.id, how: 'rejoined' });
+    // Its Raft state came back from the store: every group campaigned from its stored term
+    // (a fresh store would start each partition again at the bootstrap's term).
+    for (const [partition, { leader, term }] of leaders(restarted.stdout)) {
+      expect(leader).to.equal(joined!.id);
+      expect(term, `partition ${partition}`).to.be.greaterThan(before.get(partition)!.term);
+    }
+    expect(await restarted.stop('SIGINT'), JSON.stringify(restarted.state())).to.equal(0);
+  });
+});
