@@ -1,0 +1,646 @@
+/**
+ * The HTTP API of a Node peer (README "HTTP API"): `GET/PUT/DELETE /kv/:key`, `GET /status`,
+ * `GET /metrics` (Prometheus text, prom-client), on node:http without a framework. The
+ * process shell (peer.node.ts) mounts it; the CLI and the cluster benchmark talk to it.
+ *
+ * Contract:
+ *
+ *   const api = createHttpApi({ node, token, requireTokenForLoopback?, limits?, onError? });
+ *   const address = await api.listen({ host: '127.0.0.1', port: 0 });
+ *   ...
+ *   await api.close();
+ *
+ * - `node` is anything with the MeshNode's KV methods and status (`KvNode`); the API never
+ *   ticks it, closes it or keeps a reference past `close()`. The shell closes the API
+ *   before the node, so no request reaches a closed node except those already in flight
+ *   (they get 503 CLOSED).
+ * - `api.server` is the node:http Server, configured with the limits below; `listen`
+ *   resolves with its address once it listens, or rejects with the listen error.
+ *   `close()` stops accepting, closes idle keep-alive connections, lets requests in flight
+ *   finish (each is bounded by its deadline) and resolves when the server is closed;
+ *   connections still open after `limits.closeGraceMs` are destroyed.
+ * - Auth: a request from a non-loopback address (or from any address with
+ *   `requireTokenForLoopback`) must carry `Authorization: Bearer <token>`, else 401 with
+ *   no data. The comparison is in constant time (SHA-256 digests of both, timingSafeEqual).
+ * - Every refusal is JSON `{code, message, details?}`; codes are the MeshKvError codes and
+ *   the API's own (`HttpCode`). Bad input never throws out of the handler: an unexpected
+ *   error answers 500 INTERNAL and is passed to `onError` (the shell logs it).
+ * - Bounds: bodies over limits.maxValueBytes are refused with 413 before they are read
+ *   whole (Content-Length first, then counting while streaming), headers over
+ *   `maxHeaderBytes` get node's 431, at most `maxConcurrentRequests` are served at once
+ *   (past it 503 OVERLOADED), `maxConnections` sockets, and slow clients are cut by
+ *   `headersTimeoutMs` / `requestTimeoutMs`. Keep-alive: a connection is only closed when a
+ *   refused request's body cannot be skipped cheaply (unknown or over-limit length).
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import {
+  createServer as createHttpServer,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+} from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { isIPv4 } from 'node:net';
+import { limits as storageLimits } from '@meshkv/storage';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { ErrorCode, isMeshKvError } from './errors.ts';
+import type { DeleteOptions, GetOptions, MeshNode, NodeStatus, PutOptions } from './mesh-node.ts';
+
+/** What the API needs of a node: MeshNode's KV methods and status. */
+export type KvNode = Pick<MeshNode, 'put' | 'get' | 'delete' | 'status'>;
+
+/** The API's own codes, beside the MeshKvError codes. */
+export const HttpCode = {
+  /** GET or DELETE of a key that holds no value (the library's null / false). */
+  KEY_NOT_FOUND: 'KEY_NOT_FOUND',
+  /** A path that is not a route. */
+  ROUTE_NOT_FOUND: 'ROUTE_NOT_FOUND',
+  /** A route called with a method it does not serve (the `Allow` header lists them). */
+  METHOD_NOT_ALLOWED: 'METHOD_NOT_ALLOWED',
+  /** A query parameter that is unknown, repeated, or holds a value it cannot take. */
+  QUERY_INVALID: 'QUERY_INVALID',
+  /** The request needs `Authorization: Bearer <cluster token>` and lacked a right one. */
+  UNAUTHORIZED: 'UNAUTHORIZED',
+  /** The request failed in a way the API did not expect (a bug: see the peer's log). */
+  INTERNAL: 'INTERNAL',
+} as const;
+export type HttpCode = (typeof HttpCode)[keyof typeof HttpCode];
+
+export interface HttpApiLimits {
+  /** Request header bytes (node's maxHeaderSize; past it node answers 431). */
+  readonly maxHeaderBytes: number;
+  /** Requests served at once; one more gets 503 OVERLOADED. */
+  readonly maxConcurrentRequests: number;
+  /** Open sockets; past it node drops new connections. */
+  readonly maxConnections: number;
+  /** A client must send its whole header within this (node answers 408). */
+  readonly headersTimeoutMs: number;
+  /** A client must send its whole request, body included, within this (node answers 408). */
+  readonly requestTimeoutMs: number;
+  /** An idle keep-alive connection is closed after this. */
+  readonly keepAliveTimeoutMs: number;
+  /** close() destroys the connections still open this long after it was called. */
+  readonly closeGraceMs: number;
+}
+
+export const httpApiDefaults: HttpApiLimits = Object.freeze({
+  maxHeaderBytes: 16 * 1024,
+  maxConcurrentRequests: 1024,
+  maxConnections: 4096,
+  headersTimeoutMs: 10_000,
+  requestTimeoutMs: 30_000,
+  keepAliveTimeoutMs: 5_000,
+  closeGraceMs: 65_000,
+});
+
+export interface HttpApiOptions {
+  readonly node: KvNode;
+  /** The cluster token: non-loopback requests must carry it as a Bearer token. */
+  readonly token: string;
+  /** Loopback requests need the token too (default false: local tools skip it). */
+  readonly requireTokenForLoopback?: boolean;
+  readonly limits?: Partial<HttpApiLimits>;
+  /** An unexpected error while serving (answered 500 INTERNAL). */
+  readonly onError?: (error: unknown) => void;
+}
+
+export interface HttpApi {
+  readonly server: Server;
+  /** The metrics registry /metrics serves (the shell may register its own metrics). */
+  readonly metrics: Registry;
+  listen(address: { host: string; port: number }): Promise<AddressInfo>;
+  close(): Promise<void>;
+}
+
+/** The largest token accepted in options (the header itself is bounded by maxHeaderBytes). */
+const MAX_TOKEN_BYTES = 4096;
+/** `?timeout=` digits: more would pass any deadline bound anyway. */
+const MAX_TIMEOUT_DIGITS = 9;
+const KV_PREFIX = '/kv/';
+const KV_METHODS = 'GET, PUT, DELETE';
+
+type Op = 'get' | 'put' | 'delete' | 'status' | 'metrics' | 'other';
+
+/** HTTP status of each MeshKvError code (README "HTTP API" says why ACK_INCOMPLETE is 500). */
+const statusOfCode: Readonly<Record<ErrorCode, number>> = {
+  [ErrorCode.KEY_INVALID]: 400,
+  [ErrorCode.VALUE_INVALID]: 400,
+  [ErrorCode.VALUE_TOO_LARGE]: 413,
+  [ErrorCode.UNAVAILABLE]: 503,
+  [ErrorCode.OVERLOADED]: 503,
+  [ErrorCode.CLOSED]: 503,
+  [ErrorCode.TIMEOUT]: 504,
+  [ErrorCode.OUTCOME_UNKNOWN]: 504,
+  [ErrorCode.ACK_INCOMPLETE]: 500,
+};
+
+/** 127.0.0.0/8 and ::1, also as IPv4-mapped IPv6 (a dual-stack listener's view). */
+export function isLoopbackAddress(address: string | undefined): boolean {
+  if (address === undefined) return false;
+  if (address === '::1') return true;
+  const v4 = address.startsWith('::ffff:') ? address.slice('::ffff:'.length) : address;
+  return v4.startsWith('127.') && isIPv4(v4);
+}
+
+class HttpMetrics {
+  readonly registry = new Registry();
+  readonly requests = new Counter({
+    name: 'meshkv_http_requests_total',
+    help: 'HTTP requests answered, by operation and outcome code (OK or the error code)',
+    labelNames: ['op', 'code'] as const,
+    registers: [this.registry],
+  });
+  readonly durationSeconds = new Histogram({
+    name: 'meshkv_http_request_duration_seconds',
+    help: 'Time from a request to its answer, by operation',
+    labelNames: ['op'] as const,
+    buckets: [
+      0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
+    ],
+    registers: [this.registry],
+  });
+  readonly inFlight = this.gauge('meshkv_http_requests_in_flight', 'HTTP requests being served');
+  private readonly groups = this.gauge('meshkv_groups_hosted', 'Raft groups (partitions) hosted');
+  private readonly leaders = this.gauge('meshkv_leaders_held', 'Groups this node leads');
+  private readonly term = this.gauge('meshkv_raft_term', 'Raft term per hosted partition', [
+    'partition',
+  ]);
+  private readonly applyLag = this.gauge(
+    'meshkv_raft_apply_lag_entries',
+    'Committed entries not yet applied, per hosted partition',
+    ['partition'],
+  );
+  private readonly followerLag = this.gauge(
+    'meshkv_raft_follower_lag_entries',
+    "Entries a follower is behind the leader's log, per partition this node leads",
+    ['partition', 'follower'],
+  );
+  private readonly moves = this.gauge(
+    'meshkv_moves_in_progress',
+    "Learners this node's led groups are catching up",
+  );
+  private readonly pending = this.gauge('meshkv_pending_requests', "The node's pending requests");
+  private readonly peers = this.gauge('meshkv_peers_connected', 'Peers whose link is up');
+  private readonly epoch = this.gauge('meshkv_registry_epoch', 'The registry epoch last seen');
+  private readonly batches = this.counter(
+    'meshkv_storage_batches_written_total',
+    'Storage batches written by the node loop',
+  );
+  private readonly frames = this.counter('meshkv_frames_sent_total', 'Wire frames sent to peers');
+  private readonly snapshots = this.counter(
+    'meshkv_snapshots_installed_total',
+    'Snapshots installed on this node',
+  );
+  /** The node's monotonic counts as last exported (the Counters advance by the difference). */
+  private readonly exported = { batches: 0, frames: 0, snapshots: 0 };
+
+  private gauge(name: string, help: string, labelNames: string[] = []): Gauge {
+    return new Gauge({ name, help, labelNames, registers: [this.registry] });
+  }
+
+  private counter(name: string, help: string): Counter {
+    return new Counter({ name, help, registers: [this.registry] });
+  }
+
+  /** Sets the node gauges from one status snapshot (taken once per scrape). */
+  observe(status: NodeStatus): void {
+    this.term.reset();
+    this.applyLag.reset();
+    this.followerLag.reset();
+    let leaders = 0;
+    for (const group of status.groups) {
+      const partition = String(group.partition);
+      this.term.set({ partition }, group.term);
+      this.applyLag.set({ partition }, group.commit - group.applied);
+      if (group.role !== 'leader') continue;
+      leaders++;
+      for (const follower of group.followers) {
+        this.followerLag.set({ partition, follower: follower.id }, follower.lag);
+      }
+    }
+    this.groups.set(status.groups.length);
+    this.leaders.set(leaders);
+    this.moves.set(status.movesInProgress);
+    this.pending.set(status.pendingRequests);
+    this.peers.set(status.peers.length);
+    this.epoch.set(status.epoch);
+    const e = this.exported;
+    if (status.batchesWritten >= e.batches) this.batches.inc(status.batchesWritten - e.batches);
+    if (status.framesSent >= e.frames) this.frames.inc(status.framesSent - e.frames);
+    if (status.snapshotsInstalled >= e.snapshots) {
+      this.snapshots.inc(status.snapshotsInstalled - e.snapshots);
+    }
+    e.batches = status.batchesWritten;
+    e.frames = status.framesSent;
+    e.snapshots = status.snapshotsInstalled;
+  }
+}
+
+/** One request's bookkeeping: what /metrics counts once it is answered. */
+interface Exchange {
+  readonly req: IncomingMessage;
+  readonly res: ServerResponse;
+  readonly startedNs: bigint;
+  op: Op;
+  answered: boolean;
+}
+
+class HttpApiServer implements HttpApi {
+  readonly server: Server;
+  readonly metrics: Registry;
+  private readonly node: KvNode;
+  private readonly tokenDigest: Buffer;
+  private readonly requireTokenForLoopback: boolean;
+  private readonly limits: HttpApiLimits;
+  private readonly onError: (error: unknown) => void;
+  private readonly httpMetrics = new HttpMetrics();
+  private inFlight = 0;
+  private closing: Promise<void> | null = null;
+
+  constructor(options: HttpApiOptions) {
+    const token: unknown = options.token;
+    if (
+      typeof token !== 'string' ||
+      token.length === 0 ||
+      Buffer.byteLength(token) > MAX_TOKEN_BYTES
+    ) {
+      throw new RangeError(
+        `the token must be a non-empty string of at most ${MAX_TOKEN_BYTES} bytes`,
+      );
+    }
+    const limits: HttpApiLimits = Object.assign({}, httpApiDefaults, options.limits);
+    for (const [name, value] of Object.entries(limits)) {
+      if (!Number.isSafeInteger(value) || value < 1) {
+        throw new RangeError(`limits.${name} must be a positive integer, got ${String(value)}`);
+      }
+    }
+    this.node = options.node;
+    this.tokenDigest = sha256(options.token);
+    this.requireTokenForLoopback = options.requireTokenForLoopback ?? false;
+    this.limits = limits;
+    this.onError = options.onError ?? (() => {});
+    this.metrics = this.httpMetrics.registry;
+    this.server = createHttpServer(
+      { maxHeaderSize: limits.maxHeaderBytes, requestTimeout: limits.requestTimeoutMs },
+      (req, res) => this.serve(req, res),
+    );
+    this.server.headersTimeout = limits.headersTimeoutMs;
+    this.server.keepAliveTimeout = limits.keepAliveTimeoutMs;
+    this.server.maxConnections = limits.maxConnections;
+    // `Expect: 100-continue`: refuse an oversized body before the client sends it.
+    this.server.on('checkContinue', (req, res) => {
+      if (declaredLength(req) > storageLimits.maxValueBytes) this.serve(req, res);
+      else {
+        res.writeContinue();
+        this.serve(req, res);
+      }
+    });
+  }
+
+  listen(address: { host: string; port: number }): Promise<AddressInfo> {
+    return new Promise((resolve, reject) => {
+      const onError = (error: Error) => reject(error);
+      this.server.once('error', onError);
+      this.server.listen(address.port, address.host, () => {
+        this.server.off('error', onError);
+        resolve(this.server.address() as AddressInfo);
+      });
+    });
+  }
+
+  close(): Promise<void> {
+    this.closing ??= new Promise<void>((resolve) => {
+      if (!this.server.listening) return resolve();
+      const grace = setTimeout(() => this.server.closeAllConnections(), this.limits.closeGraceMs);
+      grace.unref();
+      this.server.close(() => {
+        clearTimeout(grace);
+        resolve();
+      });
+      this.server.closeIdleConnections();
+    });
+    return this.closing;
+  }
+
+  // ---- Serving ----------------------------------------------------------------------------
+
+  private serve(req: IncomingMessage, res: ServerResponse): void {
+    const exchange: Exchange = {
+      req,
+      res,
+      startedNs: process.hrtime.bigint(),
+      op: 'other',
+      answered: false,
+    };
+    this.inFlight++;
+    this.httpMetrics.inFlight.set(this.inFlight);
+    res.once('close', () => {
+      this.inFlight--;
+      this.httpMetrics.inFlight.set(this.inFlight);
+    });
+    try {
+      this.route(exchange).catch((error: unknown) => this.fail(exchange, error));
+    } catch (error) {
+      this.fail(exchange, error);
+    }
+  }
+
+  private async route(x: Exchange): Promise<void> {
+    if (this.inFlight > this.limits.maxConcurrentRequests) {
+      const message = `the node is overloaded: maxConcurrentRequests (${this.limits.maxConcurrentRequests}) HTTP requests are being served; nothing was done, retry later`;
+      return this.error(x, 503, ErrorCode.OVERLOADED, message, {
+        bound: 'maxConcurrentRequests',
+        limit: this.limits.maxConcurrentRequests,
+        mayHaveApplied: false,
+      });
+    }
+    if (!this.authorized(x.req)) {
+      x.res.setHeader('WWW-Authenticate', 'Bearer');
+      return this.error(
+        x,
+        401,
+        HttpCode.UNAUTHORIZED,
+        'this request needs the header "Authorization: Bearer <cluster token>" with the right token',
+      );
+    }
+    const url = x.req.url ?? '';
+    const queryAt = url.indexOf('?');
+    const path = queryAt < 0 ? url : url.slice(0, queryAt);
+    const query = queryAt < 0 ? '' : url.slice(queryAt + 1);
+    const method = x.req.method ?? '';
+    if (path.startsWith(KV_PREFIX)) {
+      x.op =
+        method === 'GET'
+          ? 'get'
+          : method === 'PUT'
+            ? 'put'
+            : method === 'DELETE'
+              ? 'delete'
+              : 'other';
+      if (x.op === 'other') return this.methodNotAllowed(x, KV_METHODS);
+      return this.kv(x, path.slice(KV_PREFIX.length), query);
+    }
+    if (path === '/status' || path === '/metrics') {
+      x.op = path === '/status' ? 'status' : 'metrics';
+      if (method !== 'GET') return this.methodNotAllowed(x, 'GET');
+      if (query !== '')
+        return this.error(x, 400, HttpCode.QUERY_INVALID, `${path} takes no query parameters`);
+      if (x.op === 'status')
+        return this.send(x, 200, 'application/json', JSON.stringify(this.node.status()));
+      this.httpMetrics.observe(this.node.status());
+      const text = await this.metrics.metrics();
+      return this.send(x, 200, this.metrics.contentType, text);
+    }
+    return this.error(
+      x,
+      404,
+      HttpCode.ROUTE_NOT_FOUND,
+      `no route ${JSON.stringify(path.slice(0, 200))}: the routes are /kv/:key (GET, PUT, DELETE), /status and /metrics (GET)`,
+    );
+  }
+
+  private async kv(x: Exchange, encodedKey: string, query: string): Promise<void> {
+    if (encodedKey.includes('/')) {
+      return this.error(
+        x,
+        400,
+        ErrorCode.KEY_INVALID,
+        'the key is one path segment: a "/" in a key is written %2F',
+        { reason: 'slash' },
+      );
+    }
+    let key: string;
+    try {
+      key = decodeURIComponent(encodedKey);
+    } catch {
+      return this.error(
+        x,
+        400,
+        ErrorCode.KEY_INVALID,
+        'the key is not a well-formed percent-encoding of UTF-8',
+        { reason: 'percent_encoding' },
+      );
+    }
+    const params = parseQuery(query, x.op);
+    if (typeof params === 'string') return this.error(x, 400, HttpCode.QUERY_INVALID, params);
+    if (x.op === 'get') {
+      const value = await this.node.get(key, params as GetOptions);
+      if (value === null)
+        return this.error(x, 404, HttpCode.KEY_NOT_FOUND, 'the key holds no value');
+      return this.send(x, 200, 'application/octet-stream', value);
+    }
+    if (x.op === 'delete') {
+      const removed = await this.node.delete(key, params as DeleteOptions);
+      if (!removed)
+        return this.error(
+          x,
+          404,
+          HttpCode.KEY_NOT_FOUND,
+          'the key held no value: nothing was deleted',
+        );
+      return this.send(x, 200, null, null);
+    }
+    const value = await this.readBody(x);
+    if (value === null) return;
+    await this.node.put(key, value, params as PutOptions);
+    return this.send(x, 200, null, null);
+  }
+
+  /** The whole body, or null once it answered 413 (or the client went away). */
+  private readBody(x: Exchange): Promise<Uint8Array | null> {
+    const maxBytes = storageLimits.maxValueBytes;
+    const declared = declaredLength(x.req);
+    if (declared > maxBytes) {
+      this.tooLarge(x, declared, true);
+      return Promise.resolve(null);
+    }
+    return new Promise((resolve) => {
+      const chunks: Buffer[] = [];
+      let sizeBytes = 0;
+      const onData = (chunk: Buffer) => {
+        sizeBytes += chunk.byteLength;
+        if (sizeBytes <= maxBytes) {
+          chunks.push(chunk);
+          return;
+        }
+        // Stop reading: no more data events, the connection closes after the answer.
+        x.req.off('data', onData);
+        x.req.pause();
+        chunks.length = 0;
+        this.tooLarge(x, sizeBytes, false);
+        resolve(null);
+      };
+      x.req.on('data', onData);
+      x.req.once('end', () => {
+        if (sizeBytes > maxBytes) return;
+        resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, sizeBytes));
+      });
+      // The client went away mid-body ('error': aborted, then 'close'): nothing to answer,
+      // and nothing for onError, which hears of the peer's failures, not the clients'.
+      x.req.once('error', () => resolve(null));
+      x.req.once('close', () => resolve(null));
+    });
+  }
+
+  /** 413: `sizeBytes` is the declared length, or what was read when the count passed the limit. */
+  private tooLarge(x: Exchange, sizeBytes: number, declared: boolean): void {
+    const maxBytes = storageLimits.maxValueBytes;
+    const size = declared
+      ? `declared as ${sizeBytes} bytes`
+      : `over ${maxBytes} bytes (reading stopped at ${sizeBytes})`;
+    this.error(
+      x,
+      413,
+      ErrorCode.VALUE_TOO_LARGE,
+      `the value is ${size}, the limit is ${maxBytes}`,
+      { sizeBytes, maxBytes },
+    );
+  }
+
+  private authorized(req: IncomingMessage): boolean {
+    if (!this.requireTokenForLoopback && isLoopbackAddress(req.socket.remoteAddress)) return true;
+    const header = req.headers.authorization;
+    if (
+      header === undefined ||
+      header.length < 7 ||
+      header.slice(0, 7).toLowerCase() !== 'bearer '
+    ) {
+      return false;
+    }
+    return timingSafeEqual(sha256(header.slice(7).trim()), this.tokenDigest);
+  }
+
+  private methodNotAllowed(x: Exchange, allow: string): void {
+    x.res.setHeader('Allow', allow);
+    this.error(
+      x,
+      405,
+      HttpCode.METHOD_NOT_ALLOWED,
+      `${String(x.req.method)} is not allowed here; allowed: ${allow}`,
+    );
+  }
+
+  private fail(x: Exchange, error: unknown): void {
+    if (isMeshKvError(error)) {
+      this.error(x, statusOfCode[error.code], error.code, error.message, error.details);
+      return;
+    }
+    this.onError(error);
+    this.error(
+      x,
+      500,
+      HttpCode.INTERNAL,
+      'the peer failed to serve this request (its log has the error)',
+    );
+  }
+
+  private error(
+    x: Exchange,
+    status: number,
+    code: ErrorCode | HttpCode,
+    message: string,
+    details?: object,
+  ): void {
+    const body = JSON.stringify(
+      details === undefined ? { code, message } : { code, message, details },
+    );
+    this.answer(x, status, code, 'application/json', body);
+  }
+
+  private send(
+    x: Exchange,
+    status: number,
+    contentType: string | null,
+    body: string | Uint8Array | null,
+  ): void {
+    this.answer(x, status, 'OK', contentType, body);
+  }
+
+  private answer(
+    x: Exchange,
+    status: number,
+    code: string,
+    contentType: string | null,
+    body: string | Uint8Array | null,
+  ): void {
+    if (x.answered || x.res.headersSent || x.res.destroyed) return;
+    x.answered = true;
+    const { req, res } = x;
+    // A refused request whose body is still coming: skip a short one (node reads and drops
+    // it, keeping the connection); close rather than read an unknown or oversized one.
+    if (
+      !req.complete &&
+      (req.headers['transfer-encoding'] !== undefined ||
+        declaredLength(req) > storageLimits.maxValueBytes ||
+        status === 413)
+    ) {
+      res.setHeader('Connection', 'close');
+    }
+    res.statusCode = status;
+    if (contentType !== null) res.setHeader('Content-Type', contentType);
+    if (status === 503 && code === ErrorCode.OVERLOADED) res.setHeader('Retry-After', '1');
+    res.setHeader(
+      'Content-Length',
+      body === null ? 0 : typeof body === 'string' ? Buffer.byteLength(body) : body.byteLength,
+    );
+    res.end(body ?? undefined);
+    this.httpMetrics.requests.inc({ op: x.op, code });
+    const seconds = Number(process.hrtime.bigint() - x.startedNs) / 1e9;
+    this.httpMetrics.durationSeconds.observe({ op: x.op }, seconds);
+  }
+}
+
+/** The request's Content-Length (0 if absent; Infinity if unparsable, which node refuses). */
+function declaredLength(req: IncomingMessage): number {
+  const header = req.headers['content-length'];
+  if (header === undefined) return 0;
+  return /^\d{1,15}$/.test(header) ? Number(header) : Number.POSITIVE_INFINITY;
+}
+
+function sha256(text: string): Buffer {
+  return createHash('sha256').update(text).digest();
+}
+
+/**
+ * The options of a KV request from its query, or a message saying what is wrong.
+ * `timeout` (ms) is range-checked by the node (1 … maxDeadlineMs: 400 VALUE_INVALID).
+ */
+function parseQuery(query: string, op: Op): PutOptions | GetOptions | DeleteOptions | string {
+  const options: {
+    consistency?: 'linearizable' | 'local';
+    ack?: 'majority' | 'all';
+    deadlineMs?: number;
+  } = {};
+  if (query === '') return options;
+  const seen = new Set<string>();
+  for (const [name, value] of new URLSearchParams(query)) {
+    if (seen.has(name)) return `the query parameter ${JSON.stringify(name)} is given twice`;
+    seen.add(name);
+    if (name === 'timeout') {
+      if (value.length > MAX_TIMEOUT_DIGITS || !/^\d+$/.test(value)) {
+        return `timeout must be a whole number of milliseconds, got ${JSON.stringify(value.slice(0, 32))}`;
+      }
+      options.deadlineMs = Number(value);
+    } else if (name === 'consistency' && op === 'get') {
+      if (value !== 'local' && value !== 'linearizable') {
+        return `consistency must be "local" or "linearizable", got ${JSON.stringify(value.slice(0, 32))}`;
+      }
+      options.consistency = value;
+    } else if (name === 'ack' && op === 'put') {
+      if (value !== 'all' && value !== 'majority') {
+        return `ack must be "all" or "majority", got ${JSON.stringify(value.slice(0, 32))}`;
+      }
+      options.ack = value;
+    } else {
+      const known =
+        op === 'get' ? 'consistency, timeout' : op === 'put' ? 'ack, timeout' : 'timeout';
+      return `unknown query parameter ${JSON.stringify(name.slice(0, 32))} for ${op.toUpperCase()} /kv/:key (known: ${known})`;
+    }
+  }
+  return options;
+}
+
+/** The HTTP API in front of `options.node` (see the contract at the top of this file). */
+export function createHttpApi(options: HttpApiOptions): HttpApi {
+  return new HttpApiServer(options);
+}
