@@ -1,7 +1,7 @@
 /**
  * `meshkv <command> …` (`pnpm meshkv …` from the workspace root). Commands:
- * - `meshkv node --signaling URL --token T --data DIR [--id ID] [--cluster-id C] [--leave]
- *   [--ice-bind ADDR]`: one Node peer (peer.node.ts) until SIGINT/SIGTERM.
+ * - `meshkv node --signaling URL --token T --data DIR [--id ID] [--http HOST:PORT]
+ *   [--cluster-id C] [--leave] [--ice-bind ADDR]`: one Node peer (peer.node.ts) until SIGINT/SIGTERM.
  * Exit codes: 0 after a clean stop, 2 for bad arguments, 1 when the peer cannot start or
  * stop (the message on stderr). A second SIGINT/SIGTERM exits at once with 1.
  */
@@ -24,6 +24,10 @@ SIGINT/SIGTERM stops it; its groups and data stay (it rejoins under the same id)
   --token TOKEN       cluster token (MESHKV_TOKEN)
   --data DIR          data directory: store, identity, lock (MESHKV_DATA_DIR)
   --id ID             node id a fresh DIR asks for (default: the registry issues one)
+  --http HOST:PORT    serve the HTTP API there (port 0: any free port; the address is
+                      logged). Beyond loopback it answers only requests carrying the
+                      cluster token (Authorization: Bearer), but it is reachable by
+                      anyone on that network: bind 127.0.0.1 unless you need otherwise.
   --cluster-id ID     cluster id (MESHKV_CLUSTER_ID; default meshkv)
   --leave             on SIGINT/SIGTERM leave the cluster gracefully first (hand every
                       replica off; the id is not used again)
@@ -61,6 +65,16 @@ async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<nu
   }
 }
 
+/** `HOST:PORT` (`[::1]:PORT` for IPv6) → its parts; a UsageError if it is not one. */
+function hostPort(text: string): { host: string; port: number } {
+  const match = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(text);
+  const port = Number(match?.[3]);
+  if (match === null || port > 65_535) {
+    throw new UsageError(`--http must be HOST:PORT (e.g. 127.0.0.1:7001), not '${text}'`);
+  }
+  return { host: (match[1] ?? match[2])!, port };
+}
+
 async function runNode(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
   const { values } = parseArgs({
     args: [...argv],
@@ -70,6 +84,7 @@ async function runNode(argv: readonly string[], env: NodeJS.ProcessEnv): Promise
       token: { type: 'string' },
       data: { type: 'string' },
       id: { type: 'string' },
+      http: { type: 'string' },
       'cluster-id': { type: 'string' },
       leave: { type: 'boolean' },
       'ice-bind': { type: 'string' },
@@ -95,6 +110,7 @@ async function runNode(argv: readonly string[], env: NodeJS.ProcessEnv): Promise
     nodeId: values.id,
     clusterId: values['cluster-id'] ?? env.MESHKV_CLUSTER_ID,
     iceBindAddress: values['ice-bind'],
+    http: values.http === undefined ? undefined : hostPort(values.http),
   });
   const signal = await new Promise<NodeJS.Signals>((resolve) => {
     process.once('SIGINT', () => resolve('SIGINT'));

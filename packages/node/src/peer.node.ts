@@ -20,6 +20,7 @@
  *   lost; deleting DIR (or starting with another) is the operator's decision.
  * - ICE is bound to `iceBindAddress` (default 127.0.0.1) with no STUN server: a local
  *   cluster keeps all its traffic on loopback unless the caller opts out.
+ * - `options.http`: the HTTP API (http.node.ts) serves the node once it runs.
  * - `stop({leave})`: with `leave`, the registry leave and `node.leave()` (every replica
  *   handed off) first; then the HTTP API, the node, the mesh, the signaling client, the
  *   storage and the lock are closed, in that order. Without `leave`, groups and data stay.
@@ -38,20 +39,13 @@ import {
   type WebRtcMesh,
 } from '@meshkv/transport';
 import { createNodeWebRtcMesh } from '@meshkv/transport/node';
+import { createHttpApi, type HttpApi } from './http.node.ts';
 import { MeshNode, type MeshNodeSettings, meshNodeDefaults, type NodeStatus } from './mesh-node.ts';
 
 /** A start refused for a reason the operator must act on (exit 1 with this message). */
 export class PeerStartError extends Error {
   override readonly name = 'PeerStartError';
 }
-
-/**
- * The HTTP API mounted on the started node (http.node.ts plugs in here): starts serving
- * `node`, resolves with its address and how to stop it.
- */
-export type HttpMount = (
-  node: MeshNode,
-) => Promise<{ readonly url: string; close(): Promise<void> }>;
 
 export interface PeerOptions {
   readonly signalingUrl: string;
@@ -63,7 +57,11 @@ export interface PeerOptions {
   readonly nodeId?: string;
   /** Address ICE binds its candidates to. Default 127.0.0.1 (loopback only). */
   readonly iceBindAddress?: string;
-  readonly http?: HttpMount;
+  /**
+   * Serve the HTTP API (http.node.ts) on this address once the node runs (port 0: any
+   * free port). Non-loopback clients must carry the cluster token.
+   */
+  readonly http?: { readonly host: string; readonly port: number };
   readonly settings?: Partial<MeshNodeSettings>;
   /** One line per notable event. Default: stdout. */
   readonly log?: (line: string) => void;
@@ -190,8 +188,8 @@ export class NodePeer {
       log(
         `joined as ${client.nodeId} (${newIdentity ? 'new member' : 'rejoined'}), registry epoch ${client.registry.epoch}`,
       );
-      const http = options.http === undefined ? null : await options.http(node);
-      if (http !== null) log(`HTTP API on ${http.url}`);
+      const http = options.http === undefined ? null : await serveHttp(node, options, log);
+      if (http !== null) cleanups.unshift(() => http.api.close());
       const tickMs = options.settings?.tickMs ?? meshNodeDefaults.tickMs;
       const tickTimer = setInterval(() => node.tick(Date.now()), tickMs);
       const peer = new NodePeer(
@@ -203,7 +201,7 @@ export class NodePeer {
         tickTimer,
         log,
         http?.url ?? null,
-        http === null ? async () => {} : () => http.close(),
+        http === null ? async () => {} : () => http.api.close(),
       );
       peer.watch();
       return peer;
@@ -284,6 +282,24 @@ export class NodePeer {
     await this.unlock();
     this.log('stopped');
   }
+}
+
+/** Starts the HTTP API on `options.http` in front of `node`. */
+async function serveHttp(
+  node: MeshNode,
+  options: PeerOptions,
+  log: (line: string) => void,
+): Promise<{ api: HttpApi; url: string }> {
+  const api = createHttpApi({
+    node,
+    token: options.token,
+    onError: (error) => log(`HTTP API error: ${String(error)}`),
+  });
+  const host = options.http!.host;
+  const address = await api.listen({ host, port: options.http!.port });
+  const url = `http://${host.includes(':') ? `[${host}]` : host}:${address.port}`;
+  log(`HTTP API on ${url}`);
+  return { api, url };
 }
 
 async function joinRegistry(

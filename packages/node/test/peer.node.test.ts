@@ -1,7 +1,7 @@
 // `meshkv node` as a real process (cli.node.ts → peer.node.ts) against the real signaling
 // server (its CLI), on a temporary data directory: it joins, leads every partition, refuses
-// a second process on its directory, stops cleanly on SIGTERM, and a restart rejoins under
-// its id with its Raft state. Starts a WebRTC mesh: runs inside the private network
+// a second process on its directory, serves its HTTP API, stops cleanly on SIGTERM, and a
+// restart rejoins under its id with its Raft state and data. Starts a WebRTC mesh: runs inside the private network
 // namespace (`pnpm test` or scripts/netns-run.sh). Every process is stopped by pid.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -69,6 +69,12 @@ function leaders(output: string): Map<number, { leader: string; term: number }> 
   return found;
 }
 
+function httpUrl(output: string): string {
+  const m = /^HTTP API on (\S+)$/m.exec(output);
+  if (m === null) throw new Error(`no HTTP API address in the output: ${output}`);
+  return m[1]!;
+}
+
 function joinedAs(output: string): { id: string; how: string } | null {
   const m = /^joined as (\S+) \((new member|rejoined)\)/m.exec(output);
   return m === null ? null : { id: m[1]!, how: m[2]! };
@@ -88,6 +94,8 @@ describe('meshkv node: the Node peer process', function () {
       TOKEN,
       '--data',
       dataDir,
+      '--http',
+      '127.0.0.1:0',
     ]);
     running.push(proc);
     return proc;
@@ -121,7 +129,7 @@ describe('meshkv node: the Node peer process', function () {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it('joins and leads every partition, holds its data dir, stops on SIGTERM and rejoins with its state', async () => {
+  it('joins and leads every partition, holds its data dir, stops on SIGTERM and rejoins with its state and data', async () => {
     const dataDir = join(dir, 'node-1');
     const first = startNode(dataDir);
     await waitFor(
@@ -135,6 +143,11 @@ describe('meshkv node: the Node peer process', function () {
     expect(joined!.how).to.equal('new member');
     const before = leaders(first.stdout);
     for (const { leader } of before.values()) expect(leader).to.equal(joined!.id);
+    const put = await fetch(`${httpUrl(first.stdout)}/kv/greeting`, {
+      method: 'PUT',
+      body: 'hello from before the restart',
+    });
+    expect(put.status, await put.clone().text()).to.equal(200);
 
     // A second process on the same directory is refused while the first lives.
     const second = startNode(dataDir);
@@ -159,6 +172,9 @@ describe('meshkv node: the Node peer process', function () {
       expect(leader).to.equal(joined!.id);
       expect(term, `partition ${partition}`).to.be.greaterThan(before.get(partition)!.term);
     }
+    const get = await fetch(`${httpUrl(restarted.stdout)}/kv/greeting`);
+    expect(get.status).to.equal(200);
+    expect(await get.text()).to.equal('hello from before the restart');
     expect(await restarted.stop('SIGINT'), JSON.stringify(restarted.state())).to.equal(0);
   });
 });
