@@ -39,8 +39,7 @@ import {
   type Server,
   type ServerResponse,
 } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { isIPv4 } from 'node:net';
+import { type AddressInfo, isIPv4, type Socket } from 'node:net';
 import { limits as storageLimits } from '@meshkv/storage';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { ErrorCode, isMeshKvError } from './errors.ts';
@@ -236,13 +235,33 @@ class HttpMetrics {
   }
 }
 
-/** One request's bookkeeping: what /metrics counts once it is answered. */
+/** One request's bookkeeping: its connection's queue, what /metrics counts once answered. */
 interface Exchange {
   readonly req: IncomingMessage;
   readonly res: ServerResponse;
   readonly startedNs: bigint;
+  /** GET: may run beside other safe requests of its connection. */
+  readonly safe: boolean;
+  readonly connection: ConnectionRequests;
   op: Op;
+  state: 'waiting' | 'running' | 'done';
   answered: boolean;
+  /** No longer counted in flight (its response closed, or its connection did first). */
+  gone: boolean;
+}
+
+/**
+ * The requests of one connection (RFC 9112 §9.3.2: pipelined requests may be processed in
+ * parallel only if they are all safe; answers go out in request order, which node:http
+ * does). A request starts when nothing runs on its connection, or when it is safe, only
+ * safe ones run and none waits before it; else it waits for those before it, so a GET
+ * pipelined behind a PUT of its key reads that PUT.
+ */
+interface ConnectionRequests {
+  readonly socket: Socket;
+  running: number;
+  runningUnsafe: number;
+  readonly waiting: Exchange[];
 }
 
 class HttpApiServer implements HttpApi {
@@ -255,6 +274,7 @@ class HttpApiServer implements HttpApi {
   private readonly onError: (error: unknown) => void;
   private readonly httpMetrics = new HttpMetrics();
   private inFlight = 0;
+  private readonly connections = new WeakMap<Socket, ConnectionRequests>();
   private closing: Promise<void> | null = null;
 
   constructor(options: HttpApiOptions) {
@@ -325,35 +345,90 @@ class HttpApiServer implements HttpApi {
   // ---- Serving ----------------------------------------------------------------------------
 
   private serve(req: IncomingMessage, res: ServerResponse): void {
-    const exchange: Exchange = {
+    let connection = this.connections.get(req.socket);
+    if (connection === undefined) {
+      connection = { socket: req.socket, running: 0, runningUnsafe: 0, waiting: [] };
+      this.connections.set(req.socket, connection);
+    }
+    const x: Exchange = {
       req,
       res,
       startedNs: process.hrtime.bigint(),
+      safe: req.method === 'GET',
+      connection,
       op: 'other',
+      state: 'waiting',
       answered: false,
+      gone: false,
     };
     this.inFlight++;
     this.httpMetrics.inFlight.set(this.inFlight);
-    res.once('close', () => {
-      this.inFlight--;
-      this.httpMetrics.inFlight.set(this.inFlight);
-    });
-    try {
-      this.route(exchange).catch((error: unknown) => this.fail(exchange, error));
-    } catch (error) {
-      this.fail(exchange, error);
-    }
-  }
-
-  private async route(x: Exchange): Promise<void> {
+    res.once('close', () => this.gone(x));
     if (this.inFlight > this.limits.maxConcurrentRequests) {
       const message = `the node is overloaded: maxConcurrentRequests (${this.limits.maxConcurrentRequests}) HTTP requests are being served; nothing was done, retry later`;
-      return this.error(x, 503, ErrorCode.OVERLOADED, message, {
+      this.error(x, 503, ErrorCode.OVERLOADED, message, {
         bound: 'maxConcurrentRequests',
         limit: this.limits.maxConcurrentRequests,
         mayHaveApplied: false,
       });
+      return;
     }
+    const canStart =
+      connection.running === 0 ||
+      (x.safe && connection.runningUnsafe === 0 && connection.waiting.length === 0);
+    if (canStart) this.start(x);
+    else connection.waiting.push(x);
+  }
+
+  private start(x: Exchange): void {
+    x.state = 'running';
+    x.connection.running++;
+    if (!x.safe) x.connection.runningUnsafe++;
+    // route() is async: whatever it throws arrives here as a rejection.
+    this.route(x).catch((error: unknown) => this.fail(x, error));
+  }
+
+  private gone(x: Exchange): void {
+    if (x.gone) return;
+    x.gone = true;
+    this.inFlight--;
+    this.httpMetrics.inFlight.set(this.inFlight);
+    this.finished(x);
+  }
+
+  private dropWaiting(connection: ConnectionRequests): void {
+    for (const x of connection.waiting.splice(0)) this.gone(x);
+  }
+
+  /** `x` was answered or its client went away: the requests waiting behind it may start. */
+  private finished(x: Exchange): void {
+    const connection = x.connection;
+    if (x.state === 'waiting') {
+      const at = connection.waiting.indexOf(x);
+      if (at >= 0) connection.waiting.splice(at, 1);
+      x.state = 'done';
+      return;
+    }
+    if (x.state === 'done') return;
+    x.state = 'done';
+    connection.running--;
+    if (!x.safe) connection.runningUnsafe--;
+    // Responses of requests still waiting are not attached to the socket yet, so node never
+    // closes them: the end of the last running one (its close comes with the socket's) does.
+    if (connection.socket.destroyed) {
+      this.dropWaiting(connection);
+      return;
+    }
+    for (;;) {
+      const next = connection.waiting[0];
+      if (next === undefined) break;
+      if (connection.running > 0 && !(next.safe && connection.runningUnsafe === 0)) break;
+      connection.waiting.shift();
+      this.start(next);
+    }
+  }
+
+  private async route(x: Exchange): Promise<void> {
     if (!this.authorized(x.req)) {
       x.res.setHeader('WWW-Authenticate', 'Bearer');
       return this.error(
@@ -587,6 +662,7 @@ class HttpApiServer implements HttpApi {
     this.httpMetrics.requests.inc({ op: x.op, code });
     const seconds = Number(process.hrtime.bigint() - x.startedNs) / 1e9;
     this.httpMetrics.durationSeconds.observe({ op: x.op }, seconds);
+    this.finished(x);
   }
 }
 

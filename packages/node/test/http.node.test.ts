@@ -111,6 +111,26 @@ function rawExchange(
   });
 }
 
+/** Splits raw HTTP/1.1 answers (each with a Content-Length) into statuses and bodies. */
+function parseResponses(text: string): { status: number; body: string }[] {
+  const responses: { status: number; body: string }[] = [];
+  let at = 0;
+  while (at < text.length) {
+    const headEnd = text.indexOf('\r\n\r\n', at);
+    expect(headEnd, `a header from ${at}`).to.be.above(at);
+    const head = text.slice(at, headEnd);
+    const status = /^HTTP\/1\.1 (\d{3}) /.exec(head);
+    const length = /\r\ncontent-length: (\d+)/i.exec(head);
+    expect(status, head).not.to.equal(null);
+    expect(length, head).not.to.equal(null);
+    const bodyAt = headEnd + 4;
+    const bodyEnd = bodyAt + Number(length![1]);
+    responses.push({ status: Number(status![1]), body: text.slice(bodyAt, bodyEnd) });
+    at = bodyEnd;
+  }
+  return responses;
+}
+
 function stubStatus(): NodeStatus {
   return {
     nodeId: 'stub',
@@ -343,6 +363,38 @@ describe('HTTP API (http.node.ts)', function () {
       }
     });
 
+    it('pipelining: requests written back to back on one connection are answered in order', async () => {
+      expect((await call('PUT', '/kv/p1', { body: 'one' })).status).to.equal(200);
+      const pipelined = await driven(
+        rawExchange(port, [
+          'GET /kv/p1 HTTP/1.1\r\nHost: x\r\n\r\n' +
+            'PUT /kv/p2 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\ntwo' +
+            'GET /kv/p2 HTTP/1.1\r\nHost: x\r\n\r\n' +
+            'GET /kv/p3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+        ]),
+      );
+      expect(parseResponses(pipelined.text)).to.deep.equal([
+        { status: 200, body: 'one' },
+        { status: 200, body: '' },
+        { status: 200, body: 'two' },
+        { status: 404, body: '{"code":"KEY_NOT_FOUND","message":"the key holds no value"}' },
+      ]);
+    });
+
+    it('hundreds of concurrent connections are all served', async () => {
+      const connections = 300;
+      const puts = [];
+      for (let i = 0; i < connections; i++) {
+        puts.push(send(port, 'PUT', `/kv/c${i}`, { body: `v${i}` }));
+      }
+      const replies = await driven(Promise.all(puts));
+      expect(replies.map((r) => r.status)).to.deep.equal(Array(connections).fill(200));
+      const gets = [];
+      for (let i = 0; i < connections; i++) gets.push(send(port, 'GET', `/kv/c${i}`));
+      const values = (await driven(Promise.all(gets))).map((r) => r.body.toString());
+      expect(values).to.deep.equal(Array.from({ length: connections }, (_, i) => `v${i}`));
+    });
+
     it('GET /status is node.status() as JSON; GET /metrics is Prometheus text', async () => {
       const reply = await call('GET', '/status');
       expect(reply.status).to.equal(200);
@@ -483,6 +535,18 @@ describe('HTTP API (http.node.ts)', function () {
       status: stubStatus,
     };
 
+    const inFlight = async () =>
+      (await api.metrics.getSingleMetric('meshkv_http_requests_in_flight')!.get()).values[0]
+        ?.value ?? 0;
+    /** Waits (bounded, turning the event loop) until `condition` holds. */
+    async function waitFor(condition: () => Promise<boolean>, what: string): Promise<void> {
+      const wallDeadline = Date.now() + REQUEST_WALL_MS;
+      while (!(await condition())) {
+        if (Date.now() > wallDeadline) throw new Error(what);
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+    }
+
     before(async () => {
       api = createHttpApi({
         node: stub,
@@ -536,24 +600,30 @@ describe('HTTP API (http.node.ts)', function () {
     });
 
     it('a client leaving mid-body is no error: nothing is answered or reported', async () => {
-      const inFlight = async () =>
-        (await api.metrics.getSingleMetric('meshkv_http_requests_in_flight')!.get()).values[0]
-          ?.value ?? 0;
       unexpected.length = 0;
       const socket = connect(port, '127.0.0.1');
       socket.on('error', () => {});
       socket.write('PUT /kv/k HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789');
-      const wallDeadline = Date.now() + REQUEST_WALL_MS;
-      const waitFor = async (condition: () => Promise<boolean>, what: string) => {
-        while (!(await condition())) {
-          if (Date.now() > wallDeadline) throw new Error(what);
-          await new Promise((resolve) => setImmediate(resolve));
-        }
-      };
       await waitFor(async () => (await inFlight()) === 1, 'the request did not arrive');
       socket.destroy();
       await waitFor(async () => (await inFlight()) === 0, 'the request was not given up');
       expect(unexpected).to.deep.equal([]);
+      failWith = closed('was closed');
+      expect((await send(port, 'GET', '/kv/k')).status).to.equal(503);
+    });
+
+    it('a client leaving with pipelined requests queued behind a running one frees them all', async () => {
+      const socket = connect(port, '127.0.0.1');
+      socket.on('error', () => {});
+      // The DELETE is held by the stub; the GET waits behind it (it may not pass a write).
+      socket.write('DELETE /kv/a HTTP/1.1\r\nHost: x\r\n\r\nGET /kv/b HTTP/1.1\r\nHost: x\r\n\r\n');
+      await waitFor(
+        async () => held.length === 1 && (await inFlight()) === 2,
+        'the requests did not arrive',
+      );
+      socket.destroy();
+      await waitFor(async () => (await inFlight()) === 0, 'the requests were not given up');
+      for (const release of held.splice(0)) release();
       failWith = closed('was closed');
       expect((await send(port, 'GET', '/kv/k')).status).to.equal(503);
     });
