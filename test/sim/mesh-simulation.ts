@@ -296,10 +296,16 @@ class MeshSimulation {
         };
       this.trace(`FAILED ${failure.invariant}: ${failure.message}`);
     }
+    const stats = this.stats();
+    const closing = await this.shutDown();
+    if (failure === null && closing !== null) {
+      failure = { invariant: 'close', message: closing };
+      this.trace(`FAILED close: ${closing}`);
+    }
     const trace = this.options.fullTrace
       ? this.traceLines
       : this.traceLines.slice(-TRACE_TAIL_LINES);
-    return { seed: this.seed, failure, trace, stats: this.stats() };
+    return { seed: this.seed, failure, trace, stats };
   }
 
   // ---- Scenario ----
@@ -542,10 +548,8 @@ class MeshSimulation {
         if (sim.node !== null && sim.node.failure !== undefined && sim.node.failure !== null) {
           throw new SimFailure('node failure', `${sim.id} stopped: ${errorText(sim.node.failure)}`);
         }
-        if (sim.state === 'closing') {
-          sim.disk.syncAll();
-          busy = sim.id;
-        }
+        // A closing node's close() waits for its last batch: keep its disk going.
+        if (sim.state === 'closing') sim.disk.syncAll();
         if (sim.state !== 'running' || sim.slowUntilMs !== null) continue;
         sim.disk.syncAll();
         if (sim.starting || sim.node?.busy) busy = sim.id;
@@ -852,6 +856,9 @@ class MeshSimulation {
     this.snapshotsInstalledBefore += sim.node?.status().snapshotsInstalled ?? 0;
     sim.disk.crash();
     void sim.transport?.close();
+    // A dead process runs nothing more: the dropped object must not either (its calls
+    // fail with CLOSED, which nobody hears: their callers gave up below).
+    sim.node?.close().catch(() => undefined);
     sim.transport = null;
     sim.node = null;
     sim.storage = null;
@@ -1036,11 +1043,15 @@ class MeshSimulation {
       ) {
         return `partition ${p}: leader ${leader.node} has voters [${voters}], learners [${leader.learners}], outgoing [${leader.votersOutgoing}]; the placement of epoch ${this.registry.snapshot.epoch} (up: ${up}) is [${target}]`;
       }
+      // A new leader's commit may trail what its predecessor committed until an entry of
+      // its own term commits: only a commit at its last index covers everything.
+      if (leader.commit !== leader.lastIndex)
+        return `partition ${p}: leader ${leader.node} committed ${leader.commit} of ${leader.lastIndex}`;
       for (const id of target) {
         const replica = hosted.get(id)?.get(p);
         if (replica === undefined) return `partition ${p}: voter ${id} hosts no replica`;
-        if (replica.applied < leader.commit)
-          return `partition ${p}: ${id} applied ${replica.applied} of the leader's commit ${leader.commit}`;
+        if (replica.applied !== leader.commit)
+          return `partition ${p}: ${id} applied ${replica.applied}, the leader committed ${leader.commit}`;
       }
       for (const [id, groups] of hosted) {
         if (!target.includes(id) && groups.has(p))
@@ -1165,6 +1176,29 @@ class MeshSimulation {
         );
       }
     }
+  }
+
+  /**
+   * Closes every node still running (as a shell does on exit), so nothing of this seed
+   * runs on in the process. Returns why a close did not finish, or null.
+   */
+  private async shutDown(): Promise<string | null> {
+    let problem: string | null = null;
+    for (const sim of this.nodes.values()) {
+      const node = sim.node;
+      if (node === null) continue;
+      sim.node = null;
+      sim.state = 'closing';
+      try {
+        await this.settleCall(node.close(), `${sim.id} close()`);
+        await this.settleCall(sim.transport!.close(), `${sim.id} transport close()`);
+        await this.settleCall(sim.storage!.close(), `${sim.id} storage close()`);
+      } catch (e) {
+        problem ??= e instanceof SimFailure ? e.detail : errorText(e);
+      }
+      sim.state = 'gone';
+    }
+    return problem;
   }
 
   private stats(): MeshSimStats {
