@@ -28,9 +28,13 @@
  * - Bounds: bodies over limits.maxValueBytes are refused with 413 before they are read
  *   whole (Content-Length first, then counting while streaming), headers over
  *   `maxHeaderBytes` get node's 431, at most `maxConcurrentRequests` are served at once
- *   (past it 503 OVERLOADED), `maxConnections` sockets, and slow clients are cut by
+ *   (past it 503 OVERLOADED; so too past `maxPipelinedRequests` on one connection),
+ *   `maxConnections` sockets, and slow clients are cut by
  *   `headersTimeoutMs` / `requestTimeoutMs`. Keep-alive: a connection is only closed when a
  *   refused request's body cannot be skipped cheaply (unknown or over-limit length).
+ * - Pipelining: requests of one connection run one after another, except that GETs run
+ *   side by side (RFC 9112 §9.3.2), so a GET pipelined behind a PUT reads it; node:http
+ *   sends the answers in request order.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import {
@@ -70,6 +74,8 @@ export interface HttpApiLimits {
   readonly maxHeaderBytes: number;
   /** Requests served at once; one more gets 503 OVERLOADED. */
   readonly maxConcurrentRequests: number;
+  /** Requests of one connection running or waiting (pipelined); one more gets 503 OVERLOADED. */
+  readonly maxPipelinedRequests: number;
   /** Open sockets; past it node drops new connections. */
   readonly maxConnections: number;
   /** A client must send its whole header within this (node answers 408). */
@@ -85,6 +91,7 @@ export interface HttpApiLimits {
 export const httpApiDefaults: HttpApiLimits = Object.freeze({
   maxHeaderBytes: 16 * 1024,
   maxConcurrentRequests: 1024,
+  maxPipelinedRequests: 64,
   maxConnections: 4096,
   headersTimeoutMs: 10_000,
   requestTimeoutMs: 30_000,
@@ -365,19 +372,27 @@ class HttpApiServer implements HttpApi {
     this.httpMetrics.inFlight.set(this.inFlight);
     res.once('close', () => this.gone(x));
     if (this.inFlight > this.limits.maxConcurrentRequests) {
-      const message = `the node is overloaded: maxConcurrentRequests (${this.limits.maxConcurrentRequests}) HTTP requests are being served; nothing was done, retry later`;
-      this.error(x, 503, ErrorCode.OVERLOADED, message, {
-        bound: 'maxConcurrentRequests',
-        limit: this.limits.maxConcurrentRequests,
-        mayHaveApplied: false,
-      });
-      return;
-    }
-    const canStart =
+      this.overloaded(x, 'maxConcurrentRequests', 'HTTP requests are being served');
+    } else if (connection.running + connection.waiting.length >= this.limits.maxPipelinedRequests) {
+      this.overloaded(x, 'maxPipelinedRequests', 'requests of this connection are pending');
+    } else if (
       connection.running === 0 ||
-      (x.safe && connection.runningUnsafe === 0 && connection.waiting.length === 0);
-    if (canStart) this.start(x);
-    else connection.waiting.push(x);
+      (x.safe && connection.runningUnsafe === 0 && connection.waiting.length === 0)
+    ) {
+      this.start(x);
+    } else {
+      connection.waiting.push(x);
+    }
+  }
+
+  private overloaded(
+    x: Exchange,
+    bound: 'maxConcurrentRequests' | 'maxPipelinedRequests',
+    what: string,
+  ): void {
+    const limit = this.limits[bound];
+    const message = `the node is overloaded: ${bound} (${limit}) ${what}; nothing was done, retry later`;
+    this.error(x, 503, ErrorCode.OVERLOADED, message, { bound, limit, mayHaveApplied: false });
   }
 
   private start(x: Exchange): void {

@@ -551,7 +551,7 @@ describe('HTTP API (http.node.ts)', function () {
       api = createHttpApi({
         node: stub,
         token: TOKEN,
-        limits: { maxConcurrentRequests: 2 },
+        limits: { maxConcurrentRequests: 3, maxPipelinedRequests: 2 },
         onError: (error) => unexpected.push(error),
       });
       port = (await api.listen({ host: '127.0.0.1', port: 0 })).port;
@@ -628,23 +628,46 @@ describe('HTTP API (http.node.ts)', function () {
       expect((await send(port, 'GET', '/kv/k')).status).to.equal(503);
     });
 
+    it('past maxPipelinedRequests on one connection a request gets 503 OVERLOADED', async () => {
+      failWith = closed('was closed');
+      const exchange = rawExchange(port, [
+        'DELETE /kv/a HTTP/1.1\r\nHost: x\r\n\r\n' +
+          'GET /kv/b HTTP/1.1\r\nHost: x\r\n\r\n' +
+          'GET /kv/c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+      ]);
+      await waitFor(
+        async () => held.length === 1 && (await inFlight()) === 3,
+        'the requests did not arrive',
+      );
+      for (const release of held.splice(0)) release();
+      const replies = parseResponses((await exchange).text);
+      expect(replies.map((r) => r.status)).to.deep.equal([200, 503, 503]);
+      expect(JSON.parse(replies[1]!.body).code).to.equal('CLOSED');
+      expect(JSON.parse(replies[2]!.body)).to.deep.include({
+        code: 'OVERLOADED',
+        details: { bound: 'maxPipelinedRequests', limit: 2, mayHaveApplied: false },
+      });
+    });
+
     it('past maxConcurrentRequests a request gets 503 OVERLOADED; the held ones then complete', async () => {
       const first = send(port, 'DELETE', '/kv/a');
       const second = send(port, 'DELETE', '/kv/b');
+      const third = send(port, 'DELETE', '/kv/c');
       const wallDeadline = Date.now() + REQUEST_WALL_MS;
-      while (held.length < 2) {
-        if (Date.now() > wallDeadline) throw new Error('the two requests did not reach the node');
+      while (held.length < 3) {
+        if (Date.now() > wallDeadline) throw new Error('the three requests did not reach the node');
         await new Promise((resolve) => setImmediate(resolve));
       }
-      const third = await send(port, 'DELETE', '/kv/c');
-      expect(third.status).to.equal(503);
-      const error = json(third);
+      const fourth = await send(port, 'DELETE', '/kv/d');
+      expect(fourth.status).to.equal(503);
+      const error = json(fourth);
       expect(error.code).to.equal('OVERLOADED');
-      expect(error.details).to.include({ bound: 'maxConcurrentRequests', limit: 2 });
+      expect(error.details).to.include({ bound: 'maxConcurrentRequests', limit: 3 });
       for (const release of held) release();
       held = [];
       expect((await first).status).to.equal(200);
       expect((await second).status).to.equal(200);
+      expect((await third).status).to.equal(200);
       // Answered requests no longer count.
       failWith = closed('was closed');
       expect((await send(port, 'GET', '/kv/k')).status).to.equal(503);
