@@ -99,7 +99,7 @@ async function runNode(argv: readonly string[], env: NodeJS.ProcessEnv): Promise
     if (!value) throw new UsageError(`--${flag} is required (or ${variable})`);
     return value;
   };
-  const peer = await NodePeer.start({
+  const options = {
     signalingUrl: required(
       'signaling',
       values.signaling ?? env.MESHKV_SIGNALING_URL,
@@ -111,11 +111,15 @@ async function runNode(argv: readonly string[], env: NodeJS.ProcessEnv): Promise
     clusterId: values['cluster-id'] ?? env.MESHKV_CLUSTER_ID,
     iceBindAddress: values['ice-bind'],
     http: values.http === undefined ? undefined : hostPort(values.http),
-  });
-  const signal = await new Promise<NodeJS.Signals>((resolve) => {
+  };
+  // Listening before the start: a signal while it joins must stop the peer cleanly once it
+  // runs, not kill the process (Node's default) in the middle of writing its identity.
+  const stopSignal = new Promise<NodeJS.Signals>((resolve) => {
     process.once('SIGINT', () => resolve('SIGINT'));
     process.once('SIGTERM', () => resolve('SIGTERM'));
   });
+  const peer = await NodePeer.start(options);
+  const signal = await stopSignal;
   const again = () => process.exit(1);
   process.once('SIGINT', again);
   process.once('SIGTERM', again);

@@ -4,7 +4,7 @@
 // restart rejoins under its id with its Raft state and data. Starts a WebRTC mesh: runs inside the private network
 // namespace (`pnpm test` or scripts/netns-run.sh). Every process is stopped by pid.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -176,5 +176,48 @@ describe('meshkv node: the Node peer process', function () {
     expect(get.status).to.equal(200);
     expect(await get.text()).to.equal('hello from before the restart');
     expect(await restarted.stop('SIGINT'), JSON.stringify(restarted.state())).to.equal(0);
+  });
+
+  it('refuses an identity the registry does not accept, and sets a store without identity aside', async () => {
+    const dataDir = join(dir, 'node-2');
+    const first = startNode(dataDir);
+    await waitFor(
+      () => joinedAs(first.stdout) !== null || first.exitCode !== undefined,
+      'the node to join',
+      DEADLINE_MS,
+      () => first.state(),
+    );
+    const id = joinedAs(first.stdout)!.id;
+    expect(await first.stop('SIGTERM'), JSON.stringify(first.state())).to.equal(0);
+
+    // wrong_secret: the peer exits with a message and leaves its data alone.
+    const identityPath = join(dataDir, 'identity.json');
+    const identity = JSON.parse(readFileSync(identityPath, 'utf8'));
+    writeFileSync(identityPath, JSON.stringify({ ...identity, memberSecret: 'not-the-secret' }));
+    const refused = startNode(dataDir);
+    expect(await refused.exited, JSON.stringify(refused.state())).to.equal(1);
+    expect(refused.stderr).to.match(/does not accept .* identity/);
+    expect(readdirSync(dataDir).filter((name) => name.startsWith('store.set-aside'))).to.deep.equal(
+      [],
+    );
+
+    // A store whose identity is gone may not vote under any id: a new member, store set aside.
+    rmSync(identityPath);
+    const fresh = startNode(dataDir);
+    await waitFor(
+      () => joinedAs(fresh.stdout) !== null || fresh.exitCode !== undefined,
+      'the node to join again',
+      DEADLINE_MS,
+      () => fresh.state(),
+    );
+    const rejoined = joinedAs(fresh.stdout)!;
+    expect(rejoined.how).to.equal('new member');
+    expect(rejoined.id).to.not.equal(id);
+    expect(fresh.stdout).to.match(/storage set aside .* \(it has no identity file\)/);
+    expect(
+      readdirSync(dataDir).filter((name) => name.startsWith('store.set-aside')),
+    ).to.have.length(1);
+    expect(JSON.parse(readFileSync(identityPath, 'utf8')).nodeId).to.equal(rejoined.id);
+    expect(await fresh.stop('SIGTERM'), JSON.stringify(fresh.state())).to.equal(0);
   });
 });
