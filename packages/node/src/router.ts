@@ -254,7 +254,15 @@ export class Router {
         request.lastError = new MeshKvError(ErrorCode.UNAVAILABLE, message, {
           partition: request.partition,
         });
-        if (request.op === 'localGet') this.dispatch(request);
+        // A local read tries the next replica at once, but each only once per backoff
+        // round (one whose read fails every time, this node's own included, must not be
+        // asked again and again in the same turn).
+        if (
+          request.op === 'localGet' &&
+          request.localTried < this.localCandidates(request).length
+        ) {
+          this.dispatch(request);
+        }
       }
       return;
     }
@@ -307,14 +315,20 @@ export class Router {
 
   /** localGet: this node if it holds the partition's data, then the replicas in ring order. */
   private localTarget(request: OriginRequest): NodeId | null {
+    const candidates = this.localCandidates(request);
+    if (candidates.length === 0) return null;
+    return candidates[request.localTried++ % candidates.length]!;
+  }
+
+  /** The replicas a local read may ask, nearest first: this node, then the others up. */
+  private localCandidates(request: OriginRequest): NodeId[] {
     const candidates: NodeId[] = [];
     const own = this.host.replica(request.partition);
     if (own?.initialized) candidates.push(this.host.nodeId);
     for (const id of this.host.placementReplicas(request.partition)) {
       if (id !== this.host.nodeId && this.host.linkUp(id)) candidates.push(id);
     }
-    if (candidates.length === 0) return null;
-    return candidates[request.localTried++ % candidates.length]!;
+    return candidates;
   }
 
   /**
@@ -654,6 +668,7 @@ export class Router {
         this.finish(request);
         request.reject(this.deadlineError(request));
       } else if (now >= request.retryAtMs) {
+        request.localTried = 0; // A new backoff round: every replica may be asked again.
         this.dispatch(request);
       }
     }

@@ -382,6 +382,26 @@ describe('MeshNode scenarios', function () {
       await storage.close();
     });
 
+    it('a local read whose replica cannot read is retried once per backoff, not in a loop', () =>
+      withCluster({ partitions: 1 }, async (cluster) => {
+        const a = await cluster.start('a');
+        await cluster.settle(a.put('k', 'v'));
+        await cluster.run(200); // Its applied state written: reads go to the store now.
+        const storage = cluster.running.get('a')!.storage;
+        let reads = 0;
+        storage.get = () => {
+          reads++;
+          return Promise.reject(new Error('the store is gone'));
+        };
+        const read = a.get('k', { consistency: 'local', deadlineMs: 1_000 }).catch((e) => e);
+        // No tick: a retry without backoff would read again in every microtask turn.
+        for (let turn = 0; turn < 2_000; turn++) await undefined;
+        expect(reads).to.be.at.most(2);
+        const outcome = (await cluster.settle(read)) as MeshKvError;
+        expect(['UNAVAILABLE', 'TIMEOUT']).to.include(outcome.code);
+        expect(reads).to.be.below(30);
+      }));
+
     it('OVERLOADED past maxPendingRequests; CLOSED after close', () =>
       withCluster({ partitions: 1, settings: { maxPendingRequests: 2 } }, async (cluster) => {
         const a = await cluster.start('a');
