@@ -4,31 +4,19 @@
  * prints its invariant, the end of its trace and the command that replays it.
  * `pnpm sim --seed S [--messages]`: replays one seed, prints its whole event trace (with
  * every frame sent and delivered if `--messages`), then its JSON stats line.
- * `--raft`: the same for the one-group Raft simulation (simulation.ts), until it retires.
  * Exit status: 0 if every seed passed, 1 if any failed, 2 for bad arguments.
  */
-import { runMeshSeed } from './mesh-simulation.ts';
-import { runSeed } from './simulation.ts';
+import { type MeshSimResult, runMeshSeed } from './mesh-simulation.ts';
 
-const USAGE =
-  'usage: pnpm sim [--raft] --seeds N [--from S] | pnpm sim [--raft] --seed S [--messages]';
-
-/** What both simulations report for a seed. */
-export interface SeedResult {
-  readonly seed: number;
-  readonly failure: { readonly invariant: string; readonly message: string } | null;
-  readonly trace: readonly string[];
-  readonly stats: object;
-}
+const USAGE = 'usage: pnpm sim --seeds N [--from S] | pnpm sim --seed S [--messages]';
 
 function parseArgs(argv: readonly string[]): {
   seeds: number;
   from: number;
   replay: boolean;
   messages: boolean;
-  raft: boolean;
 } {
-  const options = { seeds: 0, from: 1, replay: false, messages: false, raft: false };
+  const options = { seeds: 0, from: 1, replay: false, messages: false };
   let sawSeeds = false;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
@@ -48,7 +36,6 @@ function parseArgs(argv: readonly string[]): {
       options.seeds = 1;
       options.replay = true;
     } else if (arg === '--messages') options.messages = true;
-    else if (arg === '--raft') options.raft = true;
     else if (arg === '--') continue;
     else fail(`unknown argument ${arg}`);
   }
@@ -63,11 +50,11 @@ function fail(message: string): never {
   process.exit(2);
 }
 
-export function replayCommand(seed: number, raft = false): string {
-  return `pnpm sim${raft ? ' --raft' : ''} --seed ${seed}`;
+export function replayCommand(seed: number): string {
+  return `pnpm sim --seed ${seed}`;
 }
 
-export function describeFailure(result: SeedResult, raft = false): string {
+export function describeFailure(result: MeshSimResult): string {
   const { failure } = result;
   if (failure === null) return `seed ${result.seed}: ok`;
   return [
@@ -75,24 +62,22 @@ export function describeFailure(result: SeedResult, raft = false): string {
     `  ${failure.message.split('\n').join('\n  ')}`,
     '  trace (last lines):',
     ...result.trace.map((line) => `    ${line}`),
-    `  replay: ${replayCommand(result.seed, raft)}`,
+    `  replay: ${replayCommand(result.seed)}`,
   ].join('\n');
 }
 
 const isMain = process.argv[1]?.endsWith('cli.ts') ?? false;
 if (isMain) {
   const options = parseArgs(process.argv.slice(2));
-  const run = (seed: number, replay: boolean): Promise<SeedResult> => {
-    const simOptions = { fullTrace: replay, traceMessages: replay && options.messages };
-    return options.raft ? runSeed(seed, simOptions) : runMeshSeed(seed, simOptions);
-  };
+  const run = (seed: number, replay: boolean): Promise<MeshSimResult> =>
+    runMeshSeed(seed, { fullTrace: replay, traceMessages: replay && options.messages });
   if (options.replay) {
     const result = await run(options.from, true);
     for (const line of result.trace) console.log(line);
     console.log(
       result.failure === null
         ? `seed ${result.seed}: ok`
-        : describeFailure({ ...result, trace: [] }, options.raft),
+        : describeFailure({ ...result, trace: [] }),
     );
     console.log(`sim: 1 seeds, ${result.failure === null ? 0 : 1} failed`);
     // Last, so scripts take the stats from the final line.
@@ -109,7 +94,7 @@ if (isMain) {
     if (result.failure !== null) {
       failed++;
       failedSeeds.push(seed);
-      console.log(describeFailure(result, options.raft));
+      console.log(describeFailure(result));
     }
     const nowMs = Date.now();
     if (nowMs - lastProgressMs >= 5_000 || i === options.seeds - 1) {

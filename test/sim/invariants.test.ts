@@ -34,51 +34,25 @@ describe('sim invariants (SafetyMonitor)', () => {
     expectFailure(() => monitor.onLeader('c', 3, log([])), 'election safety');
   });
 
-  it('read index: a read point below what was committed when the read was asked', () => {
-    const monitor = new SafetyMonitor();
-    monitor.onApply('a', entry(2, 1), 1);
-    monitor.onApply('a', entry(3, 1), 2);
-    const committedAtRequest = monitor.highestApplied();
-    expect(committedAtRequest).to.equal(3);
-    monitor.checkReadIndex('b', 3, committedAtRequest);
-    expectFailure(() => monitor.checkReadIndex('b', 2, committedAtRequest), 'read index');
-  });
-
-  it('log matching: same index and term, different entries; or differing earlier terms', () => {
+  it('log matching: same index and term, different entries', () => {
     const monitor = new SafetyMonitor();
     monitor.onPersist('a', [entry(2, 1, 'x')]);
     monitor.onPersist('b', [entry(2, 1, 'x')]);
     expectFailure(() => monitor.onPersist('c', [entry(2, 1, 'y')]), 'log matching');
-    monitor.checkLogMatching(
-      new Map([
-        ['a', log([entry(2, 1), entry(3, 2)])],
-        ['b', log([entry(2, 1)])],
-      ]),
-    );
-    expectFailure(
-      () =>
-        monitor.checkLogMatching(
-          new Map([
-            ['a', log([entry(2, 1), entry(3, 2)])],
-            ['b', log([entry(2, 2), entry(3, 2)])],
-          ]),
-        ),
-      'log matching',
-    );
   });
 
-  it('state machine safety: another entry at an applied index, or a gap', () => {
+  it('state machine safety: another entry at an applied index', () => {
     const monitor = new SafetyMonitor();
-    monitor.onApply('a', entry(2, 1, 'x'), 1);
-    monitor.onApply('b', entry(2, 1, 'x'), 1);
-    expectFailure(() => monitor.onApply('c', entry(2, 1, 'y'), 1), 'state machine safety');
-    expectFailure(() => monitor.onApply('a', entry(4, 1), 2), 'state machine safety');
+    monitor.onApply('a', entry(2, 1, 'x'));
+    monitor.onApply('b', entry(2, 1, 'x'));
+    expectFailure(() => monitor.onApply('c', entry(2, 1, 'y')), 'state machine safety');
+    expectFailure(() => monitor.onApply('c', entry(2, 2, 'x')), 'state machine safety');
   });
 
   it('leader completeness: a leader missing a committed entry', () => {
     const monitor = new SafetyMonitor();
-    monitor.onApply('a', entry(2, 1), 1);
-    monitor.onApply('a', entry(3, 1), 2);
+    monitor.onApply('a', entry(2, 1));
+    monitor.onApply('a', entry(3, 1));
     monitor.onLeader('b', 2, log([entry(2, 1), entry(3, 1)]));
     expectFailure(() => monitor.onLeader('c', 3, log([entry(2, 1)])), 'leader completeness');
     expectFailure(
@@ -95,8 +69,6 @@ describe('sim invariants (SafetyMonitor)', () => {
     monitors.onLeader(0, 'a', 1, log([]));
     monitors.onLeader(1, 'b', 1, log([]));
     monitors.onApply(1, 'a', entry(2, 1, 'y'));
-    expect(monitors.highestApplied(1)).to.equal(2);
-    expect(monitors.highestApplied(0)).to.equal(0);
     try {
       monitors.onApply(1, 'b', entry(2, 1, 'z'));
       expect.fail('expected a state machine safety failure');
