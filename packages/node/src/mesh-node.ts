@@ -60,6 +60,12 @@ export interface MeshNodeSettings
   /** A leader whose group was idle (raft's isIdle) this many ticks in a row quiesces it. */
   readonly quiesceAfterTicks: number;
   /**
+   * A hibernating leader repeats its QUIESCE this often (ms): it keeps the links to its
+   * members open (the WebRTC mesh closes a link after 60 s without frames, and a closed
+   * leader link wakes its followers) and re-hibernates a member that missed the first.
+   */
+  readonly quiesceKeepaliveMs: number;
+  /**
    * A replica this node is not placed for, that heard no Raft message for this many ticks,
    * is collected (README "Removed replicas"): a learner or an empty replica deletes itself;
    * a voter wakes and campaigns, so that members answer whether it is still one.
@@ -97,6 +103,7 @@ export const meshNodeDefaults: MeshNodeSettings = Object.freeze({
   maxDeadlineMs: 60_000,
   maxMovesPerNode: 4,
   quiesceAfterTicks: 5,
+  quiesceKeepaliveMs: 20_000,
   replicaGcTicks: 300,
   rebalanceEveryTicks: 5,
   catchUpLagEntries: 64,
@@ -224,6 +231,8 @@ export class MeshNode {
   private closedReason: string | null = null;
   private readonly unsubscribe: (() => void)[] = [];
   private readonly listeners = new Set<(status: NodeStatus) => void>();
+  /** Peers whose link went down and has not come up since (isLive). */
+  private readonly failedPeers = new Set<NodeId>();
   /** Called on every tick (leave() waits with one). */
   private readonly tickWatchers = new Set<() => void>();
   private statusChanged = true;
@@ -269,7 +278,7 @@ export class MeshNode {
         nowMs: () => this.nowMsValue,
         replica: (partition) => this.groups.get(partition),
         placementReplicas: (partition) => this.placement.replicasOf(partition),
-        linkUp: (peer) => this.transport.peers().includes(peer),
+        linkUp: (peer) => this.isLive(peer),
         sendRequest: (to, request) => this.sendRecord(to, request),
         sendResponse: (to, response) => this.sendRecord(to, response),
         touch: (replica) => this.loop.touch(replica),
@@ -409,10 +418,12 @@ export class MeshNode {
   private listen(): void {
     this.unsubscribe.push(
       this.transport.on('frame', (from, frame) => this.onFrame(from, frame)),
-      this.transport.on('peerUp', () => {
+      this.transport.on('peerUp', (peer) => {
+        this.failedPeers.delete(peer);
         this.statusChanged = true;
       }),
       this.transport.on('peerDown', (peer) => {
+        this.failedPeers.add(peer);
         this.statusChanged = true;
         for (const replica of this.groups.values()) {
           if (replica.raw.role === 'leader') {
@@ -452,6 +463,7 @@ export class MeshNode {
     this.router.onTick();
     this.snapshots.onTick();
     this.loop.tick();
+    this.keepHibernatingLinks();
     if (this.ticks % this.settings.rebalanceEveryTicks === 0) {
       this.rebalance();
       this.collectStrayReplicas();
@@ -480,14 +492,52 @@ export class MeshNode {
     if (++replica.idleTicks < this.settings.quiesceAfterTicks) return false;
     replica.quiesced = true;
     replica.idleTicks = 0;
+    this.sendQuiesce(replica);
+    return true;
+  }
+
+  /** Tells the group's other members to hibernate at the leader's term and commit. */
+  private sendQuiesce(replica: GroupReplica): void {
     const c = replica.confState;
+    const term = replica.raw.term;
     const commit = replica.applied.index;
     for (const id of new Set([...c.voters, ...c.learners])) {
       if (id === replica.replicaId) continue;
-      const node = nodeOfReplica(id);
-      this.outbox.record(node, { kind: 'quiesce', group: replica.group, term: raw.term, commit });
+      this.outbox.record(nodeOfReplica(id), {
+        kind: 'quiesce',
+        group: replica.group,
+        term,
+        commit,
+      });
     }
-    return true;
+    this.loop.wake();
+  }
+
+  /** Every quiesceKeepaliveMs, each hibernating leader repeats its QUIESCE. */
+  private keepHibernatingLinks(): void {
+    const everyTicks = Math.max(
+      1,
+      Math.round(this.settings.quiesceKeepaliveMs / this.settings.tickMs),
+    );
+    if (this.ticks % everyTicks !== 0) return;
+    for (const replica of this.groups.values()) {
+      if (replica.quiesced && replica.raw.role === 'leader' && replica.removal === null) {
+        this.sendQuiesce(replica);
+      }
+    }
+  }
+
+  /**
+   * Whether `peer` counts as live: the registry has it up (or leaving), and its link is up
+   * or has not failed since it was last up. Links open on demand (the WebRTC mesh connects
+   * when something is sent), so a member the node never spoke to is live until a link to
+   * it fails.
+   */
+  private isLive(peer: NodeId): boolean {
+    if (peer === this.nodeId) return true;
+    const state = this.registry.members.find((m) => m.nodeId === peer)?.state;
+    if (state !== 'up' && state !== 'left') return false;
+    return !this.failedPeers.has(peer) || this.transport.peers().includes(peer);
   }
 
   /** A newer registry snapshot; older or equal epochs are ignored. */
@@ -613,9 +663,8 @@ export class MeshNode {
     // Live: a link up now, to a member the registry does not hold down (a leaving member
     // is live: it must still ack the joint configuration that hands its replicas over).
     const reachable = new Set<NodeId>([this.nodeId]);
-    for (const peer of this.transport.peers()) {
-      const state = this.registry.members.find((m) => m.nodeId === peer)?.state;
-      if (state === 'up' || state === 'left') reachable.add(peer);
+    for (const member of this.registry.members) {
+      if (this.isLive(member.nodeId)) reachable.add(member.nodeId);
     }
     const led: GroupReplica[] = [];
     let moves = 0;
@@ -759,6 +808,7 @@ export class MeshNode {
         ) {
           return;
         }
+        replica.lastHeardTick = this.ticks; // The leader is there, only idle.
         if (raw.isIdle()) replica.quiesced = true;
         return;
       }

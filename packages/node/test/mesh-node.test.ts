@@ -111,6 +111,13 @@ describe('MeshNode scenarios', function () {
     await cluster.until(() => placedOn(cluster, ids), `placement over [${ids}]`);
   }
 
+  it('links that open on demand (as WebRTC ones do): a member never spoken to counts as live', () =>
+    withCluster({ partitions: 4, onDemandLinks: true }, async (cluster) => {
+      await grown(cluster, ['a', 'b', 'c']);
+      expect(await cluster.settle(cluster.node('c').put('k', 'v'))).to.equal(true);
+      expect(text(await cluster.settle(cluster.node('b').get('k')))).to.equal('v');
+    }));
+
   it('a 4th node joins: replicas move to it until every partition matches the placement', () =>
     withCluster({ partitions: 8 }, async (cluster) => {
       await grown(cluster, ['a', 'b', 'c']);
@@ -221,6 +228,13 @@ describe('MeshNode scenarios', function () {
       await cluster.run(10_000);
       // 6 directed links, 10 s: unquiesced, every tick carries heartbeats (6,000 frames).
       expect(framesBetween() - before).to.equal(0);
+      // Every quiesceKeepaliveMs (20 s) a hibernating leader repeats its QUIESCE, one frame
+      // per member: it keeps WebRTC links from closing as idle (60 s) and re-hibernates a
+      // member that missed the first.
+      const quiet = framesBetween();
+      await cluster.run(12_000);
+      const keepalives = framesBetween() - quiet;
+      expect(keepalives).to.be.within(1, 6);
       expect(await cluster.settle(cluster.node('b').put('k', 'w'))).to.equal(true);
       const leaderOf0 = cluster
         .node('a')

@@ -8,6 +8,7 @@
  */
 import { mulberry32, type NodeId } from '@meshkv/raft';
 import { MemoryDisk, type NodeStorage } from '@meshkv/storage';
+import type { LinkStats, PeerId, Transport, TransportHandlers } from '@meshkv/transport';
 import type { Member, RegistrySnapshot } from '@meshkv/transport/signaling-protocol';
 import { SimNetwork, SimTransport } from '@meshkv/transport/sim-network';
 import { MeshNode, type MeshNodeSettings } from '../../src/mesh-node.ts';
@@ -21,6 +22,41 @@ export interface ClusterOptions {
   readonly replicationFactor?: number;
   readonly settings?: Partial<MeshNodeSettings>;
   readonly trace?: boolean;
+  /**
+   * Links as the WebRTC mesh has them: `peers()` lists only the peers this node has
+   * exchanged a frame with (a link opens on demand, when something is sent).
+   */
+  readonly onDemandLinks?: boolean;
+}
+
+/** A SimTransport whose links are up only once a frame went either way (see onDemandLinks). */
+class OnDemandLinks implements Transport {
+  private readonly talked = new Set<PeerId>();
+  constructor(private readonly inner: SimTransport) {
+    inner.on('frame', (from) => this.talked.add(from));
+  }
+  get localId(): PeerId {
+    return this.inner.localId;
+  }
+  get maxFrameBytes(): number {
+    return this.inner.maxFrameBytes;
+  }
+  send(to: PeerId, frame: Uint8Array): void {
+    this.talked.add(to);
+    this.inner.send(to, frame);
+  }
+  on<E extends keyof TransportHandlers>(event: E, handler: TransportHandlers[E]): () => void {
+    return this.inner.on(event, handler);
+  }
+  peers(): readonly PeerId[] {
+    return this.inner.peers().filter((peer) => this.talked.has(peer));
+  }
+  stats(peer: PeerId): LinkStats {
+    return this.inner.stats(peer);
+  }
+  close(): Promise<void> {
+    return this.inner.close();
+  }
 }
 
 interface Running {
@@ -38,6 +74,7 @@ export class TestCluster {
   private readonly seed: number;
   private readonly settings: Partial<MeshNodeSettings>;
   private readonly traceOn: boolean;
+  private readonly onDemandLinks: boolean;
   private nextTickMs = 0;
 
   constructor(options: ClusterOptions = {}) {
@@ -55,6 +92,7 @@ export class TestCluster {
     };
     this.settings = { tickMs: TICK_MS, ...options.settings };
     this.traceOn = options.trace ?? false;
+    this.onDemandLinks = options.onDemandLinks ?? false;
   }
 
   get partitions(): number {
@@ -100,7 +138,7 @@ export class TestCluster {
     const node = await MeshNode.start({
       nodeId: id,
       storage,
-      transport,
+      transport: this.onDemandLinks ? new OnDemandLinks(transport) : transport,
       registry: this.registry,
       newIdentity: isNew,
       random: mulberry32(this.seed * 1000 + this.running.size + this.disks.size),
