@@ -236,7 +236,11 @@ export class NodeLoop {
         round.push(noReady(replica, { group: replica.group, remove: true }));
         removed ??= new Map();
         const { term, vote } = replica.log.initialState().hardState;
-        removed.set(replica.group, { term, vote, replica: replica.replicaId });
+        // The id is never hosted again only if the replica acknowledged data: an empty one's
+        // acknowledgements were all refusals, so it may come back under its id (the leader
+        // still wants it: sim seed 5090's learner gave up its snapshot and was never back).
+        const deleted = replica.initialized ? replica.replicaId : this.host.nodeId;
+        removed.set(replica.group, { term, vote, replica: deleted });
         continue;
       }
       if (replica.heldReady !== null) {

@@ -21,7 +21,10 @@ const textDecoder = new TextDecoder('utf-8', { fatal: true });
 export interface Tombstone {
   readonly term: number;
   readonly vote: NodeId | null;
-  /** The deleted replica (replica-id.ts): it, and any older one, is never hosted again. */
+  /**
+   * The deleted replica (replica-id.ts): it, and any older one, is never hosted again; the
+   * node id alone (incarnation 0) when the replica held no data (nothing stale to fear).
+   */
   readonly replica: NodeId;
 }
 
