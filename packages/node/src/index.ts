@@ -22,6 +22,8 @@ export {
   rebalanceDefaults,
   toConfChange,
 } from './rebalancer.ts';
+export { incarnationOf, nodeOfReplica, replicaId } from './replica-id.ts';
+export { NODE_META_GROUP } from './tombstones.ts';
 export {
   type AppliedResponse,
   type BooleanResponse,
