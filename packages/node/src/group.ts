@@ -33,20 +33,8 @@ import type {
   SessionWrite,
 } from '@meshkv/storage';
 import { PartitionMachine, type PartitionOptions } from './partition.ts';
-import { incarnationOf, nodeOfReplica, replicaId } from './replica-id.ts';
+import { replicaId, replicaOfNode } from './replica-id.ts';
 import type { Tombstone } from './tombstones.ts';
-
-/** This node's replica in a configuration (the newest, should there be two). */
-function ownReplicaId(c: ConfState, nodeId: NodeId): NodeId | null {
-  let own: NodeId | null = null;
-  for (const list of [c.voters, c.learners, c.votersOutgoing, c.learnersNext]) {
-    for (const id of list) {
-      if (nodeOfReplica(id) !== nodeId) continue;
-      if (own === null || incarnationOf(id) > incarnationOf(own)) own = id;
-    }
-  }
-  return own;
-}
 
 /** The raft settings every replica of a cluster shares (the loop ticks them together). */
 export interface GroupRaftSettings {
@@ -198,7 +186,7 @@ export class GroupReplica {
     }
     log.append(state.entries as Entry[]);
     log.setHardState(state.hardState);
-    const own = ownReplicaId(state.appliedState.confState, nodeId);
+    const own = replicaOfNode(state.appliedState.confState, nodeId);
     const replica = new GroupReplica(
       {
         group: state.group,

@@ -38,7 +38,13 @@ import {
   type RebalanceStep,
   toConfChange,
 } from './rebalancer.ts';
-import { incarnationOf, MAX_NODE_ID_FOR_REPLICAS, nodeOfReplica, replicaId } from './replica-id.ts';
+import {
+  incarnationOf,
+  MAX_NODE_ID_FOR_REPLICAS,
+  nodeOfReplica,
+  replicaId,
+  replicaOfNode,
+} from './replica-id.ts';
 import { Router, type RouterSettings } from './router.ts';
 import { type SnapshotSettings, SnapshotStreams } from './snapshots.ts';
 import { loadTombstones, NODE_META_GROUP, type Tombstone, tombstonesPart } from './tombstones.ts';
@@ -427,7 +433,7 @@ export class MeshNode {
         this.statusChanged = true;
         for (const replica of this.groups.values()) {
           if (replica.raw.role === 'leader') {
-            const member = memberOfNode(replica.confState, peer);
+            const member = replicaOfNode(replica.confState, peer);
             if (member !== null) {
               replica.raw.reportUnreachable(member);
               this.loop.touch(replica);
@@ -1018,14 +1024,6 @@ function confOfNodes(c: ConfState): ConfState {
   };
 }
 
-/** The replica of `node` in a configuration, if it has one (the planner never adds two). */
-function memberOfNode(c: ConfState, node: NodeId): NodeId | null {
-  for (const list of [c.voters, c.learners, c.votersOutgoing, c.learnersNext]) {
-    for (const id of list) if (nodeOfReplica(id) === node) return id;
-  }
-  return null;
-}
-
 /**
  * The planner's step (in nodes) in replicas: a node added gets a new replica id whose
  * incarnation is the index its configuration change takes (`nextIndex`, the leader's last
@@ -1034,7 +1032,7 @@ function memberOfNode(c: ConfState, node: NodeId): NodeId | null {
  */
 function stepOfReplicas(step: RebalanceStep, c: ConfState, nextIndex: number): RebalanceStep {
   const member = (node: NodeId): NodeId => {
-    const id = memberOfNode(c, node);
+    const id = replicaOfNode(c, node);
     if (id === null) throw new Error(`planner named ${node}, which has no replica in the group`);
     return id;
   };

@@ -12,7 +12,7 @@
  * for a bootstrap replica: the bootstrap snapshot's index), unique within a group, so a
  * replica id is at most 64 bytes (raft's NodeId bound).
  */
-import type { NodeId } from '@meshkv/raft';
+import type { ConfState, NodeId } from '@meshkv/raft';
 import { MAX_NODE_ID_CHARS } from '@meshkv/transport/signaling-protocol';
 
 /**
@@ -47,4 +47,20 @@ export function incarnationOf(id: NodeId): number {
   if (!/^[0-9a-z]{1,11}$/.test(digits)) return 0;
   const incarnation = Number.parseInt(digits, 36);
   return Number.isSafeInteger(incarnation) && incarnation >= 1 ? incarnation : 0;
+}
+
+/**
+ * The replica of `node` in a configuration, or null: the newest should there be two (the
+ * planner never adds a node already in the configuration, but a configuration restored
+ * from storage is taken as it is).
+ */
+export function replicaOfNode(c: ConfState, node: NodeId): NodeId | null {
+  let found: NodeId | null = null;
+  for (const list of [c.voters, c.learners, c.votersOutgoing, c.learnersNext]) {
+    for (const id of list) {
+      if (nodeOfReplica(id) !== node) continue;
+      if (found === null || incarnationOf(id) > incarnationOf(found)) found = id;
+    }
+  }
+  return found;
 }

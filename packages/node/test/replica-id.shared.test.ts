@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { incarnationOf, nodeOfReplica, replicaId } from '../src/replica-id.ts';
+import { incarnationOf, nodeOfReplica, replicaId, replicaOfNode } from '../src/replica-id.ts';
 
 describe('node replica ids', () => {
   it('name a node and an incarnation, and give both back', () => {
@@ -28,5 +28,19 @@ describe('node replica ids', () => {
     expect(incarnationOf('a@')).to.equal(0);
     expect(incarnationOf('a@Z')).to.equal(0);
     expect(incarnationOf('a@0')).to.equal(0);
+  });
+
+  it("find a node's replica in a configuration, the newest should there be two", () => {
+    const c = {
+      voters: ['a@1', 'b@3'],
+      learners: ['c@5'],
+      votersOutgoing: ['b@2', 'a@1'],
+      learnersNext: [],
+      autoLeave: false,
+    };
+    expect(replicaOfNode(c, 'a')).to.equal('a@1');
+    expect(replicaOfNode(c, 'b')).to.equal('b@3');
+    expect(replicaOfNode(c, 'c')).to.equal('c@5');
+    expect(replicaOfNode(c, 'd')).to.equal(null);
   });
 });
