@@ -267,7 +267,6 @@ export class MeshNode {
         storage: options.storage,
         random: options.random,
         send: (to, record) => this.sendRecord(to, record),
-        replica: (group) => this.groups.get(group),
         wake: () => this.loop.wake(),
         touch: (replica) => this.loop.touch(replica),
         trace: (line) => this.trace(line),

@@ -27,7 +27,7 @@ import {
 import type { GroupReplica } from './group.ts';
 import type { AppliedCommand } from './partition.ts';
 import { nodeOfReplica } from './replica-id.ts';
-import type { RequestOp, RequestRecord, ResponseRecord, WireErrorCode } from './wire.ts';
+import type { RequestRecord, ResponseRecord, WireErrorCode } from './wire.ts';
 
 export interface RouterSettings {
   /** Client requests this node holds at once (its own API calls). */
@@ -682,12 +682,17 @@ export class Router {
         this.queryAckAll(id, wait);
       }
     }
-    for (const served of this.served.values()) expireServed(served, now, this);
+    for (const served of this.served.values()) this.expireWrites(served, now);
   }
 
-  /** Called by expireServed for each waiter it drops (the origin times out on its own). */
-  droppedServed(): void {
-    this.servedCount--;
+  /** Drops the write waiters past their deadline (their origins time out on their own). */
+  private expireWrites(served: ServedPartition, nowMs: number): void {
+    for (const [key, waiters] of served.writes) {
+      const live = waiters.filter((w) => w.deadlineAtMs > nowMs);
+      this.servedCount -= waiters.length - live.length;
+      if (live.length === 0) served.writes.delete(key);
+      else if (live.length !== waiters.length) served.writes.set(key, live);
+    }
   }
 
   private deadlineError(request: OriginRequest): MeshKvError {
@@ -722,15 +727,6 @@ export class Router {
   }
 }
 
-function expireServed(served: ServedPartition, nowMs: number, router: Router): void {
-  for (const [key, waiters] of served.writes) {
-    const live = waiters.filter((w) => w.deadlineAtMs > nowMs);
-    for (let i = live.length; i < waiters.length; i++) router.droppedServed();
-    if (live.length === 0) served.writes.delete(key);
-    else if (live.length !== waiters.length) served.writes.set(key, live);
-  }
-}
-
 function writeKey(clientId: string, seq: number): string {
   return `${clientId}\u0000${seq}`;
 }
@@ -749,4 +745,4 @@ function decodeRound(context: Uint8Array): number {
   return view.getUint16(0) * 0x1_0000_0000 + view.getUint32(2);
 }
 
-export type { Outcome, RequestOp };
+export type { Outcome };

@@ -44,7 +44,6 @@ export interface SnapshotHost {
   readonly storage: NodeStorage;
   readonly random: Prng;
   send(to: NodeId, record: WireRecord): void;
-  replica(group: GroupId): GroupReplica | undefined;
   /** Frames to send (chunks): run a round soon. */
   wake(): void;
   /** A held Ready's restore is complete, or a pull failed and its group was reloaded. */
