@@ -125,6 +125,8 @@ export interface MeshNodeObserver {
   leader?(group: GroupId, term: number, log: LogView): void;
   /** One line for a trace (elections, configuration changes, moves, snapshots). */
   trace?(line: string): void;
+  /** Raft refused a write proposed here (its uncommitted log is full, or it lost the lead). */
+  proposalDropped?(group: GroupId, reason: 'full' | 'not_leader'): void;
 }
 
 export interface MeshNodeOptions {
@@ -287,6 +289,7 @@ export class MeshNode {
         sendRequest: (to, request) => this.sendRecord(to, request),
         sendResponse: (to, response) => this.sendRecord(to, response),
         touch: (replica) => this.loop.touch(replica),
+        proposalDropped: (partition, reason) => this.observer.proposalDropped?.(partition, reason),
       },
       settings,
       `${options.nodeId}/${options.random.nextInt(0x1_0000_0000).toString(36)}`,

@@ -56,6 +56,8 @@ export interface RouterHost {
   sendResponse(to: NodeId, response: ResponseRecord): void;
   /** `replica` has work for the loop (a proposal, a read): run a round that visits it. */
   touch(replica: GroupReplica): void;
+  /** Raft refused a proposal: its uncommitted log is full, or this replica does not lead. */
+  proposalDropped?(partition: number, reason: 'full' | 'not_leader'): void;
 }
 
 /** What an origin's request resolves with. */
@@ -443,6 +445,7 @@ export class Router {
       replica.raw.propose(data);
     } catch (e) {
       const full = isRaftError(e, RaftErrorCode.ProposalDropped) && /full/.test(String(e));
+      this.host.proposalDropped?.(replica.group, full ? 'full' : 'not_leader');
       if (full) {
         const error = overloaded('maxUncommittedEntriesBytes', 0);
         this.respondError(responder, error.code, error.message, null);
