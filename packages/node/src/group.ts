@@ -123,6 +123,8 @@ export class GroupReplica {
   idleTicks = 0;
   /** The node's tick count when a Raft message for this replica last arrived. */
   lastHeardTick = 0;
+  /** The node's tick count when this replica last asked the placement whether it is a member. */
+  lastMemberQueryTick = 0;
   /**
    * The highest index of a ConfChange entry in the durable log (a change is pending while
    * it is above the applied index). A truncated suffix may leave it too high: the planner

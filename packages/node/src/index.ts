@@ -31,6 +31,7 @@ export {
   decodeFrame,
   type ErrorResponse,
   FrameBuilder,
+  type MemberQueryRecord,
   maxRecordBytes,
   NODE_WIRE_VERSION,
   type NotMemberRecord,

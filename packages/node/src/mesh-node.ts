@@ -733,28 +733,65 @@ export class MeshNode {
 
   /**
    * Replica GC for what the NOT_MEMBER answers cannot reach: a learner removed while it was
-   * cut off never campaigns, and a hibernating voter never ticks. Deleting a learner's or
-   * an empty replica's data is always safe (they hold no vote; a leader that still wants
-   * them catches them up again); a voter is only woken, never deleted here.
+   * cut off never campaigns, a hibernating voter never ticks, and a voter that missed
+   * several changes campaigns among members that may all be gone (deleted, or left the
+   * cluster). A silent replica outside the placement is woken and asks the nodes of the
+   * partition's placement, where the group's current members are, whether it is still a
+   * member (MEMBER_QUERY, once per `replicaGcTicks`); a NOT_MEMBER answer deletes it. An
+   * empty replica is deleted at once: it holds no entries (nothing acknowledged to
+   * lose), and its tombstone keeps its term and vote. A learner with data is not: its
+   * log may hold the committed change that promoted it (a promoted replica votes and
+   * acknowledges before it applies the change), so only the group can tell.
    */
   private collectStrayReplicas(): void {
     for (const replica of this.groups.values()) {
       if (replica.removal !== null || replica.heldReady !== null) continue;
       if (this.ticks - replica.lastHeardTick < this.settings.replicaGcTicks) continue;
       if (this.placement.replicasOf(replica.group).includes(this.nodeId)) continue;
-      const raw = replica.raw;
-      if (raw.role === 'leader') continue;
-      const c = replica.confState;
-      if (c.voters.includes(replica.replicaId) || c.votersOutgoing.includes(replica.replicaId)) {
+      if (replica.raw.role === 'leader') continue;
+      if (replica.initialized) {
         replica.quiesced = false;
+        this.askPlacementIfMember(replica);
         continue;
       }
       replica.removal = 'not placed here, and silent';
       this.trace(
-        `group ${replica.group}: not placed here and no message for ${this.settings.replicaGcTicks} ticks: deleting this ${replica.initialized ? 'learner' : 'empty replica'}`,
+        `group ${replica.group}: not placed here and no message for ${this.settings.replicaGcTicks} ticks: deleting this empty replica`,
       );
       this.loop.touch(replica);
     }
+  }
+
+  private askPlacementIfMember(replica: GroupReplica): void {
+    if (this.ticks - replica.lastMemberQueryTick < this.settings.replicaGcTicks) return;
+    replica.lastMemberQueryTick = this.ticks;
+    for (const node of this.placement.replicasOf(replica.group)) {
+      if (node === this.nodeId || !this.isLive(node)) continue;
+      this.outbox.record(node, {
+        kind: 'memberQuery',
+        group: replica.group,
+        replica: replica.replicaId,
+      });
+    }
+  }
+
+  /**
+   * MEMBER_QUERY: NOT_MEMBER if this node's replica applied a configuration without the
+   * asker at or past the index that added it (incarnation: replica-id.ts). Such a
+   * configuration is committed, and a replica id is never added twice, so the asker was
+   * removed for good (or its addition never committed). Anything else stays unanswered.
+   */
+  private answerMemberQuery(from: PeerId, group: GroupId, asker: NodeId): void {
+    const replica = this.groups.get(group);
+    if (replica === undefined || replica.removal !== null || nodeOfReplica(asker) !== from) return;
+    if (replica.applied.index < incarnationOf(asker)) return;
+    if (replicaOfNode(replica.confState, from) === asker) return;
+    this.outbox.record(from, {
+      kind: 'notMember',
+      group,
+      configIndex: replica.applied.index,
+      replica: asker,
+    });
   }
 
   // ---- Frames -----------------------------------------------------------------------------
@@ -794,7 +831,12 @@ export class MeshNode {
         const replica = this.groups.get(record.group);
         if (replica === undefined || replica.removal !== null) return;
         if (replica.replicaId !== record.replica) return; // About an earlier replica here.
-        if (record.configIndex > replica.applied.index) {
+        // Not before the configuration change that added this replica: a member that had
+        // not applied it yet speaks of an older configuration.
+        if (
+          record.configIndex > replica.applied.index &&
+          record.configIndex >= incarnationOf(replica.replicaId)
+        ) {
           replica.removal = 'told it is not a member';
           this.loop.touch(replica);
           this.trace(
@@ -803,6 +845,9 @@ export class MeshNode {
         }
         return;
       }
+      case 'memberQuery':
+        this.answerMemberQuery(from, record.group, record.replica);
+        return;
       case 'quiesce': {
         // Hibernate only in step with the leader: same term, everything it committed applied.
         const replica = this.groups.get(record.group);

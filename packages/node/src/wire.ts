@@ -260,6 +260,19 @@ export interface NotMemberRecord {
   readonly replica: NodeId;
 }
 
+/**
+ * "Is replica `replica` still in group `group`'s configuration?": sent by a voter that has
+ * heard nothing for a long time and is outside the partition's placement, to the nodes of
+ * the placement (the ones its stale configuration may no longer name). A node whose
+ * replica applied a configuration without `replica`, at an index at or above the one that
+ * added it, answers NOT_MEMBER; any other node stays silent.
+ */
+export interface MemberQueryRecord {
+  readonly kind: 'memberQuery';
+  readonly group: GroupId;
+  readonly replica: NodeId;
+}
+
 /** Leader → follower: group `group` hibernates at (`term`, `commit`) (README "The loop"). */
 export interface QuiesceRecord {
   readonly kind: 'quiesce';
@@ -276,7 +289,8 @@ export type WireRecord =
   | SnapshotChunkRecord
   | SnapshotAbortRecord
   | NotMemberRecord
-  | QuiesceRecord;
+  | QuiesceRecord
+  | MemberQueryRecord;
 
 /** The kind byte of each record. */
 const Kind = {
@@ -288,6 +302,7 @@ const Kind = {
   SnapshotAbort: 6,
   NotMember: 7,
   Quiesce: 8,
+  MemberQuery: 9,
 } as const;
 
 const requestOps: readonly RequestOp[] = [
@@ -439,6 +454,9 @@ export class FrameBuilder {
       case 'quiesce':
         this.addQuiesce(record);
         break;
+      case 'memberQuery':
+        this.addMemberQuery(record);
+        break;
       default:
         refuse(`record kind ${(record as { kind: unknown }).kind}`);
     }
@@ -474,6 +492,10 @@ export class FrameBuilder {
 
   addQuiesce(r: QuiesceRecord): void {
     this.addRecord(r, this.writeQuiesce);
+  }
+
+  addMemberQuery(r: MemberQueryRecord): void {
+    this.addRecord(r, this.writeMemberQuery);
   }
 
   /**
@@ -836,6 +858,12 @@ export class FrameBuilder {
     this.safe(r.term, 'term');
     this.safe(r.commit, 'commit');
   }
+
+  private writeMemberQuery(r: MemberQueryRecord): void {
+    this.u8(Kind.MemberQuery);
+    this.u32(r.group, 'group');
+    this.nodeId(r.replica, 'replica');
+  }
 }
 
 // ---- Decoding ---------------------------------------------------------------------------
@@ -1153,6 +1181,12 @@ class FrameReader {
     return { kind: 'quiesce', group, term, commit };
   }
 
+  memberQuery(): MemberQueryRecord {
+    const group = this.u32('group');
+    const replica = this.nodeId('replica');
+    return { kind: 'memberQuery', group, replica };
+  }
+
   record(): WireRecord {
     const kind = this.u8('record kind');
     switch (kind) {
@@ -1172,6 +1206,8 @@ class FrameReader {
         return this.notMember();
       case Kind.Quiesce:
         return this.quiesce();
+      case Kind.MemberQuery:
+        return this.memberQuery();
       default:
         return malformed(`unknown record kind ${kind}`);
     }

@@ -164,7 +164,7 @@ class Gen {
     }
   }
   record(): WireRecord {
-    switch (this.int(10)) {
+    switch (this.int(11)) {
       case 0:
         return this.request();
       case 1:
@@ -202,6 +202,8 @@ class Gen {
         };
       case 6:
         return { kind: 'quiesce', group: this.u32(), term: this.number(), commit: this.number() };
+      case 7:
+        return { kind: 'memberQuery', group: this.u32(), replica: this.nodeId() };
       default:
         return { kind: 'raft', message: this.message() };
     }
@@ -338,8 +340,10 @@ describe('node wire format', () => {
 
   it('cuts frames at maxFrameBytes between records, in order', () => {
     forEachSeed((gen, seed) => {
-      const maxFrameBytes = 250_000 + gen.int(100_000);
       const records = Array.from({ length: 300 }, () => gen.record());
+      // Every record fits a frame alone (a raft message with many entries can be large).
+      const largestRecordFrameBytes = Math.max(...records.map((r) => encode([r])[0]!.length));
+      const maxFrameBytes = Math.max(250_000, largestRecordFrameBytes) + gen.int(100_000);
       const frames = encode(records, maxFrameBytes);
       expect(frames.length, `seed ${seed}`).to.be.greaterThan(1);
       for (const frame of frames) expect(frame.length).to.be.at.most(maxFrameBytes);
