@@ -12,7 +12,7 @@
  * A write keeps its (clientId, seq) across every retry, so the partition's session table
  * applies it once (Raft thesis §6.3) whichever leader it reaches, however often.
  */
-import { isRaftError, type NodeId, RaftErrorCode } from '@meshkv/raft';
+import { DropReason, isRaftError, type NodeId, RaftErrorCode } from '@meshkv/raft';
 import { encodeCommand } from './command.ts';
 import {
   ackIncomplete,
@@ -444,7 +444,10 @@ export class Router {
     try {
       replica.raw.propose(data);
     } catch (e) {
-      const full = isRaftError(e, RaftErrorCode.ProposalDropped) && /full/.test(String(e));
+      // The reason, not the message: "uncommitted log holds N bytes" never said "full", so
+      // a full log was taken for a lost lead and the origin retried until its deadline.
+      const full =
+        isRaftError(e, RaftErrorCode.ProposalDropped) && e.reason === DropReason.UncommittedLogFull;
       this.host.proposalDropped?.(replica.group, full ? 'full' : 'not_leader');
       if (full) {
         const error = overloaded('maxUncommittedEntriesBytes', 0);
