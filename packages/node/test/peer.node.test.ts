@@ -3,129 +3,51 @@
 // a second process on its directory, serves its HTTP API, stops cleanly on SIGTERM, and a
 // restart rejoins under its id with its Raft state and data. Starts a WebRTC mesh: runs inside the private network
 // namespace (`pnpm test` or scripts/netns-run.sh). Every process is stopped by pid.
-import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { waitFor } from '@meshkv/transport/test-support';
 import { expect } from 'chai';
+import {
+  DEADLINE_MS,
+  httpUrlOf,
+  joinedAs,
+  leaders,
+  type Proc,
+  ProcessSet,
+  spawnPeer,
+  startSignaling,
+} from './support/processes.ts';
 
-const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
-const MESHKV_CLI = fileURLToPath(new URL('../src/cli.node.ts', import.meta.url));
-const SIGNALING_CLI = fileURLToPath(new URL('../../../signaling/src/cli.ts', import.meta.url));
 const PARTITIONS = 8;
 const TOKEN = 'peer-test-token';
-const DEADLINE_MS = 60_000;
-
-/** A child process whose output is kept, and its exit code once it exits. */
-class Proc {
-  stdout = '';
-  stderr = '';
-  exitCode: number | null | undefined = undefined;
-  readonly exited: Promise<number | null>;
-
-  constructor(readonly child: ChildProcess) {
-    child.stdout!.on('data', (chunk) => {
-      this.stdout += chunk;
-    });
-    child.stderr!.on('data', (chunk) => {
-      this.stderr += chunk;
-    });
-    this.exited = new Promise((resolve) =>
-      child.once('exit', (code) => {
-        this.exitCode = code;
-        resolve(code);
-      }),
-    );
-  }
-
-  static spawn(script: string, args: readonly string[]): Proc {
-    return new Proc(
-      spawn(process.execPath, ['--import', 'tsx', script, ...args], {
-        cwd: ROOT,
-        stdio: ['ignore', 'pipe', 'pipe'],
-      }),
-    );
-  }
-
-  /** Sends `signal` by pid (if still running) and resolves with the exit code. */
-  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
-    if (this.exitCode === undefined) this.child.kill(signal);
-    return this.exited;
-  }
-
-  state(): object {
-    return { exitCode: this.exitCode, stdout: this.stdout.slice(-4000), stderr: this.stderr };
-  }
-}
-
-/** Leader of each partition (the last line logged for it), and its term. */
-function leaders(output: string): Map<number, { leader: string; term: number }> {
-  const found = new Map<number, { leader: string; term: number }>();
-  for (const m of output.matchAll(/^leader of partition (\d+): (\S+) \(term (\d+)\)$/gm)) {
-    found.set(Number(m[1]), { leader: m[2]!, term: Number(m[3]) });
-  }
-  return found;
-}
 
 function httpUrl(output: string): string {
-  const m = /^HTTP API on (\S+)$/m.exec(output);
-  if (m === null) throw new Error(`no HTTP API address in the output: ${output}`);
-  return m[1]!;
-}
-
-function joinedAs(output: string): { id: string; how: string } | null {
-  const m = /^joined as (\S+) \((new member|rejoined)\)/m.exec(output);
-  return m === null ? null : { id: m[1]!, how: m[2]! };
+  const url = httpUrlOf(output);
+  if (url === null) throw new Error(`no HTTP API address in the output: ${output}`);
+  return url;
 }
 
 describe('meshkv node: the Node peer process', function () {
   this.timeout(5 * DEADLINE_MS);
   let dir: string;
-  const running: Proc[] = [];
-
-  const startNode = (dataDir: string): Proc => {
-    const proc = Proc.spawn(MESHKV_CLI, [
-      'node',
-      '--signaling',
-      signalingUrl,
-      '--token',
-      TOKEN,
-      '--data',
-      dataDir,
-      '--http',
-      '127.0.0.1:0',
-    ]);
-    running.push(proc);
-    return proc;
-  };
   let signalingUrl: string;
+  const processes = new ProcessSet();
+
+  const startNode = (dataDir: string): Proc =>
+    processes.track(spawnPeer({ signalingUrl, token: TOKEN, dataDir }));
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'meshkv-peer-'));
-    const signaling = Proc.spawn(SIGNALING_CLI, [
-      '--port',
-      '0',
-      '--data-dir',
-      join(dir, 'signaling'),
-      '--token',
-      TOKEN,
-      '--partitions',
-      String(PARTITIONS),
-    ]);
-    running.push(signaling);
-    await waitFor(
-      () => /listening on (\S+)/.test(signaling.stdout) || signaling.exitCode !== undefined,
-      'the signaling server to listen',
-      DEADLINE_MS,
-      () => signaling.state(),
+    const signaling = await startSignaling(
+      { dataDir: join(dir, 'signaling'), token: TOKEN, partitions: PARTITIONS },
+      processes.track,
     );
-    signalingUrl = /listening on (\S+)/.exec(signaling.stdout)![1]!;
+    signalingUrl = signaling.url;
   });
 
   after(async () => {
-    for (const proc of running) await proc.stop('SIGKILL');
+    await processes.killAll();
     rmSync(dir, { recursive: true, force: true });
   });
 
