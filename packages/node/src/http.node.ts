@@ -5,7 +5,7 @@
  *
  * Contract:
  *
- *   const api = createHttpApi({ node, token, requireTokenForLoopback?, limits?, onError? });
+ *   const api = createHttpApi({ node, token, requireTokenForLoopback?, limits?, onError?, metrics? });
  *   const address = await api.listen({ host: '127.0.0.1', port: 0 });
  *   ...
  *   await api.close();
@@ -14,6 +14,10 @@
  *   ticks it, closes it or keeps a reference past `close()`. The shell closes the API
  *   before the node, so no request reaches a closed node except those already in flight
  *   (they get 503 CLOSED).
+ * - `metrics` (metrics.node.ts) is the node's metrics, fed by the shell's storage and transport
+ *   wrappers and observer; /metrics sets its status gauges from one `node.status()` and
+ *   serves its registry, with the API's own request metrics added to it (one API per
+ *   NodeMetrics: a second would register them twice). Without it the API makes its own.
  * - `api.server` is the node:http Server, configured with the limits below; `listen`
  *   resolves with its address once it listens, or rejects with the listen error.
  *   `close()` stops accepting, closes idle keep-alive connections, lets requests in flight
@@ -45,9 +49,10 @@ import {
 } from 'node:http';
 import { type AddressInfo, isIPv4, type Socket } from 'node:net';
 import { limits as storageLimits } from '@meshkv/storage';
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { ErrorCode, isMeshKvError } from './errors.ts';
-import type { DeleteOptions, GetOptions, MeshNode, NodeStatus, PutOptions } from './mesh-node.ts';
+import type { DeleteOptions, GetOptions, MeshNode, PutOptions } from './mesh-node.ts';
+import { NodeMetrics } from './metrics.node.ts';
 
 /** What the API needs of a node: MeshNode's KV methods and status. */
 export type KvNode = Pick<MeshNode, 'put' | 'get' | 'delete' | 'status'>;
@@ -108,6 +113,11 @@ export interface HttpApiOptions {
   readonly limits?: Partial<HttpApiLimits>;
   /** An unexpected error while serving (answered 500 INTERNAL). */
   readonly onError?: (error: unknown) => void;
+  /**
+   * The node's metrics (metrics.node.ts), fed by the shell's storage, transport and observer
+   * wrappers; /metrics serves its registry. Default: one of its own (status gauges only).
+   */
+  readonly metrics?: NodeMetrics;
 }
 
 export interface HttpApi {
@@ -148,97 +158,33 @@ export function isLoopbackAddress(address: string | undefined): boolean {
   return v4.startsWith('127.') && isIPv4(v4);
 }
 
+/** The API's own request metrics, in the registry of the node's metrics (metrics.node.ts). */
 class HttpMetrics {
-  readonly registry = new Registry();
-  readonly requests = new Counter({
-    name: 'meshkv_http_requests_total',
-    help: 'HTTP requests answered, by operation and outcome code (OK or the error code)',
-    labelNames: ['op', 'code'] as const,
-    registers: [this.registry],
-  });
-  readonly durationSeconds = new Histogram({
-    name: 'meshkv_http_request_duration_seconds',
-    help: 'Time from a request to its answer, by operation',
-    labelNames: ['op'] as const,
-    buckets: [
-      0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
-    ],
-    registers: [this.registry],
-  });
-  readonly inFlight = this.gauge('meshkv_http_requests_in_flight', 'HTTP requests being served');
-  private readonly groups = this.gauge('meshkv_groups_hosted', 'Raft groups (partitions) hosted');
-  private readonly leaders = this.gauge('meshkv_leaders_held', 'Groups this node leads');
-  private readonly term = this.gauge('meshkv_raft_term', 'Raft term per hosted partition', [
-    'partition',
-  ]);
-  private readonly applyLag = this.gauge(
-    'meshkv_raft_apply_lag_entries',
-    'Committed entries not yet applied, per hosted partition',
-    ['partition'],
-  );
-  private readonly followerLag = this.gauge(
-    'meshkv_raft_follower_lag_entries',
-    "Entries a follower is behind the leader's log, per partition this node leads",
-    ['partition', 'follower'],
-  );
-  private readonly moves = this.gauge(
-    'meshkv_moves_in_progress',
-    "Learners this node's led groups are catching up",
-  );
-  private readonly pending = this.gauge('meshkv_pending_requests', "The node's pending requests");
-  private readonly peers = this.gauge('meshkv_peers_connected', 'Peers whose link is up');
-  private readonly epoch = this.gauge('meshkv_registry_epoch', 'The registry epoch last seen');
-  private readonly batches = this.counter(
-    'meshkv_storage_batches_written_total',
-    'Storage batches written by the node loop',
-  );
-  private readonly frames = this.counter('meshkv_frames_sent_total', 'Wire frames sent to peers');
-  private readonly snapshots = this.counter(
-    'meshkv_snapshots_installed_total',
-    'Snapshots installed on this node',
-  );
-  /** The node's monotonic counts as last exported (the Counters advance by the difference). */
-  private readonly exported = { batches: 0, frames: 0, snapshots: 0 };
+  readonly requests: Counter;
+  readonly durationSeconds: Histogram;
+  readonly inFlight: Gauge;
 
-  private gauge(name: string, help: string, labelNames: string[] = []): Gauge {
-    return new Gauge({ name, help, labelNames, registers: [this.registry] });
-  }
-
-  private counter(name: string, help: string): Counter {
-    return new Counter({ name, help, registers: [this.registry] });
-  }
-
-  /** Sets the node gauges from one status snapshot (taken once per scrape). */
-  observe(status: NodeStatus): void {
-    this.term.reset();
-    this.applyLag.reset();
-    this.followerLag.reset();
-    let leaders = 0;
-    for (const group of status.groups) {
-      const partition = String(group.partition);
-      this.term.set({ partition }, group.term);
-      this.applyLag.set({ partition }, group.commit - group.applied);
-      if (group.role !== 'leader') continue;
-      leaders++;
-      for (const follower of group.followers) {
-        this.followerLag.set({ partition, follower: follower.id }, follower.lag);
-      }
-    }
-    this.groups.set(status.groups.length);
-    this.leaders.set(leaders);
-    this.moves.set(status.movesInProgress);
-    this.pending.set(status.pendingRequests);
-    this.peers.set(status.peers.length);
-    this.epoch.set(status.epoch);
-    const e = this.exported;
-    if (status.batchesWritten >= e.batches) this.batches.inc(status.batchesWritten - e.batches);
-    if (status.framesSent >= e.frames) this.frames.inc(status.framesSent - e.frames);
-    if (status.snapshotsInstalled >= e.snapshots) {
-      this.snapshots.inc(status.snapshotsInstalled - e.snapshots);
-    }
-    e.batches = status.batchesWritten;
-    e.frames = status.framesSent;
-    e.snapshots = status.snapshotsInstalled;
+  constructor(registry: Registry) {
+    this.requests = new Counter({
+      name: 'meshkv_http_requests_total',
+      help: 'HTTP requests answered, by operation and outcome code (OK or the error code)',
+      labelNames: ['op', 'code'] as const,
+      registers: [registry],
+    });
+    this.durationSeconds = new Histogram({
+      name: 'meshkv_http_request_duration_seconds',
+      help: 'Time from a request to its answer, by operation',
+      labelNames: ['op'] as const,
+      buckets: [
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
+      ],
+      registers: [registry],
+    });
+    this.inFlight = new Gauge({
+      name: 'meshkv_http_requests_in_flight',
+      help: 'HTTP requests being served',
+      registers: [registry],
+    });
   }
 }
 
@@ -279,7 +225,8 @@ class HttpApiServer implements HttpApi {
   private readonly requireTokenForLoopback: boolean;
   private readonly limits: HttpApiLimits;
   private readonly onError: (error: unknown) => void;
-  private readonly httpMetrics = new HttpMetrics();
+  private readonly nodeMetrics: NodeMetrics;
+  private readonly httpMetrics: HttpMetrics;
   private inFlight = 0;
   private readonly connections = new WeakMap<Socket, ConnectionRequests>();
   private closing: Promise<void> | null = null;
@@ -306,7 +253,9 @@ class HttpApiServer implements HttpApi {
     this.requireTokenForLoopback = options.requireTokenForLoopback ?? false;
     this.limits = limits;
     this.onError = options.onError ?? (() => {});
-    this.metrics = this.httpMetrics.registry;
+    this.nodeMetrics = options.metrics ?? new NodeMetrics();
+    this.metrics = this.nodeMetrics.registry;
+    this.httpMetrics = new HttpMetrics(this.metrics);
     this.server = createHttpServer(
       { maxHeaderSize: limits.maxHeaderBytes, requestTimeout: limits.requestTimeoutMs },
       (req, res) => this.serve(req, res),
@@ -477,7 +426,7 @@ class HttpApiServer implements HttpApi {
         return this.error(x, 400, HttpCode.QUERY_INVALID, `${path} takes no query parameters`);
       if (x.op === 'status')
         return this.send(x, 200, 'application/json', JSON.stringify(this.node.status()));
-      this.httpMetrics.observe(this.node.status());
+      this.nodeMetrics.observe(this.node.status());
       const text = await this.metrics.metrics();
       return this.send(x, 200, this.metrics.contentType, text);
     }

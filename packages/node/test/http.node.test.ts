@@ -20,6 +20,7 @@ import {
 } from '../src/errors.ts';
 import { createHttpApi, type HttpApi, isLoopbackAddress, type KvNode } from '../src/http.node.ts';
 import type { NodeStatus } from '../src/mesh-node.ts';
+import { NodeMetrics } from '../src/metrics.node.ts';
 import { TestCluster, TICK_MS } from './support/cluster.ts';
 
 const MiB = 1024 * 1024;
@@ -131,6 +132,23 @@ function parseResponses(text: string): { status: number; body: string }[] {
   return responses;
 }
 
+/** Runs the cluster's virtual time until `promise` (HTTP exchanges) settles. */
+async function driven<T>(cluster: TestCluster, promise: Promise<T>): Promise<T> {
+  let done = false;
+  const watched = promise.finally(() => {
+    done = true;
+  });
+  watched.catch(() => {});
+  const wallDeadline = Date.now() + REQUEST_WALL_MS;
+  while (!done) {
+    if (Date.now() > wallDeadline) throw new Error('the request did not settle');
+    // One turn of the event loop for the sockets, one tick of virtual time for the node.
+    await new Promise((resolve) => setImmediate(resolve));
+    await cluster.run(TICK_MS);
+  }
+  return watched;
+}
+
 function stubStatus(): NodeStatus {
   return {
     nodeId: 'stub',
@@ -156,25 +174,8 @@ describe('HTTP API (http.node.ts)', function () {
     let port: number;
     const agent = new Agent({ keepAlive: true });
 
-    /** Runs the cluster's virtual time until `promise` (an HTTP exchange) settles. */
-    async function driven<T>(promise: Promise<T>): Promise<T> {
-      let done = false;
-      const watched = promise.finally(() => {
-        done = true;
-      });
-      watched.catch(() => {});
-      const wallDeadline = Date.now() + REQUEST_WALL_MS;
-      while (!done) {
-        if (Date.now() > wallDeadline) throw new Error('the request did not settle');
-        // One turn of the event loop for the sockets, one tick of virtual time for the node.
-        await new Promise((resolve) => setImmediate(resolve));
-        await cluster.run(TICK_MS);
-      }
-      return watched;
-    }
-
     const call = (method: string, path: string, options: RequestOptions = {}) =>
-      driven(send(port, method, path, { agent, ...options }));
+      driven(cluster, send(port, method, path, { agent, ...options }));
 
     before(async () => {
       cluster = new TestCluster({ partitions: 4, trace: !!process.env.TRACE });
@@ -227,7 +228,7 @@ describe('HTTP API (http.node.ts)', function () {
       const key = 'dir/ünï cödé ✓ 🙂?&=';
       const path = `/kv/${encodeURIComponent(key)}`;
       expect((await call('PUT', path, { body: 'v' })).status).to.equal(200);
-      const stored = await driven(cluster.node('a').get(key));
+      const stored = await driven(cluster, cluster.node('a').get(key));
       expect(Buffer.from(stored!).toString()).to.equal('v');
       expect((await call('GET', path)).body.toString()).to.equal('v');
     });
@@ -301,6 +302,7 @@ describe('HTTP API (http.node.ts)', function () {
 
       // Declared: refused on the header; only 1 KiB of the body was ever sent.
       const declared = await driven(
+        cluster,
         rawExchange(port, [
           `PUT /kv/big HTTP/1.1\r\nHost: x\r\nContent-Length: ${MiB + 1}\r\n\r\n`,
           Buffer.alloc(1024, 1),
@@ -313,6 +315,7 @@ describe('HTTP API (http.node.ts)', function () {
 
       // `Expect: 100-continue`: refused before the client sends any of it.
       const expecting = await driven(
+        cluster,
         rawExchange(port, [
           `PUT /kv/big HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: ${MiB + 1}\r\n\r\n`,
         ]),
@@ -327,7 +330,7 @@ describe('HTTP API (http.node.ts)', function () {
       for (let i = 0; i < 16; i++)
         parts.push(`${chunk.byteLength.toString(16)}\r\n`, chunk, '\r\n');
       parts.push('1\r\nx\r\n');
-      const chunked = await driven(rawExchange(port, parts));
+      const chunked = await driven(cluster, rawExchange(port, parts));
       expect(chunked.text).to.match(/^HTTP\/1\.1 413 /);
       expect(chunked.text).to.include('"code":"VALUE_TOO_LARGE"');
       // Nothing of the refused bodies was stored.
@@ -336,6 +339,7 @@ describe('HTTP API (http.node.ts)', function () {
 
     it('headers over maxHeaderBytes get 431; the server goes on serving', async () => {
       const reply = await driven(
+        cluster,
         send(port, 'GET', '/kv/k', { headers: { 'x-padding': 'p'.repeat(20 * 1024) } }),
       );
       expect(reply.status).to.equal(431);
@@ -366,6 +370,7 @@ describe('HTTP API (http.node.ts)', function () {
     it('pipelining: requests written back to back on one connection are answered in order', async () => {
       expect((await call('PUT', '/kv/p1', { body: 'one' })).status).to.equal(200);
       const pipelined = await driven(
+        cluster,
         rawExchange(port, [
           'GET /kv/p1 HTTP/1.1\r\nHost: x\r\n\r\n' +
             'PUT /kv/p2 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\ntwo' +
@@ -387,11 +392,11 @@ describe('HTTP API (http.node.ts)', function () {
       for (let i = 0; i < connections; i++) {
         puts.push(send(port, 'PUT', `/kv/c${i}`, { body: `v${i}` }));
       }
-      const replies = await driven(Promise.all(puts));
+      const replies = await driven(cluster, Promise.all(puts));
       expect(replies.map((r) => r.status)).to.deep.equal(Array(connections).fill(200));
       const gets = [];
       for (let i = 0; i < connections; i++) gets.push(send(port, 'GET', `/kv/c${i}`));
-      const values = (await driven(Promise.all(gets))).map((r) => r.body.toString());
+      const values = (await driven(cluster, Promise.all(gets))).map((r) => r.body.toString());
       expect(values).to.deep.equal(Array.from({ length: connections }, (_, i) => `v${i}`));
     });
 
@@ -432,6 +437,157 @@ describe('HTTP API (http.node.ts)', function () {
       const reply = await call('GET', '/kv/k');
       expect(reply.status).to.equal(503);
       expect(json(reply).code).to.equal('CLOSED');
+    });
+  });
+
+  describe('node metrics (metrics.node.ts): a three-node cluster, scraped on a', () => {
+    let cluster: TestCluster;
+    let api: HttpApi;
+    let port: number;
+    const agent = new Agent({ keepAlive: true });
+    const metricsOf = new Map<string, NodeMetrics>();
+    /** A value whose second copy overflows the uncommitted log (maxUncommittedEntriesBytes). */
+    const bigValue = new Uint8Array(3_000);
+
+    const call = (method: string, path: string, options: RequestOptions = {}) =>
+      driven(cluster, send(port, method, path, { agent, ...options }));
+    async function scrape(): Promise<string> {
+      const reply = await call('GET', '/metrics');
+      expect(reply.status).to.equal(200);
+      return reply.body.toString();
+    }
+    /** The sample of `series` (name and labels as printed) in `text`; fails if absent. */
+    function sample(text: string, series: string): number {
+      const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+      expect(line, `${series} in /metrics`).to.not.equal(undefined);
+      return Number(line!.slice(series.length + 1));
+    }
+    /** `name`'s samples summed over every node's registry (for what the leaders count). */
+    async function summed(name: string, labels: Record<string, string> = {}): Promise<number> {
+      let total = 0;
+      for (const metrics of metricsOf.values()) {
+        for (const value of (await metrics.registry.getSingleMetric(name)!.get()).values) {
+          if (Object.entries(labels).every(([k, v]) => value.labels[k] === v)) total += value.value;
+        }
+      }
+      return total;
+    }
+
+    before(async () => {
+      cluster = new TestCluster({
+        partitions: 4,
+        trace: !!process.env.TRACE,
+        settings: { maxUncommittedEntriesBytes: 4096 },
+        instrument: (id, transport) => {
+          const metrics = new NodeMetrics();
+          metrics.meterLinks(transport);
+          metricsOf.set(id, metrics);
+          return {
+            storage: (storage) => metrics.meterStorage(storage),
+            observer: metrics.observer,
+          };
+        },
+      });
+      const a = await cluster.start('a');
+      await cluster.start('b');
+      await cluster.start('c');
+      await cluster.until(
+        () =>
+          a.status().groups.length === 4 &&
+          a.status().groups.every((g) => g.voters.length === 3 && g.leader !== null),
+        'every partition has three voters and a leader',
+      );
+      api = createHttpApi({ node: a, token: TOKEN, metrics: metricsOf.get('a') });
+      port = (await api.listen({ host: '127.0.0.1', port: 0 })).port;
+      const value = new Uint8Array(1_000);
+      for (let i = 0; i < 20; i++) {
+        expect((await call('PUT', `/kv/k${i}`, { body: value })).status).to.equal(200);
+      }
+    });
+
+    after(async () => {
+      agent.destroy();
+      await api?.close();
+      await cluster?.close();
+    });
+
+    it('storage batches: duration, groups, entries and entry bytes per batch', async () => {
+      const text = await scrape();
+      const batches = sample(text, 'meshkv_storage_batch_duration_seconds_count');
+      expect(batches).to.be.at.least(1);
+      expect(sample(text, 'meshkv_storage_batch_groups_count')).to.equal(batches);
+      expect(sample(text, 'meshkv_storage_batch_entries_count')).to.equal(batches);
+      expect(sample(text, 'meshkv_storage_batch_duration_seconds_sum')).to.be.at.least(0);
+      expect(sample(text, 'meshkv_storage_batch_groups_sum')).to.be.at.least(batches);
+      // a replicates every partition: each of the 20 puts is an entry of its log.
+      expect(sample(text, 'meshkv_storage_batch_entries_sum')).to.be.at.least(20);
+      expect(sample(text, 'meshkv_storage_batch_entry_bytes_sum')).to.be.at.least(20 * 1_000);
+      expect(sample(text, 'meshkv_storage_batch_entry_bytes_bucket{le="+Inf"}')).to.equal(batches);
+      expect(sample(text, 'meshkv_storage_batch_failures_total')).to.equal(0);
+    });
+
+    it('frames and bytes per peer, as the transport counts them', async () => {
+      const text = await scrape();
+      const transport = cluster.running.get('a')!.transport;
+      for (const peer of ['b', 'c']) {
+        const stats = transport.stats(peer);
+        const frames = sample(text, `meshkv_peer_frames_sent_total{peer="${peer}"}`);
+        const bytes = sample(text, `meshkv_peer_bytes_sent_total{peer="${peer}"}`);
+        expect(frames).to.be.at.least(1).and.at.most(stats.framesSent);
+        expect(bytes).to.be.above(frames).and.at.most(stats.bytesSent);
+        const received = sample(text, `meshkv_peer_frames_received_total{peer="${peer}"}`);
+        expect(received).to.be.at.least(1).and.at.most(stats.framesReceived);
+        expect(sample(text, `meshkv_peer_bytes_received_total{peer="${peer}"}`)).to.be.above(
+          received,
+        );
+        expect(sample(text, `meshkv_peer_frames_dropped_total{peer="${peer}"}`)).to.equal(0);
+      }
+      expect(text).to.not.match(/\{peer="a"\}/);
+      expect(sample(text, 'meshkv_peers_connected')).to.equal(2);
+      expect(sample(text, 'meshkv_frames_sent_total')).to.be.at.least(2);
+    });
+
+    it('raft: terms, commit and apply lag per partition, leaders held, leaderships won', async () => {
+      const text = await scrape();
+      const status = cluster.node('a').status();
+      for (const g of status.groups) {
+        const partition = `{partition="${g.partition}"}`;
+        expect(sample(text, `meshkv_raft_term${partition}`)).to.be.at.least(1);
+        expect(sample(text, `meshkv_raft_commit_lag_entries${partition}`)).to.be.at.least(0);
+        expect(sample(text, `meshkv_raft_apply_lag_entries${partition}`)).to.be.at.least(0);
+      }
+      const led = status.groups.filter((g) => g.role === 'leader').length;
+      expect(sample(text, 'meshkv_leaders_held')).to.equal(led);
+      // Every partition had a leader elected at least once (a's bootstrap).
+      expect(await summed('meshkv_raft_leaderships_total')).to.be.at.least(4);
+      expect(sample(text, 'meshkv_raft_leaderships_total')).to.be.at.least(1);
+    });
+
+    it('proposals dropped: writes past maxUncommittedEntriesBytes are counted and answered 503', async () => {
+      // Concurrent puts of one partition: while the first is uncommitted the others overflow
+      // the leader's uncommitted log. Bursts until one is refused (bounded).
+      let refused = 0;
+      for (let burst = 0; burst < 20 && refused === 0; burst++) {
+        const puts = Array.from({ length: 8 }, () =>
+          send(port, 'PUT', '/kv/big', { body: bigValue, agent }),
+        );
+        for (const reply of await driven(cluster, Promise.all(puts))) {
+          if (reply.status === 200) continue;
+          expect(reply.status, reply.body.toString()).to.equal(503);
+          const error = json(reply);
+          expect(error.code).to.equal('OVERLOADED');
+          expect(error.message).to.include('maxUncommittedEntriesBytes');
+          refused++;
+        }
+      }
+      expect(refused, 'puts refused').to.be.at.least(1);
+      expect(
+        await summed('meshkv_raft_proposals_dropped_total', { reason: 'full' }),
+      ).to.be.at.least(refused);
+      const text = await scrape();
+      expect(sample(text, 'meshkv_http_requests_total{op="put",code="OVERLOADED"}')).to.equal(
+        refused,
+      );
     });
   });
 

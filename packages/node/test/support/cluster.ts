@@ -11,7 +11,7 @@ import { MemoryDisk, type NodeStorage } from '@meshkv/storage';
 import type { LinkStats, PeerId, Transport, TransportHandlers } from '@meshkv/transport';
 import type { Member, RegistrySnapshot } from '@meshkv/transport/signaling-protocol';
 import { SimNetwork, SimTransport } from '@meshkv/transport/sim-network';
-import { MeshNode, type MeshNodeSettings } from '../../src/mesh-node.ts';
+import { MeshNode, type MeshNodeObserver, type MeshNodeSettings } from '../../src/mesh-node.ts';
 
 export const TICK_MS = 10;
 const MAX_TRACE_LINES = 10_000;
@@ -27,6 +27,13 @@ export interface ClusterOptions {
    * exchanged a frame with (a link opens on demand, when something is sent).
    */
   readonly onDemandLinks?: boolean;
+  /** Per node at each start: a storage wrapper and observer hooks (a shell's metrics). */
+  readonly instrument?: (id: NodeId, transport: Transport) => Instruments;
+}
+
+export interface Instruments {
+  readonly storage?: (storage: NodeStorage) => NodeStorage;
+  readonly observer?: MeshNodeObserver;
 }
 
 /** A SimTransport whose links are up only once a frame went either way (see onDemandLinks). */
@@ -75,11 +82,15 @@ export class TestCluster {
   private readonly settings: Partial<MeshNodeSettings>;
   private readonly traceOn: boolean;
   private readonly onDemandLinks: boolean;
+  private readonly instrument: ((id: NodeId, transport: Transport) => Instruments) | undefined;
   private nextTickMs = 0;
 
   constructor(options: ClusterOptions = {}) {
     this.seed = options.seed ?? 1;
-    this.network = new SimNetwork<Uint8Array>({ prng: mulberry32(this.seed) });
+    this.network = new SimNetwork<Uint8Array>({
+      prng: mulberry32(this.seed),
+      sizeBytes: (frame) => frame.length,
+    });
     this.registry = {
       settings: {
         clusterId: 'test',
@@ -93,6 +104,7 @@ export class TestCluster {
     this.settings = { tickMs: TICK_MS, ...options.settings };
     this.traceOn = options.trace ?? false;
     this.onDemandLinks = options.onDemandLinks ?? false;
+    this.instrument = options.instrument;
   }
 
   get partitions(): number {
@@ -135,16 +147,19 @@ export class TestCluster {
     this.register(id, 'up');
     const storage = await this.disks.get(id)!.open();
     const transport = new SimTransport(this.network, id);
+    const links = this.onDemandLinks ? new OnDemandLinks(transport) : transport;
+    const instruments = this.instrument?.(id, links) ?? {};
+    const observer = instruments.observer;
     const node = await MeshNode.start({
       nodeId: id,
-      storage,
-      transport: this.onDemandLinks ? new OnDemandLinks(transport) : transport,
+      storage: instruments.storage?.(storage) ?? storage,
+      transport: links,
       registry: this.registry,
       newIdentity: isNew,
       random: mulberry32(this.seed * 1000 + this.running.size + this.disks.size),
       nowMs: this.nowMs,
       settings: this.settings,
-      observer: { trace: (line) => this.trace(line) },
+      observer: { ...observer, trace: (line) => this.trace(line) },
     });
     this.running.set(id, { node, storage, transport });
     await this.drain();
