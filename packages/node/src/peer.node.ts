@@ -20,14 +20,17 @@
  *   lost; deleting DIR (or starting with another) is the operator's decision.
  * - ICE is bound to `iceBindAddress` (default 127.0.0.1) with no STUN server: a local
  *   cluster keeps all its traffic on loopback unless the caller opts out.
- * - `options.http`: the HTTP API (http.node.ts) serves the node once it runs.
+ * - `options.http`: the HTTP API (http.node.ts) listens before the registry join, so its
+ *   address goes into the member record (`httpAddress`: clients find the peers' endpoints
+ *   in the registry); until the node runs it answers 503 UNAVAILABLE. A wildcard host
+ *   (0.0.0.0, ::) names no address a client could use and is not registered.
  * - `stop({leave})`: with `leave`, the registry leave and `node.leave()` (every replica
  *   handed off) first; then the HTTP API, the node, the mesh, the signaling client, the
  *   storage and the lock are closed, in that order. Without `leave`, groups and data stay.
  */
 import { randomInt } from 'node:crypto';
 import { mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { type NodeStorage, StorageError } from '@meshkv/storage';
 import { openDiskStorage, openLevelEngine } from '@meshkv/storage/node';
 import {
@@ -39,7 +42,8 @@ import {
   type WebRtcMesh,
 } from '@meshkv/transport';
 import { createNodeWebRtcMesh } from '@meshkv/transport/node';
-import { createHttpApi, type HttpApi } from './http.node.ts';
+import { ErrorCode, MeshKvError } from './errors.ts';
+import { createHttpApi, type HttpApi, type KvNode } from './http.node.ts';
 import { MeshNode, type MeshNodeSettings, meshNodeDefaults, type NodeStatus } from './mesh-node.ts';
 
 /** A start refused for a reason the operator must act on (exit 1 with this message). */
@@ -153,7 +157,10 @@ export class NodePeer {
     try {
       const storage = await openDiskStorage(join(dataDir, STORE_DIR));
       cleanups.unshift(() => storage.close());
-      const client = await joinRegistry(options, clusterId, identity, dataDir);
+      const slot = new StartingNode();
+      const http = options.http === undefined ? null : await serveHttp(slot, options, log);
+      if (http !== null) cleanups.unshift(() => http.api.close());
+      const client = await joinRegistry(options, clusterId, identity, dataDir, http?.address);
       cleanups.unshift(() => client.close());
       const newIdentity = identity === null;
       if (newIdentity) {
@@ -185,11 +192,11 @@ export class NodePeer {
         settings: options.settings,
       });
       cleanups.unshift(() => node.close());
+      slot.node = node;
       log(
         `joined as ${client.nodeId} (${newIdentity ? 'new member' : 'rejoined'}), registry epoch ${client.registry.epoch}`,
       );
-      const http = options.http === undefined ? null : await serveHttp(node, options, log);
-      if (http !== null) cleanups.unshift(() => http.api.close());
+      if (http !== null) log(`HTTP API on ${http.url}`);
       const tickMs = options.settings?.tickMs ?? meshNodeDefaults.tickMs;
       const tickTimer = setInterval(() => node.tick(Date.now()), tickMs);
       const peer = new NodePeer(
@@ -284,22 +291,60 @@ export class NodePeer {
   }
 }
 
-/** Starts the HTTP API on `options.http` in front of `node`. */
+/**
+ * The HTTP API's node: empty while the peer starts (the API listens before the join, see
+ * the file comment), then the MeshNode. Requests before that are refused, nothing done.
+ */
+class StartingNode implements KvNode {
+  node: MeshNode | null = null;
+
+  put(...args: Parameters<MeshNode['put']>): ReturnType<MeshNode['put']> {
+    return this.running().put(...args);
+  }
+
+  get(...args: Parameters<MeshNode['get']>): ReturnType<MeshNode['get']> {
+    return this.running().get(...args);
+  }
+
+  delete(...args: Parameters<MeshNode['delete']>): ReturnType<MeshNode['delete']> {
+    return this.running().delete(...args);
+  }
+
+  status(): NodeStatus {
+    return this.running().status();
+  }
+
+  private running(): MeshNode {
+    if (this.node !== null) return this.node;
+    throw new MeshKvError(
+      ErrorCode.UNAVAILABLE,
+      'the peer is still starting (joining the registry, loading its partitions): retry shortly',
+      { mayHaveApplied: false },
+    );
+  }
+}
+
+/** Wildcard hosts: every interface, so no address a client could be given. */
+const WILDCARD_HOSTS: ReadonlySet<string> = new Set(['0.0.0.0', '::', '[::]']);
+
+/**
+ * Starts the HTTP API on `options.http` in front of `node`. `address` is what the registry
+ * gets (undefined for a wildcard host); `url` what the log says.
+ */
 async function serveHttp(
-  node: MeshNode,
+  node: KvNode,
   options: PeerOptions,
   log: (line: string) => void,
-): Promise<{ api: HttpApi; url: string }> {
+): Promise<{ api: HttpApi; url: string; address: string | undefined }> {
   const api = createHttpApi({
     node,
     token: options.token,
     onError: (error) => log(`HTTP API error: ${String(error)}`),
   });
   const host = options.http!.host;
-  const address = await api.listen({ host, port: options.http!.port });
-  const url = `http://${host.includes(':') ? `[${host}]` : host}:${address.port}`;
-  log(`HTTP API on ${url}`);
-  return { api, url };
+  const listening = await api.listen({ host, port: options.http!.port });
+  const url = `http://${host.includes(':') ? `[${host}]` : host}:${listening.port}`;
+  return { api, url, address: WILDCARD_HOSTS.has(host) ? undefined : url };
 }
 
 async function joinRegistry(
@@ -307,6 +352,7 @@ async function joinRegistry(
   clusterId: string,
   identity: Identity | null,
   dataDir: string,
+  httpAddress: string | undefined,
 ): Promise<SignalingClient> {
   try {
     return await SignalingClient.connect({
@@ -314,6 +360,7 @@ async function joinRegistry(
       token: options.token,
       clusterId,
       kind: 'node',
+      ...(httpAddress === undefined ? {} : { httpAddress }),
       ...(identity === null
         ? options.nodeId === undefined
           ? {}
@@ -340,16 +387,27 @@ async function joinRegistry(
  * depends on it, and this takes no code of its own.
  */
 async function lockDataDir(dataDir: string): Promise<() => Promise<void>> {
-  await mkdir(dataDir, { recursive: true });
+  const unlock = await tryLockDirectory(dataDir);
+  if (unlock === null) {
+    throw new PeerStartError(
+      `data directory ${dataDir} is in use by another live process (its lock ${join(dataDir, LOCK_DIR)} is held); one node per data directory`,
+    );
+  }
+  return unlock;
+}
+
+/**
+ * Takes `dir`'s lock (DIR/lock, as `lockDataDir` above; `meshkv start` holds its folder
+ * with it too), creating `dir` if needed: resolves with its release, or with null while
+ * another live process holds it.
+ */
+export async function tryLockDirectory(dir: string): Promise<(() => Promise<void>) | null> {
+  await mkdir(dir, { recursive: true });
   try {
-    const engine = await openLevelEngine(join(dataDir, LOCK_DIR));
+    const engine = await openLevelEngine(join(dir, LOCK_DIR));
     return () => engine.close();
   } catch (error) {
-    if (error instanceof StorageError && error.code === 'locked') {
-      throw new PeerStartError(
-        `data directory ${dataDir} is in use by another live process (its lock ${join(dataDir, LOCK_DIR)} is held); one node per data directory`,
-      );
-    }
+    if (error instanceof StorageError && error.code === 'locked') return null;
     throw error;
   }
 }
@@ -407,19 +465,27 @@ function safeParse(text: string): unknown {
   }
 }
 
-/** Writes the identity durably and atomically: tmp file, fsync, rename, fsync the dir. */
-async function writeIdentity(dataDir: string, identity: Identity): Promise<void> {
-  const path = join(dataDir, IDENTITY_FILE);
+/** Writes the identity durably and atomically (`writeFileDurably`). */
+function writeIdentity(dataDir: string, identity: Identity): Promise<void> {
+  return writeFileDurably(join(dataDir, IDENTITY_FILE), `${JSON.stringify(identity)}\n`);
+}
+
+/**
+ * Replaces `path` with `text` durably and atomically, readable by its owner only (0600): a
+ * temporary file, fsync, rename, fsync of the directory. A crash leaves the old file or
+ * the new one, never a torn one.
+ */
+export async function writeFileDurably(path: string, text: string): Promise<void> {
   const tmp = `${path}.tmp`;
   const file = await open(tmp, 'w', 0o600);
   try {
-    await file.writeFile(`${JSON.stringify(identity)}\n`);
+    await file.writeFile(text);
     await file.sync();
   } finally {
     await file.close();
   }
   await rename(tmp, path);
-  const dir = await open(dataDir, 'r');
+  const dir = await open(dirname(path), 'r');
   try {
     await dir.sync();
   } finally {
