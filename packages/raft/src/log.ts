@@ -137,6 +137,12 @@ export class RaftLog {
     return lastTerm > ourTerm || (lastTerm === ourTerm && lastIndex >= this.lastIndex());
   }
 
+  /** A candidate's log (lastIndex, lastTerm) is strictly more up to date than ours. */
+  isAhead(lastIndex: number, lastTerm: number): boolean {
+    const ourTerm = this.lastTerm();
+    return lastTerm > ourTerm || (lastTerm === ourTerm && lastIndex > this.lastIndex());
+  }
+
   /** Index of the first entry whose term differs from ours (or that we lack); 0 if none. */
   findConflict(entries: readonly Entry[]): number {
     for (const e of entries) if (!this.matchTerm(e.index, e.term)) return e.index;

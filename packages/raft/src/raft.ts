@@ -527,13 +527,18 @@ export class Raft {
   step(m: Message): void {
     if (
       (m.type === MessageType.Vote || m.type === MessageType.PreVote) &&
-      !this.trk.isVoter(m.from)
+      !this.trk.isVoter(m.from) &&
+      !this.raftLog.isAhead(m.index, m.logTerm)
     ) {
       // Only voters of our configuration may take our vote, or our term through a vote
       // request: a replica removed while partitioned (it missed its removal) must never
       // disrupt the group, whatever PreVote and CheckQuorum say. Ignoring is always safe
-      // (a lost message); a voter added in a configuration we have not applied yet gets
-      // our vote once we apply it. The host learns of outsiders (Ready.nonMemberCandidates).
+      // (a lost message). An outsider whose log is strictly ahead of ours holds entries we
+      // lack, among them possibly the change that made it a voter: it is judged as any
+      // candidate (§5.4.1), or a lagging member could never help elect the voters added
+      // since (the log it lacks has no other source when the old leader is gone). A
+      // removed replica is never ahead of the majority that committed its removal, so it
+      // still wins no election. The host learns of outsiders (Ready.nonMemberCandidates).
       if (
         !this.trk.progress.has(m.from) &&
         this.nonMemberCandidates.length < MAX_NON_MEMBER_CANDIDATES &&

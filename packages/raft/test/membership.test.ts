@@ -145,6 +145,30 @@ describe('raft: membership changes (thesis §4) with learners and joint consensu
     }
   }
 
+  it('a lagging voter helps elect a voter added by changes it lacks (§5.4.1: its log is ahead), when the old leader is gone for good', () => {
+    const net = new Network(['a', 'b', 'c'], { seed: 63 });
+    net.campaign('a');
+    const leader = net.electLeader();
+    expect(leader.id).to.equal('a');
+    net.isolate('b');
+    addCaughtUpLearner(net, 'a', 'd');
+    // c swaps for d while b is cut off: {a,b,d} commits with a and d alone.
+    leader.raw.proposeConfChange({
+      transition: ConfChangeTransition.Auto,
+      changes: [add('d'), remove('c')],
+    });
+    net.stabilize();
+    expect(net.node('d').confState.voters).to.deep.equal(['a', 'b', 'd']);
+    expect(net.node('b').confState.voters, 'b missed it').to.deep.equal(['a', 'b', 'c']);
+    net.crash('a');
+    net.heal();
+    // b and d are a majority of {a,b,d}; only d's log holds that configuration.
+    net.tickUntil(() => net.leader()?.id === 'd', 2000);
+    net.propose('d', 'after');
+    expect(net.node('b').state).to.include('after');
+    expect(net.node('b').confState.voters).to.deep.equal(['a', 'b', 'd']);
+  });
+
   it('a voter demoted while partitioned (it missed its demotion) catches up, though the voters ignore its votes (no PreVote, no CheckQuorum)', () => {
     const net = new Network(['a', 'b', 'c', 'd'], { seed: 62, preVote: false, checkQuorum: false });
     net.campaign('a');
