@@ -207,6 +207,8 @@ export interface NodeStatus {
   /** Learners this node's led groups are catching up. */
   readonly movesInProgress: number;
   readonly pendingRequests: number;
+  /** Requests this node's leaders are serving, for any node (bounded by maxServedRequests). */
+  readonly servedRequests: number;
   readonly snapshotsInstalled: number;
   readonly batchesWritten: number;
   readonly framesSent: number;
@@ -980,6 +982,7 @@ export class MeshNode {
       groups,
       movesInProgress: this.movesInProgress,
       pendingRequests: this.router.pendingRequests,
+      servedRequests: this.router.servedRequests,
       snapshotsInstalled: this.snapshots.installed,
       batchesWritten: this.loop.batches,
       framesSent: this.outbox.framesSent,

@@ -135,6 +135,15 @@ interface ServedPartition {
 
 const U32_MAX = 0xffff_ffff;
 
+/** Removes, in place, the waiters whose deadline passed by `nowMs`; returns how many. */
+function dropExpired(waiters: { readonly deadlineAtMs: number }[], nowMs: number): number {
+  let kept = 0;
+  for (const waiter of waiters) if (waiter.deadlineAtMs > nowMs) waiters[kept++] = waiter;
+  const dropped = waiters.length - kept;
+  waiters.length = kept;
+  return dropped;
+}
+
 export class Router {
   private readonly host: RouterHost;
   private readonly settings: RouterSettings;
@@ -161,6 +170,11 @@ export class Router {
 
   get pendingRequests(): number {
     return this.origin.size;
+  }
+
+  /** Requests this node's leaders are serving (from any node, this one included). */
+  get servedRequests(): number {
+    return this.servedCount;
   }
 
   // ---- Origin side ----------------------------------------------------------------------
@@ -688,17 +702,31 @@ export class Router {
         this.queryAckAll(id, wait);
       }
     }
-    for (const served of this.served.values()) this.expireWrites(served, now);
+    for (const served of this.served.values()) this.expireServed(served, now);
   }
 
-  /** Drops the write waiters past their deadline (their origins time out on their own). */
-  private expireWrites(served: ServedPartition, nowMs: number): void {
+  /**
+   * Drops the waiters past their deadline (their origins time out on their own): writes
+   * whose entry never applies here, and reads whose read-index round never completes (a
+   * leader that lost its quorum without noticing) or whose read point is not applied.
+   */
+  private expireServed(served: ServedPartition, nowMs: number): void {
     for (const [key, waiters] of served.writes) {
-      const live = waiters.filter((w) => w.deadlineAtMs > nowMs);
-      this.servedCount -= waiters.length - live.length;
-      if (live.length === 0) served.writes.delete(key);
-      else if (live.length !== waiters.length) served.writes.set(key, live);
+      this.servedCount -= dropExpired(waiters, nowMs);
+      if (waiters.length === 0) served.writes.delete(key);
     }
+    for (const [round, waiters] of served.readRounds) {
+      this.servedCount -= dropExpired(waiters, nowMs);
+      // The open round stays: reads arriving before the next Ready still join it.
+      if (waiters.length === 0 && waiters !== served.openRound) served.readRounds.delete(round);
+    }
+    const due = served.readsAtIndex;
+    let kept = 0;
+    for (const entry of due) {
+      this.servedCount -= dropExpired(entry.waiters, nowMs);
+      if (entry.waiters.length > 0) due[kept++] = entry;
+    }
+    due.length = kept;
   }
 
   private deadlineError(request: OriginRequest): MeshKvError {

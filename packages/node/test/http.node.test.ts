@@ -158,6 +158,7 @@ function stubStatus(): NodeStatus {
     groups: [],
     movesInProgress: 0,
     pendingRequests: 0,
+    servedRequests: 0,
     snapshotsInstalled: 0,
     batchesWritten: 0,
     framesSent: 0,

@@ -416,6 +416,31 @@ describe('MeshNode scenarios', function () {
         expect(reads).to.be.below(30);
       }));
 
+    it('a read whose read-index round never completes is dropped at its deadline: its slot under maxServedRequests comes back', () =>
+      withCluster(
+        { partitions: 1, settings: { electionTick: 400, maxServedRequests: 1 } },
+        async (cluster) => {
+          await grown(cluster, ['a', 'b', 'c']);
+          await cluster.settle(cluster.node('a').put('k', 'v'));
+          const leaderId = cluster.node('a').status().groups[0]!.leader!;
+          const leader = cluster.node(leaderId);
+          // The followers' answers are lost: the leader keeps its role (checkQuorum acts
+          // only after electionTick) and its read round never completes.
+          for (const id of ['a', 'b', 'c']) {
+            if (id !== leaderId) cluster.network.setBlocked(id, leaderId, true);
+          }
+          const read = leader.get('k', { deadlineMs: 200 });
+          // UNAVAILABLE: the followers' links look down from here.
+          expect(await codeOf(cluster.settle(read))).to.be.oneOf(['TIMEOUT', 'UNAVAILABLE']);
+          await cluster.until(
+            () => leader.status().servedRequests === 0,
+            'the expired read dropped',
+            1_000,
+          );
+          expect(leader.status().groups[0]!.role).to.equal('leader');
+        },
+      ));
+
     it('OVERLOADED past maxPendingRequests; CLOSED after close', () =>
       withCluster({ partitions: 1, settings: { maxPendingRequests: 2 } }, async (cluster) => {
         const a = await cluster.start('a');
