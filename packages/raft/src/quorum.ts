@@ -2,20 +2,34 @@ import type { NodeId } from './types.ts';
 
 export type VoteResult = 'pending' | 'lost' | 'won';
 
+/** Reused by majorityCommitted: acked indexes of the voters, sorted in place. */
+const ackedScratch: number[] = [];
+
 /**
  * The highest index acknowledged by a majority of `voters` (a voter without an ack
  * counts as 0). An empty set returns Infinity so that it never limits a joint config.
+ * It runs on every acknowledgement a leader handles: an insertion sort into a reused
+ * array (voters are a handful), no comparator closure, no array per call.
  */
 export function majorityCommitted(
   voters: ReadonlySet<NodeId>,
   acked: (id: NodeId) => number | undefined,
 ): number {
   if (voters.size === 0) return Number.POSITIVE_INFINITY;
-  const indexes: number[] = [];
-  for (const id of voters) indexes.push(acked(id) ?? 0);
-  indexes.sort((a, b) => b - a);
-  // Descending order: the (n/2+1)-th largest value is held by a majority.
-  return indexes[Math.floor(voters.size / 2)]!;
+  const indexes = ackedScratch;
+  let n = 0;
+  for (const id of voters) {
+    const index = acked(id) ?? 0;
+    // Descending order: shift the smaller ones right.
+    let at = n++;
+    while (at > 0 && indexes[at - 1]! < index) {
+      indexes[at] = indexes[at - 1]!;
+      at--;
+    }
+    indexes[at] = index;
+  }
+  // The (n/2+1)-th largest value is held by a majority.
+  return indexes[Math.floor(n / 2)]!;
 }
 
 /** Outcome of an election among `voters` given the votes cast so far. Empty set: won. */

@@ -791,8 +791,9 @@ export class Raft {
     // changes nothing; only one may be pending at a time (thesis §4.1).
     const last = this.raftLog.lastIndex();
     let confIndex = 0;
-    m.entries.forEach((e, i) => {
-      if (e.type !== EntryType.ConfChange) return;
+    for (let i = 0; i < m.entries.length; i++) {
+      const e = m.entries[i]!;
+      if (e.type !== EntryType.ConfChange) continue;
       const cc = decodeConfChange(e.data);
       const joint = this.trk.config.voters.isJoint();
       if (confIndex !== 0 || this.pendingConfIndex > this.raftLog.applied) {
@@ -809,7 +810,7 @@ export class Raft {
         this.drop(m.type, DropReason.ConfNotJoint, 'configuration is not joint');
       }
       confIndex = last + i + 1;
-    });
+    }
     if (!this.appendEntries(m.entries)) {
       this.drop(
         m.type,

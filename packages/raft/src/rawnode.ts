@@ -24,7 +24,6 @@ import {
   EntryType,
   type GroupId,
   type HardState,
-  hardStateEqual,
   type NodeId,
   type Snapshot,
 } from './types.ts';
@@ -310,9 +309,11 @@ export class RawNode {
     if (this.outstanding) return false;
     const r = this.raft;
     r.flushBroadcast();
-    const ss = r.softState();
-    if (ss.lead !== this.prevSoftState.lead || ss.role !== this.prevSoftState.role) return true;
-    if (!hardStateEqual(r.hardState(), this.prevHardState)) return true;
+    // Compared field by field: hasReady runs per group per round, allocating nothing.
+    const ss = this.prevSoftState;
+    if (r.lead !== ss.lead || r.role !== ss.role) return true;
+    const hs = this.prevHardState;
+    if (r.term !== hs.term || r.vote !== hs.vote || r.raftLog.committed !== hs.commit) return true;
     return (
       r.raftLog.hasPendingSnapshot() ||
       r.raftLog.unstable.entries.length > 0 ||
@@ -333,31 +334,37 @@ export class RawNode {
     }
     const r = this.raft;
     r.flushBroadcast();
-    const ss = r.softState();
-    const hs = r.hardState();
-    const softChanged = ss.lead !== this.prevSoftState.lead || ss.role !== this.prevSoftState.role;
-    const hardChanged = !hardStateEqual(hs, this.prevHardState);
-    const entries = [...r.raftLog.unstable.entries];
+    const prevHs = this.prevHardState;
+    const softChanged = r.lead !== this.prevSoftState.lead || r.role !== this.prevSoftState.role;
+    const hardChanged =
+      r.term !== prevHs.term || r.vote !== prevHs.vote || r.raftLog.committed !== prevHs.commit;
+    // The states are made only when they changed (a Ready per group per round).
+    const ss = softChanged ? r.softState() : this.prevSoftState;
+    const hs = hardChanged ? r.hardState() : prevHs;
+    const unstable = r.raftLog.unstable.entries;
+    const entries = unstable.length === 0 ? NO_ENTRIES : unstable.slice();
     const committedEntries = r.raftLog.nextCommittedEntries();
     const rd: Ready = {
       softState: softChanged ? ss : null,
       hardState: hardChanged ? hs : null,
-      readStates: r.readStates,
-      nonMemberCandidates: r.nonMemberCandidates,
+      // The raft's arrays are handed over when not empty (and replaced below); an empty one
+      // stays raft's, so the Ready gets a frozen empty one that later steps cannot fill.
+      readStates: r.readStates.length > 0 ? r.readStates : NO_READ_STATES,
+      nonMemberCandidates: r.nonMemberCandidates.length > 0 ? r.nonMemberCandidates : NO_CANDIDATES,
       entries,
       snapshot: r.raftLog.unstable.snapshot,
       committedEntries,
-      messages: r.msgs,
+      messages: r.msgs.length > 0 ? r.msgs : NO_MESSAGES,
       // A snapshot is acknowledged in this Ready's messages, like entries: durable first.
       mustSync:
         entries.length > 0 ||
         r.raftLog.unstable.snapshot !== null ||
-        hs.term !== this.prevHardState.term ||
-        hs.vote !== this.prevHardState.vote,
+        hs.term !== prevHs.term ||
+        hs.vote !== prevHs.vote,
     };
-    r.msgs = [];
-    r.readStates = [];
-    r.nonMemberCandidates = [];
+    if (r.msgs.length > 0) r.msgs = [];
+    if (r.readStates.length > 0) r.readStates = [];
+    if (r.nonMemberCandidates.length > 0) r.nonMemberCandidates = [];
     if (softChanged) this.prevSoftState = ss;
     if (hardChanged) this.prevHardState = hs;
     const last = committedEntries[committedEntries.length - 1];
@@ -447,6 +454,11 @@ export class RawNode {
     return newMessage({ groupId: this.raft.groupId, type, from: this.raft.id, to: this.raft.id });
   }
 }
+
+const NO_ENTRIES: readonly Entry[] = Object.freeze([]);
+const NO_MESSAGES: readonly Message[] = Object.freeze([]);
+const NO_READ_STATES: readonly ReadState[] = Object.freeze([]);
+const NO_CANDIDATES: readonly NodeId[] = Object.freeze([]);
 
 function isIndex(n: unknown): n is number {
   return typeof n === 'number' && Number.isSafeInteger(n) && n >= 0;

@@ -274,8 +274,11 @@ export class ProgressTracker {
   }
 
   committed(): number {
-    return this.config.voters.committed((id) => this.progress.get(id)?.match);
+    return this.config.voters.committed(this.matchOf);
   }
+
+  /** A voter's match index (made once: committed() runs on every acknowledgement). */
+  private readonly matchOf = (id: NodeId): number | undefined => this.progress.get(id)?.match;
 
   /** Whether a quorum was recently active (CheckQuorum); `self` always counts. */
   quorumActive(self: NodeId): boolean {

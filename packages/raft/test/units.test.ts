@@ -64,6 +64,17 @@ describe('raft units: flow control, quorum, storage, PRNG, config, message valid
     expect(majorityCommitted(new Set(['a', 'b', 'c']), (id) => acked.get(id))).to.equal(3);
     expect(majorityCommitted(new Set(['a', 'b', 'c', 'd']), (id) => acked.get(id))).to.equal(1);
     expect(majorityCommitted(new Set(), () => 0)).to.equal(Number.POSITIVE_INFINITY);
+    // Every order of acks, sizes 1..7 in turn (the sort reuses one array across calls).
+    const random = mulberry32(7);
+    for (let round = 0; round < 200; round++) {
+      const size = 1 + (round % 7);
+      const ids = Array.from({ length: size }, (_, i) => `n${i}`);
+      const acks = new Map(ids.map((id) => [id, random.nextInt(10)]));
+      const sorted = [...acks.values()].sort((x, y) => y - x);
+      expect(majorityCommitted(new Set(ids), (id) => acks.get(id))).to.equal(
+        sorted[Math.floor(size / 2)],
+      );
+    }
     const votes = new Map([
       ['a', true],
       ['b', false],
@@ -336,6 +347,33 @@ describe('raft units: flow control, quorum, storage, PRNG, config, message valid
     expect(rd.mustSync).to.equal(false);
     expect(rd.entries).to.deep.equal([]);
     follower.raw.advance();
+  });
+
+  it('Ready: what raft produces after ready() goes into the next Ready, not into the one taken', () => {
+    // Leader a of [a, b]; b is probed (paused) after the leader's first append.
+    const { raw, storage } = singleNode('a', ['a', 'b']);
+    raw.campaign();
+    drain(raw, storage);
+    raw.step(newMessage({ groupId: 1, type: MessageType.VoteResp, from: 'b', to: 'a', term: 1 }));
+    drain(raw, storage);
+    raw.propose(enc('x'));
+    const rd = raw.ready();
+    expect(rd.messages, 'b is paused: no append').to.deep.equal([]);
+    expect(rd.readStates).to.deep.equal([]);
+    expect(rd.nonMemberCandidates).to.deep.equal([]);
+    // Before advance(): b answers a heartbeat (an append to b follows), an outsider asks for
+    // a vote, a read is asked for.
+    raw.step(
+      newMessage({ groupId: 1, type: MessageType.HeartbeatResp, from: 'b', to: 'a', term: 1 }),
+    );
+    raw.step(newMessage({ groupId: 1, type: MessageType.Vote, from: 'z', to: 'a', term: 2 }));
+    expect(rd.messages, 'the append promises nothing of this Ready').to.deep.equal([]);
+    expect(rd.nonMemberCandidates).to.deep.equal([]);
+    storage.append(rd.entries);
+    raw.advance();
+    const next = raw.ready();
+    expect(next.messages.map((m) => [m.type, m.to])).to.deep.equal([[MessageType.App, 'b']]);
+    expect(next.nonMemberCandidates).to.deep.equal(['z']);
   });
 
   /** Follower 'b' of [a, b] that heard leader 'a' at term 1 (so later term changes are visible). */
