@@ -1,4 +1,5 @@
-// `pnpm bench node [put|get] [concurrency…] [--seconds S] [--profile FILE]`: three
+// `pnpm bench node [put|get] [concurrency…] [--seconds S] [--turn-ms T] [--profile FILE]
+// [--heap-profile FILE]`: three
 // MeshNodes in this one process over an in-memory transport and MemoryDisk storage
 // ('auto' sync), so the figures are the host's CPU, not a disk or a network. 64
 // partitions, three voters each. Puts and linearizable gets of 100 B values, closed loop:
@@ -70,6 +71,9 @@ interface Args {
   readonly seconds: number;
   readonly warmupSeconds: number;
   readonly profileFile: string | null;
+  readonly heapProfileFile: string | null;
+  /** Null: the load rows' clock follows wall time; else it moves this much per pump turn. */
+  readonly turnMs: number | null;
 }
 
 function parseArgs(argv: readonly string[]): Args {
@@ -77,29 +81,37 @@ function parseArgs(argv: readonly string[]): Args {
   const concurrencies: number[] = [];
   let seconds = 4;
   let profileFile: string | null = null;
+  let heapProfileFile: string | null = null;
+  let turnMs: number | null = null;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     if (arg === 'put' || arg === 'get') ops.push(arg);
     else if (arg === '--seconds') seconds = Number(argv[++i]);
     else if (arg === '--profile') profileFile = argv[++i] ?? null;
+    else if (arg === '--heap-profile') heapProfileFile = argv[++i] ?? null;
+    else if (arg === '--turn-ms') turnMs = Number(argv[++i]);
     else if (/^\d+$/.test(arg)) concurrencies.push(Number(arg));
     else usage(`unknown argument ${arg}`);
   }
   if (!(seconds > 0 && seconds <= 600)) usage('--seconds must be in (0, 600]');
   for (const c of concurrencies) if (c < 1 || c > 10_000) usage('concurrency in [1, 10000]');
   if (profileFile === '') usage('--profile needs a file name');
+  if (heapProfileFile === '') usage('--heap-profile needs a file name');
+  if (turnMs !== null && !(turnMs > 0 && turnMs <= 1000)) usage('--turn-ms must be in (0, 1000]');
   return {
     ops: ops.length > 0 ? ops : ['put', 'get'],
     concurrencies: concurrencies.length > 0 ? concurrencies : CONCURRENCIES,
     seconds,
     warmupSeconds: Math.min(1, seconds / 4),
     profileFile,
+    heapProfileFile,
+    turnMs,
   };
 }
 
 function usage(why: string): never {
   console.error(
-    `${why}\nusage: pnpm bench node [put|get] [concurrency…] [--seconds S] [--profile FILE]`,
+    `${why}\nusage: pnpm bench node [put|get] [concurrency…] [--seconds S] [--turn-ms T] [--profile FILE] [--heap-profile FILE]`,
   );
   process.exit(2);
 }
@@ -507,12 +519,23 @@ class ClosedLoop {
   }
 }
 
-/** Turns, with the clock following wall time, while `condition` holds. */
-async function runWall(cluster: BenchCluster, condition: () => boolean): Promise<void> {
+/**
+ * Turns while `condition` holds, the clock following wall time, or moving `turnMs` per
+ * turn: then a turn's work (what ticks find due, so what each operation costs) does not
+ * depend on how much CPU the process gets, which makes builds comparable on a loaded
+ * machine.
+ */
+async function runWall(
+  cluster: BenchCluster,
+  condition: () => boolean,
+  turnMs: number | null = null,
+): Promise<void> {
   const wallStart = performance.now();
   const clockBase = cluster.clockMs;
+  let turns = 0;
   while (condition()) {
-    cluster.clockMs = clockBase + Math.floor(performance.now() - wallStart);
+    cluster.clockMs =
+      clockBase + Math.floor(turnMs === null ? performance.now() - wallStart : ++turns * turnMs);
     await cluster.turn();
   }
 }
@@ -552,20 +575,36 @@ async function runRow(
   );
   loop.start(concurrency);
   const warmupStart = performance.now();
-  await runWall(cluster, () => performance.now() - warmupStart < args.warmupSeconds * 1000);
+  await runWall(
+    cluster,
+    () => performance.now() - warmupStart < args.warmupSeconds * 1000,
+    args.turnMs,
+  );
 
   const before = counters(cluster);
-  if (profiler !== null) await profiler.post('Profiler.start');
+  if (profiler !== null && args.profileFile !== null) await profiler.post('Profiler.start');
+  // Sampled allocations (every 32 KiB on average), including what was collected since.
+  if (profiler !== null && args.heapProfileFile !== null) {
+    await profiler.post('HeapProfiler.startSampling', {
+      samplingInterval: 32_768,
+      includeObjectsCollectedByMajorGC: true,
+      includeObjectsCollectedByMinorGC: true,
+    });
+  }
   const cpuStart = process.cpuUsage();
   const measureStart = performance.now();
   loop.measuring = true;
-  await runWall(cluster, () => performance.now() - measureStart < args.seconds * 1000);
+  await runWall(cluster, () => performance.now() - measureStart < args.seconds * 1000, args.turnMs);
   loop.measuring = false;
   const seconds = (performance.now() - measureStart) / 1000;
   const cpu = process.cpuUsage(cpuStart);
-  if (profiler !== null) {
+  if (profiler !== null && args.profileFile !== null) {
     const { profile } = await profiler.post('Profiler.stop');
-    writeFileSync(args.profileFile!, JSON.stringify(profile));
+    writeFileSync(args.profileFile, JSON.stringify(profile));
+  }
+  if (profiler !== null && args.heapProfileFile !== null) {
+    const { profile } = await profiler.post('HeapProfiler.stopSampling');
+    writeFileSync(args.heapProfileFile, JSON.stringify(profile));
   }
   const after = counters(cluster);
   loop.stop();
@@ -683,10 +722,11 @@ const workload: Workload = {
   putsIssued: 0,
 };
 let profiler: Session | null = null;
-if (args.profileFile !== null) {
+if (args.profileFile !== null || args.heapProfileFile !== null) {
   profiler = new Session();
   profiler.connect();
-  await profiler.post('Profiler.enable');
+  if (args.profileFile !== null) await profiler.post('Profiler.enable');
+  if (args.heapProfileFile !== null) await profiler.post('HeapProfiler.enable');
 }
 const rows: Row[] = [];
 for (const op of args.ops) {
@@ -707,7 +747,7 @@ for (const op of args.ops) {
 }
 profiler?.disconnect();
 console.log(JSON.stringify({ bench: 'node', loadAverage1m: round1(loadavg()[0]!) }));
-const idle = args.profileFile === null ? await measureIdle(cluster) : null;
+const idle = profiler === null ? await measureIdle(cluster) : null;
 if (idle !== null) console.log(JSON.stringify(idle));
 await cluster.close();
 console.log(`\n${table(rows)}`);
