@@ -45,6 +45,7 @@ import { createNodeWebRtcMesh } from '@meshkv/transport/node';
 import { ErrorCode, MeshKvError } from './errors.ts';
 import { createHttpApi, type HttpApi, type KvNode } from './http.node.ts';
 import { MeshNode, type MeshNodeSettings, meshNodeDefaults, type NodeStatus } from './mesh-node.ts';
+import { NodeMetrics } from './metrics.node.ts';
 
 /** A start refused for a reason the operator must act on (exit 1 with this message). */
 export class PeerStartError extends Error {
@@ -158,7 +159,8 @@ export class NodePeer {
       const storage = await openDiskStorage(join(dataDir, STORE_DIR));
       cleanups.unshift(() => storage.close());
       const slot = new StartingNode();
-      const http = options.http === undefined ? null : await serveHttp(slot, options, log);
+      const metrics = new NodeMetrics();
+      const http = options.http === undefined ? null : await serveHttp(slot, metrics, options, log);
       if (http !== null) cleanups.unshift(() => http.api.close());
       const client = await joinRegistry(options, clusterId, identity, dataDir, http?.address);
       cleanups.unshift(() => client.close());
@@ -181,15 +183,17 @@ export class NodePeer {
         } as RTCConfiguration,
       });
       cleanups.unshift(() => mesh.close());
+      metrics.meterLinks(mesh);
       const node = await MeshNode.start({
         nodeId: client.nodeId,
-        storage,
+        storage: metrics.meterStorage(storage),
         transport: mesh,
         registry: client.registry,
         newIdentity,
         random: cryptoRandom,
         nowMs: Date.now(),
         settings: options.settings,
+        observer: metrics.observer,
       });
       cleanups.unshift(() => node.close());
       slot.node = node;
@@ -333,11 +337,13 @@ const WILDCARD_HOSTS: ReadonlySet<string> = new Set(['0.0.0.0', '::', '[::]']);
  */
 async function serveHttp(
   node: KvNode,
+  metrics: NodeMetrics,
   options: PeerOptions,
   log: (line: string) => void,
 ): Promise<{ api: HttpApi; url: string; address: string | undefined }> {
   const api = createHttpApi({
     node,
+    metrics,
     token: options.token,
     onError: (error) => log(`HTTP API error: ${String(error)}`),
   });
