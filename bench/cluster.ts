@@ -1,0 +1,803 @@
+// `pnpm bench cluster [--ops put,get,put1m] [--concurrency 1,16,128] [--seconds S]
+// [--warmup S] [--partitions Q] [--profile DIR] [--no-etcd]`: a real meshkv cluster against
+// a real etcd cluster, one workload shape for both. No pass/fail.
+//
+// meshkv: the signaling server and three `meshkv node` processes (cli.node.ts: durable
+// LevelDB, WebRTC over loopback), data in a temporary folder, the default 64 partitions
+// at three replicas; measured once every partition has three voters and a leader. etcd (if
+// the `etcd` binary is on PATH, e.g. Debian's etcd-server; the bench never installs it):
+// three members on 127.0.0.1 with their own data folders and ports, default settings
+// (fsync per batch), driven through its HTTP/JSON gateway (POST /v3/kv/put and
+// /v3/kv/range, base64 keys and values; a range is linearizable by default).
+//
+// The client is a separate process (this file with --client): a closed loop keeping N
+// requests in flight over node:http with keep-alive Agents (one per endpoint, N sockets),
+// the requests spread over the three endpoints in turn; keys cycle over 4096 (100 B rows)
+// or 16 (1 MiB rows), every key written before a get row. Rows: puts and linearizable
+// gets of 100 B values at each concurrency, and 1 MiB puts at 4 in flight. Each row warms
+// up, then measures: ops/s, p50/p99/max latency (wall, performance.now()), the client's
+// CPU, and the servers' CPU (utime + stime from /proc/<pid>/stat, read when the client says
+// the measurement starts and ends). The WebRTC peers need the private network namespace:
+// outside it the bench runs itself again under scripts/netns-run.sh. Every process is
+// started by this script and stopped by pid (SIGTERM, then SIGKILL on failure).
+//
+// --profile DIR: the first meshkv peer runs with `node --cpu-prof` (written to DIR when it
+// stops); the bench then prints the profile's top functions by self time and its split by
+// package. Use it with one row (e.g. --ops put --concurrency 128 --no-etcd) so the profile
+// is of that load and not of the setup.
+
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { Agent, request } from 'node:http';
+import { createServer } from 'node:net';
+import { availableParallelism, cpus, loadavg, tmpdir, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import {
+  MESHKV_CLI,
+  Proc,
+  ProcessSet,
+  peerStatus,
+  ROOT,
+  startSignaling,
+  waitForHttp,
+  waitUntil,
+} from '../packages/node/test/support/processes.ts';
+
+const HERE = fileURLToPath(import.meta.url);
+const PEERS = 3;
+const SMALL_VALUE_BYTES = 100;
+const BIG_VALUE_BYTES = 1024 * 1024;
+const SMALL_KEYS = 4096;
+const BIG_KEYS = 16;
+const BIG_CONCURRENCY = 4;
+/** Keys written at once while filling before a get row. */
+const FILL_CONCURRENCY = 64;
+/** Setting up (placement of every partition, etcd health) must finish within this. */
+const SETUP_DEADLINE_MS = 600_000;
+/** One request's bound: past it the request counts as an error. */
+const REQUEST_TIMEOUT_MS = 30_000;
+const CLOCK_TICKS_PER_SECOND = Number(
+  spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim() || 100,
+);
+
+type System = 'meshkv' | 'etcd';
+type OpName = 'put' | 'get' | 'put1m';
+
+interface ClientSpec {
+  readonly system: System;
+  readonly endpoints: readonly string[];
+  readonly op: 'put' | 'get';
+  readonly valueBytes: number;
+  readonly keys: number;
+  readonly concurrency: number;
+  readonly warmupSeconds: number;
+  readonly seconds: number;
+  /** Write every key first (untimed): get rows read existing values. */
+  readonly fill: boolean;
+}
+
+interface ClientResult {
+  readonly ops: number;
+  readonly errors: number;
+  readonly firstError: string | null;
+  readonly wallSeconds: number;
+  readonly clientCpuSeconds: number;
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+  readonly maxMs: number;
+}
+
+// ---- The client process ----------------------------------------------------------------
+
+/** One request of the workload: resolves with an error message, or null when it succeeded. */
+type Call = (endpoint: number, key: number) => Promise<string | null>;
+
+function httpCall(
+  agents: readonly Agent[],
+  urls: readonly URL[],
+  method: string,
+  path: string,
+  body: Buffer | null,
+  accept: (status: number, body: Buffer) => boolean,
+  endpoint: number,
+): Promise<string | null> {
+  return new Promise((resolve) => {
+    const url = urls[endpoint]!;
+    const req = request(
+      {
+        host: url.hostname,
+        port: url.port,
+        method,
+        path,
+        agent: agents[endpoint],
+        headers: body === null ? {} : { 'content-length': body.length },
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (chunk: Buffer) => chunks.push(chunk));
+        res.on('end', () => {
+          const data = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+          const status = res.statusCode ?? 0;
+          resolve(accept(status, data) ? null : `${status} ${data.toString('utf8').slice(0, 200)}`);
+        });
+        res.on('error', (error) => resolve(String(error)));
+      },
+    );
+    req.setTimeout(REQUEST_TIMEOUT_MS, () => req.destroy(new Error('request timed out')));
+    req.on('error', (error) => resolve(String(error)));
+    req.end(body ?? undefined);
+  });
+}
+
+function calls(spec: ClientSpec, op: 'put' | 'get'): Call {
+  const urls = spec.endpoints.map((e) => new URL(e));
+  const agents = urls.map(
+    () => new Agent({ keepAlive: true, maxSockets: Math.max(spec.concurrency, FILL_CONCURRENCY) }),
+  );
+  // The same bytes in every client process: a get row checks what its fill wrote.
+  const value = Buffer.alloc(spec.valueBytes);
+  for (let i = 0; i < value.length; i++) value[i] = (i * 131 + 7) & 0xff;
+  const keyNames = Array.from({ length: spec.keys }, (_, i) => `bench-${i}`);
+  if (spec.system === 'meshkv') {
+    const paths = keyNames.map((k) => `/kv/${k}`);
+    if (op === 'put') {
+      return (endpoint, key) =>
+        httpCall(agents, urls, 'PUT', paths[key]!, value, (s) => s === 200, endpoint);
+    }
+    return (endpoint, key) =>
+      httpCall(
+        agents,
+        urls,
+        'GET',
+        paths[key]!,
+        null,
+        (s, body) => s === 200 && body.length === spec.valueBytes,
+        endpoint,
+      );
+  }
+  // etcd's gateway: JSON bodies with base64 bytes, built once per key.
+  const valueBase64 = value.toString('base64');
+  const keysBase64 = keyNames.map((k) => Buffer.from(k).toString('base64'));
+  if (op === 'put') {
+    const bodies = keysBase64.map((k) =>
+      Buffer.from(JSON.stringify({ key: k, value: valueBase64 })),
+    );
+    return (endpoint, key) =>
+      httpCall(agents, urls, 'POST', '/v3/kv/put', bodies[key]!, (s) => s === 200, endpoint);
+  }
+  const bodies = keysBase64.map((k) => Buffer.from(JSON.stringify({ key: k })));
+  const found = Buffer.from(`"value":"${valueBase64.slice(0, 16)}`);
+  return (endpoint, key) =>
+    httpCall(
+      agents,
+      urls,
+      'POST',
+      '/v3/kv/range',
+      bodies[key]!,
+      (s, body) => s === 200 && body.includes(found),
+      endpoint,
+    );
+}
+
+/** Runs `call` with `concurrency` in flight until `untilMs`; latencies of those started after `measureFromMs`. */
+async function closedLoop(
+  call: Call,
+  spec: ClientSpec,
+  concurrency: number,
+  keys: { next: number; stop: number },
+  untilMs: number,
+  measureFromMs: number,
+  latencies: number[],
+  errors: { count: number; first: string | null },
+): Promise<void> {
+  let endpoint = 0;
+  const worker = async () => {
+    for (;;) {
+      const startMs = performance.now();
+      if (startMs >= untilMs || keys.next >= keys.stop) return;
+      const key = keys.next++ % spec.keys;
+      const error = await call(endpoint++ % spec.endpoints.length, key);
+      if (startMs < measureFromMs) continue;
+      if (error === null) latencies.push(performance.now() - startMs);
+      else {
+        errors.count++;
+        errors.first ??= error;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+}
+
+async function runClient(spec: ClientSpec): Promise<void> {
+  const errors = { count: 0, first: null as string | null };
+  if (spec.fill) {
+    const fill = calls(spec, 'put');
+    const fillErrors = { count: 0, first: null as string | null };
+    const keys = { next: 0, stop: spec.keys };
+    await closedLoop(fill, spec, FILL_CONCURRENCY, keys, Infinity, 0, [], fillErrors);
+    if (fillErrors.count > 0) throw new Error(`filling failed: ${fillErrors.first}`);
+  }
+  const call = calls(spec, spec.op);
+  const latencies: number[] = [];
+  const startMs = performance.now();
+  const measureFromMs = startMs + spec.warmupSeconds * 1000;
+  const untilMs = measureFromMs + spec.seconds * 1000;
+  const keys = { next: 0, stop: Infinity };
+  let cpuAtMeasure = process.cpuUsage();
+  const measuring = setTimeout(
+    () => {
+      cpuAtMeasure = process.cpuUsage();
+      process.stdout.write(`${JSON.stringify({ phase: 'measure' })}\n`);
+    },
+    Math.max(0, measureFromMs - performance.now()),
+  );
+  await closedLoop(call, spec, spec.concurrency, keys, untilMs, measureFromMs, latencies, errors);
+  clearTimeout(measuring);
+  const cpu = process.cpuUsage(cpuAtMeasure);
+  const wallSeconds = (performance.now() - measureFromMs) / 1000;
+  process.stdout.write(`${JSON.stringify({ phase: 'done' })}\n`);
+  latencies.sort((a, b) => a - b);
+  const at = (q: number) =>
+    latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? NaN;
+  const result: ClientResult = {
+    ops: latencies.length,
+    errors: errors.count,
+    firstError: errors.first,
+    wallSeconds,
+    clientCpuSeconds: (cpu.user + cpu.system) / 1e6,
+    p50Ms: at(0.5),
+    p99Ms: at(0.99),
+    maxMs: latencies[latencies.length - 1] ?? NaN,
+  };
+  process.stdout.write(`${JSON.stringify({ result })}\n`);
+}
+
+// ---- The orchestrator ------------------------------------------------------------------
+
+interface Args {
+  readonly ops: readonly OpName[];
+  readonly concurrencies: readonly number[];
+  readonly seconds: number;
+  readonly warmupSeconds: number;
+  readonly partitions: number | null;
+  readonly profileDir: string | null;
+  readonly etcd: boolean;
+}
+
+function parseArgs(argv: readonly string[]): Args {
+  let ops: OpName[] = ['put', 'get', 'put1m'];
+  let concurrencies = [1, 16, 128];
+  let seconds = 10;
+  let warmupSeconds = 2;
+  let partitions: number | null = null;
+  let profileDir: string | null = null;
+  let etcd = true;
+  const usage = (message: string): never => {
+    console.error(
+      `${message}\nusage: pnpm bench cluster [--ops put,get,put1m] [--concurrency 1,16,128] [--seconds S] [--warmup S] [--partitions Q] [--profile DIR] [--no-etcd]`,
+    );
+    process.exit(2);
+  };
+  const positive = (text: string | undefined, what: string): number => {
+    const n = Number(text);
+    if (!Number.isFinite(n) || n <= 0) usage(`${what} must be a positive number`);
+    return n;
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--ops') {
+      ops = (argv[++i] ?? '').split(',') as OpName[];
+      for (const op of ops) if (!['put', 'get', 'put1m'].includes(op)) usage(`unknown op ${op}`);
+    } else if (arg === '--concurrency') {
+      concurrencies = (argv[++i] ?? '').split(',').map((c) => positive(c, '--concurrency'));
+    } else if (arg === '--seconds') seconds = positive(argv[++i], '--seconds');
+    else if (arg === '--warmup') warmupSeconds = Number(argv[++i]);
+    else if (arg === '--partitions') partitions = positive(argv[++i], '--partitions');
+    else if (arg === '--profile') profileDir = argv[++i] ?? usage('--profile needs a folder');
+    else if (arg === '--no-etcd') etcd = false;
+    else usage(`unknown argument ${arg}`);
+  }
+  return { ops, concurrencies, seconds, warmupSeconds, partitions, profileDir, etcd };
+}
+
+interface RowSpec {
+  readonly op: OpName;
+  readonly concurrency: number;
+}
+
+function rowsOf(args: Args): RowSpec[] {
+  const rows: RowSpec[] = [];
+  for (const op of args.ops) {
+    if (op === 'put1m') rows.push({ op, concurrency: BIG_CONCURRENCY });
+    else for (const concurrency of args.concurrencies) rows.push({ op, concurrency });
+  }
+  return rows;
+}
+
+interface RowResult extends ClientResult {
+  readonly bench: 'cluster';
+  readonly system: System;
+  readonly op: OpName;
+  readonly concurrency: number;
+  readonly opsPerSecond: number;
+  /** CPU seconds of the server processes (all members) over the measured wall seconds. */
+  readonly serverCpuSeconds: number;
+  readonly serverCpuSecondsPerMember: readonly number[];
+  /** Server CPU per operation, in microseconds. */
+  readonly serverCpuUsPerOp: number;
+  readonly loadAverage1m: number;
+  /** meshkv: the peers' storage batches over the measured seconds (their /metrics). */
+  readonly batches?: BatchFigures;
+}
+
+interface BatchCounts {
+  readonly batches: number;
+  readonly seconds: number;
+  readonly entries: number;
+  readonly groups: number;
+}
+
+interface BatchFigures {
+  /** Batches per second, all peers together. */
+  readonly perSecond: number;
+  readonly entriesPerBatch: number;
+  readonly groupsPerBatch: number;
+  readonly meanMs: number;
+}
+
+/** The storage batch histograms of every peer's /metrics, summed. */
+async function batchCounts(urls: readonly string[]): Promise<BatchCounts> {
+  let batches = 0;
+  let seconds = 0;
+  let entries = 0;
+  let groups = 0;
+  for (const url of urls) {
+    const text = await (await fetch(`${url}/metrics`)).text();
+    const value = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1]);
+    batches += value('meshkv_storage_batch_duration_seconds_count');
+    seconds += value('meshkv_storage_batch_duration_seconds_sum');
+    entries += value('meshkv_storage_batch_entries_sum');
+    groups += value('meshkv_storage_batch_groups_sum');
+  }
+  return { batches, seconds, entries, groups };
+}
+
+function batchFigures(before: BatchCounts, after: BatchCounts, wallSeconds: number): BatchFigures {
+  const batches = after.batches - before.batches;
+  return {
+    perSecond: Math.round(batches / wallSeconds),
+    entriesPerBatch: round1((after.entries - before.entries) / batches),
+    groupsPerBatch: round1((after.groups - before.groups) / batches),
+    meanMs: round3((1000 * (after.seconds - before.seconds)) / batches),
+  };
+}
+
+/** utime + stime of `pid` in seconds (/proc/<pid>/stat fields 14 and 15). */
+function cpuSecondsOf(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // The command name (field 2) may hold spaces: fields are counted after its ')'.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND;
+}
+
+function spawnClient(spec: ClientSpec): ChildProcess {
+  return spawn(process.execPath, ['--import', 'tsx', HERE, '--client', JSON.stringify(spec)], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+}
+
+/** Runs one row in a client process, reading the servers' CPU at its measure/done marks. */
+async function runRow(
+  system: System,
+  row: RowSpec,
+  endpoints: readonly string[],
+  serverPids: readonly number[],
+  args: Args,
+): Promise<RowResult> {
+  const big = row.op === 'put1m';
+  const spec: ClientSpec = {
+    system,
+    endpoints,
+    op: row.op === 'get' ? 'get' : 'put',
+    valueBytes: big ? BIG_VALUE_BYTES : SMALL_VALUE_BYTES,
+    keys: big ? BIG_KEYS : SMALL_KEYS,
+    concurrency: row.concurrency,
+    warmupSeconds: args.warmupSeconds,
+    seconds: args.seconds,
+    fill: row.op === 'get',
+  };
+  const child = spawnClient(spec);
+  let cpuAtMeasure: number[] = [];
+  let cpuAtDone: number[] = [];
+  let result: ClientResult | null = null;
+  const metered = system === 'meshkv';
+  let batchesAtMeasure: BatchCounts | null = null;
+  let batchesAtDone: BatchCounts | null = null;
+  const lines = createInterface({ input: child.stdout! });
+  const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+  for await (const line of lines) {
+    const message = JSON.parse(line) as { phase?: string; result?: ClientResult };
+    if (message.phase === 'measure') {
+      cpuAtMeasure = serverPids.map(cpuSecondsOf);
+      if (metered) batchesAtMeasure = await batchCounts(endpoints);
+    }
+    if (message.phase === 'done') {
+      cpuAtDone = serverPids.map(cpuSecondsOf);
+      if (metered) batchesAtDone = await batchCounts(endpoints);
+    }
+    if (message.result !== undefined) result = message.result;
+  }
+  const code = await exited;
+  if (result === null || code !== 0) throw new Error(`the ${system} client exited ${code}`);
+  const perMember = cpuAtDone.map((done, i) => round3(done - (cpuAtMeasure[i] ?? done)));
+  const serverCpuSeconds = round3(perMember.reduce((a, b) => a + b, 0));
+  return {
+    bench: 'cluster',
+    system,
+    op: row.op,
+    concurrency: row.concurrency,
+    ...result,
+    wallSeconds: round3(result.wallSeconds),
+    clientCpuSeconds: round3(result.clientCpuSeconds),
+    p50Ms: round3(result.p50Ms),
+    p99Ms: round3(result.p99Ms),
+    maxMs: round3(result.maxMs),
+    opsPerSecond: Math.round(result.ops / result.wallSeconds),
+    serverCpuSeconds,
+    serverCpuSecondsPerMember: perMember,
+    serverCpuUsPerOp: result.ops === 0 ? NaN : Math.round((serverCpuSeconds * 1e6) / result.ops),
+    loadAverage1m: round1(loadavg()[0]!),
+    ...(batchesAtMeasure !== null && batchesAtDone !== null
+      ? { batches: batchFigures(batchesAtMeasure, batchesAtDone, result.wallSeconds) }
+      : {}),
+  };
+}
+
+/** The servers' CPU over `seconds` with no client: what the load rows' CPU includes anyway. */
+async function idleCpu(system: System, pids: readonly number[], seconds: number): Promise<object> {
+  const before = pids.map(cpuSecondsOf);
+  const startMs = performance.now();
+  await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+  const wallSeconds = (performance.now() - startMs) / 1000;
+  const perMember = pids.map((pid, i) => round3(cpuSecondsOf(pid) - before[i]!));
+  return {
+    bench: 'cluster',
+    system,
+    op: 'idle',
+    wallSeconds: round3(wallSeconds),
+    serverCpuSeconds: round3(perMember.reduce((a, b) => a + b, 0)),
+    serverCpuSecondsPerMember: perMember,
+  };
+}
+
+function round1(x: number): number {
+  return Math.round(x * 10) / 10;
+}
+
+function round3(x: number): number {
+  return Math.round(x * 1000) / 1000;
+}
+
+/** The cluster's partitions all have three voters and a leader, seen from every peer. */
+async function placed(urls: readonly string[], partitions: number): Promise<true | undefined> {
+  for (const url of urls) {
+    const status = await peerStatus(url);
+    if (status.groups.length !== partitions) return undefined;
+    if (!status.groups.every((g) => g.voters.length === PEERS && g.leader !== null)) {
+      return undefined;
+    }
+  }
+  return true;
+}
+
+async function withMeshkv(
+  args: Args,
+  procs: ProcessSet,
+  dir: string,
+  run: (endpoints: readonly string[], pids: readonly number[]) => Promise<void>,
+): Promise<void> {
+  const token = randomBytes(16).toString('hex');
+  const partitions = args.partitions ?? 64;
+  const signaling = await startSignaling(
+    { dataDir: join(dir, 'signaling'), token, partitions },
+    procs.track,
+  );
+  const peers: Proc[] = [];
+  for (let i = 0; i < PEERS; i++) {
+    // Not spawnPeer: the profiled peer needs node flags (NODE_OPTIONS refuses --cpu-prof).
+    const nodeFlags =
+      i === 0 && args.profileDir !== null
+        ? ['--cpu-prof', `--cpu-prof-dir=${args.profileDir}`]
+        : [];
+    const cli = [MESHKV_CLI, 'node', '--signaling', signaling.url, '--token', token];
+    cli.push('--data', join(dir, `peer-${i + 1}`), '--http', '127.0.0.1:0');
+    const child = spawn(process.execPath, [...nodeFlags, '--import', 'tsx', ...cli], {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    peers.push(procs.track(new Proc(child, `peer-${i + 1}`)));
+  }
+  const urls = await Promise.all(peers.map(waitForHttp));
+  const setupStartMs = performance.now();
+  await waitUntil(
+    () => placed(urls, partitions),
+    `every partition placed on ${PEERS} voters with a leader`,
+    () => procs.state(),
+    SETUP_DEADLINE_MS,
+  );
+  console.log(
+    JSON.stringify({
+      bench: 'cluster',
+      system: 'meshkv',
+      setup: 'placed',
+      partitions,
+      setupSeconds: round1((performance.now() - setupStartMs) / 1000),
+      pids: peers.map((p) => p.child.pid),
+    }),
+  );
+  await run(
+    urls,
+    peers.map((p) => p.child.pid!),
+  );
+  // SIGTERM: a clean stop (the profile is written at exit).
+  for (const peer of peers) {
+    const code = await peer.stop('SIGTERM');
+    if (code !== 0) throw new Error(`${peer.name} exited ${code}: ${peer.stderr.slice(-2000)}`);
+  }
+  await signaling.proc.stop('SIGTERM');
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const port = (server.address() as { port: number }).port;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+function etcdVersion(): string | null {
+  const probe = spawnSync('etcd', ['--version'], { encoding: 'utf8' });
+  if (probe.error !== undefined || probe.status !== 0) return null;
+  return /etcd Version: (\S+)/.exec(probe.stdout)?.[1] ?? 'unknown';
+}
+
+async function withEtcd(
+  procs: ProcessSet,
+  dir: string,
+  run: (endpoints: readonly string[], pids: readonly number[]) => Promise<void>,
+): Promise<void> {
+  const members = [];
+  for (let i = 0; i < PEERS; i++) {
+    members.push({ name: `m${i + 1}`, client: await freePort(), peer: await freePort() });
+  }
+  const initialCluster = members.map((m) => `${m.name}=http://127.0.0.1:${m.peer}`).join(',');
+  const etcds = members.map((m) =>
+    procs.track(
+      new Proc(
+        spawn(
+          'etcd',
+          [
+            `--name=${m.name}`,
+            `--data-dir=${join(dir, m.name)}`,
+            `--listen-client-urls=http://127.0.0.1:${m.client}`,
+            `--advertise-client-urls=http://127.0.0.1:${m.client}`,
+            `--listen-peer-urls=http://127.0.0.1:${m.peer}`,
+            `--initial-advertise-peer-urls=http://127.0.0.1:${m.peer}`,
+            `--initial-cluster=${initialCluster}`,
+            '--initial-cluster-state=new',
+            '--initial-cluster-token=meshkv-bench',
+            '--logger=zap',
+            '--log-level=warn',
+          ],
+          { stdio: ['ignore', 'pipe', 'pipe'] },
+        ),
+        `etcd ${m.name}`,
+      ),
+    ),
+  );
+  const endpoints = members.map((m) => `http://127.0.0.1:${m.client}`);
+  await waitUntil(
+    async () => {
+      for (const etcd of etcds) if (!etcd.running) throw new Error(`${etcd.name} exited`);
+      for (const endpoint of endpoints) {
+        const response = await fetch(`${endpoint}/health`, { signal: AbortSignal.timeout(5000) });
+        if (!(await response.text()).includes('"health":"true"')) return undefined;
+      }
+      return true;
+    },
+    'the etcd members to be healthy',
+    () => procs.state(),
+    SETUP_DEADLINE_MS,
+  );
+  await run(
+    endpoints,
+    etcds.map((e) => e.child.pid!),
+  );
+  for (const etcd of etcds) await etcd.stop('SIGTERM');
+}
+
+/** Top functions by self time, and self time by package, of the newest profile in `dir`. */
+function summarizeProfile(dir: string): void {
+  const files = readdirSync(dir)
+    .filter((f) => f.endsWith('.cpuprofile'))
+    .sort();
+  const file = files[files.length - 1];
+  if (file === undefined) {
+    console.log(JSON.stringify({ bench: 'cluster', profile: null, dir }));
+    return;
+  }
+  interface ProfileNode {
+    id: number;
+    callFrame: { functionName: string; url: string; lineNumber: number };
+  }
+  const profile = JSON.parse(readFileSync(join(dir, file), 'utf8')) as {
+    nodes: ProfileNode[];
+    samples: number[];
+    timeDeltas: number[];
+  };
+  const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+  const selfUs = new Map<number, number>();
+  for (let i = 0; i < profile.samples.length; i++) {
+    const id = profile.samples[i]!;
+    selfUs.set(id, (selfUs.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0));
+  }
+  const byFunction = new Map<string, number>();
+  const byPackage = new Map<string, number>();
+  let totalUs = 0;
+  for (const [id, us] of selfUs) {
+    const frame = byId.get(id)!.callFrame;
+    totalUs += us;
+    const where = frame.url.replace(`file://${ROOT}`, '');
+    const name = `${frame.functionName || '(anonymous)'} ${where}:${frame.lineNumber + 1}`;
+    byFunction.set(name, (byFunction.get(name) ?? 0) + us);
+    const pkg =
+      /node_modules\/(?:\.pnpm\/)?(@[^/]+\/[^/@]+|[^/@]+)/.exec(where)?.[1] ??
+      /^\/?(packages\/[^/]+|signaling)/.exec(where)?.[1] ??
+      (where.startsWith('node:') ? 'node:internal' : where === '' ? frame.functionName : where);
+    byPackage.set(pkg, (byPackage.get(pkg) ?? 0) + us);
+  }
+  const top = (map: Map<string, number>, n: number) =>
+    [...map]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, n)
+      .map(([what, us]) => ({
+        what,
+        selfMs: Math.round(us / 1000),
+        pct: round1((100 * us) / totalUs),
+      }));
+  console.log(
+    JSON.stringify({
+      bench: 'cluster',
+      profile: join(dir, file),
+      totalMs: Math.round(totalUs / 1000),
+    }),
+  );
+  for (const row of top(byPackage, 15)) console.log(JSON.stringify({ profilePackage: row }));
+  for (const row of top(byFunction, 30)) console.log(JSON.stringify({ profileFunction: row }));
+}
+
+function table(results: readonly RowResult[]): string {
+  const header = [
+    'system',
+    'op',
+    'c',
+    'ops/s',
+    'p50 ms',
+    'p99 ms',
+    'max ms',
+    'server CPU s',
+    'CPU µs/op',
+    'client CPU s',
+    'errors',
+  ];
+  const lines = results.map((r) => [
+    r.system,
+    r.op,
+    String(r.concurrency),
+    String(r.opsPerSecond),
+    r.p50Ms.toFixed(2),
+    r.p99Ms.toFixed(2),
+    r.maxMs.toFixed(1),
+    `${r.serverCpuSeconds.toFixed(2)} / ${r.wallSeconds.toFixed(1)}`,
+    String(r.serverCpuUsPerOp),
+    r.clientCpuSeconds.toFixed(2),
+    String(r.errors),
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
+  return [header, ...lines]
+    .map((l) => l.map((cell, i) => cell.padEnd(widths[i]!)).join('  '))
+    .join('\n');
+}
+
+async function main(argv: readonly string[]): Promise<void> {
+  const args = parseArgs(argv);
+  const rows = rowsOf(args);
+  const version = args.etcd ? etcdVersion() : null;
+  console.log(
+    JSON.stringify({
+      bench: 'cluster',
+      date: new Date().toISOString(),
+      node: process.version,
+      cpus: availableParallelism(),
+      cpuModel: cpus()[0]?.model,
+      memoryGiB: Math.round(totalmem() / 2 ** 30),
+      loadAverage: loadavg().map(round1),
+      command: `pnpm bench cluster ${argv.join(' ')}`.trim(),
+      etcd: version,
+    }),
+  );
+  const procs = new ProcessSet();
+  const dir = mkdtempSync(join(tmpdir(), 'meshkv-bench-cluster-'));
+  const results: RowResult[] = [];
+  const runRows =
+    (system: System) => async (endpoints: readonly string[], pids: readonly number[]) => {
+      console.log(JSON.stringify(await idleCpu(system, pids, args.seconds)));
+      for (const row of rows) {
+        const result = await runRow(system, row, endpoints, pids, args);
+        console.log(JSON.stringify(result));
+        results.push(result);
+      }
+    };
+  try {
+    await withMeshkv(args, procs, join(dir, 'meshkv'), runRows('meshkv'));
+    if (!args.etcd) {
+      console.log(JSON.stringify({ bench: 'cluster', system: 'etcd', skipped: '--no-etcd' }));
+    } else if (version === null) {
+      console.log(
+        JSON.stringify({
+          bench: 'cluster',
+          system: 'etcd',
+          skipped:
+            'etcd is not installed (Debian: apt-get install etcd-server); meshkv figures only',
+        }),
+      );
+    } else {
+      await withEtcd(procs, join(dir, 'etcd'), runRows('etcd'));
+    }
+  } finally {
+    await procs.killAll();
+    rmSync(dir, { recursive: true, force: true });
+  }
+  for (const m of results.filter((r) => r.system === 'meshkv')) {
+    const e = results.find(
+      (r) => r.system === 'etcd' && r.op === m.op && r.concurrency === m.concurrency,
+    );
+    if (e === undefined) continue;
+    console.log(
+      JSON.stringify({
+        bench: 'cluster',
+        ratio: `${m.op} c${m.concurrency}`,
+        opsPerSecond: round3(m.opsPerSecond / e.opsPerSecond),
+        p50: round3(m.p50Ms / e.p50Ms),
+        p99: round3(m.p99Ms / e.p99Ms),
+        serverCpuPerOp: round3(m.serverCpuUsPerOp / e.serverCpuUsPerOp),
+      }),
+    );
+  }
+  if (args.profileDir !== null) summarizeProfile(args.profileDir);
+  console.log(JSON.stringify({ bench: 'cluster', loadAverage: loadavg().map(round1) }));
+  console.log(`\n${table(results)}`);
+}
+
+const clientAt = process.argv.indexOf('--client');
+if (clientAt >= 0) {
+  await runClient(JSON.parse(process.argv[clientAt + 1]!) as ClientSpec);
+  process.exit(0);
+} else if (process.env.MESHKV_NETNS !== '1') {
+  // WebRTC peers stay in a private network namespace: run again inside one.
+  const child = spawn(
+    join(ROOT, 'scripts/netns-run.sh'),
+    [process.execPath, '--import', 'tsx', HERE, ...process.argv.slice(2)],
+    { cwd: ROOT, stdio: 'inherit' },
+  );
+  child.once('exit', (code) => process.exit(code ?? 1));
+} else {
+  await main(process.argv.slice(2));
+}
