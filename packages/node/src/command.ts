@@ -88,6 +88,36 @@ const textEncoder = new TextEncoder();
 // fatal: malformed UTF-8 is an error, not U+FFFD; ignoreBOM: a key may start with U+FEFF.
 const textDecoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
+/**
+ * Big-endian numbers written and read byte by byte through one scratch f64: a DataView
+ * per record cost more than the record (a small array's `.buffer` is materialized for
+ * it, moving the array off the heap), and every entry is decoded on every replica.
+ */
+const f64Scratch = new Float64Array(1);
+const f64Bytes = new Uint8Array(f64Scratch.buffer);
+const littleEndian = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+function writeF64(data: Uint8Array, offset: number, value: number): void {
+  f64Scratch[0] = value;
+  if (littleEndian) for (let i = 0; i < 8; i++) data[offset + i] = f64Bytes[7 - i]!;
+  else for (let i = 0; i < 8; i++) data[offset + i] = f64Bytes[i]!;
+}
+
+function readF64(data: Uint8Array, offset: number): number {
+  if (littleEndian) for (let i = 0; i < 8; i++) f64Bytes[7 - i] = data[offset + i]!;
+  else for (let i = 0; i < 8; i++) f64Bytes[i] = data[offset + i]!;
+  return f64Scratch[0]!;
+}
+
+function writeU16(data: Uint8Array, offset: number, value: number): void {
+  data[offset] = value >>> 8;
+  data[offset + 1] = value & 0xff;
+}
+
+function readU16(data: Uint8Array, offset: number): number {
+  return (data[offset]! << 8) | data[offset + 1]!;
+}
+
 function isCount(value: number): boolean {
   return Number.isSafeInteger(value) && value >= 0;
 }
@@ -122,21 +152,45 @@ export function encodeCommand(command: Command): Uint8Array {
   assert(valueBytes <= limits.maxValueBytes, 'value must be validated');
 
   const data = new Uint8Array(COMMAND_HEADER_BYTES + clientIdBytes + keyBytes + valueBytes);
-  const view = new DataView(data.buffer);
-  view.setUint8(0, COMMAND_VERSION);
-  view.setUint8(1, isPut ? KIND_PUT : KIND_DELETE);
-  view.setUint16(2, clientIdBytes);
-  view.setUint16(4, keyBytes);
-  view.setFloat64(6, command.seq);
-  view.setFloat64(14, command.lowestUnanswered);
-  view.setFloat64(22, command.proposedAtMs);
+  data[0] = COMMAND_VERSION;
+  data[1] = isPut ? KIND_PUT : KIND_DELETE;
+  writeU16(data, 2, clientIdBytes);
+  writeU16(data, 4, keyBytes);
+  writeF64(data, 6, command.seq);
+  writeF64(data, 14, command.lowestUnanswered);
+  writeF64(data, 22, command.proposedAtMs);
   let offset = COMMAND_HEADER_BYTES;
-  offset += textEncoder.encodeInto(command.clientId, data.subarray(offset)).written;
-  offset += textEncoder.encodeInto(command.key, data.subarray(offset)).written;
+  offset = writeText(command.clientId, clientIdBytes, data, offset);
+  offset = writeText(command.key, keyBytes, data, offset);
   if (value !== null) data.set(value, offset);
   assert(offset + valueBytes === data.length, 'encoded length');
   return data;
 }
+
+/**
+ * Writes `text` (`byteLength` UTF-8 bytes) at `offset`, returning the offset after it: ASCII
+ * unit by unit (keys and client ids mostly are), the rest through encodeInto.
+ */
+function writeText(text: string, byteLength: number, data: Uint8Array, offset: number): number {
+  if (byteLength === text.length) {
+    for (let i = 0; i < byteLength; i++) data[offset + i] = text.charCodeAt(i);
+    return offset + byteLength;
+  }
+  return offset + textEncoder.encodeInto(text, data.subarray(offset)).written;
+}
+
+/** Decodes UTF-8 text of data[start, end), or returns null if it is not well-formed. */
+function readText(data: Uint8Array, start: number, end: number): string | null {
+  // ASCII (the common case) as one call on the bytes, no decoder call.
+  let ascii = end - start <= MAX_ASCII_DECODE_BYTES;
+  for (let i = start; ascii && i < end; i++) if (data[i]! >= 0x80) ascii = false;
+  if (ascii)
+    return String.fromCharCode.apply(null, data.subarray(start, end) as unknown as number[]);
+  return decodeText(data.subarray(start, end));
+}
+
+/** Text up to this many bytes is decoded by fromCharCode (far below any argument limit). */
+const MAX_ASCII_DECODE_BYTES = 1024;
 
 function invalid(reason: string): InvalidCommand {
   return { kind: 'invalid', reason };
@@ -155,20 +209,19 @@ function decodeText(bytes: Uint8Array): string | null {
 export function decodeCommand(data: Uint8Array): Command | InvalidCommand {
   if (data.length < COMMAND_HEADER_BYTES) return invalid(`${data.length} bytes: too short`);
   if (data.length > limits.maxEntryDataBytes) return invalid(`${data.length} bytes: too long`);
-  const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
-  const version = view.getUint8(0);
+  const version = data[0]!;
   if (version !== COMMAND_VERSION) return invalid(`unknown version ${version}`);
-  const kindByte = view.getUint8(1);
+  const kindByte = data[1]!;
   if (kindByte !== KIND_PUT && kindByte !== KIND_DELETE) return invalid(`unknown kind ${kindByte}`);
-  const clientIdBytes = view.getUint16(2);
-  const keyBytes = view.getUint16(4);
+  const clientIdBytes = readU16(data, 2);
+  const keyBytes = readU16(data, 4);
   if (clientIdBytes === 0 || clientIdBytes > limits.maxClientIdBytes) {
     return invalid(`client id of ${clientIdBytes} bytes`);
   }
   if (keyBytes === 0 || keyBytes > limits.maxKeyBytes) return invalid(`key of ${keyBytes} bytes`);
-  const seq = view.getFloat64(6);
-  const lowestUnanswered = view.getFloat64(14);
-  const proposedAtMs = view.getFloat64(22);
+  const seq = readF64(data, 6);
+  const lowestUnanswered = readF64(data, 14);
+  const proposedAtMs = readF64(data, 22);
   if (!isCount(seq)) return invalid(`seq ${seq}`);
   if (!isCount(lowestUnanswered) || lowestUnanswered > seq) {
     return invalid(`lowestUnanswered ${lowestUnanswered} with seq ${seq}`);
@@ -180,9 +233,9 @@ export function decodeCommand(data: Uint8Array): Command | InvalidCommand {
   const isPut = kindByte === KIND_PUT;
   if (!isPut && valueStart !== data.length) return invalid('a delete carries trailing bytes');
   if (data.length - valueStart > limits.maxValueBytes) return invalid('value too large');
-  const clientId = decodeText(data.subarray(COMMAND_HEADER_BYTES, keyStart));
+  const clientId = readText(data, COMMAND_HEADER_BYTES, keyStart);
   if (clientId === null) return invalid('client id is not UTF-8');
-  const key = decodeText(data.subarray(keyStart, valueStart));
+  const key = readText(data, keyStart, valueStart);
   if (key === null) return invalid('key is not UTF-8');
   return {
     kind: isPut ? 'put' : 'delete',
@@ -203,17 +256,16 @@ export function encodeSessionRecord(record: SessionRecord): Uint8Array {
   assert(isCount(record.lastTouchedIndex), 'lastTouchedIndex must be a safe non-negative integer');
   assert(isCount(record.lowestUnanswered), 'lowestUnanswered must be a safe non-negative integer');
   const data = new Uint8Array(SESSION_HEADER_BYTES + count * SESSION_RESULT_BYTES);
-  const view = new DataView(data.buffer);
-  view.setUint8(0, SESSION_RECORD_VERSION);
-  view.setUint16(1, count);
-  view.setFloat64(3, record.lastTouchedMs);
-  view.setFloat64(11, record.lastTouchedIndex);
-  view.setFloat64(19, record.lowestUnanswered);
+  data[0] = SESSION_RECORD_VERSION;
+  writeU16(data, 1, count);
+  writeF64(data, 3, record.lastTouchedMs);
+  writeF64(data, 11, record.lastTouchedIndex);
+  writeF64(data, 19, record.lowestUnanswered);
   let offset = SESSION_HEADER_BYTES;
   for (const [seq, result] of record.results) {
     assert(isCount(seq) && seq >= record.lowestUnanswered, `result seq ${seq}`);
-    view.setFloat64(offset, seq);
-    view.setUint8(offset + 8, result ? 1 : 0);
+    writeF64(data, offset, seq);
+    data[offset + 8] = result ? 1 : 0;
     offset += SESSION_RESULT_BYTES;
   }
   return data;
@@ -223,23 +275,22 @@ export function encodeSessionRecord(record: SessionRecord): Uint8Array {
 export function decodeSessionRecord(data: Uint8Array): SessionRecord | InvalidSessionRecord {
   if (data.length < SESSION_HEADER_BYTES) return { invalid: `${data.length} bytes: too short` };
   if (data.length > limits.maxSessionRecordBytes) return { invalid: 'too long' };
-  const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
-  const version = view.getUint8(0);
+  const version = data[0]!;
   if (version !== SESSION_RECORD_VERSION) return { invalid: `unknown version ${version}` };
-  const count = view.getUint16(1);
+  const count = readU16(data, 1);
   if (data.length !== SESSION_HEADER_BYTES + count * SESSION_RESULT_BYTES) {
     return { invalid: `${data.length} bytes for ${count} results` };
   }
-  const lastTouchedMs = view.getFloat64(3);
-  const lastTouchedIndex = view.getFloat64(11);
-  const lowestUnanswered = view.getFloat64(19);
+  const lastTouchedMs = readF64(data, 3);
+  const lastTouchedIndex = readF64(data, 11);
+  const lowestUnanswered = readF64(data, 19);
   if (!isCount(lastTouchedMs)) return { invalid: `lastTouchedMs ${lastTouchedMs}` };
   if (!isCount(lastTouchedIndex)) return { invalid: `lastTouchedIndex ${lastTouchedIndex}` };
   if (!isCount(lowestUnanswered)) return { invalid: `lowestUnanswered ${lowestUnanswered}` };
   const results = new Map<number, CommandResult>();
   for (let offset = SESSION_HEADER_BYTES; offset < data.length; offset += SESSION_RESULT_BYTES) {
-    const seq = view.getFloat64(offset);
-    const result = view.getUint8(offset + 8);
+    const seq = readF64(data, offset);
+    const result = data[offset + 8]!;
     if (!isCount(seq) || seq < lowestUnanswered) return { invalid: `result seq ${seq}` };
     if (results.has(seq)) return { invalid: `result seq ${seq} twice` };
     if (result > 1) return { invalid: `result byte ${result}` };

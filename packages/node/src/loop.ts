@@ -379,10 +379,14 @@ export class NodeLoop {
     if (hardState !== undefined && hardState !== null) part.hardState = hardState;
     replica.pendingHardState = null;
     if (appliedChanged || replica.needsCreate) part.appliedState = applied;
-    if (replica.kv.length > 0) part.kv = replica.kv;
-    if (replica.sessions.length > 0) part.sessions = replica.sessions;
-    replica.kv = [];
-    replica.sessions = [];
+    if (replica.kv.length > 0) {
+      part.kv = replica.kv;
+      replica.kv = [];
+    }
+    if (replica.sessions.length > 0) {
+      part.sessions = replica.sessions;
+      replica.sessions = [];
+    }
     return {
       replica,
       raw: replica.raw,
@@ -476,8 +480,11 @@ export class NodeLoop {
       }
       const last = entries[entries.length - 1]!;
       replica.applied = { index: last.index, term: last.term, confState };
-      replica.kv.push(...output.kv);
-      replica.sessions.push(...output.sessions);
+      // The output's arrays are this call's own: taken over when nothing waits before them.
+      if (replica.kv.length === 0) replica.kv = output.kv;
+      else for (const write of output.kv) replica.kv.push(write);
+      if (replica.sessions.length === 0) replica.sessions = output.sessions;
+      else for (const write of output.sessions) replica.sessions.push(write);
       this.host.applied(replica, output.results);
       this.checkMembership(replica, confState, last.index);
     } else {

@@ -136,6 +136,12 @@ export class PartitionMachine {
   private appliedIndexValue: number;
   private persistedIndexValue: number;
   private clockMsValue = 0;
+  /**
+   * At most the oldest session's lastTouchedMs (0 at first): while the clock is below it
+   * plus the TTL, no session can have expired. Touches only raise the oldest one's, and
+   * sessions made later are touched at the clock, which never goes back.
+   */
+  private oldestTouchedMsBound = 0;
   private applying = false;
   private failed = false;
 
@@ -268,7 +274,8 @@ export class PartitionMachine {
     const kv: KvWrite[] = [];
     const sessions: SessionWrite[] = [];
     const results: AppliedCommand[] = [];
-    this.dirty.clear();
+    // Set.clear() allocates a new table even when empty: only when there is something.
+    if (this.dirty.size > 0) this.dirty.clear();
     try {
       for (const entry of entries) {
         const index = entry.index;
@@ -314,7 +321,7 @@ export class PartitionMachine {
           record: session === undefined ? null : encodeSessionRecord(session),
         });
       }
-      this.dirty.clear();
+      if (this.dirty.size > 0) this.dirty.clear();
     } catch (error) {
       this.failed = true;
       throw error;
@@ -336,10 +343,17 @@ export class PartitionMachine {
     const clockMs = Math.max(this.clockMsValue, command.proposedAtMs);
     this.clockMsValue = clockMs;
     // Oldest first; lastTouchedMs grows along the order, so stop at the first live one.
-    for (const [clientId, session] of this.sessions) {
-      if (session.lastTouchedMs + this.sessionTtlMs > clockMs) break;
-      this.sessions.delete(clientId);
-      this.dirty.add(clientId);
+    // Looked at only once the oldest may have expired (a walk per command was a cost).
+    if (this.oldestTouchedMsBound + this.sessionTtlMs <= clockMs) {
+      this.oldestTouchedMsBound = clockMs;
+      for (const [clientId, session] of this.sessions) {
+        if (session.lastTouchedMs + this.sessionTtlMs > clockMs) {
+          this.oldestTouchedMsBound = session.lastTouchedMs;
+          break;
+        }
+        this.sessions.delete(clientId);
+        this.dirty.add(clientId);
+      }
     }
     const clientId = command.clientId;
     let session = this.sessions.get(clientId);

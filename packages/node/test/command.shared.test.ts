@@ -46,6 +46,28 @@ describe('node command: entry data encoding', () => {
     expect(decodeCommand(encodeCommand(empty))).to.deep.equal(empty);
   });
 
+  it('writes the documented layout (big-endian header), byte for byte', () => {
+    // The layout of the header comment, built with a DataView as the reference.
+    for (const command of [put, { ...put, key: 'plain-ascii-key', clientId: 'node-b' }]) {
+      const clientId = new TextEncoder().encode(command.clientId);
+      const key = new TextEncoder().encode(command.key);
+      const expected = new Uint8Array(COMMAND_HEADER_BYTES + clientId.length + key.length + 3);
+      const view = new DataView(expected.buffer);
+      view.setUint8(0, 1);
+      view.setUint8(1, 1);
+      view.setUint16(2, clientId.length);
+      view.setUint16(4, key.length);
+      view.setFloat64(6, command.seq);
+      view.setFloat64(14, command.lowestUnanswered);
+      view.setFloat64(22, command.proposedAtMs);
+      expected.set(clientId, COMMAND_HEADER_BYTES);
+      expected.set(key, COMMAND_HEADER_BYTES + clientId.length);
+      expected.set(command.value!, COMMAND_HEADER_BYTES + clientId.length + key.length);
+      expect([...encodeCommand(command)]).to.deep.equal([...expected]);
+      expect(decodeCommand(expected)).to.deep.equal(command);
+    }
+  });
+
   it('decodes a value as a view of the entry data (no copy)', () => {
     const data = encodeCommand(put);
     const decoded = decodeCommand(data) as Command;
@@ -142,6 +164,21 @@ describe('node command: session records', () => {
       [5, false],
     ]),
   };
+
+  it('writes the documented layout (big-endian header, 9 bytes per result)', () => {
+    const expected = new Uint8Array(27 + 2 * 9);
+    const view = new DataView(expected.buffer);
+    view.setUint8(0, 1);
+    view.setUint16(1, 2);
+    view.setFloat64(3, record.lastTouchedMs);
+    view.setFloat64(11, record.lastTouchedIndex);
+    view.setFloat64(19, record.lowestUnanswered);
+    view.setFloat64(27, 7);
+    view.setUint8(35, 1);
+    view.setFloat64(36, 5);
+    view.setUint8(44, 0);
+    expect([...encodeSessionRecord(record)]).to.deep.equal([...expected]);
+  });
 
   it('round-trips, results in their order', () => {
     const decoded = decodeSessionRecord(encodeSessionRecord(record)) as SessionRecord;
