@@ -14,8 +14,10 @@ import type { ConfState, NodeId, Snapshot } from './types.ts';
  * indexes and sizes. Bounds pipelining by count and by bytes (flow control).
  */
 export class Inflights {
+  /** The window is indexes[head..], sizes[head..]: freeing moves `head` (no splice). */
   private readonly indexes: number[] = [];
   private readonly sizes: number[] = [];
+  private head = 0;
   private bytes = 0;
 
   constructor(
@@ -26,7 +28,7 @@ export class Inflights {
 
   add(lastIndex: number, sizeBytes: number): void {
     invariant(!this.full(), 'inflights: add while full');
-    const prev = this.indexes[this.indexes.length - 1];
+    const prev = this.count() > 0 ? this.indexes[this.indexes.length - 1] : undefined;
     invariant(prev === undefined || lastIndex > prev, 'inflights: indexes must increase');
     this.indexes.push(lastIndex);
     this.sizes.push(sizeBytes);
@@ -35,31 +37,39 @@ export class Inflights {
 
   /** Frees every message whose last index is ≤ `index` (acknowledged). */
   freeLE(index: number): void {
-    let n = 0;
-    while (n < this.indexes.length && this.indexes[n]! <= index) {
-      this.bytes -= this.sizes[n]!;
-      n++;
+    const indexes = this.indexes;
+    let head = this.head;
+    while (head < indexes.length && indexes[head]! <= index) {
+      this.bytes -= this.sizes[head]!;
+      head++;
     }
-    if (n > 0) {
-      this.indexes.splice(0, n);
-      this.sizes.splice(0, n);
+    if (head === indexes.length) {
+      this.reset();
+      return;
     }
+    // Freed slots are dropped once they are half the arrays: the arrays stay within
+    // twice the window, and each slot is moved at most once per time it is freed.
+    if (head * 2 >= indexes.length) {
+      indexes.copyWithin(0, head);
+      this.sizes.copyWithin(0, head);
+      indexes.length -= head;
+      this.sizes.length -= head;
+      head = 0;
+    }
+    this.head = head;
   }
 
   /** Frees the oldest message (its acknowledgement is presumed lost). */
   freeFirstOne(): void {
-    const first = this.indexes[0];
-    if (first !== undefined) this.freeLE(first);
+    if (this.count() > 0) this.freeLE(this.indexes[this.head]!);
   }
 
   full(): boolean {
-    return (
-      this.indexes.length >= this.maxCount || (this.maxBytes > 0 && this.bytes >= this.maxBytes)
-    );
+    return this.count() >= this.maxCount || (this.maxBytes > 0 && this.bytes >= this.maxBytes);
   }
 
   count(): number {
-    return this.indexes.length;
+    return this.indexes.length - this.head;
   }
 
   sizeBytes(): number {
@@ -69,6 +79,7 @@ export class Inflights {
   reset(): void {
     this.indexes.length = 0;
     this.sizes.length = 0;
+    this.head = 0;
     this.bytes = 0;
   }
 }

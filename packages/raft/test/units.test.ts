@@ -55,6 +55,32 @@ describe('raft units: flow control, quorum, storage, PRNG, config, message valid
     expect(() => inf.add(4, 1)).to.throw(RaftError, 'increase');
   });
 
+  it('Inflights: a long run of adds and frees matches a plain list (seeded)', () => {
+    const random = mulberry32(11);
+    const inf = new Inflights(16, 0);
+    const model: { index: number; size: number }[] = [];
+    let last = 0;
+    for (let step = 0; step < 20_000; step++) {
+      const choice = random.nextInt(10);
+      if (choice < 6 && model.length < 16) {
+        last += 1 + random.nextInt(3);
+        const size = random.nextInt(100);
+        inf.add(last, size);
+        model.push({ index: last, size });
+      } else if (choice < 9) {
+        const upTo = last - random.nextInt(8);
+        inf.freeLE(upTo);
+        while (model.length > 0 && model[0]!.index <= upTo) model.shift();
+      } else {
+        inf.freeFirstOne();
+        model.shift();
+      }
+      expect(inf.count(), `step ${step}`).to.equal(model.length);
+      expect(inf.sizeBytes()).to.equal(model.reduce((sum, m) => sum + m.size, 0));
+      expect(inf.full()).to.equal(model.length >= 16);
+    }
+  });
+
   it('quorum: majority commit index, vote results, joint configurations need both halves', () => {
     const acked = new Map([
       ['a', 5],
