@@ -28,7 +28,7 @@
 
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { createServer } from 'node:net';
 import { availableParallelism, cpus, loadavg, tmpdir, totalmem } from 'node:os';
@@ -142,7 +142,8 @@ function calls(spec: ClientSpec, op: 'put' | 'get'): Call {
   for (let i = 0; i < value.length; i++) value[i] = (i * 131 + 7) & 0xff;
   const keyNames = Array.from({ length: spec.keys }, (_, i) => `bench-${i}`);
   if (spec.system === 'meshkv') {
-    const paths = keyNames.map((k) => `/kv/${k}`);
+    // The deadline of etcd's gateway requests (none but the client's): meshkv's default is 5 s.
+    const paths = keyNames.map((k) => `/kv/${k}?timeout=${REQUEST_TIMEOUT_MS}`);
     if (op === 'put') {
       return (endpoint, key) =>
         httpCall(agents, urls, 'PUT', paths[key]!, value, (s) => s === 200, endpoint);
@@ -331,6 +332,8 @@ interface RowResult extends ClientResult {
   readonly loadAverage1m: number;
   /** meshkv: the peers' storage batches over the measured seconds (their /metrics). */
   readonly batches?: BatchFigures;
+  /** The measured window on CLOCK_MONOTONIC in µs (V8 profiles use the same clock). */
+  readonly windowUs: readonly [number, number];
 }
 
 interface BatchCounts {
@@ -375,6 +378,10 @@ function batchFigures(before: BatchCounts, after: BatchCounts, wallSeconds: numb
   };
 }
 
+function monotonicUs(): number {
+  return Number(process.hrtime.bigint() / 1000n);
+}
+
 /** utime + stime of `pid` in seconds (/proc/<pid>/stat fields 14 and 15). */
 function cpuSecondsOf(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
@@ -416,6 +423,7 @@ async function runRow(
   let result: ClientResult | null = null;
   const metered = system === 'meshkv';
   let batchesAtMeasure: BatchCounts | null = null;
+  const windowUs: [number, number] = [0, 0];
   let batchesAtDone: BatchCounts | null = null;
   const lines = createInterface({ input: child.stdout! });
   const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
@@ -423,10 +431,12 @@ async function runRow(
     const message = JSON.parse(line) as { phase?: string; result?: ClientResult };
     if (message.phase === 'measure') {
       cpuAtMeasure = serverPids.map(cpuSecondsOf);
+      windowUs[0] = monotonicUs();
       if (metered) batchesAtMeasure = await batchCounts(endpoints);
     }
     if (message.phase === 'done') {
       cpuAtDone = serverPids.map(cpuSecondsOf);
+      windowUs[1] = monotonicUs();
       if (metered) batchesAtDone = await batchCounts(endpoints);
     }
     if (message.result !== undefined) result = message.result;
@@ -451,6 +461,7 @@ async function runRow(
     serverCpuSecondsPerMember: perMember,
     serverCpuUsPerOp: result.ops === 0 ? NaN : Math.round((serverCpuSeconds * 1e6) / result.ops),
     loadAverage1m: round1(loadavg()[0]!),
+    windowUs,
     ...(batchesAtMeasure !== null && batchesAtDone !== null
       ? { batches: batchFigures(batchesAtMeasure, batchesAtDone, result.wallSeconds) }
       : {}),
@@ -623,12 +634,18 @@ async function withEtcd(
   for (const etcd of etcds) await etcd.stop('SIGTERM');
 }
 
-/** Top functions by self time, and self time by package, of the newest profile in `dir`. */
-function summarizeProfile(dir: string): void {
-  const files = readdirSync(dir)
+/**
+ * Top functions by self time, and self time by package, of the main thread's profile in `dir`,
+ * counting only the samples inside `windows` (the measured rows: not the setup). Shares
+ * are of the busy time: (idle) is reported apart.
+ */
+function summarizeProfile(dir: string, windows: readonly (readonly [number, number])[]): void {
+  // tsx's loader thread writes a profile of its own (nearly all idle): the main thread's is
+  // the largest.
+  const file = readdirSync(dir)
     .filter((f) => f.endsWith('.cpuprofile'))
-    .sort();
-  const file = files[files.length - 1];
+    .map((f) => ({ f, bytes: statSync(join(dir, f)).size }))
+    .sort((a, b) => b.bytes - a.bytes)[0]?.f;
   if (file === undefined) {
     console.log(JSON.stringify({ bench: 'cluster', profile: null, dir }));
     return;
@@ -639,20 +656,31 @@ function summarizeProfile(dir: string): void {
   }
   const profile = JSON.parse(readFileSync(join(dir, file), 'utf8')) as {
     nodes: ProfileNode[];
+    startTime: number;
     samples: number[];
     timeDeltas: number[];
   };
+  const inWindow = (us: number) => windows.some(([from, to]) => us >= from && us <= to);
   const byId = new Map(profile.nodes.map((n) => [n.id, n]));
   const selfUs = new Map<number, number>();
+  let atUs = profile.startTime;
   for (let i = 0; i < profile.samples.length; i++) {
+    const deltaUs = profile.timeDeltas[i] ?? 0;
+    atUs += deltaUs;
+    if (!inWindow(atUs)) continue;
     const id = profile.samples[i]!;
-    selfUs.set(id, (selfUs.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0));
+    selfUs.set(id, (selfUs.get(id) ?? 0) + deltaUs);
   }
   const byFunction = new Map<string, number>();
   const byPackage = new Map<string, number>();
   let totalUs = 0;
+  let idleUs = 0;
   for (const [id, us] of selfUs) {
     const frame = byId.get(id)!.callFrame;
+    if (frame.functionName === '(idle)') {
+      idleUs += us;
+      continue;
+    }
     totalUs += us;
     const where = frame.url.replace(`file://${ROOT}`, '');
     const name = `${frame.functionName || '(anonymous)'} ${where}:${frame.lineNumber + 1}`;
@@ -676,7 +704,9 @@ function summarizeProfile(dir: string): void {
     JSON.stringify({
       bench: 'cluster',
       profile: join(dir, file),
-      totalMs: Math.round(totalUs / 1000),
+      windows: windows.length,
+      busyMs: Math.round(totalUs / 1000),
+      idleMs: Math.round(idleUs / 1000),
     }),
   );
   for (const row of top(byPackage, 15)) console.log(JSON.stringify({ profilePackage: row }));
@@ -781,7 +811,10 @@ async function main(argv: readonly string[]): Promise<void> {
       }),
     );
   }
-  if (args.profileDir !== null) summarizeProfile(args.profileDir);
+  if (args.profileDir !== null) {
+    const measured = results.filter((r) => r.system === 'meshkv').map((r) => r.windowUs);
+    summarizeProfile(args.profileDir, measured);
+  }
   console.log(JSON.stringify({ bench: 'cluster', loadAverage: loadavg().map(round1) }));
   console.log(`\n${table(results)}`);
 }
