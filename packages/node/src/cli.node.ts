@@ -18,21 +18,18 @@ import { parseArgs } from 'node:util';
 import { limits as storageLimits } from '@meshkv/storage';
 import { ClientError, formatStatus, MeshKvClient } from './client.node.ts';
 import {
-  ClusterDirError,
   clusterDir,
+  DEFAULT_START_NODES,
+  DEFAULT_START_PORT,
+  MAX_START_NODES,
   readClusterFile,
   readToken,
   userCwd,
 } from './cluster-dir.node.ts';
 import { ErrorCode } from './errors.ts';
-import { NodePeer, PeerStartError } from './peer.node.ts';
-import {
-  DEFAULT_START_NODES,
-  DEFAULT_START_PORT,
-  MAX_START_NODES,
-  runStart,
-  StartError,
-} from './start.node.ts';
+
+// The peer and the start (WebRTC, LevelDB, Socket.IO) are imported when their command
+// runs: a client command loads only the HTTP client, and starts at once.
 
 /** How the user runs this CLI: the pinned pnpm from the workspace (README quick start). */
 const CLI_COMMAND = 'npx -y pnpm@10.34.8 -s meshkv';
@@ -126,6 +123,13 @@ SIGINT/SIGTERM stops it; its groups and data stay (it rejoins under the same id)
 
 class UsageError extends Error {}
 
+/** Errors whose message says what to do (PeerStartError, StartError, ClusterDirError). */
+const OPERATOR_ERRORS: ReadonlySet<string> = new Set([
+  'PeerStartError',
+  'StartError',
+  'ClusterDirError',
+]);
+
 async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
   const [command, ...rest] = argv;
   if (command === undefined || command === '--help' || command === '-h') {
@@ -151,10 +155,7 @@ async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<nu
       process.stderr.write(`${error.code}: ${error.message}\n`);
       return 1;
     }
-    const known =
-      error instanceof PeerStartError ||
-      error instanceof StartError ||
-      error instanceof ClusterDirError;
+    const known = OPERATOR_ERRORS.has((error as Error).name);
     process.stderr.write(
       `meshkv ${command}: ${known ? (error as Error).message : String(error)}\n`,
     );
@@ -199,6 +200,7 @@ async function start(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<n
     values.partitions === undefined
       ? undefined
       : integerFlag('partitions', values.partitions, 1, 65_536);
+  const { runStart } = await import('./start.node.ts');
   return runStart({
     dir: clusterDir(values.data, env),
     nodes,
@@ -385,6 +387,7 @@ async function runNode(argv: readonly string[], env: NodeJS.ProcessEnv): Promise
       process.once('disconnect', () => resolve('parent gone (IPC channel closed)'));
     }
   });
+  const { NodePeer } = await import('./peer.node.ts');
   const peer = await NodePeer.start(options);
   // A callback: a parent gone meanwhile is an error to ignore (the disconnect stops us).
   process.send?.(

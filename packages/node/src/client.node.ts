@@ -13,7 +13,8 @@
  *   `details.mayHaveApplied: false`). A write whose connection broke before an answer
  *   fails with OUTCOME_UNKNOWN, one that got no answer in time with TIMEOUT: both "may or
  *   may not have been applied", as the node's own TIMEOUT says.
- * - `timeoutMs` goes to the peer as the request's deadline (`?timeout=`); the client waits
+ * - `timeoutMs` (default DEFAULT_TIMEOUT_MS) goes to the peer as the request's deadline
+ *   (`?timeout=`); the client waits
  *   that long plus ANSWER_MARGIN_MS for an answer (the peer's own TIMEOUT comes first).
  * - Every failure is a ClientError with the peer's `{code, message, details}` or the
  *   client's own (UNAVAILABLE, TIMEOUT, OUTCOME_UNKNOWN, BAD_RESPONSE).
@@ -21,8 +22,13 @@
 import { request as httpRequest } from 'node:http';
 import { ErrorCode } from './errors.ts';
 import type { HttpCode } from './http.node.ts';
-import { meshNodeDefaults, type NodeStatus } from './mesh-node.ts';
+import type { NodeStatus } from './mesh-node.ts';
 
+/**
+ * The request's deadline when none is given (sent as `?timeout=`, so the client knows how
+ * long the peer may take): the node's default too.
+ */
+export const DEFAULT_TIMEOUT_MS = 5_000;
 /** A peer that does not accept the connection within this is taken as unreachable. */
 export const CONNECT_TIMEOUT_MS = 3_000;
 /** How much longer than the request's deadline the client waits for the peer's answer. */
@@ -57,7 +63,7 @@ export interface ClientOptions {
   readonly signalingUrl?: string;
   /** Sent as `Authorization: Bearer` (peers beyond loopback require it). */
   readonly token?: string;
-  /** The request's deadline at the peer; default: the peer's (meshNodeDefaults). */
+  /** The request's deadline at the peer; default DEFAULT_TIMEOUT_MS. */
   readonly timeoutMs?: number;
 }
 
@@ -100,13 +106,13 @@ interface Call {
 }
 
 export class MeshKvClient {
-  private readonly timeoutMs: number | undefined;
+  private readonly timeoutMs: number;
 
   constructor(private readonly options: ClientOptions) {
     if (options.endpoints.length === 0 && options.signalingUrl === undefined) {
       throw new RangeError('a client needs an endpoint or a signaling URL');
     }
-    this.timeoutMs = options.timeoutMs;
+    this.timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   }
 
   async put(key: string, value: Uint8Array, options: { ack?: 'all' } = {}): Promise<true> {
@@ -170,8 +176,8 @@ export class MeshKvClient {
   }
 
   private query(params: [string, string][]): string {
-    if (this.timeoutMs !== undefined) params.push(['timeout', String(this.timeoutMs)]);
-    return params.length === 0 ? '' : `?${new URLSearchParams(params)}`;
+    params.push(['timeout', String(this.timeoutMs)]);
+    return `?${new URLSearchParams(params)}`;
   }
 
   private headers(): Record<string, string> {
@@ -181,7 +187,7 @@ export class MeshKvClient {
   }
 
   private answerMs(): number {
-    return (this.timeoutMs ?? meshNodeDefaults.defaultDeadlineMs) + ANSWER_MARGIN_MS;
+    return this.timeoutMs + ANSWER_MARGIN_MS;
   }
 
   /** The registry's members, or null (and why) if it has no URL or could not be read. */

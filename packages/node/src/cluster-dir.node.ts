@@ -15,9 +15,14 @@ import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { MAX_TOKEN_BYTES } from '@meshkv/transport/signaling-protocol';
-import { writeFileDurably } from './peer.node.ts';
+import { writeFileDurably } from './durable-file.node.ts';
 
 export const DEFAULT_CLUSTER_DIR = '.meshkv';
+/** `meshkv start`'s defaults: the signaling server's port (peer i: + i) and peers run. */
+export const DEFAULT_START_PORT = 7700;
+export const DEFAULT_START_NODES = 3;
+/** Peers one start runs: each is a process with a WebRTC link to every other. */
+export const MAX_START_NODES = 16;
 export const CLUSTER_FILE = 'cluster.json';
 export const TOKEN_FILE = 'token';
 const CLUSTER_FILE_FORMAT = 'meshkv-cluster';
@@ -34,6 +39,8 @@ export interface ClusterPeer {
   readonly nodeId: string;
   /** Its HTTP API, e.g. http://127.0.0.1:7701. */
   readonly httpUrl: string;
+  /** Its process (a child of the start's). */
+  readonly pid: number;
 }
 
 /** DIR/cluster.json. */
@@ -105,11 +112,12 @@ function clusterFileProblem(value: unknown): string | undefined {
       typeof p !== 'object' ||
       p === null ||
       !Number.isSafeInteger(p.index) ||
+      !Number.isSafeInteger(p.pid) ||
       typeof p.nodeId !== 'string' ||
       typeof p.httpUrl !== 'string' ||
       !isHttpUrl(p.httpUrl)
     ) {
-      return 'a peer is not {index, nodeId, httpUrl}';
+      return 'a peer is not {index, nodeId, httpUrl, pid}';
     }
   }
   return undefined;

@@ -29,8 +29,8 @@
  *   storage and the lock are closed, in that order. Without `leave`, groups and data stay.
  */
 import { randomInt } from 'node:crypto';
-import { mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import { type NodeStorage, StorageError } from '@meshkv/storage';
 import { openDiskStorage, openLevelEngine } from '@meshkv/storage/node';
 import {
@@ -42,6 +42,7 @@ import {
   type WebRtcMesh,
 } from '@meshkv/transport';
 import { createNodeWebRtcMesh } from '@meshkv/transport/node';
+import { writeFileDurably } from './durable-file.node.ts';
 import { ErrorCode, MeshKvError } from './errors.ts';
 import { createHttpApi, type HttpApi, type KvNode } from './http.node.ts';
 import { MeshNode, type MeshNodeSettings, meshNodeDefaults, type NodeStatus } from './mesh-node.ts';
@@ -474,27 +475,4 @@ function safeParse(text: string): unknown {
 /** Writes the identity durably and atomically (`writeFileDurably`). */
 function writeIdentity(dataDir: string, identity: Identity): Promise<void> {
   return writeFileDurably(join(dataDir, IDENTITY_FILE), `${JSON.stringify(identity)}\n`);
-}
-
-/**
- * Replaces `path` with `text` durably and atomically, readable by its owner only (0600): a
- * temporary file, fsync, rename, fsync of the directory. A crash leaves the old file or
- * the new one, never a torn one.
- */
-export async function writeFileDurably(path: string, text: string): Promise<void> {
-  const tmp = `${path}.tmp`;
-  const file = await open(tmp, 'w', 0o600);
-  try {
-    await file.writeFile(text);
-    await file.sync();
-  } finally {
-    await file.close();
-  }
-  await rename(tmp, path);
-  const dir = await open(dirname(path), 'r');
-  try {
-    await dir.sync();
-  } finally {
-    await dir.close();
-  }
 }

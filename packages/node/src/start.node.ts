@@ -35,10 +35,6 @@ import {
 } from './cluster-dir.node.ts';
 import { tryLockDirectory } from './peer.node.ts';
 
-export const DEFAULT_START_PORT = 7700;
-export const DEFAULT_START_NODES = 3;
-/** Peers one start runs: each is a process with a WebRTC link to every other. */
-export const MAX_START_NODES = 16;
 /** How long a peer may take to join and load its partitions. */
 const PEER_READY_DEADLINE_MS = 120_000;
 /** How long a peer may take to stop cleanly before it is killed. */
@@ -175,7 +171,7 @@ function summary(
     '',
     `meshkv: ${peers.length} node${peers.length === 1 ? '' : 's'} running, data in ${dir}`,
     `  signaling + registry  ${signalingUrl}  (registry: ${signalingUrl}/status)`,
-    ...peers.map((p) => `  node ${p.index}  ${p.nodeId}  HTTP API ${p.httpUrl}`),
+    ...peers.map((p) => `  node ${p.index}  ${p.nodeId}  HTTP API ${p.httpUrl}  (pid ${p.pid})`),
     `  token                 ${join(dir, TOKEN_FILE)}${tokenCreated ? ' (generated now)' : ''}: clients beyond loopback send it as "Authorization: Bearer <token>"`,
     `  cluster file          ${join(dir, CLUSTER_FILE)} (the CLI finds the peers there)`,
     '',
@@ -224,7 +220,7 @@ class PeerProcess {
           reject(new StartError(`node ${index} reported no node id and HTTP address`));
           return;
         }
-        resolve({ index, nodeId: message.nodeId, httpUrl: message.httpUrl });
+        resolve({ index, nodeId: message.nodeId, httpUrl: message.httpUrl, pid: child.pid! });
       });
       this.exited.then((code) => {
         clearTimeout(deadline);
