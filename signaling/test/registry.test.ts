@@ -80,6 +80,27 @@ describe('signaling registry transitions', () => {
     expect(admitted(state, again('a', { kind: 'browser' })).snapshot.epoch).to.equal(2);
   });
 
+  it("keeps a member's HTTP address; a rejoin with another one changes the record", () => {
+    const address = 'http://127.0.0.1:7701';
+    const state = admitted(empty, { ...first('a'), httpAddress: address });
+    expect(findMember(state.snapshot, 'a')?.httpAddress).to.equal(address);
+    // A reconnect with the same address changes nothing; a restart on another port does.
+    expect(admitted(state, again('a', { httpAddress: address }))).to.equal(state);
+    const moved = admitted(state, again('a', { httpAddress: 'http://127.0.0.1:7709' }));
+    expect(moved.snapshot.epoch).to.equal(2);
+    expect(findMember(moved.snapshot, 'a')).to.include({
+      httpAddress: 'http://127.0.0.1:7709',
+      changedAtEpoch: 2,
+    });
+    // A join without one drops it: the address is whatever the member serves now.
+    const none = admitted(moved, again('a'));
+    expect(findMember(none.snapshot, 'a')).to.not.have.property('httpAddress');
+    // Kept while down: a client may still try it, and it comes back with the member.
+    expect(findMember(markDown(moved, 'a', 0, limits).snapshot, 'a')?.httpAddress).to.equal(
+      'http://127.0.0.1:7709',
+    );
+  });
+
   it('binds an id to the secret of its first join and refuses a reclaim without it', () => {
     const state = markDown(admitted(empty, first('bob')), 'bob', 0, limits);
     expect(state.secretHashes.get('bob')).to.equal(hash('bob'));

@@ -43,6 +43,21 @@ describe('signaling protocol: validation', () => {
     expect(idProblem(1, 'nodeId')).to.equal('nodeId must be a string');
   });
 
+  it("bounds a join's httpAddress: http(s)://host:port, no path, at most 256 bytes", () => {
+    const join = (httpAddress: unknown) =>
+      parseJoinRequest({ clusterId: 'c', kind: 'node', httpAddress });
+    expect(join('http://127.0.0.1:7701').ok).to.equal(true);
+    expect(join('http://[::1]:7701').ok).to.equal(true);
+    expect(join(`http://${'h'.repeat(256 - 'http://:1'.length)}:1`).ok).to.equal(true);
+    expect(join(`http://${'h'.repeat(256)}:1`)).to.deep.equal({
+      ok: false,
+      reason: 'httpAddress is longer than 256 bytes',
+    });
+    expect(join('http://127.0.0.1:7701/kv').ok).to.equal(false);
+    expect(join('ftp://127.0.0.1:21').ok).to.equal(false);
+    expect(join(7701).ok).to.equal(false);
+  });
+
   it('parses a join and refuses unknown fields, bad kinds, a secret without its id', () => {
     const join = { clusterId: 'c', kind: 'browser' };
     expect(parseJoinRequest(join)).to.deep.equal({ ok: true, value: join });
