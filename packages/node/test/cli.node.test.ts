@@ -2,7 +2,8 @@
 // temporary folder on free ports, put/get/del/status through the CLI, the error codes the
 // CLI can reach, failover (an unreachable first endpoint, a kill -9 peer), a write whose
 // connection breaks or gets no answer (OUTCOME_UNKNOWN, TIMEOUT), a second start refused,
-// SIGINT stopping every child, and a restart resuming the data under the same identities.
+// SIGINT stopping every child, a restart resuming the data under the same identities, and
+// the peers of a start killed with -9 stopping by themselves.
 // Starts WebRTC peers: runs inside the private network namespace (`pnpm test` or
 // scripts/netns-run.sh). Every process is stopped by pid.
 import { spawn } from 'node:child_process';
@@ -12,7 +13,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { limits } from '@meshkv/storage';
 import { expect } from 'chai';
-import type { ClusterFile } from '../src/cluster-dir.node.ts';
+import { type ClusterFile, peerDataDir } from '../src/cluster-dir.node.ts';
+import { tryLockDirectory } from '../src/peer.node.ts';
 import {
   DEADLINE_MS,
   getJson,
@@ -76,13 +78,15 @@ async function summaryPrinted(start: Proc): Promise<void> {
   );
 }
 
+/** Whether `pid` runs (a zombie, dead but not yet reaped by its new parent, does not). */
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch {
     return false;
   }
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
 }
 
 /** A TCP server on 127.0.0.1 that does `onConnection` with every socket. */
@@ -334,5 +338,22 @@ describe('meshkv start and the CLI (real processes)', function () {
     }
     expect(await restarted.stop('SIGINT'), JSON.stringify(restarted.state())).to.equal(0);
     for (const peer of again.peers) expect(alive(peer.pid), `pid ${peer.pid}`).to.equal(false);
+  });
+
+  it('kill -9 of meshkv start: its peers stop by themselves and every lock is free', async () => {
+    const killed = processes.track(spawnStart(dir));
+    await summaryPrinted(killed);
+    file = readClusterFile();
+    await killed.stop('SIGKILL');
+    await waitUntil(
+      () => (file.peers.every((peer) => !alive(peer.pid)) ? true : undefined),
+      'the orphaned peers to stop',
+      () => file.peers.map((peer) => ({ pid: peer.pid, alive: alive(peer.pid) })),
+    );
+    for (const folder of [dir, ...file.peers.map((peer) => peerDataDir(dir, peer.index))]) {
+      const unlock = await tryLockDirectory(folder);
+      expect(unlock, `${folder} is still locked`).to.not.equal(null);
+      await unlock!();
+    }
   });
 });
