@@ -91,6 +91,14 @@ export type RemovalReason =
   | 'not in its own configuration at restart'
   | 'superseded by a newer replica of the group';
 
+/** A removed voter waiting for the new configuration to be durable (GroupReplica.retiring). */
+export interface Retirement {
+  /** The index of the configuration that removed this replica. */
+  readonly removedAtIndex: number;
+  /** Nodes whose replica applied it (or a later one) durably, as they told (NOT_MEMBER). */
+  readonly confirmedBy: Set<NodeId>;
+}
+
 export class GroupReplica {
   readonly group: GroupId;
   /** Its Raft member id (replica-id.ts): `${nodeId}@${incarnation}`. */
@@ -104,6 +112,15 @@ export class GroupReplica {
   needsCreate: boolean;
   /** The next batch removes the group and all of its data; the replica is then dropped. */
   removal: RemovalReason | null = null;
+  /**
+   * A voter that applied its own removal (README "Removed replicas"): it keeps its log and
+   * its vote, and answers the group's raft messages, until a majority of the voters of the
+   * configuration that removed it applied that configuration durably. Until then a member
+   * that crashed with the change committed but not durably applied (commit-only hard
+   * states and applied state are written lazily) could come back in the old
+   * configuration, and need this replica's vote and acknowledgements to commit it again.
+   */
+  retiring: Retirement | null = null;
   /**
    * A hard state that only moved the commit index, not yet written: it rides with the
    * group's next write (raft allows a commit-only change to be written lazily).

@@ -32,7 +32,7 @@ import type { AppliedState, GroupWrite, NodeStorage, SnapshotRestore } from '@me
 import type { GroupReplica } from './group.ts';
 import type { Outbox } from './outbox.ts';
 import type { AppliedCommand } from './partition.ts';
-import { nodeOfReplica } from './replica-id.ts';
+import { isReplicaIn, nodeOfReplica } from './replica-id.ts';
 import type { SnapshotStreams } from './snapshots.ts';
 import type { Tombstone } from './tombstones.ts';
 
@@ -463,12 +463,13 @@ export class NodeLoop {
       replica.durableApplied = meta;
       replica.log.appliedConfState = meta.confState;
       replica.rebuildMachineAfterRestore(await this.host.storage.load());
-      this.checkMembership(replica, meta.confState, meta.index);
+      this.checkMembership(replica, meta.confState, meta.index, null);
     }
     const entries = ready.committedEntries;
     if (entries.length > 0) {
       const output = await replica.machine.apply(entries);
-      let confState = replica.applied.confState;
+      const confBefore = replica.applied.confState;
+      let confState = confBefore;
       for (const entry of entries) {
         this.host.appliedEntry?.(replica.group, entry);
         if (entry.type !== EntryType.ConfChange) continue;
@@ -486,7 +487,7 @@ export class NodeLoop {
       if (replica.sessions.length === 0) replica.sessions = output.sessions;
       else for (const write of output.sessions) replica.sessions.push(write);
       this.host.applied(replica, output.results);
-      this.checkMembership(replica, confState, last.index);
+      this.checkMembership(replica, confState, last.index, confBefore);
     } else {
       this.host.applied(replica, NO_RESULTS);
     }
@@ -511,9 +512,28 @@ export class NodeLoop {
     }
   }
 
-  private checkMembership(replica: GroupReplica, confState: ConfState, index: number): void {
-    if (replica.removal !== null || isMember(confState, replica.replicaId)) return;
+  /**
+   * After applying up to `index`: a replica no longer in the configuration is removed — at
+   * once if it held no vote in the configuration before (`before`; null for a restored
+   * snapshot), else it retires first (GroupReplica.retiring; MeshNode confirms).
+   */
+  private checkMembership(
+    replica: GroupReplica,
+    confState: ConfState,
+    index: number,
+    before: ConfState | null,
+  ): void {
+    if (replica.removal !== null || replica.retiring !== null) return;
+    if (isReplicaIn(confState, replica.replicaId)) return;
     if (confState.voters.length === 0 && confState.learners.length === 0) return;
+    const id = replica.replicaId;
+    if (before !== null && (before.voters.includes(id) || before.votersOutgoing.includes(id))) {
+      replica.retiring = { removedAtIndex: index, confirmedBy: new Set() };
+      this.host.trace(
+        `group ${replica.group}: removed from its configuration at ${index}; retiring until its voters applied it durably`,
+      );
+      return;
+    }
     replica.removal = 'removed from the configuration';
     this.host.trace(`group ${replica.group}: removed from its configuration at ${index}`);
     this.touched.add(replica);
@@ -553,15 +573,6 @@ function createdHardState(replica: GroupReplica): HardState | undefined {
   return hardState.term === 0 && hardState.vote === null ? undefined : hardState;
 }
 const NO_RESULTS: readonly AppliedCommand[] = [];
-
-function isMember(c: ConfState, id: NodeId): boolean {
-  return (
-    c.voters.includes(id) ||
-    c.learners.includes(id) ||
-    c.votersOutgoing.includes(id) ||
-    c.learnersNext.includes(id)
-  );
-}
 
 function noReady(
   replica: GroupReplica,

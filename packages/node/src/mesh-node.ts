@@ -40,6 +40,7 @@ import {
 } from './rebalancer.ts';
 import {
   incarnationOf,
+  isReplicaIn,
   MAX_NODE_ID_FOR_REPLICAS,
   nodeOfReplica,
   replicaId,
@@ -194,6 +195,11 @@ export interface GroupStatus {
   readonly initialized: boolean;
   /** A snapshot is being installed (its KV state streams in). */
   readonly installingSnapshot: boolean;
+  /**
+   * Removed from the configuration, kept (its vote and log, serving nothing) until a
+   * majority of the voters applied the change durably (README "Removed replicas").
+   */
+  readonly retiring: boolean;
   /** Why the leader did not step the group toward the placement, if it is not in place. */
   readonly placement: string;
 }
@@ -285,7 +291,10 @@ export class MeshNode {
       {
         nodeId: options.nodeId,
         nowMs: () => this.nowMsValue,
-        replica: (partition) => this.groups.get(partition),
+        replica: (partition) => {
+          const replica = this.groups.get(partition);
+          return replica?.retiring === null ? replica : undefined;
+        },
         placementReplicas: (partition) => this.placement.replicasOf(partition),
         linkUp: (peer) => this.isLive(peer),
         sendRequest: (to, request) => this.sendRecord(to, request),
@@ -313,10 +322,13 @@ export class MeshNode {
           for (const id of ids) {
             const node = nodeOfReplica(id);
             if (node === '' || node === this.nodeId) continue;
+            // Told of the durable configuration only: the asker deletes itself on it.
+            const durable = replica.durableApplied;
+            if (isReplicaIn(durable.confState, id)) continue;
             this.outbox.record(node, {
               kind: 'notMember',
               group: replica.group,
-              configIndex: replica.applied.index,
+              configIndex: durable.index,
               replica: id,
             });
           }
@@ -748,8 +760,14 @@ export class MeshNode {
   private collectStrayReplicas(): void {
     for (const replica of this.groups.values()) {
       if (replica.removal !== null || replica.heldReady !== null) continue;
+      if (replica.retiring !== null) this.askVotersIfRetired(replica);
       if (this.ticks - replica.lastHeardTick < this.settings.replicaGcTicks) continue;
       if (this.placement.replicasOf(replica.group).includes(this.nodeId)) continue;
+      if (replica.retiring !== null) {
+        // Its voters may have moved on and left the group meanwhile: the placement knows.
+        this.askPlacementIfMember(replica);
+        continue;
+      }
       if (replica.raw.role === 'leader') continue;
       if (replica.initialized) {
         replica.quiesced = false;
@@ -777,23 +795,67 @@ export class MeshNode {
     }
   }
 
+  /** A retiring replica asks its configuration's voters, every rebalancing pass. */
+  private askVotersIfRetired(replica: GroupReplica): void {
+    for (const id of replica.confState.voters) {
+      const node = nodeOfReplica(id);
+      if (node === this.nodeId || !this.isLive(node)) continue;
+      this.outbox.record(node, {
+        kind: 'memberQuery',
+        group: replica.group,
+        replica: replica.replicaId,
+      });
+    }
+  }
+
   /**
-   * MEMBER_QUERY: NOT_MEMBER if this node's replica applied a configuration without the
-   * asker at or past the index that added it (incarnation: replica-id.ts). Such a
-   * configuration is committed, and a replica id is never added twice, so the asker was
-   * removed for good (or its addition never committed). Anything else stays unanswered.
+   * MEMBER_QUERY: NOT_MEMBER if this node's replica, a member, applied durably a
+   * configuration without the asker at or past the index that added it (incarnation:
+   * replica-id.ts). Such a configuration is committed, and a replica id is never added
+   * twice, so the asker was removed for good (or its addition never committed); durably,
+   * so this node never needs the asker again for it (a retiring asker counts on that).
+   * Anything else stays unanswered.
    */
   private answerMemberQuery(from: PeerId, group: GroupId, asker: NodeId): void {
     const replica = this.groups.get(group);
-    if (replica === undefined || replica.removal !== null || nodeOfReplica(asker) !== from) return;
-    if (replica.applied.index < incarnationOf(asker)) return;
-    if (replicaOfNode(replica.confState, from) === asker) return;
+    if (replica === undefined || nodeOfReplica(asker) !== from) return;
+    if (replica.removal !== null || replica.retiring !== null) return;
+    const durable = replica.durableApplied;
+    if (durable.index < incarnationOf(asker)) return;
+    if (replicaOfNode(durable.confState, from) === asker) return;
+    if (replicaOfNode(durable.confState, this.nodeId) !== replica.replicaId) return;
     this.outbox.record(from, {
       kind: 'notMember',
       group,
-      configIndex: replica.applied.index,
+      configIndex: durable.index,
       replica: asker,
     });
+  }
+
+  /**
+   * NOT_MEMBER to a retiring replica: one more voter confirms; a majority ends it. An
+   * answer from outside those voters (the placement's, asked after a long silence) with a
+   * later configuration ends it too: the group went through further changes without it.
+   */
+  private confirmRetirement(from: PeerId, replica: GroupReplica, configIndex: number): void {
+    const retiring = replica.retiring!;
+    if (configIndex < retiring.removedAtIndex) return;
+    const voters = replica.confState.voters;
+    let why: string;
+    if (replicaOfNode(replica.confState, from) !== null) {
+      retiring.confirmedBy.add(from);
+      let confirmed = 0;
+      for (const id of voters) if (retiring.confirmedBy.has(nodeOfReplica(id))) confirmed++;
+      if (confirmed * 2 <= voters.length) return;
+      why = `${confirmed} of its ${voters.length} voters applied its removal at ${retiring.removedAtIndex} durably`;
+    } else {
+      if (configIndex === retiring.removedAtIndex) return;
+      if (this.ticks - replica.lastHeardTick < this.settings.replicaGcTicks) return;
+      why = `${from}, a later member, applied configuration ${configIndex} durably`;
+    }
+    replica.removal = 'removed from the configuration';
+    this.loop.touch(replica);
+    this.trace(`group ${replica.group}: ${why}`);
   }
 
   // ---- Frames -----------------------------------------------------------------------------
@@ -833,6 +895,10 @@ export class MeshNode {
         const replica = this.groups.get(record.group);
         if (replica === undefined || replica.removal !== null) return;
         if (replica.replicaId !== record.replica) return; // About an earlier replica here.
+        if (replica.retiring !== null) {
+          this.confirmRetirement(from, replica, record.configIndex);
+          return;
+        }
         // Not before the configuration change that added this replica: a member that had
         // not applied it yet speaks of an older configuration.
         if (
@@ -1018,6 +1084,7 @@ export class MeshNode {
       followers,
       initialized: replica.initialized,
       installingSnapshot: replica.heldReady !== null,
+      retiring: replica.retiring !== null,
       placement: this.placementNotes.get(replica.group) ?? '',
     };
   }

@@ -64,3 +64,13 @@ export function replicaOfNode(c: ConfState, node: NodeId): NodeId | null {
   }
   return found;
 }
+
+/** `id` is a member (voter or learner, either half of a joint configuration) of `c`. */
+export function isReplicaIn(c: ConfState, id: NodeId): boolean {
+  return (
+    c.voters.includes(id) ||
+    c.learners.includes(id) ||
+    c.votersOutgoing.includes(id) ||
+    c.learnersNext.includes(id)
+  );
+}
