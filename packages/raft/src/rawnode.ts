@@ -15,7 +15,7 @@ import {
   messageTypeName,
   newMessage,
 } from './message.ts';
-import { Raft, type Role, type SoftState } from './raft.ts';
+import { NO_ENTRIES, Raft, type Role, type SoftState } from './raft.ts';
 import type { ReadState } from './readonly.ts';
 import type { ProgressState } from './tracker.ts';
 import {
@@ -455,7 +455,6 @@ export class RawNode {
   }
 }
 
-const NO_ENTRIES: readonly Entry[] = Object.freeze([]);
 const NO_MESSAGES: readonly Message[] = Object.freeze([]);
 const NO_READ_STATES: readonly ReadState[] = Object.freeze([]);
 const NO_CANDIDATES: readonly NodeId[] = Object.freeze([]);
@@ -468,7 +467,9 @@ function bad(why: string): never {
   throw new RaftError(RaftErrorCode.InvalidMessage, why);
 }
 
-const INDEX_FIELDS = ['term', 'logTerm', 'index', 'commit', 'rejectHint'] as const;
+function badIndex(field: string): never {
+  bad(`${field} is not a non-negative integer`);
+}
 
 /**
  * Structural validation of a message from the network; throws InvalidMessage. It runs on
@@ -481,9 +482,12 @@ export function validateMessage(m: Message, groupId: GroupId, to: NodeId): void 
   if (typeof m.from !== 'string' || m.from.length === 0) bad('empty sender');
   if (m.from === to) bad('message from self');
   if (messageTypeName(m.type).startsWith('Msg(')) bad(`unknown type ${m.type}`);
-  for (const field of INDEX_FIELDS) {
-    if (!isIndex(m[field])) bad(`${field} is not a non-negative integer`);
-  }
+  // Field by field (a loop over their names read them by dynamic key, per message).
+  if (!isIndex(m.term)) badIndex('term');
+  if (!isIndex(m.logTerm)) badIndex('logTerm');
+  if (!isIndex(m.index)) badIndex('index');
+  if (!isIndex(m.commit)) badIndex('commit');
+  if (!isIndex(m.rejectHint)) badIndex('rejectHint');
   if (!(m.context instanceof Uint8Array)) bad('context is not bytes');
   if (!Array.isArray(m.entries)) bad('entries is not an array');
   const local = m.type === MessageType.Prop || m.type === MessageType.ReadIndex;
