@@ -189,6 +189,32 @@ function readText(data: Uint8Array, start: number, end: number): string | null {
   return decodeText(data.subarray(start, end));
 }
 
+/**
+ * The client ids decoded last, with their bytes: a partition sees a few clients (one per
+ * node), so most commands name one of them; reusing its string saves the decoding, and
+ * the session table's lookups then hash and compare one string object.
+ */
+const recentClientIds: { bytes: Uint8Array; text: string }[] = [];
+const MAX_RECENT_CLIENT_IDS = 8;
+
+function readClientId(data: Uint8Array, start: number, end: number): string | null {
+  const length = end - start;
+  for (let r = 0; r < recentClientIds.length; r++) {
+    const recent = recentClientIds[r]!;
+    const bytes = recent.bytes;
+    if (bytes.length !== length) continue;
+    let i = 0;
+    while (i < length && bytes[i] === data[start + i]) i++;
+    if (i === length) return recent.text;
+  }
+  const text = readText(data, start, end);
+  if (text === null) return null;
+  if (recentClientIds.length === MAX_RECENT_CLIENT_IDS) recentClientIds.pop();
+  // A copy: the entry's data may be a view into a frame, which must not be kept alive.
+  recentClientIds.unshift({ bytes: data.slice(start, end), text });
+  return text;
+}
+
 /** Text up to this many bytes is decoded by fromCharCode (far below any argument limit). */
 const MAX_ASCII_DECODE_BYTES = 1024;
 
@@ -233,7 +259,7 @@ export function decodeCommand(data: Uint8Array): Command | InvalidCommand {
   const isPut = kindByte === KIND_PUT;
   if (!isPut && valueStart !== data.length) return invalid('a delete carries trailing bytes');
   if (data.length - valueStart > limits.maxValueBytes) return invalid('value too large');
-  const clientId = readText(data, COMMAND_HEADER_BYTES, keyStart);
+  const clientId = readClientId(data, COMMAND_HEADER_BYTES, keyStart);
   if (clientId === null) return invalid('client id is not UTF-8');
   const key = readText(data, keyStart, valueStart);
   if (key === null) return invalid('key is not UTF-8');

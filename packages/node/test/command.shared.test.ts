@@ -68,6 +68,16 @@ describe('node command: entry data encoding', () => {
     }
   });
 
+  it('decodes the client id of each command, clients interleaved (more than it keeps decoded)', () => {
+    const clients = Array.from({ length: 20 }, (_, i) => `client-${i}`.slice(0, 7 + (i % 3)));
+    for (let round = 0; round < 3; round++) {
+      for (const [i, clientId] of clients.entries()) {
+        const command = { ...put, clientId, seq: 100 + round * 100 + i };
+        expect(decodeCommand(encodeCommand(command))).to.deep.equal(command);
+      }
+    }
+  });
+
   it('decodes a value as a view of the entry data (no copy)', () => {
     const data = encodeCommand(put);
     const decoded = decodeCommand(data) as Command;
