@@ -294,6 +294,11 @@ export class Router {
       this.settings.retryMinMs * 2 ** Math.min(request.attempts - 1, 16),
     );
     request.retryAtMs = now + backoffMs;
+    // A hibernating replica here wakes for a request of its partition, as the leader's does
+    // when the request reaches it: a leader lost silently (a killed peer's WebRTC link shows
+    // no peerDown for many seconds) is only replaced once a follower ticks and campaigns.
+    const own = request.op === 'localGet' ? undefined : this.host.replica(request.partition);
+    if (own !== undefined) own.quiesced = false;
     const target = request.op === 'localGet' ? this.localTarget(request) : this.leaderOf(request);
     request.target = target;
     if (target === null) return;

@@ -252,6 +252,26 @@ describe('MeshNode scenarios', function () {
       expect(text(await cluster.settle(cluster.node(survivor).get('k')))).to.equal('w');
     }));
 
+  it('a silently lost leader of a hibernating group: a request through a follower wakes it, and a new leader answers', () =>
+    withCluster({ partitions: 1 }, async (cluster) => {
+      await grown(cluster, ['a', 'b', 'c']);
+      await cluster.settle(cluster.node('a').put('k', 'v'));
+      await cluster.run(2_000);
+      const leader = cluster.node('a').status().groups[0]!.leader!;
+      const follower = ['a', 'b', 'c'].find((id) => id !== leader)!;
+      // A killed process over WebRTC: its frames stop, but no peerDown comes for many
+      // seconds (the link's consent checks, or its 60 s idle timeout), so nothing but the
+      // request can wake the hibernating followers.
+      for (const other of ['a', 'b', 'c']) {
+        if (other === leader) continue;
+        cluster.network.configureLink(leader, other, { lossProbability: 1 });
+        cluster.network.configureLink(other, leader, { lossProbability: 1 });
+      }
+      const read = cluster.node(follower).get('k', { deadlineMs: 10_000 });
+      expect(text(await cluster.settle(read))).to.equal('v');
+      expect(cluster.node(follower).status().groups[0]!.leader).to.not.equal(leader);
+    }));
+
   it('a replica that missed its removal (isolated meanwhile) learns it from the members and deletes its data', () =>
     withCluster({ partitions: 4 }, async (cluster) => {
       await grown(cluster, ['a', 'b', 'c', 'd']);
