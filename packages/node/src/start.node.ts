@@ -19,6 +19,8 @@
  * - A peer that exits while the cluster runs is reported; the others go on (a majority of
  *   each partition keeps serving); a later start brings it back on its data.
  * - A later start on DIR resumes: the same registry, the same node identities and data.
+ *   Right after a kill -9 it waits (up to HELD_DATA_DIR_WAIT_MS) for the old peers to let
+ *   go of their data directories.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { stat } from 'node:fs/promises';
@@ -39,6 +41,12 @@ import { tryLockDirectory } from './peer.node.ts';
 const PEER_READY_DEADLINE_MS = 120_000;
 /** How long a peer may take to stop cleanly before it is killed. */
 const STOP_DEADLINE_MS = 30_000;
+/**
+ * How long a start waits for a peer's data directory held by another process: the peers
+ * of a start killed with -9 stop by themselves, but may hold their directories a moment.
+ */
+const HELD_DATA_DIR_WAIT_MS = 30_000;
+const HELD_DATA_DIR_POLL_MS = 100;
 /** Bytes of a child's output line kept before it is cut (its log lines are short). */
 const MAX_LINE_BYTES = 16 * 1024;
 const CLI_PATH = fileURLToPath(new URL('./cli.node.ts', import.meta.url));
@@ -118,6 +126,7 @@ export async function runStart(options: StartOptions): Promise<number> {
     });
     out(`signaling server and registry on ${server.url}`);
     for (let index = 1; index <= options.nodes; index++) {
+      await waitForDataDir(peerDataDir(dir, index));
       const httpPort = options.port === 0 ? 0 : options.port + index;
       peers.push(PeerProcess.spawn(index, dir, server.url, token, httpPort, out));
     }
@@ -276,6 +285,21 @@ class PeerProcess {
     const killer = setTimeout(() => this.kill('SIGKILL'), STOP_DEADLINE_MS);
     await this.exited;
     clearTimeout(killer);
+  }
+}
+
+/** Resolves once no other process holds `dataDir` (see HELD_DATA_DIR_WAIT_MS). */
+async function waitForDataDir(dataDir: string): Promise<void> {
+  const deadlineMs = Date.now() + HELD_DATA_DIR_WAIT_MS;
+  for (;;) {
+    const unlock = await tryLockDirectory(dataDir);
+    if (unlock !== null) return unlock();
+    if (Date.now() > deadlineMs) {
+      throw new StartError(
+        `${dataDir} is still held by another process after ${HELD_DATA_DIR_WAIT_MS} ms (a peer of an earlier start? its pid is in cluster.json): stop it first`,
+      );
+    }
+    await new Promise((resolve) => setTimeout(resolve, HELD_DATA_DIR_POLL_MS));
   }
 }
 

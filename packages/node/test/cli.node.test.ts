@@ -3,7 +3,7 @@
 // CLI can reach, failover (an unreachable first endpoint, a kill -9 peer), a write whose
 // connection breaks or gets no answer (OUTCOME_UNKNOWN, TIMEOUT), a second start refused,
 // SIGINT stopping every child, a restart resuming the data under the same identities, and
-// the peers of a start killed with -9 stopping by themselves.
+// the peers of a start killed with -9 stopping by themselves while a new start takes over.
 // Starts WebRTC peers: runs inside the private network namespace (`pnpm test` or
 // scripts/netns-run.sh). Every process is stopped by pid.
 import { spawn } from 'node:child_process';
@@ -340,16 +340,25 @@ describe('meshkv start and the CLI (real processes)', function () {
     for (const peer of again.peers) expect(alive(peer.pid), `pid ${peer.pid}`).to.equal(false);
   });
 
-  it('kill -9 of meshkv start: its peers stop by themselves and every lock is free', async () => {
+  it('kill -9 of meshkv start: its peers stop by themselves, and a start at once takes over', async () => {
     const killed = processes.track(spawnStart(dir));
     await summaryPrinted(killed);
-    file = readClusterFile();
+    const orphans = readClusterFile().peers;
     await killed.stop('SIGKILL');
+    // The new start waits for the orphans to let go of their data directories.
+    const next = processes.track(spawnStart(dir));
+    await summaryPrinted(next);
+    // They let go of their directories as the last step of their stop, then exit.
     await waitUntil(
-      () => (file.peers.every((peer) => !alive(peer.pid)) ? true : undefined),
-      'the orphaned peers to stop',
-      () => file.peers.map((peer) => ({ pid: peer.pid, alive: alive(peer.pid) })),
+      () => (orphans.every((peer) => !alive(peer.pid)) ? true : undefined),
+      'the orphaned peers to exit',
+      () => orphans.map((peer) => ({ pid: peer.pid, alive: alive(peer.pid) })),
     );
+    file = readClusterFile();
+    expect(file.peers.map((p) => p.nodeId)).to.deep.equal(orphans.map((p) => p.nodeId));
+    const get = await inFolder(['get', 'greeting', '--timeout', '30000']);
+    expect(get.stdout.toString(), get.stderr).to.equal('hello');
+    expect(await next.stop('SIGINT'), JSON.stringify(next.state())).to.equal(0);
     for (const folder of [dir, ...file.peers.map((peer) => peerDataDir(dir, peer.index))]) {
       const unlock = await tryLockDirectory(folder);
       expect(unlock, `${folder} is still locked`).to.not.equal(null);
