@@ -21,7 +21,6 @@
  */
 import { request as httpRequest } from 'node:http';
 import { ErrorCode } from './errors.ts';
-import type { HttpCode } from './http.node.ts';
 import type { NodeStatus } from './mesh-node.ts';
 
 /**
@@ -44,8 +43,7 @@ export const ClientCode = {
   BAD_RESPONSE: 'BAD_RESPONSE',
 } as const;
 
-export type ClientErrorCode = ErrorCode | HttpCode | (typeof ClientCode)[keyof typeof ClientCode];
-
+/** `code`: the peer's (a MeshKvError or HTTP API code) or the client's own (above). */
 export class ClientError extends Error {
   override readonly name = 'ClientError';
   constructor(
@@ -124,13 +122,12 @@ export class MeshKvClient {
   async get(key: string, options: { consistency?: 'local' } = {}): Promise<Uint8Array | null> {
     const params: [string, string][] =
       options.consistency === undefined ? [] : [['consistency', options.consistency]];
-    const answer = await this.call({
+    return this.call({
       method: 'GET',
       path: kvPath(key, this.query(params)),
       body: null,
       write: false,
     });
-    return answer;
   }
 
   async delete(key: string): Promise<boolean> {
