@@ -14,9 +14,10 @@
  * validate is an error naming the file: resetting it silently would re-place every
  * partition.
  */
-import { mkdir, open, readFile, rename } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ClusterSettings } from '@meshkv/transport/signaling-protocol';
+import { writeFileDurably } from './durable-file.ts';
 import { type RegistryState, registryStateProblem } from './registry.ts';
 
 export const REGISTRY_FILE_NAME = 'registry.json';
@@ -92,7 +93,6 @@ function table(path: string, value: unknown, what: string): Record<string, unkno
 export async function saveRegistry(dataDir: string, state: RegistryState): Promise<void> {
   await mkdir(dataDir, { recursive: true });
   const path = registryFilePath(dataDir);
-  const temporary = `${path}.tmp`;
   const document = {
     format: FORMAT,
     version: FORMAT_VERSION,
@@ -102,20 +102,7 @@ export async function saveRegistry(dataDir: string, state: RegistryState): Promi
     downSinceMs: Object.fromEntries(state.downSinceMs),
   };
   const text = `${JSON.stringify(document, null, 2)}\n`;
-  const file = await open(temporary, 'w', 0o600);
-  try {
-    await file.writeFile(text, 'utf8');
-    await file.sync();
-  } finally {
-    await file.close();
-  }
-  await rename(temporary, path);
-  const directory = await open(dataDir, 'r');
-  try {
-    await directory.sync();
-  } finally {
-    await directory.close();
-  }
+  await writeFileDurably(path, text);
 }
 
 /**

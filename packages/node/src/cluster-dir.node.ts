@@ -14,8 +14,8 @@
 import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
+import { writeFileDurably } from '@meshkv/signaling/durable-file';
 import { MAX_TOKEN_BYTES } from '@meshkv/transport/signaling-protocol';
-import { writeFileDurably } from './durable-file.node.ts';
 
 export const DEFAULT_CLUSTER_DIR = '.meshkv';
 /** `meshkv start`'s defaults: the signaling server's port (peer i: + i) and peers run. */

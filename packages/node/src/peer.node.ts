@@ -31,6 +31,7 @@
 import { randomInt } from 'node:crypto';
 import { mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { writeFileDurably } from '@meshkv/signaling/durable-file';
 import { type NodeStorage, StorageError } from '@meshkv/storage';
 import { openDiskStorage, openLevelEngine } from '@meshkv/storage/node';
 import {
@@ -42,7 +43,6 @@ import {
   type WebRtcMesh,
 } from '@meshkv/transport';
 import { createNodeWebRtcMesh } from '@meshkv/transport/node';
-import { writeFileDurably } from './durable-file.node.ts';
 import { ErrorCode, MeshKvError } from './errors.ts';
 import { createHttpApi, type HttpApi, type KvNode } from './http.node.ts';
 import { MeshNode, type MeshNodeSettings, meshNodeDefaults, type NodeStatus } from './mesh-node.ts';

@@ -1,6 +1,7 @@
 /**
- * Small durable files beside a node's data (identity.json, a cluster folder's token and
- * cluster.json): replaced whole, atomically, readable by their owner only.
+ * Small durable files, replaced whole, atomically, readable by their owner only: the
+ * registry file here, and beside a Node peer's data its identity.json, a cluster folder's
+ * token and cluster.json (packages/node imports it from here).
  */
 import { open, rename } from 'node:fs/promises';
 import { dirname } from 'node:path';
