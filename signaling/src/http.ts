@@ -1,6 +1,7 @@
 /**
- * The HTTP side of the signaling server: `GET /health`, `GET /status` and a static folder
- * (the demo build). Socket.IO takes `/socket.io/` before these handlers see it.
+ * The HTTP side of the signaling server: `GET /health`, `GET /status`, `GET
+ * /demo-config.json` (loopback only) and a static folder (the demo build). Socket.IO takes
+ * `/socket.io/` before these handlers see it.
  */
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
@@ -21,9 +22,19 @@ const CONTENT_TYPES: Readonly<Record<string, string>> = {
   '.txt': 'text/plain; charset=utf-8',
 };
 
+/** Longer request targets get 414: no route or demo file needs more. */
+export const MAX_URL_BYTES = 2048;
+/** Where a page served by this server (the demo) reads how to join the cluster. */
+export const DEMO_CONFIG_PATH = '/demo-config.json';
+
 export interface HttpRoutes {
   /** The `/status` document. */
   status(): unknown;
+  /**
+   * The `/demo-config.json` document (it holds the cluster token), answered only to a
+   * loopback client that names a loopback host (isLoopbackRequest); undefined: 404.
+   */
+  readonly demoConfig: (() => unknown) | undefined;
   /** Folder served for every other GET path; undefined serves nothing (404). */
   readonly staticDir: string | undefined;
 }
@@ -50,7 +61,23 @@ async function handle(
     sendJson(response, 405, { error: 'method not allowed' });
     return;
   }
-  const path = (request.url ?? '/').split('?')[0]!;
+  const url = request.url ?? '/';
+  if (url.length > MAX_URL_BYTES) {
+    sendJson(response, 414, { error: `request target longer than ${MAX_URL_BYTES} bytes` });
+    return;
+  }
+  const path = url.split('?')[0]!;
+  if (path === DEMO_CONFIG_PATH && routes.demoConfig !== undefined) {
+    if (!isLoopbackRequest(request)) {
+      sendJson(response, 403, {
+        error: 'the demo configuration is served to loopback clients only',
+      });
+      return;
+    }
+    // Never cached, and no CORS header: only a page of this origin may read the token.
+    sendJson(response, 200, routes.demoConfig(), { cors: false });
+    return;
+  }
   if (path === '/health') {
     sendJson(response, 200, { status: 'ok' });
     return;
@@ -98,6 +125,9 @@ async function sendStatic(
   response.writeHead(200, {
     'content-type': CONTENT_TYPES[extname(file).toLowerCase()] ?? 'application/octet-stream',
     'content-length': info.size,
+    // A rebuilt demo must show at once: the browser revalidates (the build is small).
+    'cache-control': 'no-cache',
+    'x-content-type-options': 'nosniff',
   });
   if (headOnly) {
     response.end();
@@ -108,14 +138,35 @@ async function sendStatic(
   stream.pipe(response);
 }
 
-function sendJson(response: ServerResponse, statusCode: number, body: unknown): void {
+/**
+ * Whether a request comes from this machine (a loopback peer address) and names a loopback
+ * host (`127.x.x.x`, `localhost`, `[::1]`, any port): the Host check keeps a page of another
+ * site whose name was made to resolve to 127.0.0.1 (DNS rebinding) from reading the answer.
+ */
+export function isLoopbackRequest(request: IncomingMessage): boolean {
+  const address = request.socket.remoteAddress ?? '';
+  const fromLoopback =
+    address === '::1' || /^(?:::ffff:)?127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(address);
+  const host = request.headers.host ?? '';
+  return (
+    fromLoopback &&
+    /^(?:127\.\d{1,3}\.\d{1,3}\.\d{1,3}|localhost|\[::1\])(?::\d{1,5})?$/i.test(host)
+  );
+}
+
+function sendJson(
+  response: ServerResponse,
+  statusCode: number,
+  body: unknown,
+  { cors }: { cors: boolean } = { cors: true },
+): void {
   const text = `${JSON.stringify(body, null, 2)}\n`;
   response.writeHead(statusCode, {
     'content-type': 'application/json; charset=utf-8',
     'content-length': Buffer.byteLength(text),
     'cache-control': 'no-store',
     // Read-only and credential-free: a demo served from a dev server may poll /status.
-    'access-control-allow-origin': '*',
+    ...(cors ? { 'access-control-allow-origin': '*' } : {}),
   });
   response.end(text);
 }

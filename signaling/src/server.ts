@@ -124,6 +124,12 @@ export interface SignalingServerOptions {
   readonly port?: number;
   /** Folder served over HTTP for paths other than /health, /status and /socket.io/. */
   readonly staticDir?: string;
+  /**
+   * Serve `GET /demo-config.json` → `{clusterId, signalingUrl, token}` to loopback clients
+   * (http.ts isLoopbackRequest; others get 403): how a page this server serves (the demo)
+   * joins the cluster. Off by default: the token is a secret.
+   */
+  readonly serveDemoConfig?: boolean;
   /** How long a disconnected member stays `up` before it is marked `down`. */
   readonly gracePeriodMs?: number;
   /**
@@ -283,7 +289,11 @@ export class SignalingServer {
     const staticDir = options.staticDir;
     let server: SignalingServer | undefined;
     const http = createServer(
-      createRequestHandler({ staticDir, status: () => server?.status() ?? {} }),
+      createRequestHandler({
+        staticDir,
+        status: () => server?.status() ?? {},
+        demoConfig: options.serveDemoConfig ? () => server?.demoConfig() ?? {} : undefined,
+      }),
     );
     const io = new SocketServer(http, {
       transports: ['websocket'],
@@ -341,6 +351,15 @@ export class SignalingServer {
       })),
       registryFile: registryFilePath(this.options.dataDir),
       stats: this.stats(),
+    };
+  }
+
+  /** The `/demo-config.json` document (options.serveDemoConfig). */
+  demoConfig(): { clusterId: string; signalingUrl: string; token: string } {
+    return {
+      clusterId: this.settings.clusterId,
+      signalingUrl: this.url,
+      token: this.options.token,
     };
   }
 

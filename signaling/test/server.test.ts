@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { link, mkdir, readdir, readFile, rmdir, writeFile } from 'node:fs/promises';
+import { get as httpGet, type IncomingMessage } from 'node:http';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { DEFAULT_SETTINGS } from '@meshkv/ring';
@@ -7,6 +8,7 @@ import { SignalingClient, type SignalingError } from '@meshkv/transport/signalin
 import { rejection, waitFor } from '@meshkv/transport/test-support';
 import { expect } from 'chai';
 import type { Socket } from 'socket.io-client';
+import { isLoopbackRequest, MAX_URL_BYTES } from '../src/http.ts';
 import { RegistryFileError, registryFilePath } from '../src/registry-file.ts';
 import {
   CLUSTER,
@@ -882,6 +884,52 @@ describe('signaling server: HTTP', () => {
     expect((await fetch(`${server.url}/%2e%2e/%2e%2e/etc/passwd`)).status).to.equal(404);
     expect((await fetch(`${server.url}/%E0%A4%A`)).status).to.equal(400);
     expect((await fetch(`${server.url}/health`, { method: 'POST' })).status).to.equal(405);
+    expect(index.headers.get('cache-control')).to.equal('no-cache');
+    expect(index.headers.get('x-content-type-options')).to.equal('nosniff');
+    expect((await fetch(`${server.url}/${'a'.repeat(MAX_URL_BYTES)}`)).status).to.equal(414);
+  });
+
+  it('serves /demo-config.json (with the token) to loopback clients naming a loopback host', async () => {
+    const server = await fx.server({ serveDemoConfig: true });
+    const answer = await fetch(`${server.url}/demo-config.json`);
+    expect(answer.status).to.equal(200);
+    expect(answer.headers.get('cache-control')).to.equal('no-store');
+    // No CORS header: a page of another origin cannot read the token.
+    expect(answer.headers.get('access-control-allow-origin')).to.equal(null);
+    expect(await answer.json()).to.deep.equal({
+      clusterId: CLUSTER,
+      signalingUrl: server.url,
+      token: TOKEN,
+    });
+    // A rebinding name resolving to 127.0.0.1 sends its own Host: refused.
+    const rebound = await new Promise<IncomingMessage>((resolve, reject) => {
+      httpGet(
+        `${server.url}/demo-config.json`,
+        { headers: { host: `evil.example:${server.port}` } },
+        resolve,
+      ).on('error', reject);
+    });
+    rebound.resume();
+    expect(rebound.statusCode).to.equal(403);
+  });
+
+  it('does not serve /demo-config.json unless asked to', async () => {
+    const server = await fx.server();
+    expect((await fetch(`${server.url}/demo-config.json`)).status).to.equal(404);
+  });
+
+  it('counts as loopback only a loopback peer address with a loopback Host', () => {
+    const from = (remoteAddress: string, host: string) =>
+      isLoopbackRequest({ socket: { remoteAddress }, headers: { host } } as IncomingMessage);
+    expect(from('127.0.0.1', '127.0.0.1:7700')).to.equal(true);
+    expect(from('::ffff:127.0.0.1', 'localhost:7700')).to.equal(true);
+    expect(from('::1', '[::1]:7700')).to.equal(true);
+    expect(from('127.0.0.1', 'localhost')).to.equal(true);
+    expect(from('198.18.0.2', '127.0.0.1:7700')).to.equal(false);
+    expect(from('::ffff:10.0.0.1', 'localhost:7700')).to.equal(false);
+    expect(from('127.0.0.1', 'evil.example:7700')).to.equal(false);
+    expect(from('127.0.0.1', '127.0.0.1.evil.example')).to.equal(false);
+    expect(from('127.0.0.1', '')).to.equal(false);
   });
 });
 
