@@ -39,8 +39,10 @@ const REPLICAS = 3;
 const REQUEST_TIMEOUT_MS = 4_000;
 /** A client gives up on an answer after this (an unknown outcome). */
 const CLIENT_ABORT_MS = 15_000;
-/** Bounds of every load: a few hundred operations. */
-const MAX_OPS_PER_CLIENT = 400;
+/** Bound of a load's client: a few hundred operations per load. */
+const MAX_OPS_PER_CLIENT = 200;
+/** Bound of a Reader: enough to read through every phase of the membership test. */
+const MAX_READS = 6_000;
 const SEED = Number(process.env.MESHKV_FAULTS_SEED ?? Date.now() % 1_000_000);
 
 interface Peer {
@@ -98,6 +100,14 @@ async function kv(
   return { status: response.status, body, code };
 }
 
+interface ClusterOptions {
+  /** The signaling server's grace period before a disconnected member is marked down. */
+  readonly gracePeriodMs?: number;
+  readonly signalingHost?: string;
+  /** The network namespace and addresses of the peer of each index. */
+  readonly network?: (index: number) => PeerNetwork;
+}
+
 /** A cluster of real processes: one signaling server and its peers. */
 class Cluster {
   readonly processes = new ProcessSet();
@@ -107,11 +117,7 @@ class Cluster {
 
   constructor(
     readonly dir: string,
-    private readonly options: {
-      readonly gracePeriodMs?: number;
-      readonly signalingHost?: string;
-      readonly network?: (index: number) => PeerNetwork;
-    } = {},
+    private readonly options: ClusterOptions = {},
   ) {}
 
   async startSignaling(): Promise<void> {
@@ -468,9 +474,28 @@ class Reader {
     await this.done;
   }
 
+  /** What the test is doing (for failure reports). */
+  phase = 'start';
+
+  /** Each serving peer's view of `partition` (for failure reports). */
+  private async groupsOf(partition: number): Promise<object[]> {
+    const views: object[] = [];
+    const statuses = await this.cluster.statuses().catch(() => new Map<Peer, NodeStatus>());
+    for (const [peer, status] of statuses) {
+      const group = status.groups.find((g) => g.partition === partition);
+      views.push({ peer: peer.id, peers: status.peers, group });
+    }
+    return views;
+  }
+
+  /** Whether it stopped at its bound (MAX_READS) rather than when told. */
+  get finishedEarly(): boolean {
+    return this.reads + this.failures.length >= MAX_READS;
+  }
+
   private async run(): Promise<void> {
     const keys = [...this.expected.keys()];
-    for (let n = 0; !this.stopped && n < MAX_OPS_PER_CLIENT * 4; n++) {
+    for (let n = 0; !this.stopped && n < MAX_READS; n++) {
       const key = keys[n % keys.length]!;
       for (let attempt = 0; ; attempt++) {
         const peers = this.cluster.serving();
@@ -486,7 +511,14 @@ class Reader {
         }
         if (answer.code === 'CLOSED' && attempt < 8) continue;
         if (answer.status !== 200 || answer.body !== this.expected.get(key)) {
-          this.failures.push({ key, peer: peer.id, ...answer });
+          this.failures.push({
+            key,
+            peer: peer.id,
+            phase: this.phase,
+            calledMsAgo: performance.now() - callMs,
+            ...answer,
+            groups: await this.groupsOf(this.cluster.partitionOf(key)),
+          });
         } else {
           this.reads++;
           this.history.push({
@@ -508,6 +540,78 @@ function net(command: 'ip' | 'tc', ...args: string[]): string {
   return execFileSync(command, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
+/**
+ * Hooks of a describe whose tests share one cluster: the signaling server and 3 peers
+ * (`leaves[i]`: peer i stops with --leave), every partition placed, before the first test;
+ * the cluster's state printed when a test fails; every process killed by pid after the
+ * last, whatever failed. Returns the cluster (once the hooks have run).
+ */
+function sharedCluster(
+  dirPrefix: string,
+  options: () => ClusterOptions = () => ({}),
+  leaves: readonly boolean[] = [false, false, false],
+): () => Cluster {
+  let dir: string | undefined;
+  let cluster: Cluster | undefined;
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), dirPrefix));
+    const started = new Cluster(dir, options());
+    cluster = started;
+    try {
+      await started.startSignaling();
+      // The first peer bootstraps the partitions; the others join it.
+      await started.addPeer({ leave: leaves[0] });
+      await Promise.all(leaves.slice(1).map((leave) => started.addPeer({ leave })));
+      await started.waitPlaced(`${leaves.length} replicas of every partition`, leaves.length);
+    } catch (error) {
+      console.log(JSON.stringify(started.state()));
+      throw error;
+    }
+  });
+  afterEach(function () {
+    if (this.currentTest?.state === 'failed') console.log(JSON.stringify(cluster?.state()));
+  });
+  after(async () => {
+    await cluster?.killAll();
+    if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+  });
+  return () => {
+    if (cluster === undefined) throw new Error('the cluster did not start');
+    return cluster;
+  };
+}
+
+/** PUT through `peer`, recorded in `history` (an unknown outcome unless 200); the answer. */
+async function recordedPut(
+  history: KvHistoryOp[],
+  client: string,
+  peer: Peer,
+  key: string,
+  value: string,
+  query?: string,
+): Promise<KvAnswer> {
+  const callMs = performance.now();
+  const answer = await kv(peer, 'PUT', key, { value, query });
+  history.push({
+    client,
+    callMs,
+    returnMs: performance.now(),
+    call: { kind: 'put', key, value },
+    result: answer.status === 200 ? { kind: 'put' } : null,
+  });
+  return answer;
+}
+
+/** One key per partition, named `prefix/…`. */
+function keyPerPartition(cluster: Cluster, prefix: string): string[] {
+  const keys = new Map<number, string>();
+  for (let i = 0; keys.size < PARTITIONS; i++) {
+    const key = `${prefix}/${i}`;
+    if (!keys.has(cluster.partitionOf(key))) keys.set(cluster.partitionOf(key), key);
+  }
+  return [...keys.values()];
+}
+
 describe('faults of meshkv node processes over WebRTC', function () {
   // Generous: each step waits on its condition with its own deadline.
   this.timeout(240_000);
@@ -515,31 +619,13 @@ describe('faults of meshkv node processes over WebRTC', function () {
   before(() => console.log(`faults: seed ${SEED} (MESHKV_FAULTS_SEED to replay the load)`));
 
   describe('3 peers: basic operations, ack all, local reads, kill -9 under load, kill -9 of everything', () => {
-    let dir: string;
-    let cluster: Cluster;
+    const current = sharedCluster('meshkv-faults-');
     /** Keys written once whose put was acknowledged, across the tests of this cluster. */
     const acknowledged = new Map<string, string>();
     const history: KvHistoryOp[] = [];
 
-    before(async () => {
-      dir = mkdtempSync(join(tmpdir(), 'meshkv-faults-'));
-      cluster = new Cluster(dir);
-      await cluster.startSignaling();
-      await cluster.addPeer();
-      await Promise.all([cluster.addPeer(), cluster.addPeer()]);
-      await cluster.waitPlaced('3 replicas of every partition', 3);
-    });
-
-    afterEach(function () {
-      if (this.currentTest?.state === 'failed') console.log(JSON.stringify(cluster.state()));
-    });
-
-    after(async () => {
-      await cluster?.killAll();
-      rmSync(dir, { recursive: true, force: true });
-    });
-
     it('puts, gets and deletes through every peer', async () => {
+      const cluster = current();
       const [a, b, c] = cluster.peers as [Peer, Peer, Peer];
       expect((await kv(a, 'PUT', 'basic', { value: 'one' })).status).to.equal(200);
       expect(await kv(b, 'GET', 'basic')).to.include({ status: 200, body: 'one' });
@@ -548,23 +634,15 @@ describe('faults of meshkv node processes over WebRTC', function () {
       expect(await kv(b, 'DELETE', 'basic')).to.include({ status: 404, code: 'KEY_NOT_FOUND' });
       for (let i = 0; i < 16; i++) {
         const peer = cluster.peers[i % 3]!;
-        const call = { kind: 'put', key: `d/basic/${i}`, value: `v${i}` } as const;
-        const callMs = performance.now();
-        const answer = await kv(peer, 'PUT', call.key, { value: call.value });
+        const answer = await recordedPut(history, 'basic', peer, `d/basic/${i}`, `v${i}`);
         expect(answer.status, answer.body).to.equal(200);
-        history.push({
-          client: 'basic',
-          callMs,
-          returnMs: performance.now(),
-          call,
-          result: { kind: 'put' },
-        });
-        acknowledged.set(call.key, call.value);
+        acknowledged.set(`d/basic/${i}`, `v${i}`);
       }
       expectAcknowledgedWrites(acknowledged, await readAll(cluster, acknowledged.keys(), history));
     });
 
     it("ack 'all' fails with ACK_INCOMPLETE while a replica's process is stopped; local reads answer with the leader's down", async () => {
+      const cluster = current();
       const key = 'ack-all';
       const partition = cluster.partitionOf(key);
       const leader = (await cluster.leaders()).get(partition)!.peer;
@@ -599,6 +677,7 @@ describe('faults of meshkv node processes over WebRTC', function () {
     });
 
     it('kill -9 of a partition leader under load: writes go on, the restart catches up, no acknowledged write is lost, the history is linearizable', async () => {
+      const cluster = current();
       const sharedKeys = ['s/0', 's/1', 's/2', 's/3'];
       const load = new Load(cluster, { name: 'kill', clients: 4, sharedKeys });
       await waitUntil(
@@ -653,6 +732,7 @@ describe('faults of meshkv node processes over WebRTC', function () {
     });
 
     it('kill -9 of every process, then a restart of all: every acknowledged write is there', async () => {
+      const cluster = current();
       await cluster.killAll();
       await cluster.startSignaling();
       await Promise.all(cluster.peers.map((peer) => cluster.start(peer)));
@@ -667,50 +747,39 @@ describe('faults of meshkv node processes over WebRTC', function () {
   describe('membership under load: a 4th and a 5th peer join, one leaves, one is killed and marked down', () => {
     /** Short, so that a killed member is marked down (and re-placed) within the test. */
     const GRACE_PERIOD_MS = 2_000;
-    let dir: string;
-    let cluster: Cluster;
-
-    before(async () => {
-      dir = mkdtempSync(join(tmpdir(), 'meshkv-faults-members-'));
-      cluster = new Cluster(dir, { gracePeriodMs: GRACE_PERIOD_MS });
-      await cluster.startSignaling();
-      await cluster.addPeer();
-      await Promise.all([cluster.addPeer({ leave: true }), cluster.addPeer()]);
-      await cluster.waitPlaced('3 replicas of every partition', 3);
-    });
-
-    afterEach(function () {
-      if (this.currentTest?.state === 'failed') console.log(JSON.stringify(cluster.state()));
-    });
-
-    after(async () => {
-      await cluster?.killAll();
-      rmSync(dir, { recursive: true, force: true });
-    });
+    const current = sharedCluster(
+      'meshkv-faults-members-',
+      () => ({ gracePeriodMs: GRACE_PERIOD_MS }),
+      [false, true, false],
+    );
 
     it('keeps every key readable and ends with N replicas exactly where the ring places them', async () => {
+      const cluster = current();
       const history: KvHistoryOp[] = [];
       const seeded = new Map<string, string>();
       for (let i = 0; i < 24; i++) seeded.set(`r/${i}`, `seeded-${i}`);
       for (const [key, value] of seeded) {
-        const callMs = performance.now();
-        const answer = await kv(cluster.peers[0]!, 'PUT', key, { value });
+        const answer = await recordedPut(history, 'seed', cluster.peers[0]!, key, value);
         expect(answer.status, answer.body).to.equal(200);
-        history.push({
-          client: 'seed',
-          callMs,
-          returnMs: performance.now(),
-          call: { kind: 'put', key, value },
-          result: { kind: 'put' },
-        });
       }
       const reader = new Reader(cluster, seeded, history);
       const sharedKeys = ['m/0', 'm/1', 'm/2'];
-      const load = new Load(cluster, { name: 'members', clients: 3, sharedKeys });
+      const load = new Load(cluster, { name: 'members', clients: 2, sharedKeys });
       const [first, leaver, victim] = cluster.peers as [Peer, Peer, Peer];
+      // Reads answered by the end of each phase (for the log: a read may wait out a leadership
+      // transfer's retry backoff across a short phase).
+      const readsByPhase: Record<string, number> = {};
+      let readsBefore = 0;
+      const phaseDone = (phase: string, next: string): void => {
+        reader.phase = next;
+        readsByPhase[phase] = reader.reads - readsBefore;
+        readsBefore = reader.reads;
+      };
 
+      reader.phase = 'joins';
       await Promise.all([cluster.addPeer(), cluster.addPeer()]);
       await cluster.waitPlaced('the placement over 5 members', 5);
+      phaseDone('joins', 'leave');
 
       expect(await cluster.stop(leaver, 'SIGTERM'), JSON.stringify(leaver.proc.state())).to.equal(
         0,
@@ -721,6 +790,7 @@ describe('faults of meshkv node processes over WebRTC', function () {
         4,
       );
       expect(afterLeave).to.not.include(leaver.id);
+      phaseDone('leave', 'kill');
 
       expect(await cluster.stop(victim, 'SIGKILL')).to.equal(null);
       await waitUntil(async () => {
@@ -731,10 +801,13 @@ describe('faults of meshkv node processes over WebRTC', function () {
       }, `the registry to mark ${victim.id} down after its grace period`);
       const final = await cluster.waitPlaced('the placement over the 3 members left', 3);
       expect(final).to.include(first.id).and.not.include(victim.id);
+      phaseDone('kill', 'end');
 
       await load.stop();
       await reader.stop();
       expect(reader.failures, `reads that failed (seed ${SEED})`).to.deep.equal([]);
+      // It read until stopped (not cut short by its bound), and every read was answered.
+      expect(reader.finishedEarly, 'the reader ran out of reads').to.equal(false);
       expect(reader.reads).to.be.greaterThan(0);
       history.push(...load.history);
       const keys = [...seeded.keys(), ...sharedKeys, ...load.acknowledged.keys()];
@@ -743,7 +816,7 @@ describe('faults of meshkv node processes over WebRTC', function () {
       expectAcknowledgedWrites(load.acknowledged, read);
       expectLinearizable(history);
       console.log(
-        `      membership under load: ${JSON.stringify(load.outcomes)}, ${reader.reads} reads`,
+        `      membership under load: ${JSON.stringify(load.outcomes)}, reads by phase ${JSON.stringify(readsByPhase)}`,
       );
     });
   });
@@ -756,14 +829,15 @@ describe('faults of meshkv node processes over WebRTC', function () {
     const CONTROL_BRIDGE = 'mkfctl';
     const MESH_BRIDGE = 'mkfmesh';
     const CONTROL_HOST = '10.78.0.1';
-    let dir: string;
-    let cluster: Cluster;
+    /** Whether the before hook began making them (only then are they deleted). */
+    let networkMade = false;
 
     before(async function () {
       if (process.env.MESHKV_NETNS !== '1' || process.getuid?.() !== 0) {
         console.log('      skipped: needs root inside scripts/netns-run.sh');
         this.skip();
       }
+      networkMade = true;
       // Two networks: the control one (signaling, HTTP from this process) and the mesh one
       // (ICE, i.e. every Raft message): cutting a peer's mesh link partitions it from the
       // other peers while the test still talks to it.
@@ -797,29 +871,10 @@ describe('faults of meshkv node processes over WebRTC', function () {
           net('ip', 'netns', 'exec', netns, 'ip', 'link', 'set', `${link}p`, 'up');
         }
       }
-      dir = mkdtempSync(join(tmpdir(), 'meshkv-faults-netns-'));
-      cluster = new Cluster(dir, {
-        signalingHost: CONTROL_HOST,
-        network: (i) => ({
-          netns: namespaces[i]!,
-          controlAddress: `10.78.0.${10 + i}`,
-          meshAddress: `10.77.0.${10 + i}`,
-          meshLink: `mkm${i}`,
-        }),
-      });
-      await cluster.startSignaling();
-      await cluster.addPeer();
-      await Promise.all([cluster.addPeer(), cluster.addPeer()]);
-      await cluster.waitPlaced('3 replicas of every partition across the namespaces', 3);
     });
 
-    afterEach(function () {
-      if (this.currentTest?.state === 'failed') console.log(JSON.stringify(cluster.state()));
-    });
-
-    after(async () => {
-      await cluster?.killAll();
-      if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+    after(() => {
+      if (!networkMade) return;
       // Deleting a namespace destroys the veth ends in it, and with them their pairs.
       for (const netns of namespaces) {
         try {
@@ -833,19 +888,22 @@ describe('faults of meshkv node processes over WebRTC', function () {
       }
     });
 
-    /** One key per partition, named `prefix/…`. */
-    const keyPerPartition = (prefix: string): string[] => {
-      const keys = new Map<number, string>();
-      for (let i = 0; keys.size < PARTITIONS; i++) {
-        const key = `${prefix}/${i}`;
-        if (!keys.has(cluster.partitionOf(key))) keys.set(cluster.partitionOf(key), key);
-      }
-      return [...keys.values()];
-    };
+    // After the namespaces' hooks: its `after` (the kill) runs before theirs.
+    const current = sharedCluster('meshkv-faults-netns-', () => ({
+      signalingHost: CONTROL_HOST,
+      network: (i) => ({
+        netns: namespaces[i]!,
+        controlAddress: `10.78.0.${10 + i}`,
+        meshAddress: `10.77.0.${10 + i}`,
+        meshLink: `mkm${i}`,
+      }),
+    }));
 
     it('writes succeed over shaped links (tc: a rate limit with a short queue, so delay and drops)', async () => {
+      const cluster = current();
       // The kernel here has no netem (no delay or random loss qdisc); tbf is there: packets
-      // queue behind a 1 Mbit/s rate for up to 20 ms and are dropped beyond it.
+      // queue behind a 512 kbit/s rate (4 KiB bursts) for up to 10 ms and are dropped beyond
+      // it: an 8 KB value sent to two followers at once overflows it (SCTP retransmits).
       for (const peer of cluster.peers) {
         net(
           'tc',
@@ -856,21 +914,21 @@ describe('faults of meshkv node processes over WebRTC', function () {
           'root',
           'tbf',
           'rate',
-          '1mbit',
+          '512kbit',
           'burst',
-          '8kb',
+          '4kb',
           'latency',
-          '20ms',
+          '10ms',
         );
       }
       try {
         const failures: object[] = [];
         await Promise.all(
           cluster.peers.map(async (peer, client) => {
-            for (let i = 0; i < 20; i++) {
+            for (let i = 0; i < 6; i++) {
               const key = `shaped/${client}/${i}`;
               const answer = await kv(peer, 'PUT', key, {
-                value: 'x'.repeat(2000),
+                value: 'x'.repeat(8000),
                 query: 'timeout=20000',
               });
               if (answer.status !== 200) failures.push({ key, peer: peer.id, ...answer });
@@ -895,6 +953,7 @@ describe('faults of meshkv node processes over WebRTC', function () {
     });
 
     it('the cut-off minority cannot commit, the majority can, and the healed minority converges', async () => {
+      const cluster = current();
       const history: KvHistoryOp[] = [];
       // The minority is the peer leading the most partitions: its leaders must step down.
       const led = new Map<Peer, number>();
@@ -908,19 +967,16 @@ describe('faults of meshkv node processes over WebRTC', function () {
         // The minority: no write commits, whether it led the partition or forwards to the
         // leader it knew. Their outcomes are unknown (a TIMEOUT may have applied).
         const refused = await Promise.all(
-          keyPerPartition('minority').map(async (key) => {
-            const callMs = performance.now();
-            const answer = await kv(minority, 'PUT', key, {
-              value: 'from-the-minority',
-              query: 'timeout=3000',
-            });
-            history.push({
-              client: 'minority',
-              callMs,
-              returnMs: performance.now(),
-              call: { kind: 'put', key, value: 'from-the-minority' },
-              result: answer.status === 200 ? { kind: 'put' } : null,
-            });
+          keyPerPartition(cluster, 'minority').map(async (key) => {
+            const value = 'from-the-minority';
+            const answer = await recordedPut(
+              history,
+              'minority',
+              minority,
+              key,
+              value,
+              'timeout=3000',
+            );
             return [key, answer.status, answer.code] as const;
           }),
         );
@@ -931,21 +987,11 @@ describe('faults of meshkv node processes over WebRTC', function () {
         // The majority commits in every partition (after electing new leaders where the
         // minority led).
         const written = new Map<string, string>();
-        for (const [i, key] of keyPerPartition('majority').entries()) {
+        for (const [i, key] of keyPerPartition(cluster, 'majority').entries()) {
           const peer = majority[i % 2]!;
-          const callMs = performance.now();
-          const answer = await kv(peer, 'PUT', key, {
-            value: `from-${peer.id}`,
-            query: 'timeout=20000',
-          });
+          const value = `from-${peer.id}`;
+          const answer = await recordedPut(history, 'majority', peer, key, value, 'timeout=20000');
           expect(answer.status, `PUT ${key} on the majority: ${answer.body}`).to.equal(200);
-          history.push({
-            client: 'majority',
-            callMs,
-            returnMs: performance.now(),
-            call: { kind: 'put', key, value: `from-${peer.id}` },
-            result: { kind: 'put' },
-          });
           written.set(key, `from-${peer.id}`);
         }
 
@@ -962,7 +1008,7 @@ describe('faults of meshkv node processes over WebRTC', function () {
         await cluster.waitPlaced('every partition whole again after the heal', 3);
         const read = await readAll(
           cluster,
-          [...written.keys(), ...keyPerPartition('minority')],
+          [...written.keys(), ...keyPerPartition(cluster, 'minority')],
           history,
         );
         expectAcknowledgedWrites(written, read);

@@ -14,7 +14,7 @@ export const SIGNALING_CLI = fileURLToPath(
 /** How long a test waits for a condition before it fails (generous: the machine is shared). */
 export const DEADLINE_MS = 60_000;
 /** Polling interval of waitUntil: the tests wait on conditions, never on fixed sleeps. */
-const POLL_MS = 50;
+const POLL_MS = 100;
 /** Output kept per process stream (the tail: what a failure report needs). */
 const MAX_OUTPUT_CHARS = 1_000_000;
 
