@@ -150,6 +150,10 @@ const statusOfCode: Readonly<Record<ErrorCode, number>> = {
   [ErrorCode.ACK_INCOMPLETE]: 500,
 };
 
+/** `http://` origins of this machine: 127.x.x.x, localhost, [::1], any port. */
+const LOOPBACK_ORIGIN =
+  /^http:\/\/(?:127\.\d{1,3}\.\d{1,3}\.\d{1,3}|localhost|\[::1\])(?::\d{1,5})?$/;
+
 /** 127.0.0.0/8 and ::1, also as IPv4-mapped IPv6 (a dual-stack listener's view). */
 export function isLoopbackAddress(address: string | undefined): boolean {
   if (address === undefined) return false;
@@ -424,8 +428,16 @@ class HttpApiServer implements HttpApi {
       if (method !== 'GET') return this.methodNotAllowed(x, 'GET');
       if (query !== '')
         return this.error(x, 400, HttpCode.QUERY_INVALID, `${path} takes no query parameters`);
-      if (x.op === 'status')
+      if (x.op === 'status') {
+        // A page served from this machine (the demo, on the signaling server's origin)
+        // reads the peers' statuses for its cluster view; pages of other sites may not.
+        const origin = x.req.headers.origin;
+        if (origin !== undefined && LOOPBACK_ORIGIN.test(origin)) {
+          x.res.setHeader('access-control-allow-origin', origin);
+        }
+        x.res.setHeader('vary', 'origin');
         return this.send(x, 200, 'application/json', JSON.stringify(this.node.status()));
+      }
       this.nodeMetrics.observe(this.node.status());
       const text = await this.metrics.metrics();
       return this.send(x, 200, this.metrics.contentType, text);

@@ -412,6 +412,13 @@ describe('HTTP API (http.node.ts)', function () {
         expected.groups.map((g) => [g.partition, g.role, g.voters]),
       );
       expect(status.epoch).to.equal(expected.epoch);
+      // CORS for pages of loopback origins (the demo) only.
+      expect(reply.headers['access-control-allow-origin']).to.equal(undefined);
+      const demo = await call('GET', '/status', { headers: { origin: 'http://127.0.0.1:7700' } });
+      expect(demo.headers['access-control-allow-origin']).to.equal('http://127.0.0.1:7700');
+      const other = await call('GET', '/status', { headers: { origin: 'http://evil.example' } });
+      expect(other.status).to.equal(200);
+      expect(other.headers['access-control-allow-origin']).to.equal(undefined);
 
       const metrics = await call('GET', '/metrics');
       expect(metrics.status).to.equal(200);
