@@ -237,6 +237,10 @@ export class NodePeer {
       this.mesh.on('peerUp', (peer) => log(`peer up ${peer}`)),
       this.mesh.on('peerDown', (peer, reason) => log(`peer down ${peer} (${reason})`)),
     );
+    // What the registry pushed between the join and now (while the node started) had no
+    // listener: without this a member that joined meanwhile stayed out of this node's
+    // placement until the next epoch, and the groups it leads stayed short of a replica.
+    this.node.updateRegistry(this.client.registry);
     const leaders = new Map<number, string | null>();
     let hosted = -1;
     let moves = 0;
