@@ -31,7 +31,7 @@ import {
 import type { AppliedState, GroupWrite, NodeStorage, SnapshotRestore } from '@meshkv/storage';
 import type { GroupReplica } from './group.ts';
 import type { Outbox } from './outbox.ts';
-import type { AppliedCommand } from './partition.ts';
+import type { AppliedCommand, ApplyOutput } from './partition.ts';
 import { isReplicaIn, nodeOfReplica } from './replica-id.ts';
 import type { SnapshotStreams } from './snapshots.ts';
 import type { Tombstone } from './tombstones.ts';
@@ -202,7 +202,9 @@ export class NodeLoop {
     outbox.flush();
     for (let i = 0; i < round.length; i++) {
       const g = round[i]!;
-      if (g.ready !== null && g.replica.raw === g.raw) await this.applyReady(g.replica, g.ready);
+      if (g.ready === null || g.replica.raw !== g.raw) continue;
+      const pending = this.applyReady(g.replica, g.ready);
+      if (pending !== undefined) await pending;
     }
     for (let i = 0; i < round.length; i++) {
       const g = round[i]!;
@@ -462,46 +464,68 @@ export class NodeLoop {
     }
   }
 
-  /** Step 4 for one group: role changes, committed entries, read states. */
-  private async applyReady(replica: GroupReplica, ready: Ready): Promise<void> {
+  /**
+   * Step 4 for one group: role changes, committed entries, read states. Synchronous unless
+   * something must wait (a restored snapshot's load, a storage read of the machine): then
+   * a promise, which the round awaits.
+   */
+  private applyReady(replica: GroupReplica, ready: Ready): Promise<void> | undefined {
     if (ready.nonMemberCandidates.length > 0)
       this.host.nonMembers(replica, ready.nonMemberCandidates);
-    if (ready.snapshot !== null) {
-      // A restored snapshot: the state machine is the restored one.
-      const meta = ready.snapshot.metadata;
-      replica.applied = meta;
-      replica.durableApplied = meta;
-      replica.log.appliedConfState = meta.confState;
-      replica.rebuildMachineAfterRestore(await this.host.storage.load());
-      this.checkMembership(replica, meta.confState, meta.index, null);
-    }
-    const entries = ready.committedEntries;
-    if (entries.length > 0) {
-      const output = await replica.machine.apply(entries);
-      const confBefore = replica.applied.confState;
-      let confState = confBefore;
-      for (let i = 0; i < entries.length; i++) {
-        const entry = entries[i]!;
-        this.host.appliedEntry?.(replica.group, entry);
-        if (entry.type !== EntryType.ConfChange) continue;
-        const changed = this.applyConfChange(replica, entry);
-        if (changed !== null) {
-          confState = changed;
-          this.host.confChanged(replica, confState, entry.index);
-        }
-      }
-      const last = entries[entries.length - 1]!;
-      replica.applied = { index: last.index, term: last.term, confState };
-      // The output's arrays are this call's own: taken over when nothing waits before them.
-      if (replica.kv.length === 0) replica.kv = output.kv;
-      else for (const write of output.kv) replica.kv.push(write);
-      if (replica.sessions.length === 0) replica.sessions = output.sessions;
-      else for (const write of output.sessions) replica.sessions.push(write);
-      this.host.applied(replica, output.results);
-      this.checkMembership(replica, confState, last.index, confBefore);
-    } else {
+    if (ready.snapshot !== null) return this.applyRestoredReady(replica, ready);
+    return this.applyCommitted(replica, ready.committedEntries);
+  }
+
+  private async applyRestoredReady(replica: GroupReplica, ready: Ready): Promise<void> {
+    // A restored snapshot: the state machine is the restored one.
+    const meta = ready.snapshot!.metadata;
+    replica.applied = meta;
+    replica.durableApplied = meta;
+    replica.log.appliedConfState = meta.confState;
+    replica.rebuildMachineAfterRestore(await this.host.storage.load());
+    this.checkMembership(replica, meta.confState, meta.index, null);
+    await this.applyCommitted(replica, ready.committedEntries);
+  }
+
+  private applyCommitted(
+    replica: GroupReplica,
+    entries: readonly Entry[],
+  ): Promise<void> | undefined {
+    if (entries.length === 0) {
       this.host.applied(replica, NO_RESULTS);
+      return undefined;
     }
+    const output = replica.machine.applyNow(entries);
+    if (output instanceof Promise) {
+      return output.then((done) => this.afterApply(replica, entries, done));
+    }
+    this.afterApply(replica, entries, output);
+    return undefined;
+  }
+
+  /** The machine applied `entries`: configuration changes, what to write, whom to answer. */
+  private afterApply(replica: GroupReplica, entries: readonly Entry[], output: ApplyOutput): void {
+    const confBefore = replica.applied.confState;
+    let confState = confBefore;
+    for (let i = 0; i < entries.length; i++) {
+      const entry = entries[i]!;
+      this.host.appliedEntry?.(replica.group, entry);
+      if (entry.type !== EntryType.ConfChange) continue;
+      const changed = this.applyConfChange(replica, entry);
+      if (changed !== null) {
+        confState = changed;
+        this.host.confChanged(replica, confState, entry.index);
+      }
+    }
+    const last = entries[entries.length - 1]!;
+    replica.applied = { index: last.index, term: last.term, confState };
+    // The output's arrays are this call's own: taken over when nothing waits before them.
+    if (replica.kv.length === 0) replica.kv = output.kv;
+    else for (const write of output.kv) replica.kv.push(write);
+    if (replica.sessions.length === 0) replica.sessions = output.sessions;
+    else for (const write of output.sessions) replica.sessions.push(write);
+    this.host.applied(replica, output.results);
+    this.checkMembership(replica, confState, last.index, confBefore);
   }
 
   private applyConfChange(replica: GroupReplica, entry: Entry): ConfState | null {

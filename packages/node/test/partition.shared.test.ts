@@ -397,6 +397,44 @@ describe('partition: entries', () => {
     await pending;
   });
 
+  it('applyNow answers at once unless a delete must read storage, with what apply answers', async () => {
+    const now = await Replica.create({}, [['stored', 'v']]);
+    const later = await Replica.create({}, [['stored', 'v']]);
+    const log = () => new Log();
+    const batches = (l: Log) => [
+      l.commands({ seq: 1, key: 'a' }, { kind: 'delete', seq: 2, key: 'a' }),
+      l.commands({ kind: 'delete', seq: 3, key: 'stored' }, { seq: 4, key: 'b' }),
+      l.commands({ kind: 'delete', seq: 5, key: 'never' }),
+    ];
+    const viaApply = [];
+    for (const entries of batches(log())) viaApply.push(await later.machine.apply(entries));
+    const [first, second, third] = batches(log());
+    const sync = now.machine.applyNow(first!);
+    expect(sync, 'a put and a delete the overlay answers').not.to.be.instanceOf(Promise);
+    const waits = now.machine.applyNow(second!);
+    expect(waits, 'a delete of a stored key reads storage').to.be.instanceOf(Promise);
+    const rest = [sync, await waits, await now.machine.applyNow(third!)];
+    expect(rest).to.deep.equal(viaApply);
+    expect(resultsOf(rest[1] as ApplyOutput)).to.deep.equal([true, true]);
+    expect(resultsOf(rest[2] as ApplyOutput)).to.deep.equal([false]);
+  });
+
+  it('a storage read that fails leaves the machine unusable (the loop rebuilds it)', async () => {
+    const machine = new PartitionMachine({
+      appliedIndex: 0,
+      sessions: new Map(),
+      readStored: () => Promise.reject(new Error('disk gone')),
+    });
+    const log = new Log();
+    let error: unknown = null;
+    await machine.apply(log.commands({ kind: 'delete', seq: 1 })).catch((e) => {
+      error = e;
+    });
+    expect(String(error)).to.match(/disk gone/);
+    expect(() => machine.read('k')).to.throw(/rebuild/);
+    expect(() => machine.applyNow(log.commands({ seq: 2 }))).to.throw(/rebuild/);
+  });
+
   it('checks its options', () => {
     const base = { appliedIndex: 0, sessions: new Map(), readStored: async () => null };
     for (const options of [
