@@ -28,7 +28,6 @@
  *   handed off) first; then the HTTP API, the node, the mesh, the signaling client, the
  *   storage and the lock are closed, in that order. Without `leave`, groups and data stay.
  */
-import { randomInt } from 'node:crypto';
 import { mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeFileDurably } from '@meshkv/signaling/durable-file';
@@ -38,13 +37,20 @@ import {
   DEFAULT_CLUSTER_ID,
   type RegistrySnapshot,
   SignalingChannel,
-  SignalingClient,
-  SignalingError,
+  type SignalingClient,
   type WebRtcMesh,
 } from '@meshkv/transport';
 import { createNodeWebRtcMesh } from '@meshkv/transport/node';
 import { ErrorCode, MeshKvError } from './errors.ts';
 import { createHttpApi, type HttpApi, type KvNode } from './http.node.ts';
+import {
+  cryptoRandom,
+  type Identity,
+  isIdentityRefused,
+  joinRegistry,
+  parseIdentity,
+  startBoundToStorage,
+} from './identity.ts';
 import { MeshNode, type MeshNodeSettings, meshNodeDefaults, type NodeStatus } from './mesh-node.ts';
 import { NodeMetrics } from './metrics.node.ts';
 
@@ -73,12 +79,6 @@ export interface PeerOptions {
   readonly log?: (line: string) => void;
 }
 
-interface Identity {
-  readonly clusterId: string;
-  readonly nodeId: string;
-  readonly memberSecret: string;
-}
-
 const IDENTITY_FILE = 'identity.json';
 const STORE_DIR = 'store';
 const LOCK_DIR = 'lock';
@@ -86,9 +86,6 @@ const LOCK_DIR = 'lock';
 const MAX_IDENTITY_FILE_BYTES = 4096;
 /** How long a graceful leave may take to hand every replica off. */
 export const LEAVE_DEADLINE_MS = 60_000;
-
-/** The node's randomness: election timeouts, incarnations, stream ids. */
-const cryptoRandom = { nextInt: (n: number): number => randomInt(n) };
 
 export class NodePeer {
   private readonly offs: (() => void)[] = [];
@@ -131,15 +128,15 @@ export class NodePeer {
       if (identity === null && (await exists(join(dataDir, STORE_DIR)))) {
         await setStoreAside(dataDir, log, 'it has no identity file');
       }
-      try {
-        return await NodePeer.startOn(options, clusterId, identity, unlock, log);
-      } catch (error) {
-        if (!(error instanceof StorageError && error.code === 'corrupt')) throw error;
-        // The storage that made this id's promises is gone: a new member (README rule).
-        await setStoreAside(dataDir, log, error.message);
-        await rm(join(dataDir, IDENTITY_FILE), { force: true });
-        return await NodePeer.startOn(options, clusterId, null, unlock, log);
-      }
+      return await startBoundToStorage(
+        identity,
+        (bound) => NodePeer.startOn(options, clusterId, bound, unlock, log),
+        async (reason) => {
+          // The storage that made this id's promises is gone: a new member (README rule).
+          await setStoreAside(dataDir, log, reason);
+          await rm(join(dataDir, IDENTITY_FILE), { force: true });
+        },
+      );
     } catch (error) {
       await unlock();
       throw error;
@@ -163,7 +160,7 @@ export class NodePeer {
       const metrics = new NodeMetrics();
       const http = options.http === undefined ? null : await serveHttp(slot, metrics, options, log);
       if (http !== null) cleanups.unshift(() => http.api.close());
-      const client = await joinRegistry(options, clusterId, identity, dataDir, http?.address);
+      const client = await joinAsPeer(options, clusterId, identity, dataDir, http?.address);
       cleanups.unshift(() => client.close());
       const newIdentity = identity === null;
       if (newIdentity) {
@@ -358,7 +355,7 @@ async function serveHttp(
   return { api, url, address: WILDCARD_HOSTS.has(host) ? undefined : url };
 }
 
-async function joinRegistry(
+async function joinAsPeer(
   options: PeerOptions,
   clusterId: string,
   identity: Identity | null,
@@ -366,20 +363,17 @@ async function joinRegistry(
   httpAddress: string | undefined,
 ): Promise<SignalingClient> {
   try {
-    return await SignalingClient.connect({
-      url: options.signalingUrl,
+    return await joinRegistry({
+      signalingUrl: options.signalingUrl,
       token: options.token,
       clusterId,
       kind: 'node',
+      identity,
+      ...(options.nodeId === undefined ? {} : { requestedNodeId: options.nodeId }),
       ...(httpAddress === undefined ? {} : { httpAddress }),
-      ...(identity === null
-        ? options.nodeId === undefined
-          ? {}
-          : { nodeId: options.nodeId }
-        : { nodeId: identity.nodeId, memberSecret: identity.memberSecret }),
     });
   } catch (error) {
-    if (error instanceof SignalingError && error.code === 'wrong_secret') {
+    if (isIdentityRefused(error)) {
       throw new PeerStartError(
         identity === null
           ? `the registry refused node id ${options.nodeId}: it belongs to another member's storage; choose another --id or none`
@@ -453,19 +447,14 @@ async function readIdentity(dataDir: string): Promise<Identity | null> {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw error;
   }
-  const parsed: unknown = text.length <= MAX_IDENTITY_FILE_BYTES ? safeParse(text) : undefined;
-  const record = parsed as Partial<Record<keyof Identity, unknown>> | undefined;
-  if (
-    typeof record !== 'object' ||
-    record === null ||
-    typeof record.clusterId !== 'string' ||
-    typeof record.nodeId !== 'string' ||
-    typeof record.memberSecret !== 'string'
-  ) {
+  const identity = parseIdentity(
+    text.length <= MAX_IDENTITY_FILE_BYTES ? safeParse(text) : undefined,
+  );
+  if (identity === null) {
     // Written atomically, so it is never torn by a crash: damage is not ours to repair.
     throw new PeerStartError(`${path} is not an identity file (clusterId, nodeId, memberSecret)`);
   }
-  return { clusterId: record.clusterId, nodeId: record.nodeId, memberSecret: record.memberSecret };
+  return identity;
 }
 
 function safeParse(text: string): unknown {
