@@ -6,6 +6,8 @@
  * needed. Why LevelDB and not lmdb or a hand-made append-only log: README.md ("Disk").
  */
 import { ClassicLevel } from 'classic-level';
+// The store's checksums use Node's native CRC-32 (crc32.node.ts) from here on.
+import './crc32.node.ts';
 import type { Engine, EngineOp, EnginePage } from './engine.ts';
 import { StorageError } from './errors.ts';
 import type { NodeStorage } from './storage.ts';
