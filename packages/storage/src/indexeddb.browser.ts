@@ -29,6 +29,9 @@ import { deleteJournal, Journal } from './journal.browser.ts';
 import type { JournalExtent, JournalFrame } from './journal-protocol.ts';
 import type { NodeStorage } from './storage.ts';
 import { openEngineStorage } from './store.ts';
+import { tryWebLock } from './web-lock.browser.ts';
+
+export { tryWebLock };
 
 const objectStoreName = 'records';
 /**
@@ -94,29 +97,13 @@ function exact(bytes: Uint8Array): Uint8Array {
  * Holds a Web Lock named after the database for as long as the store is open, so that a
  * second store on the same database (another tab, a duplicated tab) fails with 'locked'
  * instead of interleaving its writes. The browser releases it when the page goes away.
- * The unlock function resolves once the lock is free again (releasing takes a turn of the
- * lock manager; an open right after a close must not find it still held).
  */
-function lockDatabase(dbName: string, name: string): Promise<() => Promise<void>> {
-  return new Promise((resolve, reject) => {
-    const held = navigator.locks.request(
-      `meshkv-storage:${dbName}`,
-      { ifAvailable: true },
-      (lock) => {
-        if (lock === null) {
-          reject(new StorageError('locked', `${name}: already open in this or another tab`));
-          return;
-        }
-        return new Promise<void>((release) =>
-          resolve(async () => {
-            release();
-            await held;
-          }),
-        );
-      },
-    );
-    held.catch(reject);
-  });
+async function lockDatabase(dbName: string, name: string): Promise<() => Promise<void>> {
+  const unlock = await tryWebLock(`meshkv-storage:${dbName}`);
+  if (unlock === null) {
+    throw new StorageError('locked', `${name}: already open in this or another tab`);
+  }
+  return unlock;
 }
 
 /** The raw key space of database `dbName` (store.ts uses it; tests plant bad records in it). */
