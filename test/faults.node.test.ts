@@ -239,8 +239,10 @@ class Cluster {
         const statuses = await this.statuses();
         last = {
           up,
+          epoch: registry.epoch,
           groups: [...statuses].map(([peer, s]) => ({
             peer: peer.id,
+            epoch: s.epoch,
             groups: s.groups.map((g) => [
               g.partition,
               g.role,
@@ -873,22 +875,8 @@ describe('faults of meshkv node processes over WebRTC', function () {
       }
     });
 
-    after(() => {
-      if (!networkMade) return;
-      // Deleting a namespace destroys the veth ends in it, and with them their pairs.
-      for (const netns of namespaces) {
-        try {
-          net('ip', 'netns', 'del', netns);
-        } catch {}
-      }
-      for (const bridge of [CONTROL_BRIDGE, MESH_BRIDGE]) {
-        try {
-          net('ip', 'link', 'del', bridge);
-        } catch {}
-      }
-    });
-
-    // After the namespaces' hooks: its `after` (the kill) runs before theirs.
+    // Hooks run in the order they are declared: the namespaces are made before the cluster
+    // starts, and deleted after its processes are killed.
     const current = sharedCluster('meshkv-faults-netns-', () => ({
       signalingHost: CONTROL_HOST,
       network: (i) => ({
@@ -898,6 +886,23 @@ describe('faults of meshkv node processes over WebRTC', function () {
         meshLink: `mkm${i}`,
       }),
     }));
+
+    after(() => {
+      if (!networkMade) return;
+      // Deleting a namespace destroys the veth ends in it, and with them their pairs.
+      // A failure is reported, not thrown: the other deletions must still run.
+      for (const args of [
+        ...namespaces.map((netns) => ['netns', 'del', netns]),
+        ['link', 'del', CONTROL_BRIDGE],
+        ['link', 'del', MESH_BRIDGE],
+      ]) {
+        try {
+          net('ip', ...args);
+        } catch (error) {
+          console.log(`      cleanup: ip ${args.join(' ')} failed: ${String(error)}`);
+        }
+      }
+    });
 
     it('writes succeed over shaped links (tc: a rate limit with a short queue, so delay and drops)', async () => {
       const cluster = current();
