@@ -247,7 +247,7 @@ export class NodeLoop {
       if (replica.removal !== null) {
         round.push(noReady(replica, { group: replica.group, remove: true }));
         removed ??= new Map();
-        const { term, vote } = replica.log.initialState().hardState;
+        const { term, vote } = replica.log.writtenHardState();
         // The id is never hosted again only if the replica acknowledged data: an empty one's
         // acknowledgements were all refusals, so it may come back under its id (the leader
         // still wants it: sim seed 5090's learner gave up its snapshot and was never back).
@@ -287,7 +287,7 @@ export class NodeLoop {
    * write, raft may already be in another term.
    */
   private becameLeader(replica: GroupReplica, ready: Ready): void {
-    const term = (ready.hardState ?? replica.log.initialState().hardState).term;
+    const term = (ready.hardState ?? replica.log.writtenHardState()).term;
     this.host.trace(`group ${replica.group}: leads term ${term}`);
     this.host.leader?.(replica, term, logWithEntries(replica.log, ready.entries));
   }
@@ -597,14 +597,14 @@ function logWithEntries(log: RaftStorage, entries: readonly Entry[]): LogView {
 function changesTermOrVote(replica: GroupReplica, ready: Ready): boolean {
   const hardState = ready.hardState;
   if (hardState === null) return false;
-  const written = replica.log.initialState().hardState;
+  const written = replica.log.writtenHardState();
   return hardState.term !== written.term || hardState.vote !== written.vote;
 }
 
 /** A created replica's starting term and vote, if it resumes from a tombstone. */
 function createdHardState(replica: GroupReplica): HardState | undefined {
   if (!replica.needsCreate) return undefined;
-  const hardState = replica.log.initialState().hardState;
+  const hardState = replica.log.writtenHardState();
   return hardState.term === 0 && hardState.vote === null ? undefined : hardState;
 }
 const NO_RESULTS: readonly AppliedCommand[] = [];

@@ -87,6 +87,11 @@ export class MemoryStorage implements Storage {
     this.hardState = hs;
   }
 
+  /** The hard state last set: initialState's, without building its object (hosts check it per write). */
+  writtenHardState(): HardState {
+    return this.hardState;
+  }
+
   entries(lo: number, hi: number, maxBytes: number): Entry[] {
     const offset = this.ents[0]!.index;
     if (lo <= offset) {

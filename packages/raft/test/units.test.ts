@@ -149,6 +149,9 @@ describe('raft units: flow control, quorum, storage, PRNG, config, message valid
   it('MemoryStorage: entries/term/first/last, byte limits, compaction and snapshot errors', () => {
     const s = new MemoryStorage({ confState: confStateOf(['a']) });
     expect([s.firstIndex(), s.lastIndex(), s.term(1)]).to.deep.equal([2, 1, 1]);
+    s.setHardState({ term: 2, vote: 'a', commit: 1 });
+    expect(s.writtenHardState()).to.deep.equal({ term: 2, vote: 'a', commit: 1 });
+    expect(s.writtenHardState()).to.equal(s.initialState().hardState);
     s.append([entry(2, 1, 'x'.repeat(100)), entry(3, 1, 'y'.repeat(100)), entry(4, 2, 'z')]);
     expect(
       s.entries(2, 5, 1).map((e) => e.index),
