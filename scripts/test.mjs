@@ -75,6 +75,7 @@ const nodeTestGlobs = [
   'packages/*/test/**/*.test.ts',
   'signaling/test/**/*.test.ts',
   'test/**/*.test.ts',
+  'demo/test/**/*.test.ts',
 ];
 
 const stages = [

@@ -37,7 +37,7 @@ const CLI_COMMAND = 'npx -y pnpm@10.34.8 -s meshkv';
 const USAGE = `Usage: meshkv <command> [flags]     (meshkv <command> --help for its flags)
 
 Commands:
-  start    run a local cluster: signaling server + Node peers, data in ./.meshkv
+  start    run a local cluster: signaling server + Node peers + the demo web app, data in ./.meshkv
   put      put KEY [VALUE|-]: store a value (- or no VALUE: read it from stdin)
   get      get KEY: print the value (raw bytes), or null
   del      del KEY: delete; prints true, or false if the key held nothing
@@ -48,7 +48,8 @@ Commands:
 const START_USAGE = `Usage: meshkv start [--data DIR] [--nodes N] [--port P]
 
 Runs a local cluster: the signaling server (the registry) and N Node peers as child
-processes, everything on 127.0.0.1, all data under DIR. The first start generates the
+processes, everything on 127.0.0.1, all data under DIR. The signaling server also serves
+the demo web app (built first if demo/ changed): each browser tab opened on it is a node. The first start generates the
 cluster token (DIR/token, mode 0600); a later start on DIR resumes the same data and node
 identities. Ctrl-C (SIGINT/SIGTERM) stops every peer and the server; the data stays.
 

@@ -9,6 +9,9 @@
  *   refused (exit 1) before anything is read or started.
  * - The token is generated on the first start (DIR/token, 0600) and passed to the peers in
  *   their environment, never on a command line (other users see those) nor in a log.
+ * - The demo app is built first if its sources changed (demo-build.node.ts) and served by
+ *   the signaling server at `/`, with `/demo-config.json` (the token) for loopback pages:
+ *   every tab opened on it joins the cluster as a node.
  * - Ports: the signaling server on P (default 7700), peer i's HTTP API on P + i; with
  *   `--port 0` every one takes a free port. All on 127.0.0.1, ICE too (no STUN).
  * - Ready once every peer reports (over its IPC channel) that it runs: then DIR/cluster.json
@@ -35,6 +38,7 @@ import {
   TOKEN_FILE,
   writeClusterFile,
 } from './cluster-dir.node.ts';
+import { DEMO_BUILD_DIR, type DemoBuildResult, ensureDemoBuilt } from './demo-build.node.ts';
 import { tryLockDirectory } from './peer.node.ts';
 
 /** How long a peer may take to join and load its partitions. */
@@ -50,11 +54,6 @@ const HELD_DATA_DIR_POLL_MS = 100;
 /** Bytes of a child's output line kept before it is cut (its log lines are short). */
 const MAX_LINE_BYTES = 16 * 1024;
 const CLI_PATH = fileURLToPath(new URL('./cli.node.ts', import.meta.url));
-/**
- * Where the signaling server serves the demo app from (the demo issue builds it there):
- * served at the signaling URL once the folder exists, else nothing is.
- */
-export const DEMO_BUILD_DIR = fileURLToPath(new URL('../../../demo/dist/', import.meta.url));
 
 export interface StartOptions {
   /** The cluster folder (absolute). */
@@ -107,6 +106,13 @@ export async function runStart(options: StartOptions): Promise<number> {
   let server: SignalingServer | null = null;
   try {
     const { token, created } = await readOrCreateToken(dir);
+    // Before anything listens: a build (seconds) must not delay the peers' grace periods.
+    const demo = await ensureDemoBuilt(out);
+    if (demo.kind === 'built') {
+      out(`demo: built in ${(demo.elapsedMs / 1000).toFixed(1)} s (${demo.reason})`);
+    } else if (demo.kind === 'failed') {
+      out(`demo: not built, so not served (the cluster runs without it): ${demo.reason}`);
+    }
     const staticDir = (await isDirectory(DEMO_BUILD_DIR)) ? DEMO_BUILD_DIR : undefined;
     server = await SignalingServer.start({
       dataDir: join(dir, 'signaling'),
@@ -114,7 +120,7 @@ export async function runStart(options: StartOptions): Promise<number> {
       host: '127.0.0.1',
       port: options.port,
       ...(options.partitions === undefined ? {} : { settings: { partitions: options.partitions } }),
-      ...(staticDir === undefined ? {} : { staticDir }),
+      ...(staticDir === undefined ? {} : { staticDir, serveDemoConfig: true }),
       log: (line) => out(`[signaling] ${line}`),
     }).catch((error: NodeJS.ErrnoException) => {
       if (error.code === 'EADDRINUSE') {
@@ -146,7 +152,7 @@ export async function runStart(options: StartOptions): Promise<number> {
         tokenFile: TOKEN_FILE,
         peers: started.ready,
       });
-      out(summary(options, server.url, started.ready, created));
+      out(summary(options, server.url, started.ready, created, staticDir !== undefined, demo));
       for (const peer of peers) {
         peer.exited.then((code) => {
           if (!peer.stopping) {
@@ -172,13 +178,19 @@ function summary(
   signalingUrl: string,
   peers: readonly ClusterPeer[],
   tokenCreated: boolean,
+  demoServed: boolean,
+  demo: DemoBuildResult,
 ): string {
   const cli = options.cliCommand;
   const data = options.dataFlag;
   const dir = options.dir;
+  const demoLine = demoServed
+    ? `  demo                  ${signalingUrl}/  <- open it, in several tabs: each tab joins as a node${demo.kind === 'failed' ? ' (an older build: this one failed, see above)' : ''}`
+    : '  demo                  not served (its build failed, see above)';
   const lines = [
     '',
     `meshkv: ${peers.length} node${peers.length === 1 ? '' : 's'} running, data in ${dir}`,
+    demoLine,
     `  signaling + registry  ${signalingUrl}  (registry: ${signalingUrl}/status)`,
     ...peers.map((p) => `  node ${p.index}  ${p.nodeId}  HTTP API ${p.httpUrl}  (pid ${p.pid})`),
     `  token                 ${join(dir, TOKEN_FILE)}${tokenCreated ? ' (generated now)' : ''}: clients beyond loopback send it as "Authorization: Bearer <token>"`,

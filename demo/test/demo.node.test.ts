@@ -1,0 +1,227 @@
+// The demo as a person meets it: `meshkv start` (a real process: the signaling server
+// serving demo/dist, building it first if needed, and 3 Node peers), then Debian's Chromium
+// on the printed URL. The page joins as a node, renders the ring and the members, runs a
+// put and a get through its console (the put read back from a Node peer's HTTP API),
+// crashes and restarts its node with the fault buttons, and lays out without horizontal
+// overflow at 1280×800 and 390×844; screenshots of both go to test-output/demo/. No
+// console error, page error or failed request all along. Needs the private network
+// namespace (pnpm test, or scripts/netns-run.sh).
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { expect } from 'chai';
+import puppeteer, { type Browser, type Page } from 'puppeteer-core';
+import {
+  MESHKV_CLI,
+  Proc,
+  ProcessSet,
+  ROOT,
+  waitUntil,
+} from '../../packages/node/test/support/processes.ts';
+import { chromiumArgs, chromiumPath } from '../../scripts/chromium.mjs';
+
+const SCREENSHOT_DIR = join(ROOT, 'test-output', 'demo');
+/** Waits in the page: generous, the machine is shared. */
+const PAGE_DEADLINE_MS = 60_000;
+const PARTITIONS = 16;
+
+describe('demo app served by meshkv start (real processes, Chromium)', function () {
+  this.timeout(240_000);
+  const processes = new ProcessSet();
+  let dir: string;
+  let start: Proc;
+  let browser: Browser | undefined;
+  let page: Page;
+  let demoUrl: string;
+  const problems: string[] = [];
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'meshkv-demo-'));
+    start = processes.track(
+      Proc.spawn(
+        MESHKV_CLI,
+        ['start', '--data', dir, '--nodes', '3', '--port', '0', '--partitions', String(PARTITIONS)],
+        { name: 'meshkv start' },
+      ),
+    );
+    // The build (when demo/ changed) comes first, then the peers: minutes at most.
+    demoUrl = await waitUntil(
+      () => /^ {2}demo +(http:\/\/127\.0\.0\.1:\d+\/) /m.exec(start.stdout)?.[1],
+      'the summary with the demo URL',
+      () => processes.state(),
+      180_000,
+    );
+    browser = await puppeteer.launch({
+      executablePath: chromiumPath,
+      headless: true,
+      args: [...chromiumArgs],
+    });
+    page = await browser.newPage();
+    page.on('console', (message) => {
+      if (message.type() === 'error') problems.push(`console error: ${message.text()}`);
+    });
+    page.on('pageerror', (error) => problems.push(`page error: ${String(error)}`));
+    page.on('requestfailed', (request) => {
+      // A status poll past its timeout is aborted by the page: slow, not broken.
+      const errorText = request.failure()?.errorText;
+      if (errorText !== 'net::ERR_ABORTED')
+        problems.push(`request failed: ${request.url()} ${errorText}`);
+    });
+    page.on('response', (response) => {
+      if (response.status() >= 400) problems.push(`HTTP ${response.status()}: ${response.url()}`);
+    });
+  });
+
+  after(async () => {
+    await browser?.close();
+    // SIGINT as a terminal's Ctrl-C: the start stops its peers by pid, then the server.
+    await start?.stop('SIGINT');
+    await processes.killAll();
+    if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** The page's text of `selector` once `accept` holds for it. */
+  async function waitForText(
+    selector: string,
+    accept: (text: string) => boolean,
+    what: string,
+  ): Promise<string> {
+    let text = '';
+    return waitUntil(
+      async () => {
+        // innerText: the text as rendered, table cells separated by tabs.
+        // biome-ignore lint/performance/useDomNodeTextContent: the layout is what is asserted
+        text = await page.$eval(selector, (e) => (e as HTMLElement).innerText);
+        return accept(text) ? text : undefined;
+      },
+      what,
+      () => ({ problems, text }),
+      PAGE_DEADLINE_MS,
+    );
+  }
+
+  async function noHorizontalOverflow(): Promise<void> {
+    const { scrollWidth, innerWidth } = await page.evaluate(() => ({
+      scrollWidth: document.documentElement.scrollWidth,
+      innerWidth: window.innerWidth,
+    }));
+    expect(scrollWidth, 'page width').to.be.at.most(innerWidth);
+  }
+
+  it('joins the tab, renders ring and members, runs put/get and a fault, at both sizes', async () => {
+    await page.setViewport({ width: 1280, height: 800 });
+    await page.goto(demoUrl, { waitUntil: 'load' });
+    const selfLine = await waitForText(
+      '#self-line',
+      (t) => /: running$/.test(t),
+      'the tab node running',
+    );
+    const selfId = /node (\S+):/.exec(selfLine)?.[1];
+    expect(selfId, selfLine).to.match(/^n[0-9a-f]+$/);
+
+    // Members: the 3 peers and this tab, all up; the ring: every partition and each node's tokens.
+    const members = await waitForText(
+      '#members',
+      (t) => (t.match(/\bup\b/g) ?? []).length === 4 && t.includes('this tab'),
+      'four members up, this tab among them',
+    );
+    expect(members).to.include('browser tab');
+    expect((members.match(/Node\.js process/g) ?? []).length).to.equal(3);
+    await waitUntil(
+      async () => {
+        const counts = await page.$eval('#ring', (svg) => ({
+          partitions: svg.querySelectorAll(':scope > path[d] > title').length,
+          tokenGroups: svg.querySelectorAll(':scope > g').length,
+        }));
+        return counts.partitions === PARTITIONS && counts.tokenGroups === 4 ? counts : undefined;
+      },
+      'the ring with every partition and four nodes of tokens',
+      () => problems,
+      PAGE_DEADLINE_MS,
+    );
+    // Every partition's leader is known (statuses of this tab and the peers' HTTP /status).
+    await waitForText(
+      '#partitions tbody',
+      (t) => !t.includes('?') && t.split('\n').length === PARTITIONS,
+      'a leader for every partition',
+    );
+
+    // The console: put, then get, through this tab's node.
+    await page.select('#op', 'put');
+    await setInput('#key', 'demo-key');
+    await setInput('#value', 'written from a tab');
+    await page.click('#run');
+    await waitForText(
+      '#results tbody tr:first-child',
+      (t) => /put demo-key.*\ttrue\t/.test(t),
+      'the put answered true',
+    );
+    await page.select('#op', 'get');
+    await page.click('#run');
+    await waitForText(
+      '#results tbody tr:first-child',
+      (t) => t.includes('get demo-key') && t.includes('"written from a tab"'),
+      'the get answered the value',
+    );
+    await waitForText(
+      '#ops-table',
+      (t) => /^put\t1\t/m.test(t) && /^get\t1\t/m.test(t),
+      'one put and one get counted',
+    );
+    // What the tab wrote, a Node peer reads.
+    const peerUrl = /HTTP API (http:\/\/127\.0\.0\.1:\d+)/.exec(start.stdout)![1]!;
+    const read = await fetch(`${peerUrl}/kv/demo-key`);
+    expect(await read.text()).to.equal('written from a tab');
+
+    await page.screenshot({ path: await screenshotPath('demo-1280x800.png'), fullPage: true });
+    await noHorizontalOverflow();
+
+    // Fault buttons: crash, then restart with the same id.
+    await page.click('#crash');
+    await waitForText('#self-line', (t) => t.includes('crashed'), 'the node crashed');
+    expect(await page.$eval('#restart', (b) => (b as HTMLButtonElement).disabled)).to.equal(false);
+    await page.click('#run');
+    await waitForText(
+      '#results tbody tr:first-child',
+      (t) => t.includes('NOT_RUNNING'),
+      'a get refused while crashed',
+    );
+    await page.click('#restart');
+    await waitForText(
+      '#self-line',
+      (t) => t.endsWith(`node ${selfId}: running`),
+      'the node running again, same id',
+    );
+
+    await page.setViewport({ width: 390, height: 844 });
+    await waitForText(
+      '#members',
+      (t) => (t.match(/\bup\b/g) ?? []).length === 4,
+      'four members up after the restart',
+    );
+    await page.screenshot({ path: await screenshotPath('demo-390x844.png'), fullPage: true });
+    await noHorizontalOverflow();
+
+    // Keyboard: every control can be reached with Tab.
+    const reachable = await page.evaluate(() =>
+      [...document.querySelectorAll('button, select, input')].every(
+        (e) => (e as HTMLElement).tabIndex >= 0,
+      ),
+    );
+    expect(reachable).to.equal(true);
+    // The crash's refused get is an answer shown in the page, not an error in the console.
+    expect(problems).to.deep.equal([]);
+  });
+
+  async function setInput(selector: string, value: string): Promise<void> {
+    await page.$eval(selector, (e) => {
+      (e as HTMLInputElement).value = '';
+    });
+    await page.type(selector, value);
+  }
+});
+
+async function screenshotPath(name: string): Promise<`${string}.png`> {
+  mkdirSync(SCREENSHOT_DIR, { recursive: true });
+  return join(SCREENSHOT_DIR, name) as `${string}.png`;
+}
