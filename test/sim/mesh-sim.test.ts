@@ -22,6 +22,7 @@ const REGRESSION_SEEDS: readonly (readonly [number, string])[] = [
   [4905475, 'a removed voter retires until a majority of the voters applied it durably'],
   [4905532, 'NOT_MEMBER tells the durable configuration only'],
   [4905690, "a retiring replica whose voters left too asks the placement's nodes"],
+  [20288, 'a retiring replica that restarts goes on retiring (its record in the meta group)'],
 ];
 
 describe('cluster deterministic simulation (MeshNode over SimNetwork, MemoryDisk, the registry)', () => {

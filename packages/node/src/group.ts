@@ -33,8 +33,8 @@ import type {
   SessionWrite,
 } from '@meshkv/storage';
 import { PartitionMachine, type PartitionOptions } from './partition.ts';
-import { replicaId, replicaOfNode } from './replica-id.ts';
-import type { Tombstone } from './tombstones.ts';
+import { nodeOfReplica, replicaId, replicaOfNode } from './replica-id.ts';
+import type { RetirementRecord, Tombstone } from './tombstones.ts';
 
 /** The raft settings every replica of a cluster shares (the loop ticks them together). */
 export interface GroupRaftSettings {
@@ -185,11 +185,13 @@ export class GroupReplica {
 
   /**
    * A replica restarted from what the store holds. Its replica id is this node's member of
-   * the applied configuration; a replica whose configuration does not hold this node (it
+   * the applied configuration, or its retirement record's (it had applied its removal and
+   * goes on retiring); a replica whose configuration does not hold this node otherwise (it
    * never got its snapshot, or missed its removal) restarts only to be removed.
    */
   static fromStored(
     state: GroupState,
+    retirement: RetirementRecord | null,
     nodeId: NodeId,
     storage: NodeStorage,
     raftSettings: GroupRaftSettings,
@@ -206,10 +208,14 @@ export class GroupReplica {
     log.append(state.entries as Entry[]);
     log.setHardState(state.hardState);
     const own = replicaOfNode(state.appliedState.confState, nodeId);
+    const retiring =
+      own === null && retirement !== null && nodeOfReplica(retirement.replica) === nodeId
+        ? retirement
+        : null;
     const replica = new GroupReplica(
       {
         group: state.group,
-        replicaId: own ?? replicaId(nodeId, 1),
+        replicaId: own ?? retiring?.replica ?? replicaId(nodeId, 1),
         log,
         durableApplied: state.appliedState,
         sessions: state.sessions,
@@ -221,7 +227,11 @@ export class GroupReplica {
       partitionOptions,
     );
     replica.notePersisted(state.entries);
-    if (own === null) replica.removal = 'not in its own configuration at restart';
+    if (retiring !== null) {
+      replica.retiring = { removedAtIndex: retiring.removedAtIndex, confirmedBy: new Set() };
+    } else if (own === null) {
+      replica.removal = 'not in its own configuration at restart';
+    }
     return replica;
   }
 

@@ -69,8 +69,14 @@ export interface LoopHost {
   nonMembers(replica: GroupReplica, ids: readonly NodeId[]): void;
   /** The group's removal is durable: forget it. */
   removed(replica: GroupReplica): void;
-  /** The part of the batch removing these replicas that keeps their last term and vote. */
-  tombstones(removed: ReadonlyMap<GroupId, Tombstone>): GroupWrite;
+  /**
+   * The node-metadata part of a batch (tombstones.ts): tombstones of the replicas it
+   * removes, records of the replicas that began retiring since the last round.
+   */
+  metaPart(
+    removed: ReadonlyMap<GroupId, Tombstone> | null,
+    retired: readonly GroupReplica[] | null,
+  ): GroupWrite;
   /** A batch failed: the node cannot go on (the store refuses everything after 'io'). */
   fatal(error: unknown): void;
   persisted?(group: GroupId, entries: readonly Entry[]): void;
@@ -96,8 +102,10 @@ export class NodeLoop {
   private readonly host: LoopHost;
   private readonly settings: LoopSettings;
   private running = false;
-  /** The round's node-metadata part (tombstones of the replicas it removes), if any. */
+  /** The round's node-metadata part (tombstones, retirement records), if any. */
   private metaPart: GroupWrite | null = null;
+  /** Replicas that began retiring since the last round: their records go into the next. */
+  private retired: GroupReplica[] = [];
   private again = false;
   private stopped = false;
   /** Set by every tick: the next round writes every group's deferred writes. */
@@ -277,7 +285,13 @@ export class NodeLoop {
       const g = this.partFor(replica, ready, flushDeferred);
       if (g !== null) round.push(g);
     }
-    this.metaPart = removed === null ? null : this.host.tombstones(removed);
+    let retired: GroupReplica[] | null = null;
+    if (this.retired.length > 0) {
+      retired = this.retired;
+      this.retired = [];
+    }
+    this.metaPart =
+      removed === null && retired === null ? null : this.host.metaPart(removed, retired);
     return round;
   }
 
@@ -564,9 +578,12 @@ export class NodeLoop {
     const id = replica.replicaId;
     if (before !== null && (before.voters.includes(id) || before.votersOutgoing.includes(id))) {
       replica.retiring = { removedAtIndex: index, confirmedBy: new Set() };
+      this.retired.push(replica);
       this.host.trace(
         `group ${replica.group}: removed from its configuration at ${index}; retiring until its voters applied it durably`,
       );
+      this.touched.add(replica);
+      this.again = true;
       return;
     }
     replica.removal = 'removed from the configuration';

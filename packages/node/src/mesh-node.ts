@@ -48,7 +48,14 @@ import {
 } from './replica-id.ts';
 import { Router, type RouterSettings } from './router.ts';
 import { type SnapshotSettings, SnapshotStreams } from './snapshots.ts';
-import { loadTombstones, NODE_META_GROUP, type Tombstone, tombstonesPart } from './tombstones.ts';
+import {
+  loadRetirements,
+  loadTombstones,
+  NODE_META_GROUP,
+  nodeMetaPart,
+  type RetirementRecord,
+  type Tombstone,
+} from './tombstones.ts';
 import { decodeFrame, type WireRecord } from './wire.ts';
 
 export interface MeshNodeSettings
@@ -334,9 +341,22 @@ export class MeshNode {
           }
         },
         removed: (replica) => this.forgetGroup(replica),
-        tombstones: (removed) => {
-          for (const [group, tombstone] of removed) this.tombstones.set(group, tombstone);
-          const part = tombstonesPart(removed, !this.hostsMetaGroup);
+        metaPart: (removed, retired) => {
+          if (removed !== null) {
+            for (const [group, tombstone] of removed) this.tombstones.set(group, tombstone);
+          }
+          let records: Map<GroupId, RetirementRecord> | null = null;
+          if (retired !== null) {
+            records = new Map();
+            for (const replica of retired) {
+              const replicaId = replica.replicaId;
+              records.set(replica.group, {
+                replica: replicaId,
+                removedAtIndex: replica.retiring!.removedAtIndex,
+              });
+            }
+          }
+          const part = nodeMetaPart(removed, records, !this.hostsMetaGroup);
           this.hostsMetaGroup = true;
           return part;
         },
@@ -380,11 +400,17 @@ export class MeshNode {
       node.hostsMetaGroup,
       node.ring.settings.partitions,
     );
+    const retirements = await loadRetirements(
+      options.storage,
+      node.hostsMetaGroup,
+      node.ring.settings.partitions,
+    );
     for (const groupState of state.groups.values()) {
       if (groupState.group === NODE_META_GROUP) continue;
       node.adopt(
         GroupReplica.fromStored(
           groupState,
+          retirements.get(groupState.group) ?? null,
           options.nodeId,
           options.storage,
           raftSettings,

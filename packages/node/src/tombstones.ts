@@ -1,4 +1,6 @@
 /**
+ * Node metadata kept in one reserved storage group: tombstones and retirement records.
+ *
  * Tombstones of removed replicas (packages/raft/README.md, "Removed replicas"): a replica
  * deleted from this node keeps its last term and vote, so that if the partition comes back
  * here its new, empty replica starts from them and can never vote twice in a term the old
@@ -82,14 +84,84 @@ export async function loadTombstones(
   return tombstones;
 }
 
-/** The meta group's part of a batch that removes replicas, leaving these tombstones. */
-export function tombstonesPart(
-  removed: ReadonlyMap<GroupId, Tombstone>,
+/**
+ * A retiring replica (GroupReplica.retiring): its applied configuration no longer names
+ * it, so at a restart only this record tells its replica id and that it must go on
+ * retiring rather than be deleted at once. Written in the round after it applied its
+ * removal (before or with the applied state that drops it), deleted with its tombstone.
+ */
+export interface RetirementRecord {
+  readonly replica: NodeId;
+  readonly removedAtIndex: number;
+}
+
+function retirementKey(group: GroupId): string {
+  return `retiring/${group}`;
+}
+
+/** version (1), removedAtIndex (f64), replica length (u8), replica. */
+export function encodeRetirement(record: RetirementRecord): Uint8Array {
+  const replica = textEncoder.encode(record.replica);
+  const bytes = new Uint8Array(10 + replica.length);
+  const view = new DataView(bytes.buffer);
+  view.setUint8(0, VERSION);
+  view.setFloat64(1, record.removedAtIndex);
+  view.setUint8(9, replica.length);
+  bytes.set(replica, 10);
+  return bytes;
+}
+
+/** A retirement record; null for bytes that are not one (the replica is then deleted). */
+export function decodeRetirement(bytes: Uint8Array): RetirementRecord | null {
+  if (bytes.length < 11) return null;
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (view.getUint8(0) !== VERSION) return null;
+  const removedAtIndex = view.getFloat64(1);
+  if (!Number.isSafeInteger(removedAtIndex) || removedAtIndex < 1) return null;
+  if (bytes.length !== 10 + view.getUint8(9)) return null;
+  try {
+    return { replica: textDecoder.decode(bytes.subarray(10)), removedAtIndex };
+  } catch {
+    return null;
+  }
+}
+
+/** The retirement records the store holds for partitions 0..partitions−1. */
+export async function loadRetirements(
+  storage: NodeStorage,
+  hostsMetaGroup: boolean,
+  partitions: number,
+): Promise<Map<GroupId, RetirementRecord>> {
+  const records = new Map<GroupId, RetirementRecord>();
+  if (!hostsMetaGroup) return records;
+  for (let group = 0; group < partitions; group++) {
+    const bytes = await storage.get(NODE_META_GROUP, retirementKey(group));
+    const decoded = bytes === null ? null : decodeRetirement(bytes);
+    if (decoded !== null) records.set(group, decoded);
+  }
+  return records;
+}
+
+/**
+ * The meta group's part of a batch: the tombstones of the replicas it removes (their
+ * retirement records go with them) and the records of replicas that began retiring.
+ */
+export function nodeMetaPart(
+  removed: ReadonlyMap<GroupId, Tombstone> | null,
+  retired: ReadonlyMap<GroupId, RetirementRecord> | null,
   createMetaGroup: boolean,
 ): GroupWrite {
   const kv: KvWrite[] = [];
-  for (const [group, tombstone] of removed) {
-    kv.push({ key: tombstoneKey(group), value: encodeTombstone(tombstone) });
+  if (removed !== null) {
+    for (const [group, tombstone] of removed) {
+      kv.push({ key: tombstoneKey(group), value: encodeTombstone(tombstone) });
+      kv.push({ key: retirementKey(group), value: null });
+    }
+  }
+  if (retired !== null) {
+    for (const [group, record] of retired) {
+      kv.push({ key: retirementKey(group), value: encodeRetirement(record) });
+    }
   }
   return createMetaGroup
     ? { group: NODE_META_GROUP, create: true, kv }
