@@ -1,5 +1,6 @@
 /**
- * Drives Debian's Chromium from Node for the IndexedDB crash test and the storage benchmark:
+ * Drives Debian's Chromium from Node for the IndexedDB crash test, the storage benchmark and
+ * the node's browser cluster test:
  * bundles a page script (and the journal worker) with esbuild, serves them on 127.0.0.1, launches Chromium on a given
  * profile directory through puppeteer-core, and kills it with SIGKILL.
  */
@@ -62,13 +63,31 @@ export async function servePage(entry: string): Promise<PageServer> {
   };
 }
 
-/** Launches headless Chromium on `userDataDir` (kept across launches). */
-export function launchChromium(userDataDir: string): Promise<Browser> {
+/**
+ * puppeteer's default flags that keep hidden pages from being throttled: left out with
+ * `throttleHiddenPages`, so a background tab runs its timers at 1 Hz as in a real browser.
+ */
+const unthrottlingFlags = [
+  '--disable-background-timer-throttling',
+  '--disable-renderer-backgrounding',
+  '--disable-backgrounding-occluded-windows',
+];
+
+/**
+ * Launches headless Chromium on `userDataDir` (kept across launches). With
+ * `throttleHiddenPages`, hidden pages are throttled as in a browser people use (puppeteer
+ * turns that off by default).
+ */
+export function launchChromium(
+  userDataDir: string,
+  options: { readonly throttleHiddenPages?: boolean } = {},
+): Promise<Browser> {
   return launch({
     executablePath: chromiumPath,
     headless: true,
     userDataDir,
     args: [...chromiumArgs],
+    ...(options.throttleHiddenPages === true ? { ignoreDefaultArgs: unthrottlingFlags } : {}),
     handleSIGINT: false,
     handleSIGTERM: false,
     handleSIGHUP: false,
