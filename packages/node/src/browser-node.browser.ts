@@ -1,0 +1,370 @@
+/**
+ * The browser tab shell (`@meshkv/node/browser`): one MeshNode per tab, on IndexedDB (strict
+ * durability + the OPFS journal, @meshkv/storage/browser), over the browser's WebRTC mesh,
+ * joined to the signaling server. README "Browser nodes" has the whole contract; in short:
+ *
+ * - Identity (tab-identity.browser.ts): the node id is in sessionStorage and locked with a
+ *   Web Lock, so a reload rejoins with its data and a duplicated tab gets another id; the
+ *   member secret is stored durably before anything is written under the id.
+ * - A store reported lost or corrupt is deleted and the tab joins as a NEW member
+ *   (identity.ts `startBoundToStorage`, the rule peer.node.ts follows); an id the registry
+ *   refuses is set aside (its data kept) and the tab joins as a new member.
+ * - Raft ticks come from a dedicated Worker's timer (worker-ticks.browser.ts): hidden tabs
+ *   throttle page timers to 1 Hz.
+ * - `navigator.storage.persist()` is requested (the answer is in `persisted`).
+ * - pagehide: the node stops without leaving (its socket closes at once, so the registry
+ *   starts the grace period now): a reload, which also fires pagehide, must keep the
+ *   node; a closed tab is a crash the cluster survives. `leave()` is the graceful way out.
+ * - Fault controls (fault-transport.ts) sit between the node and the mesh.
+ */
+
+import type { NodeStorage } from '@meshkv/storage';
+import { deleteIndexedDbStorage, openIndexedDbStorage } from '@meshkv/storage/browser';
+import {
+  DEFAULT_CLUSTER_ID,
+  SignalingChannel,
+  type SignalingClient,
+  WebRtcMesh,
+} from '@meshkv/transport';
+import { FaultyTransport } from './fault-transport.ts';
+import {
+  cryptoRandom,
+  type Identity,
+  isIdentityRefused,
+  joinRegistry,
+  startBoundToStorage,
+} from './identity.ts';
+import {
+  MeshNode,
+  type MeshNodeObserver,
+  type MeshNodeSettings,
+  meshNodeDefaults,
+} from './mesh-node.ts';
+import {
+  claimNewIdentity,
+  claimStoredIdentity,
+  forgetIdentity,
+  type HeldIdentity,
+  markIdentityRefused,
+} from './tab-identity.browser.ts';
+import { startWorkerTicks } from './worker-ticks.browser.ts';
+
+export interface BrowserNodeOptions {
+  readonly signalingUrl: string;
+  readonly token: string;
+  /** Default DEFAULT_CLUSTER_ID. */
+  readonly clusterId?: string;
+  readonly settings?: Partial<MeshNodeSettings>;
+  readonly observer?: MeshNodeObserver;
+  /** One line per notable event (joins, identity decisions, signaling errors). Default: none. */
+  readonly log?: (line: string) => void;
+  /** Passed to RTCPeerConnection. Default: host candidates only, no STUN. */
+  readonly rtcConfig?: RTCConfiguration;
+}
+
+export interface BrowserNode {
+  readonly nodeId: string;
+  /** The running MeshNode (a new one after each restart). */
+  readonly node: MeshNode;
+  /** How this start got its id: rejoined with its stored data, or a new member. */
+  readonly joined: 'rejoined' | 'new member';
+  /** What `navigator.storage.persist()` answered (false until it did, or if refused). */
+  readonly persisted: boolean;
+  /** Stops without leaving, as a killed tab would (keeps the id's lock and the data). */
+  crash(): Promise<void>;
+  /** Starts again after crash(), with the same id and IndexedDB data. */
+  restart(): Promise<void>;
+  /** Drops every frame in and out while true. */
+  setIsolated(isolated: boolean): void;
+  /** Drops that share of frames each way, 0..100. */
+  setDropPercent(percent: number): void;
+  /**
+   * Leaves gracefully: the registry marks it `left`, every replica is handed off, the
+   * node stops, and its data and identity are deleted. Fails with TIMEOUT at `deadlineMs`
+   * (default 60 s); the node is stopped either way.
+   */
+  leave(options?: { deadlineMs?: number }): Promise<void>;
+  /** Stops without leaving and releases the id (another tab may take it over). */
+  close(): Promise<void>;
+}
+
+/** How long a graceful leave may take to hand every replica off. */
+export const BROWSER_LEAVE_DEADLINE_MS = 60_000;
+
+/** Starts this tab's node (see the file comment). */
+export async function startBrowserNode(options: BrowserNodeOptions): Promise<BrowserNode> {
+  const tab = new TabNode(options);
+  await tab.start();
+  return tab;
+}
+
+/** What runs between a start and a crash/close. */
+interface Running {
+  readonly node: MeshNode;
+  readonly client: SignalingClient;
+  readonly mesh: WebRtcMesh;
+  readonly transport: FaultyTransport;
+  readonly storage: NodeStorage;
+  readonly stopTicks: () => void;
+  readonly offs: (() => void)[];
+}
+
+class TabNode implements BrowserNode {
+  private readonly clusterId: string;
+  private readonly log: (line: string) => void;
+  private held: HeldIdentity | null = null;
+  private running: Running | null = null;
+  /** The last node run (kept after a crash so `node` answers, with CLOSED). */
+  private lastNode: MeshNode | null = null;
+  private isolated = false;
+  private dropPercent = 0;
+  private joinedHow: 'rejoined' | 'new member' = 'new member';
+  private persistGranted = false;
+  /** Set once left or closed: nothing starts again. */
+  private ended = false;
+  private readonly onPageHide = (): void => this.stopOnPageHide();
+
+  constructor(private readonly options: BrowserNodeOptions) {
+    this.clusterId = options.clusterId ?? DEFAULT_CLUSTER_ID;
+    this.log = options.log ?? (() => {});
+  }
+
+  get nodeId(): string {
+    if (this.held === null) throw new Error('the browser node has no identity (not started)');
+    return this.held.identity.nodeId;
+  }
+
+  get node(): MeshNode {
+    const node = this.running?.node ?? this.lastNode;
+    if (node === null) throw new Error('the browser node was never started');
+    return node;
+  }
+
+  get joined(): 'rejoined' | 'new member' {
+    return this.joinedHow;
+  }
+
+  get persisted(): boolean {
+    return this.persistGranted;
+  }
+
+  async start(): Promise<void> {
+    this.requestPersistence();
+    const stored = await claimStoredIdentity(this.clusterId);
+    this.held = stored;
+    await startBoundToStorage(
+      stored?.identity ?? null,
+      (identity) => this.run(identity),
+      (reason) => this.setStorageAside(reason),
+    );
+    addEventListener('pagehide', this.onPageHide);
+  }
+
+  /** Starts a node under `identity` (null: joins as new) and keeps it in `running`. */
+  private async run(identity: Identity | null): Promise<void> {
+    let storage: NodeStorage | null = null;
+    const closeStorage = async (): Promise<void> => {
+      const open = storage;
+      storage = null;
+      await open?.close();
+    };
+    const cleanups: (() => Promise<void>)[] = [closeStorage];
+    try {
+      // A known id opens its store first: a corrupt one must not join under that id.
+      if (identity !== null) {
+        storage = await openIndexedDbStorage({
+          clusterId: this.clusterId,
+          nodeId: identity.nodeId,
+        });
+      }
+      const { client, rejoined } = await this.join(identity);
+      cleanups.unshift(() => client.close());
+      const newIdentity = !rejoined;
+      if (newIdentity) {
+        // A refused stored id: its store stays on disk, unused; its lock goes.
+        await closeStorage();
+        await this.held?.release();
+        this.held = null;
+        this.held = await claimNewIdentity({
+          clusterId: this.clusterId,
+          nodeId: client.nodeId,
+          memberSecret: client.memberSecret,
+        });
+        storage = await openIndexedDbStorage({ clusterId: this.clusterId, nodeId: client.nodeId });
+      }
+      const opened: NodeStorage = storage!;
+      const mesh = new WebRtcMesh({
+        localId: client.nodeId,
+        signal: new SignalingChannel(client),
+        ...(this.options.rtcConfig === undefined ? {} : { rtcConfig: this.options.rtcConfig }),
+      });
+      cleanups.unshift(() => mesh.close());
+      const transport = new FaultyTransport(mesh, cryptoRandom);
+      transport.setIsolated(this.isolated);
+      transport.setDropPercent(this.dropPercent);
+      const node = await MeshNode.start({
+        nodeId: client.nodeId,
+        storage: opened,
+        transport,
+        registry: client.registry,
+        newIdentity,
+        random: cryptoRandom,
+        nowMs: Date.now(),
+        settings: this.options.settings,
+        observer: this.options.observer,
+      });
+      cleanups.unshift(() => node.close());
+      const offs = [
+        client.on('registry', (registry) => node.updateRegistry(registry)),
+        client.on('error', (error) => this.log(`signaling: ${error.code}: ${error.message}`)),
+        client.on('state', (state) => this.log(`signaling ${state}`)),
+      ];
+      const tickMs = this.options.settings?.tickMs ?? meshNodeDefaults.tickMs;
+      const stopTicks = startWorkerTicks(tickMs, () => node.tick(Date.now()));
+      this.running = { node, client, mesh, transport, storage: opened, stopTicks, offs };
+      this.lastNode = node;
+      this.joinedHow = newIdentity ? 'new member' : 'rejoined';
+      this.log(
+        `joined as ${client.nodeId} (${this.joinedHow}), registry epoch ${client.registry.epoch}`,
+      );
+    } catch (error) {
+      for (const cleanup of cleanups) await cleanup().catch(() => {});
+      throw error;
+    }
+  }
+
+  /**
+   * Joins under `identity`; one the registry refuses (`wrong_secret`: it no longer knows
+   * the id, or binds it to other storage) is marked refused, its data kept, and the tab
+   * joins as a new member instead (`rejoined` false).
+   */
+  private async join(
+    identity: Identity | null,
+  ): Promise<{ client: SignalingClient; rejoined: boolean }> {
+    const join = (as: Identity | null) =>
+      joinRegistry({
+        signalingUrl: this.options.signalingUrl,
+        token: this.options.token,
+        clusterId: this.clusterId,
+        kind: 'browser',
+        identity: as,
+      });
+    if (identity === null) return { client: await join(null), rejoined: false };
+    try {
+      return { client: await join(identity), rejoined: true };
+    } catch (error) {
+      if (!isIdentityRefused(error)) throw error;
+      this.log(
+        `the registry refused ${identity.nodeId} (${String(error)}): joining as a new member`,
+      );
+      await markIdentityRefused(identity, String(error));
+      return { client: await join(null), rejoined: false };
+    }
+  }
+
+  /** The store was refused as corrupt: delete it and the identity; the next run is new. */
+  private async setStorageAside(reason: string): Promise<void> {
+    const held = this.held;
+    if (held === null) return;
+    this.log(
+      `storage of ${held.identity.nodeId} lost or corrupt (${reason}): joining as a new member`,
+    );
+    await deleteIndexedDbStorage({ clusterId: this.clusterId, nodeId: held.identity.nodeId });
+    await forgetIdentity(held.identity);
+    await held.release();
+    this.held = null;
+  }
+
+  private requestPersistence(): void {
+    // Without it the browser may evict this origin's data under storage pressure, which
+    // is a lost store: the node would rejoin as a new member. Asked, never required.
+    navigator.storage?.persist?.().then(
+      (granted) => {
+        this.persistGranted = granted;
+        this.log(`persistent storage ${granted ? 'granted' : 'not granted'}`);
+      },
+      () => {},
+    );
+  }
+
+  /** Stops the running node, without leaving; the identity stays held. */
+  private async stop(): Promise<void> {
+    const running = this.running;
+    if (running === null) return;
+    this.running = null;
+    running.stopTicks();
+    for (const off of running.offs) off();
+    await running.node.close();
+    await running.mesh.close();
+    await running.client.close();
+    await running.storage.close();
+  }
+
+  private stopOnPageHide(): void {
+    const running = this.running;
+    if (running === null) return;
+    // The page is going away (or reloading): nothing async completes reliably now. Close
+    // the socket at once so the registry's grace period starts without waiting for a
+    // ping timeout; the storage, journal and locks go with the page.
+    running.stopTicks();
+    void running.client.close();
+  }
+
+  crash(): Promise<void> {
+    return this.stop();
+  }
+
+  async restart(): Promise<void> {
+    if (this.ended) throw new Error('the browser node left or was closed: start a new one');
+    if (this.running !== null) return;
+    const held = this.held;
+    await startBoundToStorage(
+      held?.identity ?? null,
+      (identity) => this.run(identity),
+      (reason) => this.setStorageAside(reason),
+    );
+  }
+
+  setIsolated(isolated: boolean): void {
+    this.isolated = isolated;
+    this.running?.transport.setIsolated(isolated);
+  }
+
+  setDropPercent(percent: number): void {
+    this.running?.transport.setDropPercent(percent);
+    this.dropPercent = percent;
+  }
+
+  async leave(options: { deadlineMs?: number } = {}): Promise<void> {
+    if (this.ended) return;
+    const running = this.running;
+    if (running === null) throw new Error('the browser node is not running (restart it first)');
+    this.ended = true;
+    removeEventListener('pagehide', this.onPageHide);
+    let failure: unknown = null;
+    try {
+      await running.client.leave();
+      await running.node.leave({ deadlineMs: options.deadlineMs ?? BROWSER_LEAVE_DEADLINE_MS });
+    } catch (error) {
+      failure = error;
+    }
+    await this.stop();
+    const held = this.held;
+    this.held = null;
+    if (held !== null) {
+      // Left: the id is never used again, so neither its data nor its identity are kept.
+      await deleteIndexedDbStorage({ clusterId: this.clusterId, nodeId: held.identity.nodeId });
+      await forgetIdentity(held.identity);
+      await held.release();
+    }
+    if (failure !== null) throw failure;
+  }
+
+  async close(): Promise<void> {
+    if (this.ended) return;
+    this.ended = true;
+    removeEventListener('pagehide', this.onPageHide);
+    await this.stop();
+    await this.held?.release();
+  }
+}

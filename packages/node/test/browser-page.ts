@@ -1,0 +1,108 @@
+// The page side of browser-cluster.node.test.ts, bundled by esbuild (storage's
+// test/chromium.ts serves it): `window.meshkvPage` starts this tab's node through the
+// public `@meshkv/node/browser` entry and answers the test's page.evaluate calls with
+// plain JSON. It also records the page's own timer gaps, so the hidden-page test can show
+// that the page was throttled while the node's ticks (from a worker) were not.
+import { type BrowserNode, startBrowserNode } from '@meshkv/node/browser';
+import { type StatusView, statusView } from './support/status-view.ts';
+
+export interface PageStartArgs {
+  readonly signalingUrl: string;
+  readonly token: string;
+  readonly clusterId: string;
+}
+
+/** A KV call's outcome as JSON: the value (text) or the error's code. */
+export type PageResult =
+  | { readonly ok: true; readonly value: string | null | boolean }
+  | { readonly ok: false; readonly code: string; readonly message: string };
+
+export interface PageTimers {
+  readonly visibility: DocumentVisibilityState;
+  /** Longest gap between two runs of a 100 ms page interval since `resetTimers`. */
+  readonly pageTimerMaxGapMs: number;
+  /** How far the node's clock (its last tick's Date.now()) is behind Date.now(). */
+  readonly nodeClockLagMs: number;
+}
+
+export interface MeshkvPage {
+  start(args: PageStartArgs): Promise<{ nodeId: string; joined: string }>;
+  nodeId(): string;
+  put(key: string, value: string, deadlineMs?: number): Promise<PageResult>;
+  get(key: string, deadlineMs?: number): Promise<PageResult>;
+  /** `node.status()` trimmed to what the tests look at. */
+  status(): StatusView;
+  crash(): Promise<void>;
+  restart(): Promise<void>;
+  leave(): Promise<PageResult>;
+  resetTimers(): void;
+  timers(): PageTimers;
+}
+
+declare global {
+  interface Window {
+    meshkvPage: MeshkvPage;
+  }
+}
+
+let node: BrowserNode | null = null;
+let lastPageTimerMs = performance.now();
+let pageTimerMaxGapMs = 0;
+
+setInterval(() => {
+  const now = performance.now();
+  pageTimerMaxGapMs = Math.max(pageTimerMaxGapMs, now - lastPageTimerMs);
+  lastPageTimerMs = now;
+}, 100);
+
+function running(): BrowserNode {
+  if (node === null) throw new Error('the page has not started its node');
+  return node;
+}
+
+async function outcome(call: () => Promise<string | null | boolean>): Promise<PageResult> {
+  try {
+    return { ok: true, value: await call() };
+  } catch (error) {
+    const e = error as { code?: string; message?: string };
+    return { ok: false, code: e.code ?? 'THROWN', message: String(e.message ?? error) };
+  }
+}
+
+window.meshkvPage = {
+  async start(args) {
+    node = await startBrowserNode({
+      signalingUrl: args.signalingUrl,
+      token: args.token,
+      clusterId: args.clusterId,
+    });
+    return { nodeId: node.nodeId, joined: node.joined };
+  },
+  nodeId: () => running().nodeId,
+  put: (key, value, deadlineMs) =>
+    outcome(() => running().node.put(key, value, deadlineMs === undefined ? {} : { deadlineMs })),
+  get: (key, deadlineMs) =>
+    outcome(async () => {
+      const value = await running().node.get(key, deadlineMs === undefined ? {} : { deadlineMs });
+      return value === null ? null : new TextDecoder().decode(value);
+    }),
+  status: () => statusView(running().node.status()),
+  crash: () => running().crash(),
+  restart: () => running().restart(),
+  leave: () =>
+    outcome(async () => {
+      await running().leave({ deadlineMs: 60_000 });
+      return true;
+    }),
+  resetTimers() {
+    pageTimerMaxGapMs = 0;
+    lastPageTimerMs = performance.now();
+  },
+  timers() {
+    return {
+      visibility: document.visibilityState,
+      pageTimerMaxGapMs,
+      nodeClockLagMs: Date.now() - running().node.nowMs,
+    };
+  },
+};
