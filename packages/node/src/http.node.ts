@@ -162,18 +162,41 @@ export function isLoopbackAddress(address: string | undefined): boolean {
   return v4.startsWith('127.') && isIPv4(v4);
 }
 
-/** The API's own request metrics, in the registry of the node's metrics (metrics.node.ts). */
+/** The `{op}` label object of each operation, made once (prom-client keeps no reference). */
+const opLabels: Readonly<Record<Op, { readonly op: Op }>> = {
+  get: { op: 'get' },
+  put: { op: 'put' },
+  delete: { op: 'delete' },
+  status: { op: 'status' },
+  metrics: { op: 'metrics' },
+  other: { op: 'other' },
+};
+
+/**
+ * The API's own request metrics, in the registry of the node's metrics (metrics.node.ts).
+ * The request counts and the in-flight gauge are plain numbers handed to prom-client when
+ * it is scraped (`collect`): a prom-client `inc` hashes and checks its labels on every call.
+ */
 class HttpMetrics {
   readonly requests: Counter;
   readonly durationSeconds: Histogram;
   readonly inFlight: Gauge;
+  /** Answered requests by operation, then by code (OK or the error code). */
+  private readonly answered = new Map<Op, Map<string, number>>();
 
-  constructor(registry: Registry) {
+  constructor(registry: Registry, inFlight: () => number) {
+    const answered = this.answered;
     this.requests = new Counter({
       name: 'meshkv_http_requests_total',
       help: 'HTTP requests answered, by operation and outcome code (OK or the error code)',
       labelNames: ['op', 'code'] as const,
       registers: [registry],
+      collect() {
+        this.reset();
+        for (const [op, codes] of answered) {
+          for (const [code, count] of codes) this.inc({ op, code }, count);
+        }
+      },
     });
     this.durationSeconds = new Histogram({
       name: 'meshkv_http_request_duration_seconds',
@@ -188,15 +211,37 @@ class HttpMetrics {
       name: 'meshkv_http_requests_in_flight',
       help: 'HTTP requests being served',
       registers: [registry],
+      collect() {
+        this.set(inFlight());
+      },
     });
   }
+
+  /** One answer of `op` with `code`, `seconds` after the request came. */
+  count(op: Op, code: string, seconds: number): void {
+    let codes = this.answered.get(op);
+    if (codes === undefined) {
+      codes = new Map();
+      this.answered.set(op, codes);
+    }
+    codes.set(code, (codes.get(code) ?? 0) + 1);
+    this.durationSeconds.observe(opLabels[op], seconds);
+  }
 }
+
+/** The headers of an answer without a body (node only reads them). */
+const noBodyHeaders: readonly string[] = Object.freeze(['Content-Length', '0']);
+
+/** Where a response keeps its Exchange, for the shared 'close' listener. */
+const kExchange = Symbol('meshkv.exchange');
+type AnsweringResponse = ServerResponse & { [kExchange]: Exchange };
 
 /** One request's bookkeeping: its connection's queue, what /metrics counts once answered. */
 interface Exchange {
   readonly req: IncomingMessage;
   readonly res: ServerResponse;
-  readonly startedNs: bigint;
+  /** performance.now() when it came. */
+  readonly startedMs: number;
   /** GET: may run beside other safe requests of its connection. */
   readonly safe: boolean;
   readonly connection: ConnectionRequests;
@@ -216,6 +261,8 @@ interface Exchange {
  */
 interface ConnectionRequests {
   readonly socket: Socket;
+  /** From a loopback address (auth: loopback requests may skip the token). */
+  readonly loopback: boolean;
   running: number;
   runningUnsafe: number;
   readonly waiting: Exchange[];
@@ -259,7 +306,7 @@ class HttpApiServer implements HttpApi {
     this.onError = options.onError ?? (() => {});
     this.nodeMetrics = options.metrics ?? new NodeMetrics();
     this.metrics = this.nodeMetrics.registry;
-    this.httpMetrics = new HttpMetrics(this.metrics);
+    this.httpMetrics = new HttpMetrics(this.metrics, () => this.inFlight);
     this.server = createHttpServer(
       { maxHeaderSize: limits.maxHeaderBytes, requestTimeout: limits.requestTimeoutMs },
       (req, res) => this.serve(req, res),
@@ -307,13 +354,19 @@ class HttpApiServer implements HttpApi {
   private serve(req: IncomingMessage, res: ServerResponse): void {
     let connection = this.connections.get(req.socket);
     if (connection === undefined) {
-      connection = { socket: req.socket, running: 0, runningUnsafe: 0, waiting: [] };
+      connection = {
+        socket: req.socket,
+        loopback: isLoopbackAddress(req.socket.remoteAddress),
+        running: 0,
+        runningUnsafe: 0,
+        waiting: [],
+      };
       this.connections.set(req.socket, connection);
     }
     const x: Exchange = {
       req,
       res,
-      startedNs: process.hrtime.bigint(),
+      startedMs: performance.now(),
       safe: req.method === 'GET',
       connection,
       op: 'other',
@@ -322,8 +375,8 @@ class HttpApiServer implements HttpApi {
       gone: false,
     };
     this.inFlight++;
-    this.httpMetrics.inFlight.set(this.inFlight);
-    res.once('close', () => this.gone(x));
+    (res as AnsweringResponse)[kExchange] = x;
+    res.on('close', this.onResponseClose);
     if (this.inFlight > this.limits.maxConcurrentRequests) {
       this.overloaded(x, 'maxConcurrentRequests', 'HTTP requests are being served');
     } else if (connection.running + connection.waiting.length >= this.limits.maxPipelinedRequests) {
@@ -356,11 +409,18 @@ class HttpApiServer implements HttpApi {
     this.route(x).catch((error: unknown) => this.fail(x, error));
   }
 
+  /** A response's 'close' (it fires once): one listener for all, no closure per request. */
+  private readonly onResponseClose: (this: AnsweringResponse) => void = (() => {
+    const api = this;
+    return function onResponseClose(this: AnsweringResponse) {
+      api.gone(this[kExchange]);
+    };
+  })();
+
   private gone(x: Exchange): void {
     if (x.gone) return;
     x.gone = true;
     this.inFlight--;
-    this.httpMetrics.inFlight.set(this.inFlight);
     this.finished(x);
   }
 
@@ -397,7 +457,7 @@ class HttpApiServer implements HttpApi {
   }
 
   private async route(x: Exchange): Promise<void> {
-    if (!this.authorized(x.req)) {
+    if (!this.authorized(x)) {
       x.res.setHeader('WWW-Authenticate', 'Bearer');
       return this.error(
         x,
@@ -462,7 +522,7 @@ class HttpApiServer implements HttpApi {
     }
     let key: string;
     try {
-      key = decodeURIComponent(encodedKey);
+      key = encodedKey.includes('%') ? decodeURIComponent(encodedKey) : encodedKey;
     } catch {
       return this.error(
         x,
@@ -505,23 +565,24 @@ class HttpApiServer implements HttpApi {
       this.tooLarge(x, declared, true);
       return Promise.resolve(null);
     }
+    // The handlers are unnamed: tsx (esbuild keepNames) names every named closure with an
+    // Object.defineProperty call, per request here.
     return new Promise((resolve) => {
       const chunks: Buffer[] = [];
       let sizeBytes = 0;
-      const onData = (chunk: Buffer) => {
+      x.req.on('data', (chunk: Buffer) => {
+        if (sizeBytes > maxBytes) return;
         sizeBytes += chunk.byteLength;
         if (sizeBytes <= maxBytes) {
           chunks.push(chunk);
           return;
         }
         // Stop reading: no more data events, the connection closes after the answer.
-        x.req.off('data', onData);
         x.req.pause();
         chunks.length = 0;
         this.tooLarge(x, sizeBytes, false);
         resolve(null);
-      };
-      x.req.on('data', onData);
+      });
       x.req.once('end', () => {
         if (sizeBytes > maxBytes) return;
         resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, sizeBytes));
@@ -548,9 +609,9 @@ class HttpApiServer implements HttpApi {
     );
   }
 
-  private authorized(req: IncomingMessage): boolean {
-    if (!this.requireTokenForLoopback && isLoopbackAddress(req.socket.remoteAddress)) return true;
-    const header = req.headers.authorization;
+  private authorized(x: Exchange): boolean {
+    if (!this.requireTokenForLoopback && x.connection.loopback) return true;
+    const header = x.req.headers.authorization;
     if (
       header === undefined ||
       header.length < 7 ||
@@ -627,17 +688,22 @@ class HttpApiServer implements HttpApi {
     ) {
       res.setHeader('Connection', 'close');
     }
-    res.statusCode = status;
-    if (contentType !== null) res.setHeader('Content-Type', contentType);
     if (status === 503 && code === ErrorCode.OVERLOADED) res.setHeader('Retry-After', '1');
-    res.setHeader(
-      'Content-Length',
-      body === null ? 0 : typeof body === 'string' ? Buffer.byteLength(body) : body.byteLength,
+    const length =
+      body === null ? 0 : typeof body === 'string' ? Buffer.byteLength(body) : body.byteLength;
+    // A flat header array goes straight into the response head (each setHeader validates,
+    // lowercases and stores in a header object); node merges headers set before (Allow,
+    // vary, Connection: close) into it.
+    res.writeHead(
+      status,
+      contentType === null
+        ? length === 0
+          ? (noBodyHeaders as string[])
+          : ['Content-Length', String(length)]
+        : ['Content-Type', contentType, 'Content-Length', String(length)],
     );
     res.end(body ?? undefined);
-    this.httpMetrics.requests.inc({ op: x.op, code });
-    const seconds = Number(process.hrtime.bigint() - x.startedNs) / 1e9;
-    this.httpMetrics.durationSeconds.observe({ op: x.op }, seconds);
+    this.httpMetrics.count(x.op, code, (performance.now() - x.startedMs) / 1000);
     this.finished(x);
   }
 }
@@ -664,10 +730,18 @@ function parseQuery(query: string, op: Op): PutOptions | GetOptions | DeleteOpti
     deadlineMs?: number;
   } = {};
   if (query === '') return options;
-  const seen = new Set<string>();
-  for (const [name, value] of new URLSearchParams(query)) {
-    if (seen.has(name)) return `the query parameter ${JSON.stringify(name)} is given twice`;
-    seen.add(name);
+  // Without '%' or '+' nothing decodes: split it here (what URLSearchParams would give).
+  const pairs =
+    query.includes('%') || query.includes('+') ? new URLSearchParams(query) : plainPairs(query);
+  for (const [name, value] of pairs) {
+    // Only the known names get this far twice (an unknown one is refused at once).
+    const given =
+      name === 'timeout'
+        ? options.deadlineMs !== undefined
+        : name === 'consistency'
+          ? options.consistency !== undefined
+          : name === 'ack' && options.ack !== undefined;
+    if (given) return `the query parameter ${JSON.stringify(name)} is given twice`;
     if (name === 'timeout') {
       if (value.length > MAX_TIMEOUT_DIGITS || !/^\d+$/.test(value)) {
         return `timeout must be a whole number of milliseconds, got ${JSON.stringify(value.slice(0, 32))}`;
@@ -690,6 +764,27 @@ function parseQuery(query: string, op: Op): PutOptions | GetOptions | DeleteOpti
     }
   }
   return options;
+}
+
+/** The name=value pairs of a query holding no '%' or '+', as URLSearchParams splits them. */
+function plainPairs(query: string): [string, string][] {
+  const pairs: [string, string][] = [];
+  // The next '=' at or after `start` (-1: none), found again only once passed: linear.
+  let equals = -2;
+  for (let start = 0; start <= query.length; ) {
+    let end = query.indexOf('&', start);
+    if (end < 0) end = query.length;
+    if (end > start) {
+      if (equals !== -1 && equals < start) equals = query.indexOf('=', start);
+      pairs.push(
+        equals < 0 || equals > end
+          ? [query.slice(start, end), '']
+          : [query.slice(start, equals), query.slice(equals + 1, end)],
+      );
+    }
+    start = end + 1;
+  }
+  return pairs;
 }
 
 /** The HTTP API in front of `options.node` (see the contract at the top of this file). */
