@@ -139,26 +139,29 @@ class Cluster {
   /** Starts a new peer on a fresh data directory; resolves once it serves HTTP. */
   async addPeer(options: { leave?: boolean } = {}): Promise<Peer> {
     const index = this.peers.length;
-    const peer: Peer = {
-      name: `peer-${index + 1}`,
-      dataDir: join(this.dir, `peer-${index + 1}`),
+    const name = `peer-${index + 1}`;
+    const spec = {
+      name,
+      dataDir: join(this.dir, name),
       leave: options.leave === true,
       network: this.options.network?.(index),
-      proc: null as unknown as Proc,
-      url: '',
-      id: '',
-      serving: false,
     };
+    const peer: Peer = { ...spec, proc: this.spawn(spec), url: '', id: '', serving: false };
     this.peers.push(peer);
-    await this.start(peer);
+    await this.ready(peer);
     return peer;
   }
 
-  /** (Re)starts `peer` on its data directory; resolves once it serves HTTP. */
+  /** Restarts a stopped `peer` on its data directory; resolves once it serves HTTP. */
   async start(peer: Peer): Promise<void> {
-    expect(peer.proc === null || !peer.proc.running, `${peer.name} still runs`).to.equal(true);
+    expect(peer.proc.running, `${peer.name} still runs`).to.equal(false);
+    peer.proc = this.spawn(peer);
+    await this.ready(peer);
+  }
+
+  private spawn(peer: Pick<Peer, 'name' | 'dataDir' | 'leave' | 'network'>): Proc {
     const network = peer.network;
-    peer.proc = this.processes.track(
+    return this.processes.track(
       spawnPeer({
         signalingUrl: this.signaling.url,
         token: TOKEN,
@@ -174,6 +177,10 @@ class Cluster {
             }),
       }),
     );
+  }
+
+  /** Waits until `peer`'s process serves HTTP, and checks the id it joined under. */
+  private async ready(peer: Peer): Promise<void> {
     peer.url = await waitForHttp(peer.proc);
     const joined = joinedAs(peer.proc.stdout);
     expect(joined, peer.proc.stdout).to.not.equal(null);
@@ -190,12 +197,6 @@ class Cluster {
 
   serving(): Peer[] {
     return this.peers.filter((peer) => peer.serving);
-  }
-
-  byId(id: string): Peer {
-    const peer = this.peers.find((p) => p.id === id);
-    if (peer === undefined) throw new Error(`no peer ${id}`);
-    return peer;
   }
 
   partitionOf(key: string): number {
@@ -625,6 +626,15 @@ describe('faults of meshkv node processes over WebRTC', function () {
     /** Keys written once whose put was acknowledged, across the tests of this cluster. */
     const acknowledged = new Map<string, string>();
     const history: KvHistoryOp[] = [];
+
+    // A test that failed half-way may leave a peer stopped: the next starts with all three.
+    afterEach(async () => {
+      const cluster = current();
+      const stopped = cluster.peers.filter((peer) => !peer.proc.running);
+      if (stopped.length === 0 || !cluster.signaling.proc.running) return;
+      await Promise.all(stopped.map((peer) => cluster.start(peer)));
+      await cluster.waitPlaced('every peer back after the test', 3);
+    });
 
     it('puts, gets and deletes through every peer', async () => {
       const cluster = current();
