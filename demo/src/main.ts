@@ -243,7 +243,9 @@ function refreshControls(): void {
     left: 'left the cluster (open another node to join again)',
     failed: escapeHtml(nodeProblem),
   };
-  ui.selfLine.innerHTML = `This tab is node${id}: <strong class="node-${nodeState}">${what[nodeState]}</strong>`;
+  const line = `This tab is node${id}: <strong class="node-${nodeState}">${what[nodeState]}</strong>`;
+  // A live region: rewritten only when it changes, or screen readers repeat it every second.
+  if (ui.selfLine.innerHTML !== line) ui.selfLine.innerHTML = line;
 }
 
 function refreshConsoleFields(): void {

@@ -89,8 +89,8 @@ function partitionState(row: PartitionRow): string {
   const parts: string[] = [];
   if (row.learners.length > 0) parts.push(`catching up ${list(row.learners)}`);
   if (row.votersOutgoing.length > 0) parts.push('switching replicas (joint)');
-  if (parts.length === 0) parts.push('to be moved');
-  return `<span class="moving">${parts.join('; ')}</span>${row.note ? ` <span class="muted">${escapeHtml(row.note)}</span>` : ''}`;
+  if (parts.length === 0) parts.push('waiting to move');
+  return `<span class="moving">${parts.join('; ')}</span>${row.note ? `<br><span class="muted note">${escapeHtml(row.note)}</span>` : ''}`;
 }
 
 export function partitionsTable(view: ClusterView, colour: Map<string, string>): string {
@@ -111,26 +111,45 @@ export function partitionsTable(view: ClusterView, colour: Map<string, string>):
 }
 
 export function movesList(view: ClusterView): string {
-  const moving = view.rows.filter((row) => row.moving);
+  const active = view.rows.filter(
+    (row) => row.learners.length > 0 || row.votersOutgoing.length > 0,
+  );
+  const waiting = view.rows.filter(
+    (row) => row.moving && row.learners.length === 0 && row.votersOutgoing.length === 0,
+  );
   const busy = view.members.filter((m) => (m.movesInProgress ?? 0) > 0);
   const unknown = view.rows.filter((row) => row.voters === undefined).length;
-  const items = moving.map(
-    (row) =>
-      `<li>Partition ${row.partition}: ${partitionState(row)}, to ${list(row.placement)}</li>`,
-  );
+  const items = active.map((row) => {
+    const steps: string[] = [];
+    if (row.learners.length > 0) steps.push(`copying its data to ${list(row.learners)}`);
+    if (row.votersOutgoing.length > 0) steps.push('switching to its new replicas');
+    return `<li>Partition ${row.partition}: ${steps.join(', ')}</li>`;
+  });
   for (const m of busy) {
     items.push(
-      `<li>Node <code>${escapeHtml(m.nodeId)}</code> is copying ${m.movesInProgress} replica(s) to new nodes</li>`,
+      `<li>Node <code>${escapeHtml(m.nodeId)}</code> leads ${m.movesInProgress} of these copies</li>`,
     );
   }
-  const tail =
-    unknown > 0
-      ? `<p class="muted">${unknown} partition(s) are on nodes whose status this page cannot see.</p>`
-      : '';
-  if (items.length === 0) {
-    return `<p>None: every partition this page can see has its replicas where the ring places them.</p>${tail}`;
+  const parts: string[] = [];
+  if (items.length > 0) parts.push(`<ul class="moves">${items.join('')}</ul>`);
+  if (waiting.length > 0) {
+    parts.push(
+      `<p>Waiting to move (a leader moves a few at a time): partition${waiting.length === 1 ? '' : 's'} ${waiting
+        .map((row) => row.partition)
+        .join(', ')}.</p>`,
+    );
   }
-  return `<ul class="moves">${items.join('')}</ul>${tail}`;
+  if (parts.length === 0) {
+    parts.push(
+      '<p>None: every partition this page can see has its replicas where the ring places them.</p>',
+    );
+  }
+  if (unknown > 0) {
+    parts.push(
+      `<p class="muted">${unknown} partition(s) are on nodes whose status this page cannot see.</p>`,
+    );
+  }
+  return parts.join('');
 }
 
 export function groupsTable(status: NodeStatus | undefined, colour: Map<string, string>): string {
@@ -155,7 +174,8 @@ export function groupsTable(status: NodeStatus | undefined, colour: Map<string, 
 }
 
 function ms(value: number | undefined): string {
-  return value === undefined ? '<span class="muted">–</span>' : `${value.toFixed(1)} ms`;
+  if (value === undefined) return '<span class="muted">–</span>';
+  return value < 100 ? value.toFixed(1) : value.toFixed(0);
 }
 
 export function opsTable(summaries: readonly OpSummary[]): string {
@@ -165,7 +185,7 @@ export function opsTable(summaries: readonly OpSummary[]): string {
         s.p99Ms,
       )}</td><td>${ms(s.maxMs)}</td><td>${s.errors}</td></tr>`,
   );
-  return `<table aria-label="Recent operations"><thead><tr><th scope="col">Kind</th><th scope="col">Count</th><th scope="col">Ops/s</th><th scope="col">Median latency</th><th scope="col">99th percentile</th><th scope="col">Slowest</th><th scope="col">Errors</th></tr></thead><tbody>${rows.join(
+  return `<table aria-label="Recent operations"><thead><tr><th scope="col">Kind</th><th scope="col">Count</th><th scope="col">Ops/s</th><th scope="col"><abbr title="median latency: half were faster">p50</abbr> ms</th><th scope="col"><abbr title="99th percentile latency: 1 in 100 was slower">p99</abbr> ms</th><th scope="col"><abbr title="the slowest">max</abbr> ms</th><th scope="col">Errors</th></tr></thead><tbody>${rows.join(
     '',
   )}</tbody></table>`;
 }

@@ -51,6 +51,8 @@ describe('demo app served by meshkv start (real processes, Chromium)', function 
       () => processes.state(),
       180_000,
     );
+    // The start says whether it built the demo or found its build current.
+    expect(start.stdout).to.match(/^demo: (built in [\d.]+ s|demo\/dist is up to date)/m);
     browser = await puppeteer.launch({
       executablePath: chromiumPath,
       headless: true,

@@ -108,7 +108,9 @@ export async function runStart(options: StartOptions): Promise<number> {
     const { token, created } = await readOrCreateToken(dir);
     // Before anything listens: a build (seconds) must not delay the peers' grace periods.
     const demo = await ensureDemoBuilt(out);
-    if (demo.kind === 'built') {
+    if (demo.kind === 'up to date') {
+      out('demo: demo/dist is up to date (its sources did not change since it was built)');
+    } else if (demo.kind === 'built') {
       out(`demo: built in ${(demo.elapsedMs / 1000).toFixed(1)} s (${demo.reason})`);
     } else if (demo.kind === 'failed') {
       out(`demo: not built, so not served (the cluster runs without it): ${demo.reason}`);
