@@ -2,7 +2,8 @@
 // serving demo/dist, building it first if needed, and 3 Node peers), then Debian's Chromium
 // on the printed URL. The page joins as a node, renders the ring and the members, runs a
 // put and a get through its console (the put read back from a Node peer's HTTP API),
-// crashes and restarts its node with the fault buttons, and lays out without horizontal
+// crashes and restarts its node with the fault buttons, opens another node (a second tab
+// joins; each sees the other's status), and lays out without horizontal
 // overflow at 1280×800 and 390×844; screenshots of both go to test-output/demo/. No
 // console error, page error or failed request all along. Needs the private network
 // namespace (pnpm test, or scripts/netns-run.sh).
@@ -10,7 +11,7 @@ import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
-import puppeteer, { type Browser, type Page } from 'puppeteer-core';
+import type { Browser, Page } from 'puppeteer-core';
 import {
   MESHKV_CLI,
   Proc,
@@ -18,7 +19,7 @@ import {
   ROOT,
   waitUntil,
 } from '../../packages/node/test/support/processes.ts';
-import { chromiumArgs, chromiumPath } from '../../scripts/chromium.mjs';
+import { launchChromium } from '../../packages/storage/test/chromium.ts';
 
 const SCREENSHOT_DIR = join(ROOT, 'test-output', 'demo');
 /** Waits in the page: generous, the machine is shared. */
@@ -53,26 +54,27 @@ describe('demo app served by meshkv start (real processes, Chromium)', function 
     );
     // The start says whether it built the demo or found its build current.
     expect(start.stdout).to.match(/^demo: (built in [\d.]+ s|demo\/dist is up to date)/m);
-    browser = await puppeteer.launch({
-      executablePath: chromiumPath,
-      headless: true,
-      args: [...chromiumArgs],
-    });
+    browser = await launchChromium(join(dir, 'chromium'));
     page = await browser.newPage();
-    page.on('console', (message) => {
+    watch(page);
+  });
+
+  /** Every console error, page error, failed request and HTTP error of `tab` goes to `problems`. */
+  function watch(tab: Page): void {
+    tab.on('console', (message) => {
       if (message.type() === 'error') problems.push(`console error: ${message.text()}`);
     });
-    page.on('pageerror', (error) => problems.push(`page error: ${String(error)}`));
-    page.on('requestfailed', (request) => {
+    tab.on('pageerror', (error) => problems.push(`page error: ${String(error)}`));
+    tab.on('requestfailed', (request) => {
       // A status poll past its timeout is aborted by the page: slow, not broken.
       const errorText = request.failure()?.errorText;
       if (errorText !== 'net::ERR_ABORTED')
         problems.push(`request failed: ${request.url()} ${errorText}`);
     });
-    page.on('response', (response) => {
+    tab.on('response', (response) => {
       if (response.status() >= 400) problems.push(`HTTP ${response.status()}: ${response.url()}`);
     });
-  });
+  }
 
   after(async () => {
     await browser?.close();
@@ -82,18 +84,19 @@ describe('demo app served by meshkv start (real processes, Chromium)', function 
     if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
   });
 
-  /** The page's text of `selector` once `accept` holds for it. */
+  /** The text of `selector` in `tab` (default: the first page) once `accept` holds for it. */
   async function waitForText(
     selector: string,
     accept: (text: string) => boolean,
     what: string,
+    tab: Page = page,
   ): Promise<string> {
     let text = '';
     return waitUntil(
       async () => {
         // innerText: the text as rendered, table cells separated by tabs.
         // biome-ignore lint/performance/useDomNodeTextContent: the layout is what is asserted
-        text = await page.$eval(selector, (e) => (e as HTMLElement).innerText);
+        text = await tab.$eval(selector, (e) => (e as HTMLElement).innerText);
         return accept(text) ? text : undefined;
       },
       what,
@@ -195,12 +198,30 @@ describe('demo app served by meshkv start (real processes, Chromium)', function 
       'the node running again, same id',
     );
 
-    await page.setViewport({ width: 390, height: 844 });
+    // "Open another node": a second tab joins as a fifth member, and each tab sees the
+    // other's status (BroadcastChannel).
+    const opened = browser!.waitForTarget(
+      (target) => target.type() === 'page' && target.url() === demoUrl && target !== page.target(),
+      { timeout: PAGE_DEADLINE_MS },
+    );
+    await page.click('#open-another');
+    const second = (await (await opened).page())!;
+    watch(second);
+    const secondLine = await waitForText(
+      '#self-line',
+      (t) => /: running$/.test(t),
+      'the second tab running',
+      second,
+    );
+    expect(secondLine).to.not.include(selfId!);
+    await page.bringToFront();
     await waitForText(
       '#members',
-      (t) => (t.match(/\bup\b/g) ?? []).length === 4,
-      'four members up after the restart',
+      (t) => (t.match(/\bup\b/g) ?? []).length === 5 && t.includes('another tab'),
+      "five members up, the other tab's status among them",
     );
+
+    await page.setViewport({ width: 390, height: 844 });
     await page.screenshot({ path: await screenshotPath('demo-390x844.png'), fullPage: true });
     await noHorizontalOverflow();
 
