@@ -185,7 +185,7 @@ export function opsTable(summaries: readonly OpSummary[]): string {
         s.p99Ms,
       )}</td><td>${ms(s.maxMs)}</td><td>${s.errors}</td></tr>`,
   );
-  return `<table aria-label="Recent operations"><thead><tr><th scope="col">Kind</th><th scope="col">Count</th><th scope="col">Ops/s</th><th scope="col"><abbr title="median latency: half were faster">p50</abbr> ms</th><th scope="col"><abbr title="99th percentile latency: 1 in 100 was slower">p99</abbr> ms</th><th scope="col"><abbr title="the slowest">max</abbr> ms</th><th scope="col">Errors</th></tr></thead><tbody>${rows.join(
+  return `<table aria-label="Recent operations"><thead><tr><th scope="col">Kind</th><th scope="col">Count</th><th scope="col">Ops/s</th><th scope="col"><abbr title="median latency: half were faster">p50</abbr></th><th scope="col"><abbr title="99th percentile latency: 1 in 100 was slower">p99</abbr></th><th scope="col"><abbr title="the slowest">max</abbr></th><th scope="col">Errors</th></tr></thead><tbody>${rows.join(
     '',
   )}</tbody></table>`;
 }
