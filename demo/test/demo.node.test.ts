@@ -225,13 +225,22 @@ describe('demo app served by meshkv start (real processes, Chromium)', function 
     await page.screenshot({ path: await screenshotPath('demo-390x844.png'), fullPage: true });
     await noHorizontalOverflow();
 
-    // Keyboard: every control can be reached with Tab.
-    const reachable = await page.evaluate(() =>
-      [...document.querySelectorAll('button, select, input')].every(
-        (e) => (e as HTMLElement).tabIndex >= 0,
-      ),
-    );
-    expect(reachable).to.equal(true);
+    // Keyboard: Tab reaches every control in order, and a fault button works from it.
+    await page.focus('body');
+    const reached = new Set<string>();
+    for (let i = 0; i < 40; i++) {
+      await page.keyboard.press('Tab');
+      reached.add(await page.evaluate(() => document.activeElement?.id ?? ''));
+    }
+    for (const id of ['crash', 'isolate', 'leave', 'open-another', 'drop', 'op', 'key', 'run']) {
+      expect(reached, `#${id} reached with Tab`).to.include(id);
+    }
+    await page.focus('#isolate');
+    await page.keyboard.press('Enter');
+    await waitForText('#self-line', (t) => t.includes('isolated'), 'the node isolated by keyboard');
+    expect(await page.$eval('#isolate', (b) => b.getAttribute('aria-pressed'))).to.equal('true');
+    await page.keyboard.press('Space');
+    await waitForText('#self-line', (t) => /: running$/.test(t), 'the node reconnected');
     // The crash's refused get is an answer shown in the page, not an error in the console.
     expect(problems).to.deep.equal([]);
   });
