@@ -20,7 +20,10 @@
 // Time: the nodes' clock is the bench's `clockMs`. Setting up (bootstrap on a, growth to
 // three voters by rebalancing) and the idle measurement run in virtual time: the clock
 // moves one tick (tickMs, default 100 ms) whenever nothing is left to deliver, so they
-// take CPU time only. The load rows tick by wall time.
+// take CPU time only. The load rows tick by wall time, or with `--turn-ms T` by T ms per
+// pump turn (the same work per operation however much CPU the process gets: builds
+// compare on a loaded machine). `--profile` writes a CPU profile of the first row's
+// measured seconds, `--heap-profile` sampled allocations over them (no idle row then).
 //
 // Storage batches are counted by a NodeStorage wrapper (CountingStorage): entries and
 // groups per write(); frames per peer per batch are status().framesSent over
