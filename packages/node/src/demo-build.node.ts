@@ -20,13 +20,11 @@ import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { tryLockDirectory } from './peer.node.ts';
 
-export const REPOSITORY_DIR = fileURLToPath(new URL('../../../', import.meta.url));
-export const DEMO_DIR = join(REPOSITORY_DIR, 'demo');
+const REPOSITORY_DIR = fileURLToPath(new URL('../../../', import.meta.url));
 /** What the signaling server serves at `/`. */
-export const DEMO_BUILD_DIR = join(DEMO_DIR, 'dist');
-const INPUTS_FILE = 'build-inputs.json';
-const WORK_DIR = join(DEMO_DIR, '.build');
-const VITE_CLI = join(DEMO_DIR, 'node_modules', 'vite', 'bin', 'vite.js');
+export const DEMO_BUILD_DIR = join(REPOSITORY_DIR, 'demo', 'dist');
+/** The file of a build recording its inputs' digest. */
+export const INPUTS_FILE = 'build-inputs.json';
 /** A build slower than this is killed (a few seconds here; the machine may be loaded). */
 const BUILD_DEADLINE_MS = 300_000;
 /** How long a start waits for another start's build. */
@@ -42,42 +40,55 @@ export type DemoBuildResult =
   | { readonly kind: 'built'; readonly reason: string; readonly elapsedMs: number }
   | { readonly kind: 'failed'; readonly reason: string };
 
-/** Builds demo/dist if its inputs changed (see the file comment); never throws. */
-export async function ensureDemoBuilt(out: (line: string) => void): Promise<DemoBuildResult> {
+/**
+ * Builds `repository`/demo/dist if its inputs changed (see the file comment); never throws.
+ * `repository` is this checkout but in tests.
+ */
+export async function ensureDemoBuilt(
+  out: (line: string) => void,
+  repository: string = REPOSITORY_DIR,
+): Promise<DemoBuildResult> {
   try {
-    return await buildIfNeeded(out);
+    return await buildIfNeeded(out, repository);
   } catch (error) {
     return { kind: 'failed', reason: String(error) };
   }
 }
 
-async function buildIfNeeded(out: (line: string) => void): Promise<DemoBuildResult> {
-  const inputs = await inputsDigest();
-  let why = await rebuildReason(inputs);
+async function buildIfNeeded(
+  out: (line: string) => void,
+  repository: string,
+): Promise<DemoBuildResult> {
+  const demoDir = join(repository, 'demo');
+  const buildDir = join(demoDir, 'dist');
+  const workDir = join(demoDir, '.build');
+  const viteCli = join(demoDir, 'node_modules', 'vite', 'bin', 'vite.js');
+  const inputs = await inputsDigest(repository);
+  let why = await rebuildReason(buildDir, inputs);
   if (why === null) return { kind: 'up to date' };
-  const unlock = await waitForBuildLock(out);
+  const unlock = await waitForBuildLock(workDir, out);
   try {
     // Another start may have built it while we waited.
-    why = await rebuildReason(inputs);
+    why = await rebuildReason(buildDir, inputs);
     if (why === null) return { kind: 'up to date' };
-    if (!(await isFile(VITE_CLI))) {
-      return { kind: 'failed', reason: `vite is not installed (${VITE_CLI}): run pnpm install` };
+    if (!(await isFile(viteCli))) {
+      return { kind: 'failed', reason: `vite is not installed (${viteCli}): run pnpm install` };
     }
     out(`demo: building demo/dist (${why})…`);
     const startedMs = performance.now();
-    const outDir = join(WORK_DIR, `out-${process.pid}`);
+    const outDir = join(workDir, `out-${process.pid}`);
     await rm(outDir, { recursive: true, force: true });
-    const failure = await runVite(outDir);
+    const failure = await runVite(viteCli, demoDir, outDir);
     if (failure !== null) {
       await rm(outDir, { recursive: true, force: true });
       return { kind: 'failed', reason: failure };
     }
     await writeFile(join(outDir, INPUTS_FILE), `${JSON.stringify({ sha256: inputs })}\n`);
-    const old = join(WORK_DIR, `old-${process.pid}`);
-    await rename(DEMO_BUILD_DIR, old).catch((error: NodeJS.ErrnoException) => {
+    const old = join(workDir, `old-${process.pid}`);
+    await rename(buildDir, old).catch((error: NodeJS.ErrnoException) => {
       if (error.code !== 'ENOENT') throw error;
     });
-    await rename(outDir, DEMO_BUILD_DIR);
+    await rename(outDir, buildDir);
     await rm(old, { recursive: true, force: true });
     return { kind: 'built', reason: why, elapsedMs: performance.now() - startedMs };
   } finally {
@@ -85,10 +96,10 @@ async function buildIfNeeded(out: (line: string) => void): Promise<DemoBuildResu
   }
 }
 
-/** Why demo/dist must be built, or null if it is the build of `inputs`. */
-async function rebuildReason(inputs: string): Promise<string | null> {
-  if (!(await isFile(join(DEMO_BUILD_DIR, 'index.html')))) return 'no build yet';
-  const recorded = await readFile(join(DEMO_BUILD_DIR, INPUTS_FILE), 'utf8').then(
+/** Why `buildDir` must be built, or null if it is the build of `inputs`. */
+async function rebuildReason(buildDir: string, inputs: string): Promise<string | null> {
+  if (!(await isFile(join(buildDir, 'index.html')))) return 'no build yet';
+  const recorded = await readFile(join(buildDir, INPUTS_FILE), 'utf8').then(
     (text) => (JSON.parse(text) as { sha256?: unknown }).sha256,
     () => undefined,
   );
@@ -96,16 +107,17 @@ async function rebuildReason(inputs: string): Promise<string | null> {
 }
 
 /** sha256 over the path and bytes of every input file, in path order. */
-async function inputsDigest(): Promise<string> {
+async function inputsDigest(repository: string): Promise<string> {
+  const demoDir = join(repository, 'demo');
   const files: string[] = [
-    join(DEMO_DIR, 'index.html'),
-    join(DEMO_DIR, 'vite.config.ts'),
-    join(DEMO_DIR, 'package.json'),
-    join(REPOSITORY_DIR, 'pnpm-lock.yaml'),
+    join(demoDir, 'index.html'),
+    join(demoDir, 'vite.config.ts'),
+    join(demoDir, 'package.json'),
+    join(repository, 'pnpm-lock.yaml'),
   ];
-  await listFiles(join(DEMO_DIR, 'src'), files);
-  for (const name of await readdir(join(REPOSITORY_DIR, 'packages'))) {
-    const dir = join(REPOSITORY_DIR, 'packages', name);
+  await listFiles(join(demoDir, 'src'), files);
+  for (const name of await readdir(join(repository, 'packages'))) {
+    const dir = join(repository, 'packages', name);
     if (!(await isFile(join(dir, 'package.json')))) continue;
     files.push(join(dir, 'package.json'));
     await listFiles(join(dir, 'src'), files);
@@ -113,7 +125,7 @@ async function inputsDigest(): Promise<string> {
   files.sort();
   const hash = createHash('sha256');
   for (const file of files) {
-    hash.update(relative(REPOSITORY_DIR, file)).update('\0');
+    hash.update(relative(repository, file)).update('\0');
     hash.update(await readFile(file).catch(() => Buffer.from('(missing)')));
     hash.update('\0');
   }
@@ -132,29 +144,31 @@ async function listFiles(dir: string, into: string[]): Promise<void> {
   }
 }
 
-async function waitForBuildLock(out: (line: string) => void): Promise<() => Promise<void>> {
+async function waitForBuildLock(
+  workDir: string,
+  out: (line: string) => void,
+): Promise<() => Promise<void>> {
   const deadlineMs = Date.now() + LOCK_WAIT_MS;
   let told = false;
   for (;;) {
-    const unlock = await tryLockDirectory(WORK_DIR);
+    const unlock = await tryLockDirectory(workDir);
     if (unlock !== null) return unlock;
     if (!told) out('demo: another meshkv start is building it; waiting');
     told = true;
     if (Date.now() > deadlineMs) {
-      throw new Error(`${WORK_DIR} stayed locked by another build for ${LOCK_WAIT_MS} ms`);
+      throw new Error(`${workDir} stayed locked by another build for ${LOCK_WAIT_MS} ms`);
     }
     await new Promise((resolve) => setTimeout(resolve, LOCK_POLL_MS));
   }
 }
 
-/** Runs `vite build` into `outDir`; resolves with null, or why it failed. */
-function runVite(outDir: string): Promise<string | null> {
+/** Runs `vite build` of `demoDir` into `outDir`; resolves with null, or why it failed. */
+function runVite(viteCli: string, demoDir: string, outDir: string): Promise<string | null> {
   return new Promise((resolve) => {
-    const child = spawn(
-      process.execPath,
-      [VITE_CLI, 'build', '--outDir', outDir, '--emptyOutDir'],
-      { cwd: DEMO_DIR, stdio: ['ignore', 'pipe', 'pipe'] },
-    );
+    const child = spawn(process.execPath, [viteCli, 'build', '--outDir', outDir, '--emptyOutDir'], {
+      cwd: demoDir,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let output = '';
     const keep = (chunk: Buffer) => {
       output = (output + chunk.toString()).slice(-MAX_SHOWN_OUTPUT_CHARS);
