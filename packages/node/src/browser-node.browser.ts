@@ -26,7 +26,7 @@ import {
   type SignalingClient,
   WebRtcMesh,
 } from '@meshkv/transport';
-import { FaultyTransport } from './fault-transport.ts';
+import { checkDropPercent, type FaultState, FaultyTransport } from './fault-transport.ts';
 import {
   cryptoRandom,
   type Identity,
@@ -76,12 +76,17 @@ export interface BrowserNode {
   restart(): Promise<void>;
   /** Drops every frame in and out while true. */
   setIsolated(isolated: boolean): void;
-  /** Drops that share of frames each way, 0..100. */
+  /** Drops that share of frames each way, 0..100 (a RangeError outside). */
   setDropPercent(percent: number): void;
+  /** The fault settings, and the frames they dropped since this (re)start. */
+  faults(): FaultState;
   /**
    * Leaves gracefully: the registry marks it `left`, every replica is handed off, the
-   * node stops, and its data and identity are deleted. Fails with TIMEOUT at `deadlineMs`
-   * (default 60 s); the node is stopped either way.
+   * node stops, and its data and identity are deleted. The node is stopped either way; if
+   * the registry refused or could not take the leave, it rejects and the identity and
+   * data stay (the node is still a member: a later tab adopts it). A hand-off cut short
+   * rejects with TIMEOUT at `deadlineMs` (default 60 s), the data deleted all the same:
+   * the registry says `left`, so the leaders re-place those replicas from the survivors.
    */
   leave(options?: { deadlineMs?: number }): Promise<void>;
   /** Stops without leaving and releases the id (another tab may take it over). */
@@ -123,6 +128,16 @@ class TabNode implements BrowserNode {
   /** Set once left or closed: nothing starts again. */
   private ended = false;
   private readonly onPageHide = (): void => this.stopOnPageHide();
+  private readonly onPageShow = (event: PageTransitionEvent): void => {
+    // Back from the back/forward cache after a pagehide that closed the socket: start over.
+    if (event.persisted && this.running?.client.state === 'closed') {
+      void this.stop().then(() =>
+        this.restart().catch((error) =>
+          this.log(`restart after pageshow failed: ${String(error)}`),
+        ),
+      );
+    }
+  };
 
   constructor(private readonly options: BrowserNodeOptions) {
     this.clusterId = options.clusterId ?? DEFAULT_CLUSTER_ID;
@@ -130,8 +145,10 @@ class TabNode implements BrowserNode {
   }
 
   get nodeId(): string {
-    if (this.held === null) throw new Error('the browser node has no identity (not started)');
-    return this.held.identity.nodeId;
+    // After leave() or close() the id is released, and still the one this node had.
+    const nodeId = this.held?.identity.nodeId ?? this.lastNode?.nodeId;
+    if (nodeId === undefined) throw new Error('the browser node has no identity (not started)');
+    return nodeId;
   }
 
   get node(): MeshNode {
@@ -152,12 +169,20 @@ class TabNode implements BrowserNode {
     this.requestPersistence();
     const stored = await claimStoredIdentity(this.clusterId);
     this.held = stored;
-    await startBoundToStorage(
-      stored?.identity ?? null,
-      (identity) => this.run(identity),
-      (reason) => this.setStorageAside(reason),
-    );
+    try {
+      await startBoundToStorage(
+        stored?.identity ?? null,
+        (identity) => this.run(identity),
+        (reason) => this.setStorageAside(reason),
+      );
+    } catch (error) {
+      // Nothing runs: the id is free for the next start (this page's or another's).
+      await this.held?.release();
+      this.held = null;
+      throw error;
+    }
     addEventListener('pagehide', this.onPageHide);
+    addEventListener('pageshow', this.onPageShow);
   }
 
   /** Starts a node under `identity` (null: joins as new) and keeps it in `running`. */
@@ -331,8 +356,20 @@ class TabNode implements BrowserNode {
   }
 
   setDropPercent(percent: number): void {
-    this.running?.transport.setDropPercent(percent);
+    checkDropPercent(percent);
     this.dropPercent = percent;
+    this.running?.transport.setDropPercent(percent);
+  }
+
+  faults(): FaultState {
+    return (
+      this.running?.transport.faults() ?? {
+        isolated: this.isolated,
+        dropPercent: this.dropPercent,
+        framesDroppedOut: 0,
+        framesDroppedIn: 0,
+      }
+    );
   }
 
   async leave(options: { deadlineMs?: number } = {}): Promise<void> {
@@ -340,14 +377,22 @@ class TabNode implements BrowserNode {
     const running = this.running;
     if (running === null) throw new Error('the browser node is not running (restart it first)');
     this.ended = true;
-    removeEventListener('pagehide', this.onPageHide);
-    let failure: unknown = null;
+    this.unlisten();
     try {
       await running.client.leave();
-      await running.node.leave({ deadlineMs: options.deadlineMs ?? BROWSER_LEAVE_DEADLINE_MS });
     } catch (error) {
-      failure = error;
+      // Still a member as far as the registry knows: keep what it needs to come back.
+      await this.stop();
+      await this.held?.release();
+      this.held = null;
+      throw error;
     }
+    let handOff: unknown = null;
+    await running.node
+      .leave({ deadlineMs: options.deadlineMs ?? BROWSER_LEAVE_DEADLINE_MS })
+      .catch((error: unknown) => {
+        handOff = error;
+      });
     await this.stop();
     const held = this.held;
     this.held = null;
@@ -357,14 +402,20 @@ class TabNode implements BrowserNode {
       await forgetIdentity(held.identity);
       await held.release();
     }
-    if (failure !== null) throw failure;
+    if (handOff !== null) throw handOff;
+  }
+
+  private unlisten(): void {
+    removeEventListener('pagehide', this.onPageHide);
+    removeEventListener('pageshow', this.onPageShow);
   }
 
   async close(): Promise<void> {
     if (this.ended) return;
     this.ended = true;
-    removeEventListener('pagehide', this.onPageHide);
+    this.unlisten();
     await this.stop();
     await this.held?.release();
+    this.held = null;
   }
 }

@@ -13,6 +13,19 @@ export interface FaultStats {
   readonly framesDroppedIn: number;
 }
 
+/** What the faults are set to, and what they dropped since the transport was made. */
+export interface FaultState extends FaultStats {
+  readonly isolated: boolean;
+  readonly dropPercent: number;
+}
+
+/** Refuses a drop share outside 0..100 (RangeError). */
+export function checkDropPercent(percent: number): void {
+  if (!(percent >= 0 && percent <= 100)) {
+    throw new RangeError(`drop percent ${percent} is not in 0..100`);
+  }
+}
+
 export class FaultyTransport implements Transport {
   private isolated = false;
   /** Share of frames dropped, 0..100, each way. */
@@ -39,13 +52,11 @@ export class FaultyTransport implements Transport {
 
   /** Drops `percent` of the frames each way from now on (0 stops dropping). */
   setDropPercent(percent: number): void {
-    if (!(percent >= 0 && percent <= 100)) {
-      throw new RangeError(`drop percent ${percent} is not in 0..100`);
-    }
+    checkDropPercent(percent);
     this.dropPercent = percent;
   }
 
-  faults(): { readonly isolated: boolean; readonly dropPercent: number } & FaultStats {
+  faults(): FaultState {
     return {
       isolated: this.isolated,
       dropPercent: this.dropPercent,

@@ -59,6 +59,24 @@ function inPage<M extends keyof MeshkvPage>(
   ) as Promise<Awaited<ReturnType<MeshkvPage[M]>>>;
 }
 
+/** The keys (`<cluster>/<node id>`) of the identities the page's profile keeps. */
+function storedIdentityKeys(page: Page): Promise<string[]> {
+  return page.evaluate(async () => {
+    const db = await new Promise<IDBDatabase>((resolve, reject) => {
+      const open = indexedDB.open('meshkv-identities');
+      open.onsuccess = () => resolve(open.result);
+      open.onerror = () => reject(open.error);
+    });
+    const keys = await new Promise<IDBValidKey[]>((resolve, reject) => {
+      const request = db.transaction('identities').objectStore('identities').getAllKeys();
+      request.onsuccess = () => resolve(request.result);
+      request.onerror = () => reject(request.error);
+    });
+    db.close();
+    return keys.map(String);
+  });
+}
+
 /** PUT through a peer's HTTP API: true once acknowledged (200). */
 async function peerPut(url: string, key: string, value: string): Promise<boolean> {
   const response = await fetch(
@@ -404,6 +422,74 @@ describe('browser nodes: 3 Chromium pages and 3 Node peers in one cluster', () =
     await hidden.bringToFront();
   });
 
+  it('fault controls: crash and restart keep the id and data; isolation and dropped frames are survived', async () => {
+    const { nodeId, all } = await pageLeading();
+    const page = pages.get(nodeId)!;
+    const led = ledBy(all, nodeId);
+    const writer = new Writer(peerUrls, 'faults');
+    try {
+      await writer.ackedPast(0, 10, 'before the crash');
+      await inPage(page, 'crash');
+      await waitUntil(
+        async () => {
+          const leaders = leadersOf(await statuses());
+          return led.every((p) => leaders.get(p)?.node !== nodeId) ? true : undefined;
+        },
+        `new leaders for partitions ${led.join(', ')} led by the crashed page`,
+        state,
+      );
+      await writer.ackedPast(writer.acked.size, 10, 'while the page is crashed');
+      expect(await inPage(page, 'restart')).to.deep.equal({ nodeId, joined: 'rejoined' });
+      expect((await inPage(page, 'status')).groups.length).to.be.greaterThan(0);
+      const crashedKey = [...writer.acked.keys()].at(-1)!;
+      // Its first requests may time out while its links come up and its groups learn leaders.
+      const read = await waitUntil(
+        async () => {
+          const got = await inPage(page, 'get', crashedKey);
+          return got.ok ? got.value : undefined;
+        },
+        'a read through the restarted page',
+        state,
+      );
+      expect(read).to.equal(writer.acked.get(crashedKey));
+
+      await inPage(page, 'setIsolated', true);
+      const isolatedPut = await inPage(page, 'put', 'isolated-put', 'x', 2_000);
+      expect(isolatedPut.ok, 'a put from an isolated node').to.equal(false);
+      await writer.ackedPast(writer.acked.size, 10, 'while the page is isolated');
+      const isolated = await inPage(page, 'faults');
+      expect(isolated.isolated).to.equal(true);
+      expect(isolated.framesDroppedOut).to.be.greaterThan(0);
+      await inPage(page, 'setIsolated', false);
+      await waitUntil(
+        async () => ((await inPage(page, 'put', 'after-isolation', 'back')).ok ? true : undefined),
+        'a put from the page once it is back',
+        state,
+      );
+
+      await inPage(page, 'setDropPercent', 30);
+      for (let i = 0; i < 10; i++) {
+        // Raft and the router retry what is lost; a put may still time out: try again.
+        await waitUntil(
+          async () => ((await inPage(page, 'put', `dropped-${i}`, `d${i}`)).ok ? true : undefined),
+          `put ${i} from the page dropping 30 % of its frames`,
+          state,
+        );
+      }
+      const dropping = await inPage(page, 'faults');
+      expect(dropping.dropPercent).to.equal(30);
+      expect(dropping.framesDroppedOut).to.be.greaterThan(0);
+      expect(dropping.framesDroppedIn).to.be.greaterThan(0);
+      await inPage(page, 'setDropPercent', 0);
+    } finally {
+      await writer.stop();
+    }
+    expect(await peerGet(peerUrls[0]!, 'after-isolation')).to.equal('back');
+    for (let i = 0; i < 10; i++)
+      expect(await peerGet(peerUrls[1]!, `dropped-${i}`)).to.equal(`d${i}`);
+    await expectReadable(writer.acked, 'written around the faults');
+  });
+
   it('closing a page that leads partitions: the cluster keeps serving and loses nothing acknowledged', async () => {
     const { nodeId: closedId, all } = await pageLeading();
     const led = ledBy(all, closedId);
@@ -436,20 +522,7 @@ describe('browser nodes: 3 Chromium pages and 3 Node peers in one cluster', () =
   it('killing the browser while pages lead partitions loses nothing acknowledged; reopened pages rejoin with their data', async () => {
     await pageLeading();
     // Every node the profile knows: the open pages and the one closed above.
-    const known = await [...pages.values()][0]!.evaluate(async () => {
-      const db = await new Promise<IDBDatabase>((resolve, reject) => {
-        const open = indexedDB.open('meshkv-identities');
-        open.onsuccess = () => resolve(open.result);
-        open.onerror = () => reject(open.error);
-      });
-      const keys = await new Promise<IDBValidKey[]>((resolve, reject) => {
-        const request = db.transaction('identities').objectStore('identities').getAllKeys();
-        request.onsuccess = () => resolve(request.result);
-        request.onerror = () => reject(request.error);
-      });
-      db.close();
-      return keys.map(String);
-    });
+    const known = await storedIdentityKeys([...pages.values()][0]!);
     const writer = new Writer(peerUrls, 'kill');
     try {
       await writer.ackedPast(0, 20, 'before the kill');
@@ -480,6 +553,27 @@ describe('browser nodes: 3 Chromium pages and 3 Node peers in one cluster', () =
     for (const page of pages.values()) {
       expect(value(await inPage(page, 'get', 'before-reload'))).to.equal('kept');
     }
+    expect(pageErrors).to.deep.equal([]);
+  });
+
+  it('a node whose browser lost its store rejoins as a new member', async () => {
+    const [nodeId, page] = [...pages][0]!;
+    await inPage(page, 'crash');
+    await inPage(page, 'loseStorage');
+    const restarted = await inPage(page, 'restart');
+    expect(restarted.nodeId).to.not.equal(nodeId);
+    expect(restarted.joined).to.equal('new member');
+    pages.delete(nodeId);
+    pages.set(restarted.nodeId, page);
+    // Its old identity is forgotten: no tab adopts it again.
+    const stored = await storedIdentityKeys(page);
+    expect(stored).to.not.include(`${CLUSTER_ID}/${nodeId}`);
+    expect(stored).to.include(`${CLUSTER_ID}/${restarted.nodeId}`);
+    await waitUntil(
+      async () => (value(await inPage(page, 'get', 'before-reload')) === 'kept' ? true : undefined),
+      'a read through the new member',
+      state,
+    );
     expect(pageErrors).to.deep.equal([]);
   });
 });

@@ -4,6 +4,9 @@
 // plain JSON. It also records the page's own timer gaps, so the hidden-page test can show
 // that the page was throttled while the node's ticks (from a worker) were not.
 import { type BrowserNode, startBrowserNode } from '@meshkv/node/browser';
+import { indexedDbName } from '@meshkv/storage/browser';
+import { deleteJournal } from '../../storage/src/journal.browser.ts';
+import type { FaultState } from '../src/fault-transport.ts';
 import { type StatusView, statusView } from './support/status-view.ts';
 
 export interface PageStartArgs {
@@ -33,7 +36,15 @@ export interface MeshkvPage {
   /** `node.status()` trimmed to what the tests look at. */
   status(): StatusView;
   crash(): Promise<void>;
-  restart(): Promise<void>;
+  restart(): Promise<{ nodeId: string; joined: string }>;
+  setIsolated(isolated: boolean): void;
+  setDropPercent(percent: number): void;
+  faults(): FaultState;
+  /**
+   * What a browser that lost this node's data leaves (crashed first): its IndexedDB
+   * database and OPFS journal deleted, the profile's note that it existed kept.
+   */
+  loseStorage(): Promise<void>;
   leave(): Promise<PageResult>;
   resetTimers(): void;
   timers(): PageTimers;
@@ -46,6 +57,7 @@ declare global {
 }
 
 let node: BrowserNode | null = null;
+let clusterId = '';
 let lastPageTimerMs = performance.now();
 let pageTimerMaxGapMs = 0;
 
@@ -71,6 +83,7 @@ async function outcome(call: () => Promise<string | null | boolean>): Promise<Pa
 
 window.meshkvPage = {
   async start(args) {
+    clusterId = args.clusterId;
     node = await startBrowserNode({
       signalingUrl: args.signalingUrl,
       token: args.token,
@@ -88,7 +101,22 @@ window.meshkvPage = {
     }),
   status: () => statusView(running().node.status()),
   crash: () => running().crash(),
-  restart: () => running().restart(),
+  async restart() {
+    await running().restart();
+    return { nodeId: running().nodeId, joined: running().joined };
+  },
+  setIsolated: (isolated) => running().setIsolated(isolated),
+  setDropPercent: (percent) => running().setDropPercent(percent),
+  faults: () => running().faults(),
+  async loseStorage() {
+    const dbName = indexedDbName(clusterId, running().nodeId);
+    await deleteJournal(dbName);
+    await new Promise<void>((resolve, reject) => {
+      const request = indexedDB.deleteDatabase(dbName);
+      request.onsuccess = () => resolve();
+      request.onerror = () => reject(request.error);
+    });
+  },
   leave: () =>
     outcome(async () => {
       await running().leave({ deadlineMs: 60_000 });
