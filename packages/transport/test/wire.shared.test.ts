@@ -14,7 +14,7 @@ function pack(frames: Uint8Array[], maxMessageBytes = MAX_MESSAGE_BYTES) {
     const message = outbox.nextMessage((bytes) => completed.push(bytes));
     if (message === undefined) break;
     expect(message.length).to.be.at.most(maxMessageBytes);
-    messages.push(message);
+    messages.push(message.slice()); // the outbox reuses its buffer
   }
   expect(outbox.queuedFrames).to.equal(0);
   expect(outbox.queuedBytes).to.equal(0);
