@@ -403,6 +403,10 @@ export class Router {
       default:
         break;
     }
+    // A hibernating replica wakes for a request: it ticks until idle again. A follower too:
+    // its leader may be gone silently (a killed peer's link shows no peerDown for many
+    // seconds), and only a follower that ticks times out and campaigns.
+    if (replica !== undefined) replica.quiesced = false;
     if (replica === undefined || replica.raw.role !== 'leader') {
       const lead = replica?.raw.lead ?? null;
       const hint =
@@ -424,8 +428,6 @@ export class Router {
     }
     const deadlineAtMs = this.host.nowMs() + request.deadlineRemainingMs;
     const served = this.servedPartition(request.partition);
-    // A hibernating group wakes for a request: it ticks until idle again.
-    replica.quiesced = false;
     if (request.op === 'get') {
       const waiter: ReadWaiter = {
         from,

@@ -272,6 +272,23 @@ describe('MeshNode scenarios', function () {
       expect(cluster.node(follower).status().groups[0]!.leader).to.not.equal(leader);
     }));
 
+  it('a silently lost leader of a hibernating group: a request from a node without a replica wakes the followers it reaches', () =>
+    withCluster({ partitions: 1 }, async (cluster) => {
+      await grown(cluster, ['a', 'b', 'c', 'd']);
+      await cluster.settle(cluster.node('a').put('k', 'v'));
+      await cluster.run(2_000);
+      const hosts = (id: string) => cluster.node(id).status().groups.length > 0;
+      const outsider = ['a', 'b', 'c', 'd'].find((id) => !hosts(id))!;
+      const leader = cluster.node(['a', 'b', 'c', 'd'].find(hosts)!).status().groups[0]!.leader!;
+      for (const other of ['a', 'b', 'c', 'd']) {
+        if (other === leader) continue;
+        cluster.network.configureLink(leader, other, { lossProbability: 1 });
+        cluster.network.configureLink(other, leader, { lossProbability: 1 });
+      }
+      const read = cluster.node(outsider).get('k', { deadlineMs: 10_000 });
+      expect(text(await cluster.settle(read))).to.equal('v');
+    }));
+
   it('a replica that missed its removal (isolated meanwhile) learns it from the members and deletes its data', () =>
     withCluster({ partitions: 4 }, async (cluster) => {
       await grown(cluster, ['a', 'b', 'c', 'd']);
