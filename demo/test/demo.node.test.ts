@@ -241,6 +241,21 @@ describe('demo app served by meshkv start (real processes, Chromium)', function 
     expect(await page.$eval('#isolate', (b) => b.getAttribute('aria-pressed'))).to.equal('true');
     await page.keyboard.press('Space');
     await waitForText('#self-line', (t) => /: running$/.test(t), 'the node reconnected');
+
+    // Leave, in the second tab: it hands its replicas off and is `left` in the first tab's view.
+    // A DOM click: puppeteer's waits for the element to be in view, which a hidden tab never is.
+    await second.$eval('#leave', (button) => (button as HTMLButtonElement).click());
+    await waitForText(
+      '#self-line',
+      (t) => t.includes('left the cluster'),
+      'the second tab left',
+      second,
+    );
+    await waitForText(
+      '#members',
+      (t) => /\bleft\b/.test(t) && (t.match(/\bup\b/g) ?? []).length === 4,
+      "the second tab left in the first tab's members",
+    );
     // The crash's refused get is an answer shown in the page, not an error in the console.
     expect(problems).to.deep.equal([]);
   });
