@@ -250,7 +250,9 @@ class Cluster {
               g.voters.join(','),
               g.learners.join(','),
               g.initialized,
+              g.installingSnapshot,
               g.placement,
+              g.followers.map((f) => `${f.id}:${f.state}:${f.match}`).join(' '),
             ]),
           })),
         };
