@@ -161,14 +161,21 @@ function wireControls(): void {
   ui.crash.addEventListener('click', () =>
     fault('crashed', async (node) => {
       nodeState = 'stopping';
-      await node.crash();
-      nodeState = 'crashed';
+      // Stopped either way: a crash that failed half-way is still one (Restart is offered).
+      await node.crash().finally(() => {
+        nodeState = 'crashed';
+      });
     }),
   );
   ui.restart.addEventListener('click', () =>
     fault('restarted', async (node) => {
       nodeState = 'joining';
-      await node.restart();
+      try {
+        await node.restart();
+      } catch (error) {
+        nodeState = 'crashed';
+        throw error;
+      }
       node.setIsolated(isolated);
       nodeState = 'running';
     }),
