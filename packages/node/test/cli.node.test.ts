@@ -221,20 +221,20 @@ describe('meshkv start and the CLI (real processes)', function () {
 
   it('exits 1 with CODE: message: KEY_INVALID, VALUE_TOO_LARGE, and usage errors with 2', async () => {
     const empty = await inFolder(['get', '']);
-    expect(empty.code).to.equal(1);
+    expect(empty.code, empty.stderr).to.equal(1);
     expect(empty.stderr).to.match(/^KEY_INVALID: the key must not be empty\n$/);
     const long = await inFolder(['put', 'k'.repeat(limits.maxKeyBytes + 1), 'v']);
-    expect(long.code).to.equal(1);
+    expect(long.code, long.stderr).to.equal(1);
     expect(long.stderr).to.match(/^KEY_INVALID: the key is 1025 UTF-8 bytes/);
     const large = await inFolder(['put', 'big', '-'], new Uint8Array(limits.maxValueBytes + 1));
-    expect(large.code).to.equal(1);
+    expect(large.code, large.stderr).to.equal(1);
     expect(large.stderr).to.match(/^VALUE_TOO_LARGE: /);
     expect((await inFolder(['get', 'big'])).stdout.toString()).to.equal('null\n');
     const usage = await inFolder(['get', 'a', 'b']);
-    expect(usage.code).to.equal(2);
+    expect(usage.code, usage.stderr).to.equal(2);
     expect(usage.stderr).to.match(/get takes KEY/);
     const help = await inFolder(['put', '--help']);
-    expect(help.code).to.equal(0);
+    expect(help.code, help.stderr).to.equal(0);
     expect(help.stdout.toString()).to.match(/^Usage: meshkv put KEY/);
   });
 
@@ -251,7 +251,7 @@ describe('meshkv start and the CLI (real processes)', function () {
       '--endpoint',
       await closedPortUrl(),
     ]);
-    expect(none.code).to.equal(1);
+    expect(none.code, none.stderr).to.equal(1);
     expect(none.stderr).to.match(/^UNAVAILABLE: no peer reachable: .*ECONNREFUSED/);
   });
 
@@ -271,7 +271,7 @@ describe('meshkv start and the CLI (real processes)', function () {
       '--endpoint',
       live,
     ]);
-    expect(broken.code).to.equal(1);
+    expect(broken.code, broken.stderr).to.equal(1);
     expect(broken.stderr).to.match(
       /^OUTCOME_UNKNOWN: .* closed the connection before answering .*: the write may or may not have been applied/,
     );
@@ -286,7 +286,7 @@ describe('meshkv start and the CLI (real processes)', function () {
       '--endpoint',
       live,
     ]);
-    expect(timedOut.code).to.equal(1);
+    expect(timedOut.code, timedOut.stderr).to.equal(1);
     expect(timedOut.stderr).to.match(
       /^TIMEOUT: no answer from .* within \d+ ms: the write may or may not have been applied/,
     );
@@ -319,7 +319,7 @@ describe('meshkv start and the CLI (real processes)', function () {
     expect(start.stdout).to.match(/^stopped$/m);
     for (const pid of pids) expect(alive(pid), `pid ${pid}`).to.equal(false);
     const down = await inFolder(['get', 'greeting']);
-    expect(down.code).to.equal(1);
+    expect(down.code, down.stderr).to.equal(1);
     expect(down.stderr).to.match(/^UNAVAILABLE: no peer reachable/);
 
     const restarted = processes.track(spawnStart(dir));
