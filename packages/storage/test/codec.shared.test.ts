@@ -20,7 +20,9 @@ import {
   groupKey,
   hex,
   kvKey,
+  maxSlabRecordBytes,
   nodeKey,
+  recordSlabBytes,
   seal,
   segmentKey,
   sessionKey,
@@ -346,34 +348,75 @@ describe('storage codec', () => {
   });
 
   // An engine may store the whole buffer of the array it is handed (IndexedDB's structured
-  // clone of a view clones its buffer; the memory engine keeps the array): a record must not
-  // be a view into a larger buffer.
-  it('hands out every record the store writes in a buffer of exactly its size', () => {
+  // clone of a view clones its buffer, which its engine copies out; the memory engine keeps
+  // the array): a record is either exactly its buffer or, if small, a view of a slab of
+  // bounded size, and no two records share a byte (a later record never changes an earlier).
+  it('hands out every record the store writes in its own bytes: exactly its buffer, or a small one in a bounded slab', () => {
     const key = Uint8Array.of(3, 0, 0, 0, 1);
     const many = Array.from({ length: 40 }, (_, i) => `member-${i}`); // grows a 64 B guess
-    const records: Array<[string, Uint8Array]> = [
-      ['node', encodeNode({ nextSpace: 9, garbage: [3, 4] }, nodeKey())],
-      ['group', encodeGroup(group, key)],
-      ['segment', encodeSegment(entryRange(10, 13, 4), key)],
+    const encoders: Array<[string, () => Uint8Array]> = [
+      ['node', () => encodeNode({ nextSpace: 9, garbage: [3, 4] }, nodeKey())],
+      ['group', () => encodeGroup(group, key)],
+      ['segment', () => encodeSegment(entryRange(10, 13, 4), key)],
+      ['large segment', () => encodeSegment(entryRange(10, 60, 4), key)],
       [
         'snapshot',
-        encodeSnapshot({ metadata: { index: 4, term: 2, confState }, data: bytes('d') }, key),
+        () => encodeSnapshot({ metadata: { index: 4, term: 2, confState }, data: bytes('d') }, key),
       ],
       [
         'snapshot with a large configuration',
-        encodeSnapshot(
-          {
-            metadata: { index: 4, term: 2, confState: { ...confState, voters: many } },
-            data: bytes('d'),
-          },
-          key,
-        ),
+        () =>
+          encodeSnapshot(
+            {
+              metadata: { index: 4, term: 2, confState: { ...confState, voters: many } },
+              data: bytes('d'),
+            },
+            key,
+          ),
       ],
-      ['sealed value', seal(key, bytes('value'))],
+      ['sealed value', () => seal(key, bytes('value'))],
+      ['large sealed value', () => seal(key, new Uint8Array(maxSlabRecordBytes).fill(7))],
     ];
-    for (const [kind, record] of records) {
-      expect([record.byteOffset, record.buffer.byteLength], kind).to.deep.equal([0, record.length]);
+    // Enough rounds to fill three slabs or more (a round writes over 256 B into slabs).
+    const rounds = Math.ceil((3 * recordSlabBytes) / 256);
+    const records: Array<[string, Uint8Array, string]> = [];
+    for (let round = 0; round < rounds; round++) {
+      for (const [kind, encode] of encoders) {
+        const record = encode();
+        records.push([kind, record, hex(record)]);
+      }
     }
+    const kinds = new Set<string>();
+    const used = new Map<ArrayBufferLike, Array<[number, number]>>();
+    for (const [kind, record, written] of records) {
+      expect(hex(record), `${kind} changed after later records`).to.equal(written);
+      if (record.length > maxSlabRecordBytes) {
+        expect([record.byteOffset, record.buffer.byteLength], kind).to.deep.equal([
+          0,
+          record.length,
+        ]);
+        kinds.add(`${kind}: own buffer`);
+      } else {
+        expect(record.buffer.byteLength, kind).to.be.at.most(recordSlabBytes);
+        kinds.add(`${kind}: ${record.buffer.byteLength === record.length ? 'own buffer' : 'slab'}`);
+      }
+      const ranges = used.get(record.buffer) ?? [];
+      const end = record.byteOffset + record.length;
+      const shared = ranges.filter(([from, to]) => record.byteOffset < to && from < end);
+      expect(shared, `${kind} shares bytes with another record`).to.deep.equal([]);
+      ranges.push([record.byteOffset, end]);
+      used.set(record.buffer, ranges);
+    }
+    expect([...kinds].sort()).to.deep.equal([
+      'group: slab',
+      'large sealed value: own buffer',
+      'large segment: own buffer',
+      'node: slab',
+      'sealed value: slab',
+      'segment: slab',
+      'snapshot with a large configuration: own buffer',
+      'snapshot: slab',
+    ]);
   });
 
   it('an encoder that threw midway leaves nothing behind for the next record', () => {
