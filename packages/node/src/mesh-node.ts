@@ -594,7 +594,21 @@ export class MeshNode {
     this.registry = snapshot;
     this.placement = this.ring.placement(upMembers(snapshot));
     this.statusChanged = true;
+    this.wakeFollowersOfLostLeaders();
     this.trace(`registry epoch ${snapshot.epoch}: placement over [${this.placement.members}]`);
+  }
+
+  /**
+   * A hibernating follower whose leader is no longer live (the registry has it down or
+   * gone, or its link failed) must time out and campaign: nothing else would wake it once
+   * that leader never comes back (a lost disk rejoins under a new id).
+   */
+  private wakeFollowersOfLostLeaders(): void {
+    for (const replica of this.groups.values()) {
+      if (!replica.quiesced || replica.raw.role === 'leader') continue;
+      const lead = replica.raw.lead;
+      if (lead === null || !this.isLive(nodeOfReplica(lead))) replica.quiesced = false;
+    }
   }
 
   // ---- The KV API -------------------------------------------------------------------------
@@ -947,11 +961,14 @@ export class MeshNode {
         const replica = this.groups.get(record.group);
         if (replica === undefined || replica.removal !== null) return;
         const raw = replica.raw;
+        // A QUIESCE still in flight when its sender's link failed is stale: hibernating on it
+        // would wait for a leader that may never come back.
         if (
           raw.lead === null ||
           nodeOfReplica(raw.lead) !== from ||
           raw.term !== record.term ||
-          replica.applied.index < record.commit
+          replica.applied.index < record.commit ||
+          !this.isLive(from)
         ) {
           return;
         }
