@@ -94,6 +94,31 @@ export function launchChromium(
   });
 }
 
+/** Debian's Firefox ESR (`firefox-esr`), for the multi-browser tests. */
+export const firefoxPath = process.env.FIREFOX_PATH ?? '/usr/bin/firefox-esr';
+
+/**
+ * Launches headless Firefox ESR on the profile `userDataDir` (kept across launches) over
+ * WebDriver BiDi. ICE prefs: loopback candidates allowed and host addresses not hidden
+ * behind mDNS names, so it connects inside the network namespace as Chromium does.
+ * `killChromium` kills it too (puppeteer starts it as the leader of its process group).
+ */
+export function launchFirefox(userDataDir: string): Promise<Browser> {
+  return launch({
+    browser: 'firefox',
+    executablePath: firefoxPath,
+    headless: true,
+    userDataDir,
+    extraPrefsFirefox: {
+      'media.peerconnection.ice.loopback': true,
+      'media.peerconnection.ice.obfuscate_host_addresses': false,
+    },
+    handleSIGINT: false,
+    handleSIGTERM: false,
+    handleSIGHUP: false,
+  });
+}
+
 /** SIGKILLs the whole Chromium process group we launched (browser, renderers, utilities). */
 export async function killChromium(browser: Browser): Promise<void> {
   const child = browser.process();
