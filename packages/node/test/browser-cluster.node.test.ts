@@ -4,14 +4,16 @@
 // the private network namespace (`pnpm test`, or scripts/netns-run.sh). One cluster for
 // the whole file; each test leaves it serving for the next. Every process is stopped by
 // pid in `after`, whatever failed.
-import { mkdtemp, rm } from 'node:fs/promises';
+import { access, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
 import {
+  firefoxPath,
   killChromium,
   launchChromium,
+  launchFirefox,
   type PageServer,
   servePage,
 } from '../../storage/test/chromium.ts';
@@ -162,6 +164,7 @@ describe('browser nodes: 3 Chromium pages and 3 Node peers in one cluster', () =
   let signalingUrl: string;
   let peerUrls: string[] = [];
   let browser: Browser | null = null;
+  let firefox: Browser | null = null;
   /** The pages running a node, by node id. */
   const pages = new Map<string, Page>();
   const pageErrors: string[] = [];
@@ -170,8 +173,10 @@ describe('browser nodes: 3 Chromium pages and 3 Node peers in one cluster', () =
     return { procs: procs.state(), pages: [...pages.keys()], pageErrors };
   }
 
-  async function openPage(): Promise<{ page: Page; nodeId: string; joined: string }> {
-    const page = await browser!.newPage();
+  async function openPage(
+    inBrowser: Browser = browser!,
+  ): Promise<{ page: Page; nodeId: string; joined: string }> {
+    const page = await inBrowser.newPage();
     page.on('pageerror', (error) => pageErrors.push(String(error)));
     await page.goto(server.url);
     const started = await inPage(page, 'start', {
@@ -294,6 +299,7 @@ describe('browser nodes: 3 Chromium pages and 3 Node peers in one cluster', () =
   after(async function () {
     this.timeout(2 * DEADLINE_MS);
     if (browser !== null) await killChromium(browser);
+    if (firefox !== null) await killChromium(firefox);
     await procs.killAll();
     await server?.close();
     if (workDir !== undefined) await rm(workDir, { recursive: true, force: true });
@@ -554,6 +560,68 @@ describe('browser nodes: 3 Chromium pages and 3 Node peers in one cluster', () =
       expect(value(await inPage(page, 'get', 'before-reload'))).to.equal('kept');
     }
     expect(pageErrors).to.deep.equal([]);
+  });
+
+  it('a Firefox ESR page beside the Chromium pages: its writes are read from Chromium and Node; killing Firefox loses nothing acknowledged', async function () {
+    const installed = await access(firefoxPath).then(
+      () => true,
+      () => false,
+    );
+    if (!installed) {
+      console.log(`      ${firefoxPath} is not installed (Debian: apt-get install firefox-esr)`);
+      this.skip();
+    }
+    firefox = await launchFirefox(join(workDir, 'firefox'));
+    const { page, nodeId } = await openPage(firefox);
+    await waitUntil(settled, 'the cluster to settle with the Firefox node', state);
+    const chromiumPage = [...pages].find(([id]) => id !== nodeId)![1];
+    const fromFirefox = new Map<string, string>();
+    for (let i = 0; i < 8; i++) {
+      const [key, written] = [`from-firefox-${i}`, `firefox ${i}`];
+      // A new node's first requests may time out while its links come up: a put of the
+      // same value again is harmless.
+      await waitUntil(
+        async () => {
+          const put = await inPage(page, 'put', key, written);
+          if (!put.ok) {
+            const status = await inPage(page, 'status');
+            throw new Error(`${put.code}: ${put.message}; Firefox links up: ${status.peers}`);
+          }
+          return true;
+        },
+        `put ${key} from Firefox`,
+        state,
+      );
+      fromFirefox.set(key, written);
+    }
+    for (const [key, written] of fromFirefox) {
+      expect(value(await inPage(chromiumPage, 'get', key))).to.equal(written);
+      expect(await peerGet(peerUrls[2]!, key)).to.equal(written);
+    }
+    expect(await peerPut(peerUrls[0]!, 'for-firefox', 'from a peer')).to.equal(true);
+    expect(value(await inPage(page, 'get', 'for-firefox'))).to.equal('from a peer');
+    const writer = new Writer(peerUrls, 'firefox-kill');
+    try {
+      await writer.ackedPast(0, 20, 'before Firefox is killed');
+      pages.delete(nodeId);
+      await killChromium(firefox);
+      firefox = null;
+      await writer.ackedPast(writer.acked.size, 20, 'after Firefox is killed');
+    } finally {
+      await writer.stop();
+    }
+    await expectReadable(new Map([...fromFirefox, ...writer.acked]), 'with Firefox killed');
+    // Back on its profile, it rejoins with its data; it stays for the last test.
+    firefox = await launchFirefox(join(workDir, 'firefox'));
+    const reopened = await openPage(firefox);
+    expect({ nodeId: reopened.nodeId, joined: reopened.joined }).to.deep.equal({
+      nodeId,
+      joined: 'rejoined',
+    });
+    expect((await inPage(reopened.page, 'status')).groups.length).to.be.greaterThan(0);
+    for (const [key, written] of fromFirefox) {
+      expect(value(await inPage(reopened.page, 'get', key))).to.equal(written);
+    }
   });
 
   it('a node whose browser lost its store rejoins as a new member', async () => {

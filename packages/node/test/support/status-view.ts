@@ -5,6 +5,8 @@ import type { NodeStatus } from '../../src/mesh-node.ts';
 export interface StatusView {
   readonly nodeId: string;
   readonly movesInProgress: number;
+  /** Peers whose link is up. */
+  readonly peers: readonly string[];
   readonly groups: readonly {
     readonly partition: number;
     readonly role: string;
@@ -20,6 +22,7 @@ export function statusView(status: NodeStatus): StatusView {
   return {
     nodeId: status.nodeId,
     movesInProgress: status.movesInProgress,
+    peers: status.peers,
     groups: status.groups.map((g) => ({
       partition: g.partition,
       role: g.role,
