@@ -322,16 +322,23 @@ export class Router {
 
   /** The leader to try: a local replica's knowledge, a hint, else the placement's replicas in turn. */
   private leaderOf(request: OriginRequest): NodeId | null {
-    const replica = this.host.replica(request.partition);
-    const lead = replica?.raw.lead ?? null;
-    const known =
-      (lead === null ? null : nodeOfReplica(lead)) ??
-      this.leaderCache.get(request.partition) ??
-      null;
+    const known = this.knownLeader(request.partition);
     if (known !== null && (request.attempts <= 1 || known !== request.target)) return known;
     const replicas = this.host.placementReplicas(request.partition);
     if (replicas.length === 0) return null;
     return replicas[(request.attempts - 1) % replicas.length]!;
+  }
+
+  /**
+   * The leader this node knows of: its replica's, if it holds the partition's data (an
+   * empty replica — hosted on a message, maybe stray — knows only the leader that
+   * added it, possibly long gone: a newcomer's reads went there again and again), else
+   * the one the last answers named.
+   */
+  private knownLeader(partition: number): NodeId | null {
+    const replica = this.host.replica(partition);
+    const lead = replica?.initialized === true ? replica.raw.lead : null;
+    return (lead === null ? null : nodeOfReplica(lead)) ?? this.leaderCache.get(partition) ?? null;
   }
 
   /** localGet: this node if it holds the partition's data, then the replicas in ring order. */
@@ -408,11 +415,7 @@ export class Router {
     // seconds), and only a follower that ticks times out and campaigns.
     if (replica !== undefined) replica.quiesced = false;
     if (replica === undefined || replica.raw.role !== 'leader') {
-      const lead = replica?.raw.lead ?? null;
-      const hint =
-        (lead === null ? null : nodeOfReplica(lead)) ??
-        this.leaderCache.get(request.partition) ??
-        null;
+      const hint = this.knownLeader(request.partition);
       this.respondError(
         responder,
         'NOT_LEADER',
