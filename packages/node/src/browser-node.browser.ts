@@ -279,10 +279,9 @@ class TabNode implements BrowserNode {
       return { client: await join(identity), rejoined: true };
     } catch (error) {
       if (!isIdentityRefused(error)) throw error;
-      this.log(
-        `the registry refused ${identity.nodeId} (${String(error)}): joining as a new member`,
-      );
-      await markIdentityRefused(identity, String(error));
+      const reason = `${error.code}: ${error.message}`;
+      this.log(`the registry refused ${identity.nodeId} (${reason}): joining as a new member`);
+      await markIdentityRefused(identity, reason);
       return { client: await join(null), rejoined: false };
     }
   }
