@@ -45,6 +45,8 @@ const PARTITIONS = 8;
 const GRACE_PERIOD_MS = 120_000;
 /** How long the hidden page is watched (see that test's comment). */
 const HIDDEN_WINDOW_MS = 20_000;
+/** What Firefox says on a failed ICE attempt: the browser's report, not an error of ours. */
+const FIREFOX_ICE_REPORT = /^Error: WebRTC: ICE failed, add a STUN server/;
 /** A HTTP request's deadline at the peers. */
 const REQUEST_TIMEOUT_MS = 5_000;
 
@@ -177,7 +179,11 @@ describe('browser nodes: 3 Chromium pages and 3 Node peers in one cluster', () =
     inBrowser: Browser = browser!,
   ): Promise<{ page: Page; nodeId: string; joined: string }> {
     const page = await inBrowser.newPage();
-    page.on('pageerror', (error) => pageErrors.push(String(error)));
+    page.on('pageerror', (error) => {
+      // Firefox reports each failed ICE attempt (to a peer that died) as a page error of
+      // its own; the mesh retries, and the tests check what the cluster does about it.
+      if (!FIREFOX_ICE_REPORT.test(String(error))) pageErrors.push(String(error));
+    });
     await page.goto(server.url);
     const started = await inPage(page, 'start', {
       signalingUrl,
@@ -620,7 +626,16 @@ describe('browser nodes: 3 Chromium pages and 3 Node peers in one cluster', () =
     });
     expect((await inPage(reopened.page, 'status')).groups.length).to.be.greaterThan(0);
     for (const [key, written] of fromFirefox) {
-      expect(value(await inPage(reopened.page, 'get', key))).to.equal(written);
+      // Its first requests may time out while its links come up again.
+      const read = await waitUntil(
+        async () => {
+          const got = await inPage(reopened.page, 'get', key);
+          return got.ok ? got.value : undefined;
+        },
+        `${key} read through the reopened Firefox node`,
+        state,
+      );
+      expect(read).to.equal(written);
     }
   });
 
@@ -642,6 +657,58 @@ describe('browser nodes: 3 Chromium pages and 3 Node peers in one cluster', () =
       'a read through the new member',
       state,
     );
+    expect(pageErrors).to.deep.equal([]);
+  });
+
+  it('an identity the registry refuses is set aside, its record kept as refused, and the tab joins as a new member', async () => {
+    const page = await browser!.newPage();
+    page.on('pageerror', (error) => pageErrors.push(String(error)));
+    await page.goto(server.url);
+    // A stored identity whose lock is free, for an id the registry never issued: the
+    // registry refuses its secret (wrong_secret), as it would a retired member's.
+    const planted = {
+      clusterId: CLUSTER_ID,
+      nodeId: 'planted-unknown',
+      memberSecret: 'not-a-secret',
+    };
+    await page.evaluate(async (identity) => {
+      const db = await new Promise<IDBDatabase>((resolve, reject) => {
+        const open = indexedDB.open('meshkv-identities');
+        open.onsuccess = () => resolve(open.result);
+        open.onerror = () => reject(open.error);
+      });
+      await new Promise<void>((resolve, reject) => {
+        const tx = db.transaction('identities', 'readwrite');
+        tx.objectStore('identities').put(identity, `${identity.clusterId}/${identity.nodeId}`);
+        tx.oncomplete = () => resolve();
+        tx.onerror = () => reject(tx.error);
+      });
+      db.close();
+    }, planted);
+    const started = await inPage(page, 'start', {
+      signalingUrl,
+      token: TOKEN,
+      clusterId: CLUSTER_ID,
+    });
+    expect(started.joined).to.equal('new member');
+    expect(started.nodeId).to.not.equal(planted.nodeId);
+    pages.set(started.nodeId, page);
+    const record = await page.evaluate(async (key) => {
+      const db = await new Promise<IDBDatabase>((resolve, reject) => {
+        const open = indexedDB.open('meshkv-identities');
+        open.onsuccess = () => resolve(open.result);
+        open.onerror = () => reject(open.error);
+      });
+      const value = await new Promise<unknown>((resolve, reject) => {
+        const request = db.transaction('identities').objectStore('identities').get(key);
+        request.onsuccess = () => resolve(request.result);
+        request.onerror = () => reject(request.error);
+      });
+      db.close();
+      return value as { refused?: string } | undefined;
+    }, `${CLUSTER_ID}/${planted.nodeId}`);
+    expect(record?.refused).to.be.a('string').and.include('wrong_secret');
+    expect(value(await inPage(page, 'put', 'from-the-new-member', 'yes'))).to.equal(true);
     expect(pageErrors).to.deep.equal([]);
   });
 });
