@@ -6,7 +6,8 @@
 // `*.shared.test.ts`), browser tests (web-test-runner in Debian's Chromium;
 // `*.browser.test.ts` and `*.shared.test.ts`). Lint and typecheck count as one test each.
 // Everything runs inside a private network namespace (scripts/netns-run.sh) because
-// tests start browsers and WebRTC peers. Chromium is installed with apt-get if missing.
+// tests start browsers and WebRTC peers. Chromium and Firefox ESR are installed with apt-get if
+// missing.
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -15,26 +16,38 @@ import { chromiumPath } from './chromium.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 
-function ensureChromium() {
-  if (existsSync(chromiumPath)) return;
-  console.log(`test: ${chromiumPath} is missing; installing Debian's chromium with apt-get`);
+/** The browsers the tests run in (Debian packages), installed with apt-get if missing. */
+const firefoxPath = process.env.FIREFOX_PATH ?? '/usr/bin/firefox-esr';
+const browsers = [
+  { name: 'chromium', path: chromiumPath, env: 'CHROME_PATH' },
+  { name: 'firefox-esr', path: firefoxPath, env: 'FIREFOX_PATH' },
+];
+
+function ensureBrowsers() {
+  const missing = browsers.filter((browser) => !existsSync(browser.path));
+  if (missing.length === 0) return;
+  const names = missing.map((browser) => browser.name);
+  console.log(
+    `test: ${missing.map((b) => b.path).join(', ')} missing; installing Debian's ${names.join(', ')} with apt-get`,
+  );
   for (const args of [
     ['update', '-qq'],
-    ['install', '-y', '-qq', 'chromium'],
+    ['install', '-y', '-qq', ...names],
   ]) {
     const result = spawnSync('apt-get', args, {
       stdio: 'inherit',
       env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
     });
     if (result.status !== 0) {
-      console.error(`test: apt-get ${args.join(' ')} failed; install chromium or set CHROME_PATH`);
+      const hint = missing.map((b) => `${b.name} (or set ${b.env})`).join(', ');
+      console.error(`test: apt-get ${args.join(' ')} failed; install ${hint}`);
       process.exit(2);
     }
   }
 }
 
 if (process.env.MESHKV_NETNS !== '1') {
-  ensureChromium();
+  ensureBrowsers();
   const netns = spawnSync(
     join(root, 'scripts/netns-run.sh'),
     [process.execPath, ...process.argv.slice(1)],
