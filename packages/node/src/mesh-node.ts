@@ -311,6 +311,7 @@ export class MeshNode {
       },
       settings,
       `${options.nodeId}/${options.random.nextInt(0x1_0000_0000).toString(36)}`,
+      1 + options.random.nextInt(0xffff_ffff),
     );
     this.loop = new NodeLoop(
       {

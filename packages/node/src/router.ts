@@ -150,7 +150,13 @@ export class Router {
   /** This node's client id in every partition's session table. */
   private readonly clientId: string;
   private nextSeq = 1;
-  private nextRequestId = 1;
+  /**
+   * Request ids start at a random point (the constructor's `firstRequestId`): a restarted
+   * node must not reuse its last incarnation's ids, or an answer still on its way to one of
+   * them (a leader giving up an ack:'all' wait long after the crash) is taken for a new
+   * request's (sim seed 4905420: a delete answered ACK_INCOMPLETE).
+   */
+  private nextRequestId: number;
   private readonly origin = new Map<number, OriginRequest>();
   /** Seqs of writes still unanswered, to tell partitions the lowest (sessions' floor). */
   private readonly unansweredSeqs = new Set<number>();
@@ -162,7 +168,16 @@ export class Router {
   private readonly leaderCache = new Map<number, NodeId>();
   private closedReason: string | null = null;
 
-  constructor(host: RouterHost, settings: RouterSettings, clientId: string) {
+  constructor(
+    host: RouterHost,
+    settings: RouterSettings,
+    clientId: string,
+    firstRequestId: number,
+  ) {
+    if (!Number.isInteger(firstRequestId) || firstRequestId < 1 || firstRequestId > U32_MAX) {
+      throw new RangeError(`firstRequestId must be in 1..${U32_MAX}, got ${firstRequestId}`);
+    }
+    this.nextRequestId = firstRequestId;
     this.host = host;
     this.settings = settings;
     this.clientId = clientId;
