@@ -21,10 +21,13 @@
 // outside it the bench runs itself again under scripts/netns-run.sh. Every process is
 // started by this script and stopped by pid (SIGTERM, then SIGKILL on failure).
 //
+// Server CPU is also split by thread (/proc/<pid>/task: the JavaScript thread, libuv's pool
+// and V8's threads, libdatachannel's), summed over the members.
+//
 // --profile DIR: the first meshkv peer runs with `node --cpu-prof` (written to DIR when it
-// stops); the bench then prints the profile's top functions by self time and its split by
-// package. Use it with one row (e.g. --ops put --concurrency 128 --no-etcd) so the profile
-// is of that load and not of the setup.
+// stops); the bench then prints, for each meshkv row, the top functions by self time and
+// the split by package of that row's measured seconds only (not the setup), e.g.
+// `--ops put,put1m --concurrency 128 --no-etcd`.
 
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -329,6 +332,13 @@ interface RowResult extends ClientResult {
   readonly serverCpuSecondsPerMember: readonly number[];
   /** Server CPU per operation, in microseconds. */
   readonly serverCpuUsPerOp: number;
+  /**
+   * The same CPU seconds (all members) by thread: `main` is the JavaScript thread, the
+   * others go by the kernel's thread name (`node`: libuv's pool, where LevelDB writes and
+   * fsyncs, and V8's platform threads; `RTC worker`, `SCTP timer`, `juice poll`:
+   * libdatachannel's).
+   */
+  readonly serverCpuSecondsByThread: Readonly<Record<string, number>>;
   readonly loadAverage1m: number;
   /** meshkv: the peers' storage batches over the measured seconds (their /metrics). */
   readonly batches?: BatchFigures;
@@ -382,12 +392,46 @@ function monotonicUs(): number {
   return Number(process.hrtime.bigint() / 1000n);
 }
 
-/** utime + stime of `pid` in seconds (/proc/<pid>/stat fields 14 and 15). */
-function cpuSecondsOf(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  // The command name (field 2) may hold spaces: fields are counted after its ')'.
+/** utime + stime in seconds of a /proc/<pid>/stat or /proc/<pid>/task/<tid>/stat file. */
+function statCpuSeconds(path: string): number {
+  const stat = readFileSync(path, 'utf8');
+  // The command name (field 2) may hold spaces: fields 14 and 15 are counted after its ')'.
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND;
+}
+
+function cpuSecondsOf(pid: number): number {
+  return statCpuSeconds(`/proc/${pid}/stat`);
+}
+
+/** CPU seconds of every live thread of `pids`, by `pid/tid` with its thread name. */
+function threadCpuOf(pids: readonly number[]): Map<string, { name: string; seconds: number }> {
+  const threads = new Map<string, { name: string; seconds: number }>();
+  for (const pid of pids) {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      const dir = `/proc/${pid}/task/${tid}`;
+      try {
+        const name = tid === String(pid) ? 'main' : readFileSync(`${dir}/comm`, 'utf8').trim();
+        threads.set(`${pid}/${tid}`, { name, seconds: statCpuSeconds(`${dir}/stat`) });
+      } catch {
+        // The thread ended between the listing and the read: its CPU is in no row.
+      }
+    }
+  }
+  return threads;
+}
+
+/** CPU seconds spent between two `threadCpuOf` readings, summed by thread name. */
+function threadCpuSpent(
+  before: ReadonlyMap<string, { name: string; seconds: number }>,
+  after: ReadonlyMap<string, { name: string; seconds: number }>,
+): Record<string, number> {
+  const byName: Record<string, number> = {};
+  for (const [id, { name, seconds }] of after) {
+    byName[name] = (byName[name] ?? 0) + seconds - (before.get(id)?.seconds ?? 0);
+  }
+  for (const name of Object.keys(byName)) byName[name] = round3(byName[name]!);
+  return byName;
 }
 
 function spawnClient(spec: ClientSpec): ChildProcess {
@@ -420,6 +464,8 @@ async function runRow(
   const child = spawnClient(spec);
   let cpuAtMeasure: number[] = [];
   let cpuAtDone: number[] = [];
+  let threadsAtMeasure = new Map<string, { name: string; seconds: number }>();
+  let threadsAtDone = threadsAtMeasure;
   let result: ClientResult | null = null;
   const metered = system === 'meshkv';
   let batchesAtMeasure: BatchCounts | null = null;
@@ -431,11 +477,13 @@ async function runRow(
     const message = JSON.parse(line) as { phase?: string; result?: ClientResult };
     if (message.phase === 'measure') {
       cpuAtMeasure = serverPids.map(cpuSecondsOf);
+      threadsAtMeasure = threadCpuOf(serverPids);
       windowUs[0] = monotonicUs();
       if (metered) batchesAtMeasure = await batchCounts(endpoints);
     }
     if (message.phase === 'done') {
       cpuAtDone = serverPids.map(cpuSecondsOf);
+      threadsAtDone = threadCpuOf(serverPids);
       windowUs[1] = monotonicUs();
       if (metered) batchesAtDone = await batchCounts(endpoints);
     }
@@ -460,6 +508,7 @@ async function runRow(
     serverCpuSeconds,
     serverCpuSecondsPerMember: perMember,
     serverCpuUsPerOp: result.ops === 0 ? NaN : Math.round((serverCpuSeconds * 1e6) / result.ops),
+    serverCpuSecondsByThread: threadCpuSpent(threadsAtMeasure, threadsAtDone),
     loadAverage1m: round1(loadavg()[0]!),
     windowUs,
     ...(batchesAtMeasure !== null && batchesAtDone !== null
@@ -636,10 +685,14 @@ async function withEtcd(
 
 /**
  * Top functions by self time, and self time by package, of the main thread's profile in `dir`,
- * counting only the samples inside `windows` (the measured rows: not the setup). Shares
- * are of the busy time: (idle) is reported apart.
+ * counting only the samples inside `windows` (a measured row: not the setup), printed under
+ * `row`. Shares are of the busy time: (idle) is reported apart.
  */
-function summarizeProfile(dir: string, windows: readonly (readonly [number, number])[]): void {
+function summarizeProfile(
+  dir: string,
+  row: string,
+  windows: readonly (readonly [number, number])[],
+): void {
   // tsx's loader thread writes a profile of its own (nearly all idle): the main thread's is
   // the largest.
   const file = readdirSync(dir)
@@ -704,13 +757,15 @@ function summarizeProfile(dir: string, windows: readonly (readonly [number, numb
     JSON.stringify({
       bench: 'cluster',
       profile: join(dir, file),
-      windows: windows.length,
+      row,
       busyMs: Math.round(totalUs / 1000),
       idleMs: Math.round(idleUs / 1000),
     }),
   );
-  for (const row of top(byPackage, 15)) console.log(JSON.stringify({ profilePackage: row }));
-  for (const row of top(byFunction, 30)) console.log(JSON.stringify({ profileFunction: row }));
+  for (const entry of top(byPackage, 15))
+    console.log(JSON.stringify({ row, profilePackage: entry }));
+  for (const entry of top(byFunction, 30))
+    console.log(JSON.stringify({ row, profileFunction: entry }));
 }
 
 function table(results: readonly RowResult[]): string {
@@ -812,8 +867,11 @@ async function main(argv: readonly string[]): Promise<void> {
     );
   }
   if (args.profileDir !== null) {
-    const measured = results.filter((r) => r.system === 'meshkv').map((r) => r.windowUs);
-    summarizeProfile(args.profileDir, measured);
+    // One summary per measured row: a run of several rows profiles each load apart.
+    for (const r of results) {
+      if (r.system === 'meshkv')
+        summarizeProfile(args.profileDir, `${r.op} c${r.concurrency}`, [r.windowUs]);
+    }
   }
   console.log(JSON.stringify({ bench: 'cluster', loadAverage: loadavg().map(round1) }));
   console.log(`\n${table(results)}`);
