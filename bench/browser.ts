@@ -47,7 +47,13 @@ import {
   measureLoop,
   patternValue,
 } from './lib/closed-loop.ts';
-import { cpuSecondsOf, etcdCall, etcdVersion, withEtcd } from './lib/etcd.ts';
+import {
+  CLOCK_TICKS_PER_SECOND,
+  cpuSecondsOf,
+  etcdCall,
+  etcdVersion,
+  withEtcd,
+} from './lib/etcd.ts';
 import { inNetworkNamespace } from './lib/netns.ts';
 import { round1, round3, textTable } from './lib/report.ts';
 
@@ -123,7 +129,36 @@ function parseArgs(argv: readonly string[]): Args {
 // ---- CPU of Chromium's process tree ---------------------------------------------------
 
 /** CPU seconds by pid, and each pid's role. */
-type CpuSnapshot = Map<number, { readonly role: string; readonly cpuSeconds: number }>;
+type CpuSnapshot = Map<number, ProcessCpu>;
+
+interface ProcessCpu {
+  readonly role: string;
+  readonly cpuSeconds: number;
+  /** CPU seconds by thread name (threads of one name summed), where read. */
+  readonly threads?: ReadonlyMap<string, number>;
+}
+
+/** Processes whose threads a row reports (where the time of a put goes). */
+const THREAD_ROLES = ['browser', 'node-1', 'client', 'utility:network'];
+/** Threads reported per process, the busiest. */
+const THREADS_SHOWN = 6;
+
+/** CPU seconds of `pid`'s threads by name (/proc/<pid>/task/<tid>/stat: comm, utime, stime). */
+function threadCpuOf(pid: number): Map<string, number> {
+  const byName = new Map<string, number>();
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      const seconds = (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND;
+      byName.set(name, (byName.get(name) ?? 0) + seconds);
+    } catch {
+      // Gone.
+    }
+  }
+  return byName;
+}
 
 /** Every live descendant of `rootPid` (and itself), read from /proc. */
 function processTree(rootPid: number): number[] {
@@ -181,7 +216,8 @@ function cpuSnapshot(
   for (const pid of [...processTree(browserPid), ...extra.keys()]) {
     try {
       const role = extra.get(pid) ?? pageOfRenderer.get(pid) ?? chromiumRole(pid);
-      snapshot.set(pid, { role, cpuSeconds: cpuSecondsOf(pid) });
+      const threads = THREAD_ROLES.includes(role) ? threadCpuOf(pid) : undefined;
+      snapshot.set(pid, { role, cpuSeconds: cpuSecondsOf(pid), ...(threads && { threads }) });
     } catch {
       // Gone.
     }
@@ -197,6 +233,25 @@ function cpuByRole(before: CpuSnapshot, after: CpuSnapshot): Record<string, numb
     byRole[role] = (byRole[role] ?? 0) + spent;
   }
   for (const role of Object.keys(byRole)) byRole[role] = round3(byRole[role]!);
+  return byRole;
+}
+
+/** The busiest threads of each process whose threads were read, between two snapshots. */
+function threadsByRole(
+  before: CpuSnapshot,
+  after: CpuSnapshot,
+): Record<string, Record<string, number>> {
+  const byRole: Record<string, Record<string, number>> = {};
+  for (const [pid, { role, threads }] of after) {
+    if (threads === undefined) continue;
+    const earlier = before.get(pid)?.threads;
+    const spent: [string, number][] = [...threads].map(([name, seconds]) => [
+      name,
+      round3(seconds - (earlier?.get(name) ?? 0)),
+    ]);
+    spent.sort((a, b) => b[1] - a[1]);
+    byRole[role] = Object.fromEntries(spent.slice(0, THREADS_SHOWN));
+  }
   return byRole;
 }
 
@@ -430,6 +485,8 @@ interface RowResult extends LoopResult {
   readonly clientCpuSeconds: number;
   readonly cpuByProcess: Record<string, number>;
   readonly loadAverage1m: number;
+  /** meshkv: CPU seconds of the busiest threads of some of Chromium's processes. */
+  readonly threadCpu?: Record<string, Record<string, number>>;
   readonly profiles?: Record<string, object>;
 }
 
@@ -543,7 +600,10 @@ async function runBrowserRow(
     MARK_DEADLINE_MS,
   );
   cluster.onMark = () => {};
-  const measured = rowResult('meshkv-browser', row, result, cpuByRole(before, after), 'client');
+  const measured = {
+    ...rowResult('meshkv-browser', row, result, cpuByRole(before, after), 'client'),
+    threadCpu: threadsByRole(before, after),
+  };
   return profiles === null ? measured : { ...measured, profiles: await profiles };
 }
 

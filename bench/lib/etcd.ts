@@ -15,7 +15,7 @@ import type { Call } from './closed-loop.ts';
 const MEMBERS = 3;
 /** Every member must answer healthy within this. */
 const HEALTHY_DEADLINE_MS = 120_000;
-const CLOCK_TICKS_PER_SECOND = Number(
+export const CLOCK_TICKS_PER_SECOND = Number(
   spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim() || 100,
 );
 
