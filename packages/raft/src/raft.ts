@@ -227,6 +227,17 @@ export class Raft {
       throw e;
     }
     if (entries.length === 0 && !sendIfEmpty) return false;
+    // One MsgApp per follower per Ready where two would say the same (bench/README.md,
+    // node, session 7): a commit-only append after an append of this Ready that ends at
+    // prevIndex raises that one's commit instead; entries after a commit-only append of this
+    // Ready (same prevIndex) take its place. The follower then appends and commits exactly
+    // as with both, and answers once. Only in replicate state: a probe is one message.
+    const queued = pr.state === 'replicate' ? this.queuedAppendEndingAt(to, prevIndex) : -1;
+    if (queued >= 0 && entries.length === 0) {
+      // Not yet handed out by a Ready: raft's own object to change (no copy, a spread is µs).
+      (this.msgs[queued] as { commit: number }).commit = this.raftLog.committed;
+      return true;
+    }
     this.send({
       type: MessageType.App,
       to,
@@ -235,8 +246,27 @@ export class Raft {
       entries,
       commit: this.raftLog.committed,
     });
+    if (queued >= 0 && this.msgs[queued]!.entries.length === 0)
+      this.msgs[queued] = this.msgs.pop()!;
     pr.sentEntries(entries.length, payloadBytes(entries));
     return true;
+  }
+
+  /**
+   * The position in `msgs` (not yet taken by a Ready) of the latest MsgApp of this term to
+   * `to`, if its last entry is at `index`; else -1. Heartbeats queued after it do not
+   * matter (they only carry a commit the follower matches); any other message to `to`
+   * ends the search.
+   */
+  private queuedAppendEndingAt(to: NodeId, index: number): number {
+    const msgs = this.msgs;
+    for (let i = msgs.length - 1; i >= 0; i--) {
+      const m = msgs[i]!;
+      if (m.to !== to || m.type === MessageType.Heartbeat) continue;
+      if (m.type !== MessageType.App || m.term !== this.term) return -1;
+      return m.index + m.entries.length === index ? i : -1;
+    }
+    return -1;
   }
 
   /** Starts sending the storage's snapshot to `to`, chunk by chunk. */
@@ -982,12 +1012,12 @@ export class Raft {
 
   private handleAppendEntries(m: Message): void {
     if (m.index < this.raftLog.committed) {
-      this.send({ type: MessageType.AppResp, to: m.from, index: this.raftLog.committed });
+      this.acceptAppend(m.from, this.raftLog.committed);
       return;
     }
     const lastNew = this.raftLog.maybeAppend(m.index, m.logTerm, m.commit, m.entries);
     if (lastNew !== undefined) {
-      this.send({ type: MessageType.AppResp, to: m.from, index: lastNew });
+      this.acceptAppend(m.from, lastNew);
       return;
     }
     // Fast backtracking: tell the leader the last index ≤ m.index whose term is ≤ m.logTerm.
@@ -1003,6 +1033,29 @@ export class Raft {
       rejectHint: hint.index,
       logTerm: hint.term,
     });
+  }
+
+  /**
+   * Answers an accepted append: `index` is in the log. An acceptance of this term to the
+   * same leader still queued in this Ready (an earlier append of the same round, often the
+   * leader's commit-only one) is raised to `index` instead of a second answer: the leader
+   * acts on the highest index acknowledged (Progress.maybeUpdate), so one answer with it
+   * leaves its progress as both would. Heartbeat answers queued after it do not matter;
+   * any other message to the leader ends the search.
+   */
+  private acceptAppend(to: NodeId, index: number): void {
+    const msgs = this.msgs;
+    for (let i = msgs.length - 1; i >= 0; i--) {
+      const m = msgs[i]!;
+      if (m.to !== to || m.type === MessageType.HeartbeatResp) continue;
+      if (m.type === MessageType.AppResp && m.term === this.term && !m.reject && m.index <= index) {
+        // Not yet handed out by a Ready: raft's own object to change.
+        (m as { index: number }).index = index;
+        return;
+      }
+      break;
+    }
+    this.send({ type: MessageType.AppResp, to, index });
   }
 
   private handleHeartbeat(m: Message): void {

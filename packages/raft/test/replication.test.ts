@@ -7,7 +7,7 @@ import {
   RaftErrorCode,
   type Ready,
 } from '../src/index.ts';
-import { dec, enc, forEachSeed, Network } from './harness.ts';
+import { dec, drain, enc, forEachSeed, Network, singleNode } from './harness.ts';
 
 const five = ['a', 'b', 'c', 'd', 'e'];
 
@@ -228,6 +228,66 @@ describe('raft: log replication (§5.3)', () => {
     expect(pr().match, 'it has the whole log').to.equal(leader.status.lastIndex);
     net.tick([leader.id], 1); // a heartbeat round, nothing new to send
     expect(pr().state, 'without an append it would stay in probe').to.equal('replicate');
+  });
+
+  it('one MsgApp per follower per Ready: a commit advance after an append of the same Ready raises its commit; a follower answers two appends of one Ready once', () => {
+    const ids = ['a', 'b', 'c'];
+    const nodes = new Map(ids.map((id) => [id, singleNode(id, ids, { seed: 3 })]));
+    const node = (id: string) => nodes.get(id)!;
+    const settle = () => {
+      for (let moved = true; moved; ) {
+        moved = false;
+        for (const { raw, storage } of nodes.values()) {
+          for (const m of drain(raw, storage)) {
+            node(m.to).raw.step(m);
+            moved = true;
+          }
+        }
+      }
+    };
+    const a = node('a');
+    a.raw.campaign();
+    settle();
+    expect(a.raw.status().role).to.equal('leader');
+    expect(a.raw.status().progress.get('b')!.state).to.equal('replicate');
+    // p1 goes out; the followers' answers come back after p2 was proposed, before the
+    // leader's next Ready: it sends p2 to each as it steps the answer, and the commit of p1
+    // would then have gone in a second, empty MsgApp of the same Ready.
+    a.raw.propose(enc('p1'));
+    const toFollowers = drain(a.raw, a.storage);
+    const p1Index = a.raw.status().lastIndex;
+    const answers = toFollowers.flatMap((m) => {
+      node(m.to).raw.step(m);
+      return drain(node(m.to).raw, node(m.to).storage);
+    });
+    a.raw.propose(enc('p2'));
+    for (const m of answers) a.raw.step(m);
+    const rd = a.raw.ready();
+    for (const id of ['b', 'c']) {
+      const apps = rd.messages.filter((m) => m.type === MessageType.App && m.to === id);
+      expect(
+        apps.map((m) => [apps.length, m.index, m.commit, m.entries.map((e) => dec(e.data))]),
+      ).to.deep.equal([[1, p1Index, p1Index, ['p2']]]);
+    }
+    a.storage.append(rd.entries);
+    if (rd.hardState) a.storage.setHardState(rd.hardState);
+    a.raw.advance();
+    // b gets p3 and p4 (two MsgApps, pipelined) before its next Ready: one answer, for p4.
+    a.raw.propose(enc('p3'));
+    const first = drain(a.raw, a.storage);
+    a.raw.propose(enc('p4'));
+    const second = drain(a.raw, a.storage);
+    const b = node('b');
+    const c = node('c');
+    for (const m of [...rd.messages, ...first, ...second]) node(m.to).raw.step(m);
+    const answered = drain(b.raw, b.storage).filter((m) => m.type === MessageType.AppResp);
+    expect(answered.map((m) => [m.index, m.reject])).to.deep.equal([
+      [a.raw.status().lastIndex, false],
+    ]);
+    for (const m of [...answered, ...drain(c.raw, c.storage)]) a.raw.step(m);
+    settle();
+    for (const { raw } of nodes.values())
+      expect(raw.status().commit).to.equal(a.raw.status().lastIndex);
   });
 
   it('proposal dropped with reason no-leader when no leader is known', () => {
