@@ -47,13 +47,7 @@ import {
   measureLoop,
   patternValue,
 } from './lib/closed-loop.ts';
-import {
-  CLOCK_TICKS_PER_SECOND,
-  cpuSecondsOf,
-  etcdCall,
-  etcdVersion,
-  withEtcd,
-} from './lib/etcd.ts';
+import { cpuSecondsOf, etcdCall, etcdVersion, statCpuSeconds, withEtcd } from './lib/etcd.ts';
 import { inNetworkNamespace } from './lib/netns.ts';
 import { round1, round3, textTable } from './lib/report.ts';
 
@@ -148,10 +142,8 @@ function threadCpuOf(pid: number): Map<string, number> {
   const byName = new Map<string, number>();
   for (const tid of readdirSync(`/proc/${pid}/task`)) {
     try {
-      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
-      const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      const seconds = (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND;
+      const name = readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim();
+      const seconds = statCpuSeconds(`/proc/${pid}/task/${tid}/stat`);
       byName.set(name, (byName.get(name) ?? 0) + seconds);
     } catch {
       // Gone.

@@ -29,11 +29,10 @@
 // the split by package of that row's measured seconds only (not the setup), e.g.
 // `--ops put,put1m --concurrency 128 --no-etcd`.
 
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { Agent, request } from 'node:http';
-import { createServer } from 'node:net';
+import { Agent } from 'node:http';
 import { availableParallelism, cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -48,6 +47,24 @@ import {
   waitForHttp,
   waitUntil,
 } from '../packages/node/test/support/processes.ts';
+import {
+  type Call,
+  fillKeys,
+  keyNames,
+  type LoopSpec,
+  measureLoop,
+  patternValue,
+} from './lib/closed-loop.ts';
+import {
+  cpuSecondsOf,
+  etcdCall,
+  etcdVersion,
+  httpCall,
+  statCpuSeconds,
+  withEtcd,
+} from './lib/etcd.ts';
+import { inNetworkNamespace } from './lib/netns.ts';
+import { round1, round3, textTable } from './lib/report.ts';
 
 const HERE = fileURLToPath(import.meta.url);
 const PEERS = 3;
@@ -62,9 +79,6 @@ const FILL_CONCURRENCY = 64;
 const SETUP_DEADLINE_MS = 600_000;
 /** One request's bound: past it the request counts as an error. */
 const REQUEST_TIMEOUT_MS = 30_000;
-const CLOCK_TICKS_PER_SECOND = Number(
-  spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim() || 100,
-);
 
 type System = 'meshkv' | 'etcd';
 type OpName = 'put' | 'get' | 'put1m';
@@ -95,167 +109,63 @@ interface ClientResult {
 
 // ---- The client process ----------------------------------------------------------------
 
-/** One request of the workload: resolves with an error message, or null when it succeeded. */
-type Call = (endpoint: number, key: number) => Promise<string | null>;
-
-function httpCall(
-  agents: readonly Agent[],
-  urls: readonly URL[],
-  method: string,
-  path: string,
-  body: Buffer | null,
-  accept: (status: number, body: Buffer) => boolean,
-  endpoint: number,
-): Promise<string | null> {
-  return new Promise((resolve) => {
-    const url = urls[endpoint]!;
-    const req = request(
-      {
-        host: url.hostname,
-        port: url.port,
-        method,
-        path,
-        agent: agents[endpoint],
-        headers: body === null ? {} : { 'content-length': body.length },
-      },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (chunk: Buffer) => chunks.push(chunk));
-        res.on('end', () => {
-          const data = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
-          const status = res.statusCode ?? 0;
-          resolve(accept(status, data) ? null : `${status} ${data.toString('utf8').slice(0, 200)}`);
-        });
-        res.on('error', (error) => resolve(String(error)));
-      },
-    );
-    req.setTimeout(REQUEST_TIMEOUT_MS, () => req.destroy(new Error('request timed out')));
-    req.on('error', (error) => resolve(String(error)));
-    req.end(body ?? undefined);
-  });
-}
-
 function calls(spec: ClientSpec, op: 'put' | 'get'): Call {
-  const urls = spec.endpoints.map((e) => new URL(e));
-  const agents = urls.map(
-    () => new Agent({ keepAlive: true, maxSockets: Math.max(spec.concurrency, FILL_CONCURRENCY) }),
-  );
   // The same bytes in every client process: a get row checks what its fill wrote.
-  const value = Buffer.alloc(spec.valueBytes);
-  for (let i = 0; i < value.length; i++) value[i] = (i * 131 + 7) & 0xff;
-  const keyNames = Array.from({ length: spec.keys }, (_, i) => `bench-${i}`);
-  if (spec.system === 'meshkv') {
-    // The deadline of etcd's gateway requests (none but the client's): meshkv's default is 5 s.
-    const paths = keyNames.map((k) => `/kv/${k}?timeout=${REQUEST_TIMEOUT_MS}`);
-    if (op === 'put') {
-      return (endpoint, key) =>
-        httpCall(agents, urls, 'PUT', paths[key]!, value, (s) => s === 200, endpoint);
-    }
+  const value = patternValue(spec.valueBytes);
+  const names = keyNames(spec.keys);
+  const sockets = Math.max(spec.concurrency, FILL_CONCURRENCY);
+  if (spec.system === 'etcd') {
+    return etcdCall({
+      endpoints: spec.endpoints,
+      op,
+      value,
+      keyNames: names,
+      sockets,
+      timeoutMs: REQUEST_TIMEOUT_MS,
+    });
+  }
+  const urls = spec.endpoints.map((e) => new URL(e));
+  const agents = urls.map(() => new Agent({ keepAlive: true, maxSockets: sockets }));
+  const body = Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+  // The deadline of etcd's gateway requests (none but the client's): meshkv's default is 5 s.
+  const paths = names.map((k) => `/kv/${k}?timeout=${REQUEST_TIMEOUT_MS}`);
+  if (op === 'put') {
+    const ok = (status: number) => status === 200;
     return (endpoint, key) =>
       httpCall(
-        agents,
-        urls,
-        'GET',
+        agents[endpoint]!,
+        urls[endpoint]!,
+        'PUT',
         paths[key]!,
-        null,
-        (s, body) => s === 200 && body.length === spec.valueBytes,
-        endpoint,
+        body,
+        ok,
+        REQUEST_TIMEOUT_MS,
       );
   }
-  // etcd's gateway: JSON bodies with base64 bytes, built once per key.
-  const valueBase64 = value.toString('base64');
-  const keysBase64 = keyNames.map((k) => Buffer.from(k).toString('base64'));
-  if (op === 'put') {
-    const bodies = keysBase64.map((k) =>
-      Buffer.from(JSON.stringify({ key: k, value: valueBase64 })),
-    );
-    return (endpoint, key) =>
-      httpCall(agents, urls, 'POST', '/v3/kv/put', bodies[key]!, (s) => s === 200, endpoint);
-  }
-  const bodies = keysBase64.map((k) => Buffer.from(JSON.stringify({ key: k })));
-  const found = Buffer.from(`"value":"${valueBase64.slice(0, 16)}`);
+  const ok = (status: number, got: Buffer) => status === 200 && got.length === spec.valueBytes;
   return (endpoint, key) =>
-    httpCall(
-      agents,
-      urls,
-      'POST',
-      '/v3/kv/range',
-      bodies[key]!,
-      (s, body) => s === 200 && body.includes(found),
-      endpoint,
-    );
-}
-
-/** Runs `call` with `concurrency` in flight until `untilMs`; latencies of those started after `measureFromMs`. */
-async function closedLoop(
-  call: Call,
-  spec: ClientSpec,
-  concurrency: number,
-  keys: { next: number; stop: number },
-  untilMs: number,
-  measureFromMs: number,
-  latencies: number[],
-  errors: { count: number; first: string | null },
-): Promise<void> {
-  let endpoint = 0;
-  const worker = async () => {
-    for (;;) {
-      const startMs = performance.now();
-      if (startMs >= untilMs || keys.next >= keys.stop) return;
-      const key = keys.next++ % spec.keys;
-      const error = await call(endpoint++ % spec.endpoints.length, key);
-      if (startMs < measureFromMs) continue;
-      if (error === null) latencies.push(performance.now() - startMs);
-      else {
-        errors.count++;
-        errors.first ??= error;
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: concurrency }, worker));
+    httpCall(agents[endpoint]!, urls[endpoint]!, 'GET', paths[key]!, null, ok, REQUEST_TIMEOUT_MS);
 }
 
 async function runClient(spec: ClientSpec): Promise<void> {
-  const errors = { count: 0, first: null as string | null };
-  if (spec.fill) {
-    const fill = calls(spec, 'put');
-    const fillErrors = { count: 0, first: null as string | null };
-    const keys = { next: 0, stop: spec.keys };
-    await closedLoop(fill, spec, FILL_CONCURRENCY, keys, Infinity, 0, [], fillErrors);
-    if (fillErrors.count > 0) throw new Error(`filling failed: ${fillErrors.first}`);
-  }
-  const call = calls(spec, spec.op);
-  const latencies: number[] = [];
-  const startMs = performance.now();
-  const measureFromMs = startMs + spec.warmupSeconds * 1000;
-  const untilMs = measureFromMs + spec.seconds * 1000;
-  const keys = { next: 0, stop: Infinity };
+  const loopSpec: LoopSpec = {
+    endpoints: spec.endpoints.length,
+    keys: spec.keys,
+    concurrency: spec.concurrency,
+    warmupMs: spec.warmupSeconds * 1000,
+    measureMs: spec.seconds * 1000,
+  };
+  if (spec.fill) await fillKeys(calls(spec, 'put'), loopSpec, FILL_CONCURRENCY);
   let cpuAtMeasure = process.cpuUsage();
-  const measuring = setTimeout(
-    () => {
+  const loop = await measureLoop(calls(spec, spec.op), loopSpec, {
+    measure: () => {
       cpuAtMeasure = process.cpuUsage();
       process.stdout.write(`${JSON.stringify({ phase: 'measure' })}\n`);
     },
-    Math.max(0, measureFromMs - performance.now()),
-  );
-  await closedLoop(call, spec, spec.concurrency, keys, untilMs, measureFromMs, latencies, errors);
-  clearTimeout(measuring);
+    done: () => process.stdout.write(`${JSON.stringify({ phase: 'done' })}\n`),
+  });
   const cpu = process.cpuUsage(cpuAtMeasure);
-  const wallSeconds = (performance.now() - measureFromMs) / 1000;
-  process.stdout.write(`${JSON.stringify({ phase: 'done' })}\n`);
-  latencies.sort((a, b) => a - b);
-  const at = (q: number) =>
-    latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? NaN;
-  const result: ClientResult = {
-    ops: latencies.length,
-    errors: errors.count,
-    firstError: errors.first,
-    wallSeconds,
-    clientCpuSeconds: (cpu.user + cpu.system) / 1e6,
-    p50Ms: at(0.5),
-    p99Ms: at(0.99),
-    maxMs: latencies[latencies.length - 1] ?? NaN,
-  };
+  const result: ClientResult = { ...loop, clientCpuSeconds: (cpu.user + cpu.system) / 1e6 };
   process.stdout.write(`${JSON.stringify({ result })}\n`);
 }
 
@@ -392,18 +302,6 @@ function monotonicUs(): number {
   return Number(process.hrtime.bigint() / 1000n);
 }
 
-/** utime + stime in seconds of a /proc/<pid>/stat or /proc/<pid>/task/<tid>/stat file. */
-function statCpuSeconds(path: string): number {
-  const stat = readFileSync(path, 'utf8');
-  // The command name (field 2) may hold spaces: fields 14 and 15 are counted after its ')'.
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND;
-}
-
-function cpuSecondsOf(pid: number): number {
-  return statCpuSeconds(`/proc/${pid}/stat`);
-}
-
 /** CPU seconds of every live thread of `pids`, by `pid/tid` with its thread name. */
 function threadCpuOf(pids: readonly number[]): Map<string, { name: string; seconds: number }> {
   const threads = new Map<string, { name: string; seconds: number }>();
@@ -534,14 +432,6 @@ async function idleCpu(system: System, pids: readonly number[], seconds: number)
   };
 }
 
-function round1(x: number): number {
-  return Math.round(x * 10) / 10;
-}
-
-function round3(x: number): number {
-  return Math.round(x * 1000) / 1000;
-}
-
 /** The cluster's partitions all have three voters and a leader, seen from every peer. */
 async function placed(urls: readonly string[], partitions: number): Promise<true | undefined> {
   for (const url of urls) {
@@ -609,78 +499,6 @@ async function withMeshkv(
     if (code !== 0) throw new Error(`${peer.name} exited ${code}: ${peer.stderr.slice(-2000)}`);
   }
   await signaling.proc.stop('SIGTERM');
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const port = (server.address() as { port: number }).port;
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-function etcdVersion(): string | null {
-  const probe = spawnSync('etcd', ['--version'], { encoding: 'utf8' });
-  if (probe.error !== undefined || probe.status !== 0) return null;
-  return /etcd Version: (\S+)/.exec(probe.stdout)?.[1] ?? 'unknown';
-}
-
-async function withEtcd(
-  procs: ProcessSet,
-  dir: string,
-  run: (endpoints: readonly string[], pids: readonly number[]) => Promise<void>,
-): Promise<void> {
-  const members = [];
-  for (let i = 0; i < PEERS; i++) {
-    members.push({ name: `m${i + 1}`, client: await freePort(), peer: await freePort() });
-  }
-  const initialCluster = members.map((m) => `${m.name}=http://127.0.0.1:${m.peer}`).join(',');
-  const etcds = members.map((m) =>
-    procs.track(
-      new Proc(
-        spawn(
-          'etcd',
-          [
-            `--name=${m.name}`,
-            `--data-dir=${join(dir, m.name)}`,
-            `--listen-client-urls=http://127.0.0.1:${m.client}`,
-            `--advertise-client-urls=http://127.0.0.1:${m.client}`,
-            `--listen-peer-urls=http://127.0.0.1:${m.peer}`,
-            `--initial-advertise-peer-urls=http://127.0.0.1:${m.peer}`,
-            `--initial-cluster=${initialCluster}`,
-            '--initial-cluster-state=new',
-            '--initial-cluster-token=meshkv-bench',
-            '--logger=zap',
-            '--log-level=warn',
-          ],
-          { stdio: ['ignore', 'pipe', 'pipe'] },
-        ),
-        `etcd ${m.name}`,
-      ),
-    ),
-  );
-  const endpoints = members.map((m) => `http://127.0.0.1:${m.client}`);
-  await waitUntil(
-    async () => {
-      for (const etcd of etcds) if (!etcd.running) throw new Error(`${etcd.name} exited`);
-      for (const endpoint of endpoints) {
-        const response = await fetch(`${endpoint}/health`, { signal: AbortSignal.timeout(5000) });
-        if (!(await response.text()).includes('"health":"true"')) return undefined;
-      }
-      return true;
-    },
-    'the etcd members to be healthy',
-    () => procs.state(),
-    SETUP_DEADLINE_MS,
-  );
-  await run(
-    endpoints,
-    etcds.map((e) => e.child.pid!),
-  );
-  for (const etcd of etcds) await etcd.stop('SIGTERM');
 }
 
 /**
@@ -795,10 +613,7 @@ function table(results: readonly RowResult[]): string {
     r.clientCpuSeconds.toFixed(2),
     String(r.errors),
   ]);
-  const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
-  return [header, ...lines]
-    .map((l) => l.map((cell, i) => cell.padEnd(widths[i]!)).join('  '))
-    .join('\n');
+  return textTable(header, lines);
 }
 
 async function main(argv: readonly string[]): Promise<void> {
@@ -881,14 +696,7 @@ const clientAt = process.argv.indexOf('--client');
 if (clientAt >= 0) {
   await runClient(JSON.parse(process.argv[clientAt + 1]!) as ClientSpec);
   process.exit(0);
-} else if (process.env.MESHKV_NETNS !== '1') {
-  // WebRTC peers stay in a private network namespace: run again inside one.
-  const child = spawn(
-    join(ROOT, 'scripts/netns-run.sh'),
-    [process.execPath, '--import', 'tsx', HERE, ...process.argv.slice(2)],
-    { cwd: ROOT, stdio: 'inherit' },
-  );
-  child.once('exit', (code) => process.exit(code ?? 1));
 } else {
-  await main(process.argv.slice(2));
+  // WebRTC peers stay in a private network namespace.
+  await inNetworkNamespace(HERE, () => main(process.argv.slice(2)));
 }

@@ -15,7 +15,7 @@ import type { Call } from './closed-loop.ts';
 const MEMBERS = 3;
 /** Every member must answer healthy within this. */
 const HEALTHY_DEADLINE_MS = 120_000;
-export const CLOCK_TICKS_PER_SECOND = Number(
+const CLOCK_TICKS_PER_SECOND = Number(
   spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim() || 100,
 );
 
@@ -38,12 +38,17 @@ export function freePort(): Promise<number> {
   });
 }
 
-/** utime + stime of `pid` in seconds (/proc/<pid>/stat fields 14 and 15). */
-export function cpuSecondsOf(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  // The command name (field 2) may hold spaces: fields are counted after its ')'.
+/** utime + stime in seconds of a /proc/<pid>/stat or /proc/<pid>/task/<tid>/stat file. */
+export function statCpuSeconds(path: string): number {
+  const stat = readFileSync(path, 'utf8');
+  // The command name (field 2) may hold spaces: fields 14 and 15 are counted after its ')'.
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND;
+}
+
+/** utime + stime of `pid` in seconds. */
+export function cpuSecondsOf(pid: number): number {
+  return statCpuSeconds(`/proc/${pid}/stat`);
 }
 
 /**
