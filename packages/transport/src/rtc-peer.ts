@@ -56,6 +56,9 @@ export class RtcPeer {
   private pendingCandidates: RTCIceCandidateInit[] = [];
   private remoteDescriptionSet = false;
   private finished = false;
+  /** ICE candidates sent to the other side, and received from it (for `describe`). */
+  private localCandidates = 0;
+  private remoteCandidates = 0;
 
   constructor(
     PeerConnection: RtcPeerConnectionClass,
@@ -67,6 +70,7 @@ export class RtcPeer {
     this.pc.onicecandidate = (event) => {
       const candidate = event.candidate;
       if (candidate === null || candidate.candidate === '' || this.finished) return;
+      this.localCandidates += 1;
       this.callbacks.signal({
         candidate: {
           candidate: candidate.candidate,
@@ -121,6 +125,24 @@ export class RtcPeer {
     }
   }
 
+  /**
+   * Where the negotiation stands, for a failure message: the connection's signaling, ICE
+   * and connection states, whether the remote description is set, candidates each way, and
+   * the frame channel's state (e.g. "signaling stable, ice checking, connection connecting,
+   * remote description set, candidates 2 sent / 0 received, channel connecting").
+   */
+  describe(): string {
+    const pc = this.pc;
+    return [
+      `signaling ${pc.signalingState}`,
+      `ice ${pc.iceConnectionState}`,
+      `connection ${pc.connectionState}`,
+      `remote description ${this.remoteDescriptionSet ? 'set' : 'not set'}`,
+      `candidates ${this.localCandidates} sent / ${this.remoteCandidates} received`,
+      `channel ${this.channel.readyState}`,
+    ].join(', ');
+  }
+
   /** Bytes handed to the channel and not yet sent. */
   get bufferedAmount(): number {
     return this.channel.bufferedAmount;
@@ -151,6 +173,7 @@ export class RtcPeer {
         }
       });
     } else if (isCandidate(candidate)) {
+      this.remoteCandidates += 1;
       this.step(async () => {
         if (this.remoteDescriptionSet) await this.pc.addIceCandidate(candidate);
         else this.pendingCandidates.push(candidate);

@@ -156,6 +156,8 @@ export interface LinkState {
   /** Since the last sign of life. */
   readonly silentMs: number;
   readonly failedAttempts: number;
+  /** Why the last attempt or connection failed (null if none did since the link was made). */
+  readonly lastFailure: string | null;
 }
 
 type MutableLinkStats = { -readonly [K in keyof LinkStats]: LinkStats[K] };
@@ -185,6 +187,7 @@ interface Link {
   retryDelayMs: number;
   /** Failed attempts since the link was last up. */
   failedAttempts: number;
+  lastFailure: string | null;
   flushScheduled: boolean;
   /** Cancels a wait for `bufferedAmount` to drain, if one is pending. */
   stopWaiting: (() => void) | undefined;
@@ -311,7 +314,15 @@ export class WebRtcMesh implements Transport {
       waitingForDrain: link.stopWaiting !== undefined,
       silentMs: Math.round(nowMs() - link.lastHeardMs),
       failedAttempts: link.failedAttempts,
+      lastFailure: link.lastFailure,
     };
+  }
+
+  /** Every link now, by peer (for a failure message or a status page). */
+  linkStates(): Map<PeerId, LinkState> {
+    const states = new Map<PeerId, LinkState>();
+    for (const peer of this.links.keys()) states.set(peer, this.linkState(peer)!);
+    return states;
   }
 
   async close(): Promise<void> {
@@ -350,6 +361,7 @@ export class WebRtcMesh implements Transport {
       retryAtMs: 0,
       retryDelayMs: this.settings.retryDelayMinMs,
       failedAttempts: 0,
+      lastFailure: null,
       flushScheduled: false,
       stopWaiting: undefined,
     };
@@ -453,6 +465,7 @@ export class WebRtcMesh implements Transport {
    */
   private fail(link: Link, reason: string): void {
     const wasUp = link.state === 'up';
+    link.lastFailure = reason;
     this.detach(link, reason);
     link.failedAttempts = wasUp ? 1 : link.failedAttempts + 1;
     if (link.failedAttempts > 1) link.stats.framesDropped += link.outbox.clear();
@@ -740,7 +753,12 @@ export class WebRtcMesh implements Transport {
           this.noteDrain(link, now);
           if (this.isSilent(link, now)) this.judgeSilence(link, now);
         } else if (link.state === 'connecting' && this.isConnectOverdue(link, now)) {
-          this.fail(link, `not connected after ${this.settings.connectTimeoutMs} ms`);
+          const negotiation =
+            link.sp === undefined ? 'no offer from the peer yet' : link.sp.describe();
+          this.fail(
+            link,
+            `not connected after ${this.settings.connectTimeoutMs} ms (${negotiation})`,
+          );
         }
       }
     }, 0);

@@ -355,6 +355,29 @@ describe(`WebRtcMesh (${kind}, in-process signaling)`, () => {
     expect(a.peers()).to.deep.equal([]);
   });
 
+  it('says why a link did not come up: the negotiation state at the connect timeout', async () => {
+    const timing = { connectTimeoutMs: 500, retryDelayMinMs: 60_000, retryDelayMaxMs: 60_000 };
+    // 'a' offers (the smaller id) to a member that receives signals and never answers;
+    // 'z' (the larger id: it waits for the other's offer) asks 'y' for an offer that never comes.
+    const a = start('a', timing);
+    relay.join('b');
+    a.send('b', new Uint8Array([1]));
+    const z = start('z', timing);
+    relay.join('y');
+    z.send('y', new Uint8Array([1]));
+    await waitFor(
+      () => a.linkState('b')?.state === 'backoff' && z.linkState('y')?.state === 'backoff',
+      'both attempts timed out',
+    );
+    expect(a.linkState('b')!.lastFailure).to.match(
+      /^not connected after 500 ms \(signaling have-local-offer, .*remote description not set, candidates \d+ sent \/ 0 received, channel connecting\)$/,
+    );
+    expect(z.linkState('y')!.lastFailure).to.equal(
+      'not connected after 500 ms (no offer from the peer yet)',
+    );
+    expect([...a.linkStates().keys()]).to.deep.equal(['b']);
+  });
+
   it('closes idle links and reopens them on demand', async () => {
     const options = { linkIdleTimeoutMs: 300, heartbeatIntervalMs: 100, peerTimeoutMs: 1_000 };
     const a = start('a', options);
