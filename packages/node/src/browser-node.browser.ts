@@ -22,6 +22,7 @@ import type { NodeStorage } from '@meshkv/storage';
 import { deleteIndexedDbStorage, openIndexedDbStorage } from '@meshkv/storage/browser';
 import {
   DEFAULT_CLUSTER_ID,
+  type LinkState,
   SignalingChannel,
   type SignalingClient,
   WebRtcMesh,
@@ -80,6 +81,11 @@ export interface BrowserNode {
   setDropPercent(percent: number): void;
   /** The fault settings, and the frames they dropped since this (re)start. */
   faults(): FaultState;
+  /**
+   * This tab's mesh links now, by peer: up, connecting or backing off, failed attempts and
+   * why the last one failed (empty while stopped). For a failure report or a status page.
+   */
+  links(): Map<string, LinkState>;
   /**
    * Leaves gracefully: the registry marks it `left`, every replica is handed off, the
    * node stops, and its data and identity are deleted. The node is stopped either way; if
@@ -369,6 +375,9 @@ class TabNode implements BrowserNode {
         framesDroppedIn: 0,
       }
     );
+  }
+  links(): Map<string, LinkState> {
+    return this.running?.mesh.linkStates() ?? new Map();
   }
 
   async leave(options: { deadlineMs?: number } = {}): Promise<void> {

@@ -54,6 +54,9 @@ import {
 import { MeshNode, type MeshNodeSettings, meshNodeDefaults, type NodeStatus } from './mesh-node.ts';
 import { NodeMetrics } from './metrics.node.ts';
 
+/** How often a peer looks for links that keep failing (to log them). */
+const LINK_FAILURE_CHECK_MS = 1_000;
+
 /** A start refused for a reason the operator must act on (exit 1 with this message). */
 export class PeerStartError extends Error {
   override readonly name = 'PeerStartError';
@@ -264,6 +267,33 @@ export class NodePeer {
     };
     onStatus(this.node.status());
     this.offs.push(this.node.subscribe(onStatus));
+    this.watchLinkFailures();
+  }
+
+  /**
+   * Logs a link that keeps failing to come up, with why (the mesh's `lastFailure`): at its
+   * 1st, 2nd, 4th, 8th… failed attempt in a row, so a dead peer costs a few lines, not one
+   * per retry.
+   */
+  private watchLinkFailures(): void {
+    const logged = new Map<string, number>();
+    const timer = setInterval(() => {
+      for (const [peer, link] of this.mesh.linkStates()) {
+        const attempts = link.failedAttempts;
+        if (attempts === 0 || link.state === 'up') {
+          logged.delete(peer);
+        } else if (attempts > (logged.get(peer) ?? 0) && (attempts & (attempts - 1)) === 0) {
+          logged.set(peer, attempts);
+          this.log(
+            `link to ${peer} not up after ${attempts} failed attempt${attempts === 1 ? '' : 's'}: ${link.lastFailure}`,
+          );
+        }
+      }
+      for (const peer of logged.keys())
+        if (this.mesh.linkState(peer) === undefined) logged.delete(peer);
+    }, LINK_FAILURE_CHECK_MS);
+    timer.unref();
+    this.offs.push(() => clearInterval(timer));
   }
 
   /**
