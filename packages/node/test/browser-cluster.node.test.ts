@@ -171,8 +171,20 @@ describe('browser nodes: 3 Chromium pages and 3 Node peers in one cluster', () =
   const pages = new Map<string, Page>();
   const pageErrors: string[] = [];
 
-  function state(): object {
-    return { procs: procs.state(), pages: [...pages.keys()], pageErrors };
+  async function state(): Promise<object> {
+    return { procs: procs.state(), pages: await pageLinks(), pageErrors };
+  }
+
+  /** Each open page's mesh links (why one is not up), or why the page could not say. */
+  async function pageLinks(): Promise<{ [nodeId: string]: unknown }> {
+    const links: { [nodeId: string]: unknown } = {};
+    for (const [nodeId, page] of pages) {
+      links[nodeId] = await Promise.race([
+        inPage(page, 'links'),
+        new Promise((resolve) => setTimeout(resolve, 5_000, 'no answer within 5 s')),
+      ]).catch((error: unknown) => `cannot ask: ${String(error)}`);
+    }
+    return links;
   }
 
   async function openPage(

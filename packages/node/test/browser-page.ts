@@ -5,6 +5,7 @@
 // that the page was throttled while the node's ticks (from a worker) were not.
 import { type BrowserNode, startBrowserNode } from '@meshkv/node/browser';
 import { indexedDbName } from '@meshkv/storage/browser';
+import type { LinkState } from '@meshkv/transport';
 import { deleteJournal } from '../../storage/src/journal.browser.ts';
 import type { FaultState } from '../src/fault-transport.ts';
 import { type StatusView, statusView } from './support/status-view.ts';
@@ -40,6 +41,8 @@ export interface MeshkvPage {
   setIsolated(isolated: boolean): void;
   setDropPercent(percent: number): void;
   faults(): FaultState;
+  /** The node's mesh links by peer (state, failed attempts, the last failure's reason). */
+  links(): { [peer: string]: LinkState };
   /**
    * What a browser that lost this node's data leaves (crashed first): its IndexedDB
    * database and OPFS journal deleted, the profile's note that it existed kept.
@@ -108,6 +111,7 @@ window.meshkvPage = {
   setIsolated: (isolated) => running().setIsolated(isolated),
   setDropPercent: (percent) => running().setDropPercent(percent),
   faults: () => running().faults(),
+  links: () => Object.fromEntries(running().links()),
   async loseStorage() {
     const dbName = indexedDbName(clusterId, running().nodeId);
     await deleteJournal(dbName);

@@ -91,7 +91,7 @@ function keepTail(text: string): string {
 
 /**
  * Resolves with `probe()`'s first non-undefined answer; fails after `deadlineMs` naming
- * `what` and showing `state()`. `probe` may be async (an HTTP poll); a probe that throws
+ * `what` and showing `state()` (which may be async). `probe` may be async (an HTTP poll); a probe that throws
  * counts as not yet (a peer still starting refuses connections).
  */
 export async function waitUntil<T>(
@@ -111,7 +111,7 @@ export async function waitUntil<T>(
     }
     if (Date.now() - startMs > deadlineMs) {
       throw new Error(
-        `timed out after ${deadlineMs} ms waiting for ${what}; last error: ${String(lastError)}; state: ${JSON.stringify(state())}`,
+        `timed out after ${deadlineMs} ms waiting for ${what}; last error: ${String(lastError)}; state: ${JSON.stringify(await state())}`,
       );
     }
     await new Promise((resolve) => setTimeout(resolve, POLL_MS));
