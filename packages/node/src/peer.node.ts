@@ -278,7 +278,8 @@ export class NodePeer {
   private watchLinkFailures(): void {
     const logged = new Map<string, number>();
     const timer = setInterval(() => {
-      for (const [peer, link] of this.mesh.linkStates()) {
+      const links = this.mesh.linkStates();
+      for (const [peer, link] of links) {
         const attempts = link.failedAttempts;
         if (attempts === 0 || link.state === 'up') {
           logged.delete(peer);
@@ -289,8 +290,7 @@ export class NodePeer {
           );
         }
       }
-      for (const peer of logged.keys())
-        if (this.mesh.linkState(peer) === undefined) logged.delete(peer);
+      for (const peer of logged.keys()) if (!links.has(peer)) logged.delete(peer);
     }, LINK_FAILURE_CHECK_MS);
     timer.unref();
     this.offs.push(() => clearInterval(timer));

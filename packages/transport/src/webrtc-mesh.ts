@@ -305,7 +305,17 @@ export class WebRtcMesh implements Transport {
   /** The link to `peer` now (undefined without one). */
   linkState(peer: PeerId): LinkState | undefined {
     const link = this.links.get(peer);
-    if (link === undefined) return undefined;
+    return link === undefined ? undefined : this.stateOf(link);
+  }
+
+  /** Every link now, by peer (for a failure message or a status page). */
+  linkStates(): Map<PeerId, LinkState> {
+    const states = new Map<PeerId, LinkState>();
+    for (const link of this.links.values()) states.set(link.peer, this.stateOf(link));
+    return states;
+  }
+
+  private stateOf(link: Link): LinkState {
     return {
       state: link.state,
       queuedFrames: link.outbox.queuedFrames,
@@ -316,13 +326,6 @@ export class WebRtcMesh implements Transport {
       failedAttempts: link.failedAttempts,
       lastFailure: link.lastFailure,
     };
-  }
-
-  /** Every link now, by peer (for a failure message or a status page). */
-  linkStates(): Map<PeerId, LinkState> {
-    const states = new Map<PeerId, LinkState>();
-    for (const peer of this.links.keys()) states.set(peer, this.linkState(peer)!);
-    return states;
   }
 
   async close(): Promise<void> {
