@@ -25,6 +25,7 @@ import {
   type LinkState,
   SignalingChannel,
   type SignalingClient,
+  type SignalingClientState,
   WebRtcMesh,
 } from '@meshkv/transport';
 import { checkDropPercent, type FaultState, FaultyTransport } from './fault-transport.ts';
@@ -87,6 +88,12 @@ export interface BrowserNode {
    */
   links(): Map<string, LinkState>;
   /**
+   * This tab's signaling now (null while stopped): the connection's state and re-joins,
+   * signals the server refused (the last one's reason), and signals the mesh ignored
+   * (malformed, or of no current attempt). With `links()`, says why a link is not up.
+   */
+  signaling(): SignalingStatus | null;
+  /**
    * Leaves gracefully: the registry marks it `left`, every replica is handed off, the
    * node stops, and its data and identity are deleted. The node is stopped either way; if
    * the registry refused or could not take the leave, it rejects and the identity and
@@ -97,6 +104,15 @@ export interface BrowserNode {
   leave(options?: { deadlineMs?: number }): Promise<void>;
   /** Stops without leaving and releases the id (another tab may take it over). */
   close(): Promise<void>;
+}
+
+export interface SignalingStatus {
+  readonly state: SignalingClientState;
+  readonly rejoins: number;
+  readonly refusedSignals: number;
+  readonly lastRefusal: string | null;
+  readonly malformedSignals: number;
+  readonly staleSignals: number;
 }
 
 /** How long a graceful leave may take to hand every replica off. */
@@ -114,6 +130,7 @@ interface Running {
   readonly node: MeshNode;
   readonly client: SignalingClient;
   readonly mesh: WebRtcMesh;
+  readonly signal: SignalingChannel;
   readonly transport: FaultyTransport;
   readonly storage: NodeStorage;
   readonly stopTicks: () => void;
@@ -210,6 +227,16 @@ class TabNode implements BrowserNode {
       }
       const { client, rejoined } = await this.join(identity);
       cleanups.unshift(() => client.close());
+      // The mesh listens from the moment the tab is joined: peers offer links as soon as
+      // they see it, and a signal nobody listens to is lost (the attempt then waits out
+      // its connect timeout).
+      const signal = new SignalingChannel(client);
+      const mesh = new WebRtcMesh({
+        localId: client.nodeId,
+        signal,
+        ...(this.options.rtcConfig === undefined ? {} : { rtcConfig: this.options.rtcConfig }),
+      });
+      cleanups.unshift(() => mesh.close());
       const newIdentity = !rejoined;
       if (newIdentity) {
         // A refused stored id: its store stays on disk, unused; its lock goes.
@@ -224,12 +251,6 @@ class TabNode implements BrowserNode {
         storage = await openIndexedDbStorage({ clusterId: this.clusterId, nodeId: client.nodeId });
       }
       const opened: NodeStorage = storage!;
-      const mesh = new WebRtcMesh({
-        localId: client.nodeId,
-        signal: new SignalingChannel(client),
-        ...(this.options.rtcConfig === undefined ? {} : { rtcConfig: this.options.rtcConfig }),
-      });
-      cleanups.unshift(() => mesh.close());
       const transport = new FaultyTransport(mesh, cryptoRandom);
       transport.setIsolated(this.isolated);
       transport.setDropPercent(this.dropPercent);
@@ -252,7 +273,7 @@ class TabNode implements BrowserNode {
       ];
       const tickMs = this.options.settings?.tickMs ?? meshNodeDefaults.tickMs;
       const stopTicks = startWorkerTicks(tickMs, () => node.tick(Date.now()));
-      this.running = { node, client, mesh, transport, storage: opened, stopTicks, offs };
+      this.running = { node, client, mesh, signal, transport, storage: opened, stopTicks, offs };
       this.lastNode = node;
       this.joinedHow = newIdentity ? 'new member' : 'rejoined';
       this.log(
@@ -378,6 +399,20 @@ class TabNode implements BrowserNode {
   }
   links(): Map<string, LinkState> {
     return this.running?.mesh.linkStates() ?? new Map();
+  }
+
+  signaling(): SignalingStatus | null {
+    const running = this.running;
+    if (running === null) return null;
+    const { malformedSignals, staleSignals } = running.mesh.meshStats();
+    return {
+      state: running.client.state,
+      rejoins: running.client.stats().rejoins,
+      refusedSignals: running.signal.failedSignals,
+      lastRefusal: running.signal.lastFailure,
+      malformedSignals,
+      staleSignals,
+    };
   }
 
   async leave(options: { deadlineMs?: number } = {}): Promise<void> {

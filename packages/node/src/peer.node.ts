@@ -165,14 +165,9 @@ export class NodePeer {
       if (http !== null) cleanups.unshift(() => http.api.close());
       const client = await joinAsPeer(options, clusterId, identity, dataDir, http?.address);
       cleanups.unshift(() => client.close());
-      const newIdentity = identity === null;
-      if (newIdentity) {
-        await writeIdentity(dataDir, {
-          clusterId,
-          nodeId: client.nodeId,
-          memberSecret: client.memberSecret,
-        });
-      }
+      // The mesh listens from the moment the peer is joined: others offer links as soon as
+      // they see it, and a signal nobody listens to is lost (the attempt then waits out its
+      // connect timeout).
       const mesh = createNodeWebRtcMesh({
         localId: client.nodeId,
         signal: new SignalingChannel(client),
@@ -185,6 +180,14 @@ export class NodePeer {
       });
       cleanups.unshift(() => mesh.close());
       metrics.meterLinks(mesh);
+      const newIdentity = identity === null;
+      if (newIdentity) {
+        await writeIdentity(dataDir, {
+          clusterId,
+          nodeId: client.nodeId,
+          memberSecret: client.memberSecret,
+        });
+      }
       const node = await MeshNode.start({
         nodeId: client.nodeId,
         storage: metrics.meterStorage(storage),
@@ -286,7 +289,7 @@ export class NodePeer {
         } else if (attempts > (logged.get(peer) ?? 0) && (attempts & (attempts - 1)) === 0) {
           logged.set(peer, attempts);
           this.log(
-            `link to ${peer} not up after ${attempts} failed attempt${attempts === 1 ? '' : 's'}: ${link.lastFailure}`,
+            `link to ${peer} not up after ${attempts} failed attempt${attempts === 1 ? '' : 's'}: ${link.lastFailure} (signals ${link.signalsSent} sent / ${link.signalsReceived} received)`,
           );
         }
       }

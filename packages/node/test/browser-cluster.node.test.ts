@@ -172,7 +172,27 @@ describe('browser nodes: 3 Chromium pages and 3 Node peers in one cluster', () =
   const pageErrors: string[] = [];
 
   async function state(): Promise<object> {
-    return { procs: procs.state(), pages: await pageLinks(), pageErrors };
+    return {
+      nodes: await Promise.race([
+        statuses().then(compactStatuses),
+        new Promise((resolve) => setTimeout(resolve, 10_000, 'no statuses within 10 s')),
+      ]).catch((error: unknown) => `cannot ask: ${String(error)}`),
+      procs: procs.state(),
+      pages: await pageLinks(),
+      pageErrors,
+    };
+  }
+
+  /** Per node: moves in flight, and per group `partition:role:term voters/learners`. */
+  function compactStatuses(all: readonly StatusView[]): { [nodeId: string]: string } {
+    const compact: { [nodeId: string]: string } = {};
+    for (const s of all) {
+      const groups = s.groups.map(
+        (g) => `${g.partition}:${g.role}:${g.term} ${g.voters}/${g.learners}`,
+      );
+      compact[s.nodeId] = `moves ${s.movesInProgress}; ${groups.join(', ')}`;
+    }
+    return compact;
   }
 
   /** Each open page's mesh links (why one is not up), or why the page could not say. */
@@ -180,7 +200,9 @@ describe('browser nodes: 3 Chromium pages and 3 Node peers in one cluster', () =
     const links: { [nodeId: string]: unknown } = {};
     for (const [nodeId, page] of pages) {
       links[nodeId] = await Promise.race([
-        inPage(page, 'links'),
+        Promise.all([inPage(page, 'links'), inPage(page, 'signaling')]).then(
+          ([byPeer, signaling]) => ({ links: byPeer, signaling }),
+        ),
         new Promise((resolve) => setTimeout(resolve, 5_000, 'no answer within 5 s')),
       ]).catch((error: unknown) => `cannot ask: ${String(error)}`);
     }
@@ -312,6 +334,15 @@ describe('browser nodes: 3 Chromium pages and 3 Node peers in one cluster', () =
     browser = await launchChromium(profile, { throttleHiddenPages: true });
     for (let i = 0; i < 3; i++) await openPage();
     await waitUntil(settled, 'the 6 nodes to settle: every partition led by 3 voters', state);
+  });
+
+  // A failure that is not a timed-out wait (a one-shot read) shows no state by itself: the
+  // links of every page and what each process logged about links and signaling.
+  afterEach(async function () {
+    if (this.currentTest?.state !== 'failed') return;
+    this.timeout(DEADLINE_MS);
+    const logs = procs.grep(/link|signal/, 40);
+    console.log(`      after the failure: ${JSON.stringify({ logs, pages: await pageLinks() })}`);
   });
 
   after(async function () {

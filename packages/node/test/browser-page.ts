@@ -3,7 +3,7 @@
 // public `@meshkv/node/browser` entry and answers the test's page.evaluate calls with
 // plain JSON. It also records the page's own timer gaps, so the hidden-page test can show
 // that the page was throttled while the node's ticks (from a worker) were not.
-import { type BrowserNode, startBrowserNode } from '@meshkv/node/browser';
+import { type BrowserNode, type SignalingStatus, startBrowserNode } from '@meshkv/node/browser';
 import { indexedDbName } from '@meshkv/storage/browser';
 import type { LinkState } from '@meshkv/transport';
 import { deleteJournal } from '../../storage/src/journal.browser.ts';
@@ -43,6 +43,8 @@ export interface MeshkvPage {
   faults(): FaultState;
   /** The node's mesh links by peer (state, failed attempts, the last failure's reason). */
   links(): { [peer: string]: LinkState };
+  /** The node's signaling: connection state, refused and ignored signals (null if stopped). */
+  signaling(): SignalingStatus | null;
   /**
    * What a browser that lost this node's data leaves (crashed first): its IndexedDB
    * database and OPFS journal deleted, the profile's note that it existed kept.
@@ -112,6 +114,7 @@ window.meshkvPage = {
   setDropPercent: (percent) => running().setDropPercent(percent),
   faults: () => running().faults(),
   links: () => Object.fromEntries(running().links()),
+  signaling: () => running().signaling(),
   async loseStorage() {
     const dbName = indexedDbName(clusterId, running().nodeId);
     await deleteJournal(dbName);

@@ -8,10 +8,12 @@ import type { SignalPayload } from './signaling-protocol.ts';
  * server itself restarted) counts as back online.
  *
  * Relay failures (target offline, server down, rate limit) are counted in `failedSignals`
- * and otherwise ignored: the mesh times the attempt out and retries.
+ * (the last one's reason in `lastFailure`) and otherwise ignored: the mesh times the
+ * attempt out and retries.
  */
 export class SignalingChannel implements SignalChannel {
   private failed = 0;
+  private lastFailureReason: string | null = null;
 
   constructor(private readonly client: SignalingClient) {}
 
@@ -20,10 +22,16 @@ export class SignalingChannel implements SignalChannel {
     return this.failed;
   }
 
+  /** Why the last refused signal was refused, and to whom (null if none was). */
+  get lastFailure(): string | null {
+    return this.lastFailureReason;
+  }
+
   sendSignal(to: string, data: SignalData): void {
     // The mesh only sends JSON (ids, SDP strings, candidates); the server validates it.
-    this.client.sendSignal(to, data as SignalPayload).catch(() => {
+    this.client.sendSignal(to, data as SignalPayload).catch((error: unknown) => {
       this.failed += 1;
+      this.lastFailureReason = `to ${to}: ${error instanceof Error ? error.message : String(error)}`;
     });
   }
 

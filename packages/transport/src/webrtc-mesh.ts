@@ -24,7 +24,8 @@
  *   once the data channel callbacks that were pending behind the tick have run. The same
  *   holds for `connectTimeoutMs`. A failed link that was used within
  *   `linkIdleTimeoutMs` is re-signalled with exponential backoff
- *   (`retryDelayMinMs`..`retryDelayMaxMs`), and at once when the peer rejoins signaling.
+ *   (`retryDelayMinMs`..`retryDelayMaxMs`), and at once when the peer rejoins signaling
+ *   (so is an attempt still connecting then: its signals went to nobody).
  *   Frames queued for a failed attempt or a link that went down get one retry (the queue
  *   waits for the next connection, a chunked frame cut short starting over at its first
  *   chunk); then they, and frames sent while the link backs off, are dropped and counted.
@@ -137,6 +138,8 @@ export interface MeshStats {
   readonly activeLinks: number;
   /** Signals that failed validation (or broke the glare rule) and were ignored. */
   readonly malformedSignals: number;
+  /** Valid signals of no current attempt (a stale session, or no link to match) ignored. */
+  readonly staleSignals: number;
 }
 
 /**
@@ -158,6 +161,12 @@ export interface LinkState {
   readonly failedAttempts: number;
   /** Why the last attempt or connection failed (null if none did since the link was made). */
   readonly lastFailure: string | null;
+  /**
+   * Signals (dial requests, SDP, candidates) sent to the peer and received from it since
+   * the link was made: a side that never hears the other's points at signaling, not ICE.
+   */
+  readonly signalsSent: number;
+  readonly signalsReceived: number;
 }
 
 type MutableLinkStats = { -readonly [K in keyof LinkStats]: LinkStats[K] };
@@ -188,6 +197,8 @@ interface Link {
   /** Failed attempts since the link was last up. */
   failedAttempts: number;
   lastFailure: string | null;
+  signalsSent: number;
+  signalsReceived: number;
   flushScheduled: boolean;
   /** Cancels a wait for `bufferedAmount` to drain, if one is pending. */
   stopWaiting: (() => void) | undefined;
@@ -219,6 +230,7 @@ export class WebRtcMesh implements Transport {
   private lastLoopMs: number;
   private verdictScheduled = false;
   private malformedSignals = 0;
+  private staleSignals = 0;
   private closed = false;
 
   constructor(options: WebRtcMeshOptions) {
@@ -299,7 +311,11 @@ export class WebRtcMesh implements Transport {
   meshStats(): MeshStats {
     let activeLinks = 0;
     for (const link of this.links.values()) if (link.state !== 'backoff') activeLinks += 1;
-    return { activeLinks, malformedSignals: this.malformedSignals };
+    return {
+      activeLinks,
+      malformedSignals: this.malformedSignals,
+      staleSignals: this.staleSignals,
+    };
   }
 
   /** The link to `peer` now (undefined without one). */
@@ -325,6 +341,8 @@ export class WebRtcMesh implements Transport {
       silentMs: Math.round(nowMs() - link.lastHeardMs),
       failedAttempts: link.failedAttempts,
       lastFailure: link.lastFailure,
+      signalsSent: link.signalsSent,
+      signalsReceived: link.signalsReceived,
     };
   }
 
@@ -365,6 +383,8 @@ export class WebRtcMesh implements Transport {
       retryDelayMs: this.settings.retryDelayMinMs,
       failedAttempts: 0,
       lastFailure: null,
+      signalsSent: 0,
+      signalsReceived: 0,
       flushScheduled: false,
       stopWaiting: undefined,
     };
@@ -392,6 +412,7 @@ export class WebRtcMesh implements Transport {
     if (this.localId < link.peer) {
       this.attach(link, newSessionId(), true);
     } else {
+      link.signalsSent += 1;
       this.signal.sendSignal(link.peer, { v: SIGNAL_VERSION, kind: 'dial' });
     }
   }
@@ -403,8 +424,9 @@ export class WebRtcMesh implements Transport {
     try {
       sp = new RtcPeer(this.PeerConnection, this.settings.rtcConfig, initiator, {
         signal: (rtc) => {
-          if (current())
-            this.signal.sendSignal(peer, { v: SIGNAL_VERSION, kind: 'rtc', session, rtc });
+          if (!current()) return;
+          link.signalsSent += 1;
+          this.signal.sendSignal(peer, { v: SIGNAL_VERSION, kind: 'rtc', session, rtc });
         },
         open: () => {
           if (current()) this.onConnect(link);
@@ -587,12 +609,13 @@ export class WebRtcMesh implements Transport {
     }
     const now = nowMs();
     let link = this.links.get(from);
+    if (link !== undefined) link.signalsReceived += 1;
     if (signal.kind === 'dial') {
       // An offer of ours crossed the request: it is on its way, let it land.
       if (link?.state === 'connecting' && link.sp !== undefined) {
         if (now - link.startedMs < this.settings.connectTimeoutMs) return;
       }
-      link ??= this.createLink(from);
+      link ??= this.createLinkOnSignal(from);
       if (link === undefined) return;
       // The peer is alive and wants the link: its earlier failures do not count against
       // the queue.
@@ -607,7 +630,7 @@ export class WebRtcMesh implements Transport {
     // Answers and candidates of another session are stale. A new offer means the
     // initiator started over (restart, or it gave up on the old link): replace ours.
     if (!weInitiate && signal.rtc.type === 'offer') {
-      link ??= this.createLink(from);
+      link ??= this.createLinkOnSignal(from);
       if (link === undefined) return;
       this.detach(link, 'peer reconnected');
       // The peer is alive and wants the link: its earlier failures do not count against
@@ -618,14 +641,34 @@ export class WebRtcMesh implements Transport {
       link.lastUsedMs = now;
       this.attach(link, signal.session, false);
       link.sp?.signal(signal.rtc);
+      return;
     }
+    this.staleSignals += 1;
   }
 
+  /** A link made for the peer's signal, which counts as its first received. */
+  private createLinkOnSignal(peer: PeerId): Link | undefined {
+    const link = this.createLink(peer);
+    if (link !== undefined) link.signalsReceived = 1;
+    return link;
+  }
+
+  /**
+   * The peer (re)joined signaling: a link backing off is re-signalled now, and so is an
+   * attempt still connecting, whose signals went to a member that was not connected (the
+   * server refuses them; a new member is in the registry a moment before it can be
+   * signalled) or to the previous incarnation of a restarted one: waiting out
+   * `connectTimeoutMs` for an answer that cannot come would cost every new member's
+   * first link 5 s.
+   */
   private onPeerOnline(peer: PeerId): void {
     const link = this.links.get(peer);
-    if (this.closed || link === undefined || link.state !== 'backoff') return;
+    if (this.closed || link === undefined || link.state === 'up') return;
     link.retryAtMs = 0;
-    if (this.isWanted(link, nowMs())) this.dial(link, nowMs());
+    const now = nowMs();
+    if (link.state === 'connecting' || this.isWanted(link, now)) {
+      this.dial(link, now, 'peer back online');
+    }
   }
 
   // ---- sending --------------------------------------------------------------------------

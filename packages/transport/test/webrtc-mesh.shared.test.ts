@@ -353,6 +353,12 @@ describe(`WebRtcMesh (${kind}, in-process signaling)`, () => {
     await waitFor(() => a.meshStats().malformedSignals === 3, 'malformed signals counted');
     // The valid dial made 'a' (the smaller id) start a link to 'z', which never answers.
     expect(a.peers()).to.deep.equal([]);
+    expect(a.linkState('z')).to.include({ signalsReceived: 1 });
+    // An answer and a candidate of a session 'a' never started are stale.
+    rogue.sendSignal('a', { v: 2, kind: 'rtc', session: 'old', rtc: { type: 'answer', sdp: '' } });
+    rogue.sendSignal('a', { v: 2, kind: 'rtc', session: 'old', rtc: { candidate: {} } });
+    await waitFor(() => a.meshStats().staleSignals === 2, 'stale signals counted');
+    expect(a.linkState('z')).to.include({ signalsReceived: 3 });
   });
 
   it('says why a link did not come up: the negotiation state at the connect timeout', async () => {
@@ -375,7 +381,35 @@ describe(`WebRtcMesh (${kind}, in-process signaling)`, () => {
     expect(z.linkState('y')!.lastFailure).to.equal(
       'not connected after 500 ms (no offer from the peer yet)',
     );
+    // Each side heard nothing back: what a stalled signaling path looks like.
+    expect(a.linkState('b')!.signalsSent).to.be.greaterThan(0);
+    expect(a.linkState('b')).to.include({ signalsReceived: 0 });
+    // (z asked twice: once more when y joined signaling.)
+    expect(z.linkState('y')).to.include({ signalsSent: 2, signalsReceived: 0 });
     expect([...a.linkStates().keys()]).to.deep.equal(['b']);
+  });
+
+  it('restarts an attempt still connecting when the peer joins signaling: its signals went to nobody', async () => {
+    // The attempts would otherwise wait out a connect timeout far beyond the test's deadline.
+    const timing = { connectTimeoutMs: 600_000 };
+    // 'a' offers (the smaller id), 'z' asks for an offer: each to a member not there yet,
+    // as a peer does for a new member in the registry before it can be signalled.
+    const a = start('a', timing);
+    a.send('b', new Uint8Array([1]));
+    const z = start('z', timing);
+    z.send('y', new Uint8Array([2]));
+    await waitFor(() => (a.linkState('b')?.signalsSent ?? 0) >= 1, "a's offer lost");
+    expect(z.linkState('y')).to.include({ state: 'connecting', signalsSent: 1 });
+    const b = start('b', timing);
+    const y = start('y', timing);
+    const fromA = new FrameLog(b);
+    const fromZ = new FrameLog(y);
+    await waitFor(
+      () => fromA.frames.length === 1 && fromZ.frames.length === 1,
+      'the queued frames over links made when the peers joined',
+    );
+    expect(fromA.frames[0]!.frame).to.deep.equal(new Uint8Array([1]));
+    expect(fromZ.frames[0]!.frame).to.deep.equal(new Uint8Array([2]));
   });
 
   it('closes idle links and reopens them on demand', async () => {

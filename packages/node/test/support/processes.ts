@@ -280,6 +280,17 @@ export class ProcessSet {
     await Promise.all(this.procs.splice(0).map((proc) => proc.stop('SIGKILL')));
   }
 
+  /** Per process, its last `maxLines` output lines matching `pattern` (for failure messages). */
+  grep(pattern: RegExp, maxLines: number): { name: string; lines: string[] }[] {
+    return this.procs.map((proc) => ({
+      name: proc.name,
+      lines: `${proc.stdout}\n${proc.stderr}`
+        .split('\n')
+        .filter((line) => pattern.test(line))
+        .slice(-maxLines),
+    }));
+  }
+
   /** State of every process (for failure messages). */
   state(): object[] {
     return this.procs.map((proc) => proc.state());
