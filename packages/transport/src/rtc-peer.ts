@@ -59,6 +59,9 @@ export class RtcPeer {
   /** ICE candidates sent to the other side, and received from it (for `describe`). */
   private localCandidates = 0;
   private remoteCandidates = 0;
+  /** The first few of them as `address port protocol type` (for `describe`). */
+  private readonly localCandidateNames: string[] = [];
+  private readonly remoteCandidateNames: string[] = [];
 
   constructor(
     PeerConnection: RtcPeerConnectionClass,
@@ -71,6 +74,7 @@ export class RtcPeer {
       const candidate = event.candidate;
       if (candidate === null || candidate.candidate === '' || this.finished) return;
       this.localCandidates += 1;
+      noteCandidate(this.localCandidateNames, candidate.candidate);
       this.callbacks.signal({
         candidate: {
           candidate: candidate.candidate,
@@ -129,7 +133,8 @@ export class RtcPeer {
    * Where the negotiation stands, for a failure message: the connection's signaling, ICE
    * and connection states, whether the remote description is set, candidates each way, and
    * the frame channel's state (e.g. "signaling stable, ice checking, connection connecting,
-   * remote description set, candidates 2 sent / 0 received, channel connecting").
+   * remote description set, candidates 2 sent / 0 received, channel connecting"), then the
+   * first candidates each way (e.g. "sent [127.0.0.1 50000 udp host], received []").
    */
   describe(): string {
     const pc = this.pc;
@@ -140,6 +145,8 @@ export class RtcPeer {
       `remote description ${this.remoteDescriptionSet ? 'set' : 'not set'}`,
       `candidates ${this.localCandidates} sent / ${this.remoteCandidates} received`,
       `channel ${this.channel.readyState}`,
+      `sent [${this.localCandidateNames.join('; ')}]`,
+      `received [${this.remoteCandidateNames.join('; ')}]`,
     ].join(', ');
   }
 
@@ -174,6 +181,7 @@ export class RtcPeer {
       });
     } else if (isCandidate(candidate)) {
       this.remoteCandidates += 1;
+      noteCandidate(this.remoteCandidateNames, candidate.candidate);
       this.step(async () => {
         if (this.remoteDescriptionSet) await this.pc.addIceCandidate(candidate);
         else this.pendingCandidates.push(candidate);
@@ -268,6 +276,19 @@ function bytesOf(data: unknown): Uint8Array {
   if (ArrayBuffer.isView(data))
     return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
   return new Uint8Array(0);
+}
+
+/** Candidates named per side in `describe`: enough to see which addresses ICE paired. */
+const MAX_CANDIDATE_NAMES = 4;
+
+/**
+ * Keeps `address port protocol type` of an SDP candidate line (RFC 8839 §5.1:
+ * `candidate:<foundation> <component> <protocol> <priority> <address> <port> typ <type>`).
+ */
+function noteCandidate(names: string[], line: string): void {
+  if (names.length >= MAX_CANDIDATE_NAMES) return;
+  const fields = line.replace(/^a=/, '').split(' ');
+  names.push(`${fields[4] ?? '?'} ${fields[5] ?? '?'} ${fields[2] ?? '?'} ${fields[7] ?? '?'}`);
 }
 
 function isCandidate(value: unknown): value is RTCIceCandidateInit {

@@ -376,7 +376,7 @@ describe(`WebRtcMesh (${kind}, in-process signaling)`, () => {
       'both attempts timed out',
     );
     expect(a.linkState('b')!.lastFailure).to.match(
-      /^not connected after 500 ms \(signaling have-local-offer, .*remote description not set, candidates \d+ sent \/ 0 received, channel connecting\)$/,
+      /^not connected after 500 ms \(signaling have-local-offer, .*remote description not set, candidates \d+ sent \/ 0 received, channel connecting, sent \[\S+ \d+ \S+ host.*\], received \[\]\)$/,
     );
     expect(z.linkState('y')!.lastFailure).to.equal(
       'not connected after 500 ms (no offer from the peer yet)',
