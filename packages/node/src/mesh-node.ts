@@ -612,6 +612,37 @@ export class MeshNode {
     }
   }
 
+  /**
+   * Asks the leader of `partition` to hand its leadership to this node's replica (thesis
+   * §3.10; etcd's `move-leader`): for an operator moving load, or a test putting a leader
+   * where it wants one. Returns once asked: the leader brings this replica's log up to
+   * date and tells it to campaign, and abandons a transfer it cannot finish within an
+   * election timeout; `status()` shows the outcome. Throws UNAVAILABLE if no voter of the
+   * partition runs here, or it knows no leader to ask yet.
+   */
+  takeLeadership(partition: number): void {
+    const replica = this.groups.get(partition);
+    if (replica === undefined || this.closedReason !== null) {
+      throw new MeshKvError(
+        ErrorCode.UNAVAILABLE,
+        `no replica of partition ${String(partition)} runs on ${this.nodeId}`,
+        { partition },
+      );
+    }
+    try {
+      replica.raw.transferLeader(replica.replicaId);
+    } catch (e) {
+      if (!isRaftError(e)) throw e;
+      throw new MeshKvError(
+        ErrorCode.UNAVAILABLE,
+        `cannot take the leadership of partition ${partition}: ${(e as Error).message}`,
+        { partition },
+      );
+    }
+    replica.quiesced = false;
+    this.loop.touch(replica);
+  }
+
   // ---- The KV API -------------------------------------------------------------------------
 
   async put(key: string, value: string | Uint8Array, options: PutOptions = {}): Promise<true> {

@@ -276,18 +276,35 @@ describe('browser nodes: 3 Chromium pages and 3 Node peers in one cluster', () =
     return [...leadersOf(all)].filter(([, l]) => l.node === nodeId).map(([p]) => p);
   }
 
-  /** A page leading a partition in a settled cluster (waited for), and the statuses seen. */
+  /**
+   * A page leading a partition in a settled cluster, and the statuses seen. The Node
+   * peers, there first, lead every partition until an election or a hand-off moves one:
+   * when no page leads, a page takes the leadership of a partition it follows
+   * (MeshNode.takeLeadership, asked again while the leader abandons transfers).
+   */
   async function pageLeading(): Promise<{ nodeId: string; all: StatusView[] }> {
-    let all = await waitUntil(settled, 'a settled cluster', state);
-    const nodeId = await waitUntil(
+    const all = await waitUntil(settled, 'a settled cluster', state);
+    const leading = [...pages.keys()].find((id) => ledBy(all, id).length > 0);
+    if (leading !== undefined) return { nodeId: leading, all };
+    const [nodeId, page] = [...pages][0]!;
+    const { partition } = all
+      .find((s) => s.nodeId === nodeId)!
+      .groups.find((g) => g.role === 'follower')!;
+    await waitUntil(
       async () => {
-        all = (await settled()) ?? all;
-        return [...pages.keys()].find((id) => ledBy(all, id).length > 0);
+        const status = await inPage(page, 'status');
+        if (status.groups.some((g) => g.partition === partition && g.role === 'leader')) {
+          return true;
+        }
+        await inPage(page, 'takeLeadership', partition);
+        return undefined;
       },
-      'a page to lead a partition',
+      `page ${nodeId} to take the leadership of partition ${partition}`,
       state,
     );
-    return { nodeId, all };
+    const after = await waitUntil(settled, 'a settled cluster with a page leading', state);
+    if (ledBy(after, nodeId).length === 0) throw new Error(`page ${nodeId} lost its leadership`);
+    return { nodeId, all: after };
   }
 
   /** Every key of `acked` reads its value back through a peer (waiting out elections). */

@@ -34,6 +34,8 @@ export interface MeshkvPage {
   nodeId(): string;
   put(key: string, value: string, deadlineMs?: number): Promise<PageResult>;
   get(key: string, deadlineMs?: number): Promise<PageResult>;
+  /** `node.takeLeadership(partition)`: asks the partition's leader to hand it over. */
+  takeLeadership(partition: number): Promise<PageResult>;
   /** `node.status()` trimmed to what the tests look at. */
   status(): StatusView;
   crash(): Promise<void>;
@@ -103,6 +105,11 @@ window.meshkvPage = {
     outcome(async () => {
       const value = await running().node.get(key, deadlineMs === undefined ? {} : { deadlineMs });
       return value === null ? null : new TextDecoder().decode(value);
+    }),
+  takeLeadership: (partition) =>
+    outcome(async () => {
+      running().node.takeLeadership(partition);
+      return true;
     }),
   status: () => statusView(running().node.status()),
   crash: () => running().crash(),

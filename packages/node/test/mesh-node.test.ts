@@ -118,6 +118,29 @@ describe('MeshNode scenarios', function () {
       expect(text(await cluster.settle(cluster.node('b').get('k')))).to.equal('v');
     }));
 
+  it('takeLeadership: a follower asks its leader for the leadership and gets it (§3.10)', () =>
+    withCluster({ partitions: 4 }, async (cluster) => {
+      await grown(cluster, ['a', 'b', 'c']);
+      const c = cluster.node('c');
+      const followed = c.status().groups.filter((g) => g.role !== 'leader');
+      expect(followed.length).to.be.greaterThan(0);
+      for (const { partition, term } of followed) {
+        c.takeLeadership(partition);
+        await cluster.until(
+          () => c.status().groups.find((g) => g.partition === partition)?.role === 'leader',
+          `c to lead partition ${partition}`,
+        );
+        const now = c.status().groups.find((g) => g.partition === partition)!;
+        expect(now.term).to.be.greaterThan(term);
+      }
+      expect(() => c.takeLeadership(99)).to.throw(/no replica of partition 99/);
+      // Leading already: asking again changes nothing.
+      const { partition, term } = c.status().groups[0]!;
+      c.takeLeadership(partition);
+      await cluster.settle(c.put('k', 'v'));
+      expect(c.status().groups[0]).to.include({ partition, role: 'leader', term });
+    }));
+
   it('a 4th node joins: replicas move to it until every partition matches the placement', () =>
     withCluster({ partitions: 8 }, async (cluster) => {
       await grown(cluster, ['a', 'b', 'c']);
