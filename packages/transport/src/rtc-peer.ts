@@ -181,7 +181,7 @@ export class RtcPeer {
       });
     } else if (isCandidate(candidate)) {
       this.remoteCandidates += 1;
-      noteCandidate(this.remoteCandidateNames, candidate.candidate);
+      noteCandidate(this.remoteCandidateNames, candidate.candidate ?? '');
       this.step(async () => {
         if (this.remoteDescriptionSet) await this.pc.addIceCandidate(candidate);
         else this.pendingCandidates.push(candidate);
