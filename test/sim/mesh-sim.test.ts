@@ -24,6 +24,7 @@ const REGRESSION_SEEDS: readonly (readonly [number, string])[] = [
   [4905690, "a retiring replica whose voters left too asks the placement's nodes"],
   [20288, 'a retiring replica that restarts goes on retiring (its record in the meta group)'],
   [4905420, "a restarted node's request ids start at a random point (no stale answer fits)"],
+  [4417293, 'a pull that finds no stream makes raft send a fresh snapshot (reportSnapshot)'],
 ];
 
 describe('cluster deterministic simulation (MeshNode over SimNetwork, MemoryDisk, the registry)', () => {

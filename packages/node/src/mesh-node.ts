@@ -291,6 +291,14 @@ export class MeshNode {
           replica.reload();
           this.trace(`group ${replica.group}: reloaded from durable state (${why})`);
         },
+        streamLost: (group, peer) => {
+          const replica = this.groups.get(group);
+          if (replica === undefined || replica.raw.role !== 'leader') return;
+          const member = replicaOfNode(replica.confState, peer);
+          if (member === null) return;
+          replica.raw.reportSnapshot(member, 'failure');
+          this.loop.touch(replica);
+        },
       },
       settings,
     );

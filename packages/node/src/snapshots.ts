@@ -51,6 +51,13 @@ export interface SnapshotHost {
   trace(line: string): void;
   /** The restore failed: drop the held Ready and rebuild the group from durable state. */
   reload(replica: GroupReplica, why: string): void;
+  /**
+   * Leader side: `peer`'s stream of `group` is gone (aborted, closed idle, or the peer
+   * started its pull over): raft must send that follower a snapshot afresh, so that
+   * `snapshot()` claims a new stream, instead of resending the old snapshot's metadata,
+   * whose pulls would find no stream (reportSnapshot 'failure').
+   */
+  streamLost(group: GroupId, peer: NodeId): void;
 }
 
 interface OutgoingStream {
@@ -155,6 +162,10 @@ export class SnapshotStreams {
         s.peer === from && s.streamRequestId === pull.streamRequestId && s.group === pull.group,
     );
     if (stream === undefined && pull.seq === 0) {
+      // A new pull from a peer already bound to a stream of the group: it started over (it
+      // restarted, or reloaded the group), and the old stream cannot rewind.
+      const startedOver = this.outgoing.find((s) => s.peer === from && s.group === pull.group);
+      if (startedOver !== undefined) this.closeStream(startedOver);
       stream = this.outgoing.find(
         (s) =>
           s.group === pull.group &&
@@ -169,6 +180,7 @@ export class SnapshotStreams {
     }
     if (stream === undefined) {
       this.abort(from, pull.group, pull.streamRequestId, 'no stream of that snapshot is open');
+      this.host.streamLost(pull.group, from);
       return;
     }
     stream.idleTicks = 0;
@@ -180,6 +192,7 @@ export class SnapshotStreams {
       if (pull.seq < stream.nextSeq) return; // A stale repeat of an earlier pull.
       this.closeStream(stream);
       this.abort(from, pull.group, pull.streamRequestId, `chunk ${pull.seq} was not next`);
+      this.host.streamLost(pull.group, from);
       return;
     }
     this.sendNext(stream);
@@ -212,6 +225,7 @@ export class SnapshotStreams {
       .catch((error: unknown) => {
         if (stream.peer !== null) {
           this.abort(stream.peer, stream.group, stream.streamRequestId, String(error));
+          this.host.streamLost(stream.group, stream.peer);
         }
         this.closeStream(stream);
         this.host.wake();
@@ -361,7 +375,9 @@ export class SnapshotStreams {
   onTick(): void {
     const idle = this.settings.streamIdleTicks;
     for (const stream of [...this.outgoing]) {
-      if (++stream.idleTicks > idle) this.closeStream(stream);
+      if (++stream.idleTicks <= idle) continue;
+      this.closeStream(stream);
+      if (stream.peer !== null && !stream.done) this.host.streamLost(stream.group, stream.peer);
     }
     for (const pull of [...this.incoming.values()]) {
       // Adding a chunk, or complete and waiting for the batch that installs it: not idle.
