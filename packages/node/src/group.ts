@@ -148,6 +148,10 @@ export class GroupReplica {
    * then waits until the log grows past it, which is safe.
    */
   lastConfChangeIndex = 0;
+  /** The node's tick count when `MeshNode.takeLeadership` last asked for this replica (-1: never). */
+  leadershipAskedTick = -1;
+  /** The term this replica leads by request: the planner leaves its leadership here (0: none). */
+  keptLeadershipTerm = 0;
   private readonly raftSettings: GroupRaftSettings;
   private readonly random: Prng;
   private readonly partitionOptions: PartitionOptions | undefined;

@@ -647,8 +647,25 @@ export class MeshNode {
         { partition },
       );
     }
+    replica.leadershipAskedTick = this.ticks;
     replica.quiesced = false;
     this.loop.touch(replica);
+  }
+
+  /**
+   * Whether `replica` (a leader) leads by request (takeLeadership): the term it won within
+   * two election timeouts of the request (raft abandons a transfer after one) is kept.
+   */
+  private leadsByRequest(replica: GroupReplica): boolean {
+    const term = replica.raw.term;
+    if (
+      replica.leadershipAskedTick >= 0 &&
+      this.ticks - replica.leadershipAskedTick <= 2 * this.settings.electionTick
+    ) {
+      replica.keptLeadershipTerm = term;
+      replica.leadershipAskedTick = -1;
+    }
+    return replica.keptLeadershipTerm === term;
   }
 
   // ---- The KV API -------------------------------------------------------------------------
@@ -800,6 +817,7 @@ export class MeshNode {
         catchUpLagEntries: this.settings.catchUpLagEntries,
         movesInProgress: moves,
         maxMovesPerNode: this.settings.maxMovesPerNode,
+        leadershipTaken: this.leadsByRequest(replica),
       });
       if (step.kind === 'none') {
         this.placementNotes.set(replica.group, step.reason);

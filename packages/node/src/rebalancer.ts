@@ -49,7 +49,8 @@
  *    `probe` after a snapshot).
  * 9. In place, and `self` is not the target's first replica: transfer leadership to it
  *    once it is live and caught up (leaders spread over the nodes as the ring spreads
- *    the partitions; without it the bootstrap member would lead every partition for ever).
+ *    the partitions; without it the bootstrap member would lead every partition for ever)
+ *    — unless `self` took the leadership by request in this term (`leadershipTaken`).
  * 10. Otherwise: `none` (in place, or why not: budget, unreachable members, majority).
  *
  * "Live" is `self`, or a member in `reachable` (registry up and transport link up). Raft's
@@ -119,6 +120,11 @@ export interface RebalanceInput {
   readonly movesInProgress: number;
   /** The node-wide bound on moves: learners are only added below it. */
   readonly maxMovesPerNode: number;
+  /**
+   * `self` leads by request in this term (`MeshNode.takeLeadership`): rule 9 does not hand
+   * the leadership to the target's first replica (a move off `self` still does).
+   */
+  readonly leadershipTaken?: boolean;
 }
 
 /** One step; each kind is one raft call (`toConfChange`, or `transferLeader(to)`). */
@@ -262,6 +268,9 @@ export function planReconfiguration(input: RebalanceInput): RebalanceStep {
   // nodes as the ring spreads partitions (one transfer per placement change; a leader
   // elected elsewhere after a failure hands back once the preferred one is caught up).
   const preferred = target[0]!;
+  if (preferred !== self && input.leadershipTaken === true) {
+    return none(`in place; leads by request instead of ${preferred}`);
+  }
   if (preferred !== self && cs.voters.includes(preferred) && isCaughtUp(input, preferred)) {
     return { kind: 'transferLeader', to: preferred };
   }

@@ -133,6 +133,15 @@ describe('MeshNode scenarios', function () {
         const now = c.status().groups.find((g) => g.partition === partition)!;
         expect(now.term).to.be.greaterThan(term);
       }
+      // The leadership taken stays: the planner does not hand it back to the placement's
+      // first replica (which it does within a few ticks of an ordinary election).
+      const taken = c.status().groups.map((g) => ({ partition: g.partition, term: g.term }));
+      await cluster.run(5_000);
+      expect(
+        c.status().groups.map((g) => ({ partition: g.partition, role: g.role, term: g.term })),
+      ).to.deep.equal(taken.map((g) => ({ ...g, role: 'leader' })));
+      const keptNotes = c.status().groups.map((g) => g.placement);
+      expect(keptNotes.some((note) => /leads by request instead of/.test(note))).to.equal(true);
       expect(() => c.takeLeadership(99)).to.throw(/no replica of partition 99/);
       // Leading already: asking again changes nothing.
       const { partition, term } = c.status().groups[0]!;

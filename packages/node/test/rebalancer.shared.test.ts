@@ -331,6 +331,18 @@ describe('node rebalancer: one configuration step at a time toward the placement
     expect(planReconfiguration(atHome)).to.deep.equal({ kind: 'none', reason: 'in place' });
   });
 
+  it('a leadership taken by request stays in place; a move off the leader still hands it off', () => {
+    const input = inputOf({ self: 'a', cs: conf(['a', 'b', 'c']), target: ['b', 'a', 'c'] });
+    expect(planReconfiguration({ ...input, leadershipTaken: true })).to.deep.equal({
+      kind: 'none',
+      reason: 'in place; leads by request instead of b',
+    });
+    const leaving = inputOf({ self: 'a', cs: conf(['a', 'b', 'c']), target: ['b', 'c'] });
+    expect(planReconfiguration({ ...leaving, leadershipTaken: true }).kind).to.equal(
+      'transferLeader',
+    );
+  });
+
   it('a learner is caught up when replicating within catchUpLagEntries of the last index', () => {
     const input = inputOf({ self: 'a', cs: conf(['a'], { learners: ['b'] }), target: ['a', 'b'] });
     const withB = (progress: MemberProgress, catchUpLagEntries?: number) =>
