@@ -8,7 +8,14 @@ import { access, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Ring } from '@meshkv/ring';
 import { expect } from 'chai';
+import {
+  checkKvHistory,
+  type KvCall,
+  type KvHistoryOp,
+  type KvResult,
+} from '../../../test/lincheck/kv.ts';
 import {
   firefoxPath,
   killChromium,
@@ -22,6 +29,7 @@ import {
   DEADLINE_MS,
   ProcessSet,
   peerStatus,
+  registryStatus,
   spawnPeer,
   startSignaling,
   waitForHttp,
@@ -158,6 +166,136 @@ class Writer {
   }
 }
 
+/** What a call's answer tells: its result, an unknown outcome (null), or nothing done. */
+type Answer = KvResult | null | 'refused';
+
+/** Codes that promise the call did nothing (anything else may have applied a write). */
+const REFUSALS = new Set(['OVERLOADED', 'KEY_INVALID', 'VALUE_INVALID', 'VALUE_TOO_LARGE']);
+
+/** A call through a Node peer's HTTP API (`{code}` JSON bodies on failures). */
+async function peerCall(url: string, call: KvCall): Promise<Answer> {
+  const method = call.kind === 'get' ? 'GET' : call.kind === 'put' ? 'PUT' : 'DELETE';
+  let response: Response;
+  let body: string;
+  try {
+    response = await fetch(
+      `${url}/kv/${encodeURIComponent(call.key)}?timeout=${REQUEST_TIMEOUT_MS}`,
+      {
+        method,
+        body: call.kind === 'put' ? call.value : undefined,
+        signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS + 5_000),
+      },
+    );
+    body = await response.text();
+  } catch {
+    return call.kind === 'get' ? 'refused' : null;
+  }
+  if (response.status === 200) {
+    if (call.kind === 'get') return { kind: 'get', value: body };
+    return call.kind === 'put' ? { kind: 'put' } : { kind: 'delete', removed: true };
+  }
+  const code = (JSON.parse(body) as { code?: string }).code ?? '';
+  if (response.status === 404 && code === 'KEY_NOT_FOUND') {
+    return call.kind === 'get' ? { kind: 'get', value: null } : { kind: 'delete', removed: false };
+  }
+  // A failed read is left out of the history; a failed write may have been applied.
+  return call.kind === 'get' || REFUSALS.has(code) ? 'refused' : null;
+}
+
+/** A put or get through a page's node (a page that closes mid-call: outcome unknown). */
+async function pageCall(page: Page, call: KvCall): Promise<Answer> {
+  if (call.kind === 'delete') throw new Error('pages take puts and gets here');
+  let result: PageResult;
+  try {
+    result =
+      call.kind === 'put'
+        ? await inPage(page, 'put', call.key, call.value, REQUEST_TIMEOUT_MS)
+        : await inPage(page, 'get', call.key, REQUEST_TIMEOUT_MS);
+  } catch {
+    return call.kind === 'get' ? 'refused' : null;
+  }
+  if (result.ok) {
+    return call.kind === 'put'
+      ? { kind: 'put' }
+      : { kind: 'get', value: result.value as string | null };
+  }
+  return call.kind === 'get' || REFUSALS.has(result.code) ? 'refused' : null;
+}
+
+/** Where a client sends its next call; null when it has nowhere left to go. */
+type Gateway = { readonly name: string; call(call: KvCall): Promise<Answer> } | null;
+
+/**
+ * Clients calling put, get (and, through peers, delete) on a few shared keys, each through
+ * its own gateway, recording invoke and response times for test/lincheck.
+ */
+class SharedKeyClients {
+  readonly history: KvHistoryOp[] = [];
+  readonly outcomes = { ok: 0, unknown: 0, refused: 0 };
+  private stopped = false;
+  private readonly loops: Promise<void>[] = [];
+
+  constructor(
+    private readonly keys: readonly string[],
+    gateways: readonly (() => Gateway)[],
+  ) {
+    for (const [client, gateway] of gateways.entries()) this.loops.push(this.run(client, gateway));
+  }
+
+  private async run(client: number, gatewayNow: () => Gateway): Promise<void> {
+    for (let n = 0; !this.stopped; n++) {
+      const gateway = gatewayNow();
+      if (gateway === null) return;
+      const key = this.keys[(client * 7 + n) % this.keys.length]!;
+      const roll = (client * 13 + n * 5) % 10;
+      const call: KvCall =
+        roll < 5
+          ? { kind: 'put', key, value: `c${client}:${n}` }
+          : roll < 9 || gateway.name.startsWith('page')
+            ? { kind: 'get', key }
+            : { kind: 'delete', key };
+      const callMs = performance.now();
+      const result = await gateway.call(call);
+      const returnMs = performance.now();
+      if (result === 'refused') {
+        this.outcomes.refused++;
+        continue;
+      }
+      this.outcomes[result === null ? 'unknown' : 'ok']++;
+      this.history.push({ client: `${gateway.name}#${client}`, callMs, returnMs, call, result });
+    }
+  }
+
+  /** Stops the clients, reads every key once through `url`, and checks the history. */
+  async stopAndCheck(url: string): Promise<void> {
+    this.stopped = true;
+    await Promise.all(this.loops);
+    for (const key of this.keys) {
+      const callMs = performance.now();
+      const value = await waitUntil(
+        () =>
+          peerGet(url, key).then(
+            (v) => ({ v }),
+            () => undefined,
+          ),
+        `a final read of ${key}`,
+        () => this.outcomes,
+      );
+      this.history.push({
+        client: 'final-read',
+        callMs,
+        returnMs: performance.now(),
+        call: { kind: 'get', key },
+        result: { kind: 'get', value: value.v },
+      });
+    }
+    const checked = checkKvHistory(this.history, { timeBudgetMs: 30_000 });
+    if (checked.kind === 'violation') throw new Error(`not linearizable:\n${checked.report}`);
+    expect(checked.kind, JSON.stringify(checked)).to.equal('ok');
+    expect(this.outcomes.ok, JSON.stringify(this.outcomes)).to.be.greaterThan(this.keys.length);
+  }
+}
+
 describe('browser nodes: 3 Chromium pages and 3 Node peers in one cluster', () => {
   const procs = new ProcessSet();
   let workDir: string;
@@ -165,6 +303,7 @@ describe('browser nodes: 3 Chromium pages and 3 Node peers in one cluster', () =
   let server: PageServer;
   let signalingUrl: string;
   let peerUrls: string[] = [];
+  let ring: Ring;
   let browser: Browser | null = null;
   let firefox: Browser | null = null;
   /** The pages running a node, by node id. */
@@ -271,6 +410,17 @@ describe('browser nodes: 3 Chromium pages and 3 Node peers in one cluster', () =
     return all;
   }
 
+  /** `count` keys placed in `partitions` (in turn). */
+  function keysOfPartitions(partitions: readonly number[], count: number): string[] {
+    const keys: string[] = [];
+    for (let i = 0; keys.length < count && i < 100_000; i++) {
+      const key = `shared-${i}`;
+      if (ring.partitionOf(key) === partitions[keys.length % partitions.length]) keys.push(key);
+    }
+    expect(keys.length, `keys in partitions ${partitions.join(', ')}`).to.equal(count);
+    return keys;
+  }
+
   /** Partitions `nodeId` leads now. */
   function ledBy(all: readonly StatusView[], nodeId: string): number[] {
     return [...leadersOf(all)].filter(([, l]) => l.node === nodeId).map(([p]) => p);
@@ -334,6 +484,7 @@ describe('browser nodes: 3 Chromium pages and 3 Node peers in one cluster', () =
       procs.track,
     );
     signalingUrl = signaling.url;
+    ring = new Ring((await registryStatus(signalingUrl)).settings);
     const peers = [1, 2, 3].map((i) =>
       procs.track(
         spawnPeer({
@@ -562,10 +713,28 @@ describe('browser nodes: 3 Chromium pages and 3 Node peers in one cluster', () =
     await expectReadable(writer.acked, 'written around the faults');
   });
 
-  it('closing a page that leads partitions: the cluster keeps serving and loses nothing acknowledged', async () => {
+  it('closing a page that leads partitions: the cluster keeps serving, loses nothing acknowledged, and the history (through that page, another and the peers) is linearizable', async () => {
     const { nodeId: closedId, all } = await pageLeading();
     const led = ledBy(all, closedId);
     const writer = new Writer(peerUrls, 'close');
+    // Shared keys in the partitions the page leads, called through the page itself (until
+    // it closes), another page and the peers: the history must be linearizable.
+    const sharedKeys = keysOfPartitions(led, 3);
+    const closing = pages.get(closedId)!;
+    const [otherId, other] = [...pages].find(([id]) => id !== closedId)!;
+    const viaPage = (id: string, page: Page) => (): Gateway =>
+      pages.has(id) ? { name: `page ${id}`, call: (call) => pageCall(page, call) } : null;
+    const viaPeer = (url: string) => (): Gateway => ({
+      name: `peer ${url}`,
+      call: (call) => peerCall(url, call),
+    });
+    const clients = new SharedKeyClients(sharedKeys, [
+      viaPage(closedId, closing),
+      viaPage(closedId, closing),
+      viaPage(otherId, other),
+      viaPeer(peerUrls[0]!),
+      viaPeer(peerUrls[1]!),
+    ]);
     try {
       await writer.ackedPast(0, 20, 'before the close');
       const page = pages.get(closedId)!;
@@ -588,6 +757,10 @@ describe('browser nodes: 3 Chromium pages and 3 Node peers in one cluster', () =
     } finally {
       await writer.stop();
     }
+    await clients.stopAndCheck(peerUrls[2]!);
+    console.log(
+      `      closed page ${closedId}: shared keys ${sharedKeys.join(', ')}: ${JSON.stringify(clients.outcomes)}`,
+    );
     await expectReadable(writer.acked, 'written around the close');
   });
 
