@@ -347,7 +347,7 @@ const Field = {
 } as const;
 const ALL_FIELDS = (1 << 9) - 1;
 
-const MAX_MESSAGE_TYPE = MessageType.SnapResp;
+const MAX_MESSAGE_TYPE = MessageType.Commit;
 // Read once: a re-exported binding may be a getter per access (tsx's module shims are).
 const ENTRY_NORMAL = EntryType.Normal;
 const ENTRY_CONF_CHANGE = EntryType.ConfChange;

@@ -50,6 +50,13 @@ export const MessageType = {
    * its configuration does not include the follower): the leader sends a fresh one later.
    */
   SnapResp: 19,
+  /**
+   * Leader → follower in replicate state that acknowledged every entry through (`index`,
+   * `logTerm`): `commit` is the leader's commit. The commit-only MsgApp of a commit
+   * advance, without its answer: an answer would only repeat the match the leader has.
+   * A follower whose log does not match there answers as to a rejected MsgApp.
+   */
+  Commit: 20,
 } as const;
 export type MessageType = (typeof MessageType)[keyof typeof MessageType];
 

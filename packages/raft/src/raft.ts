@@ -238,6 +238,17 @@ export class Raft {
       (this.msgs[queued] as { commit: number }).commit = this.raftLog.committed;
       return true;
     }
+    if (entries.length === 0 && pr.state === 'replicate' && pr.match === prevIndex) {
+      // Nothing to append and everything acknowledged: the commit alone, unanswered.
+      this.send({
+        type: MessageType.Commit,
+        to,
+        index: prevIndex,
+        logTerm: prevTerm,
+        commit: this.raftLog.committed,
+      });
+      return true;
+    }
     this.send({
       type: MessageType.App,
       to,
@@ -263,7 +274,9 @@ export class Raft {
     for (let i = msgs.length - 1; i >= 0; i--) {
       const m = msgs[i]!;
       if (m.to !== to || m.type === MessageType.Heartbeat) continue;
-      if (m.type !== MessageType.App || m.term !== this.term) return -1;
+      if ((m.type !== MessageType.App && m.type !== MessageType.Commit) || m.term !== this.term) {
+        return -1;
+      }
       return m.index + m.entries.length === index ? i : -1;
     }
     return -1;
@@ -607,6 +620,7 @@ export class Raft {
         // Granted pre-votes carry the term we would campaign in; adopt it only on winning.
       } else if (
         m.type === MessageType.App ||
+        m.type === MessageType.Commit ||
         m.type === MessageType.Heartbeat ||
         m.type === MessageType.Snap
       ) {
@@ -615,7 +629,11 @@ export class Raft {
         this.becomeFollower(m.term, null);
       }
     } else if (m.term < this.term) {
-      if (m.type === MessageType.Heartbeat || m.type === MessageType.App) {
+      if (
+        m.type === MessageType.Heartbeat ||
+        m.type === MessageType.App ||
+        m.type === MessageType.Commit
+      ) {
         // A stale leader (e.g. after a partition) that our pre-votes, leases or ignored
         // vote requests keep from seeing a higher term would never step down: tell it our
         // term. (A member that is no voter, e.g. demoted while partitioned, inflates its
@@ -943,6 +961,10 @@ export class Raft {
         this.becomeFollower(m.term, m.from);
         this.handleAppendEntries(m);
         return;
+      case MessageType.Commit:
+        this.becomeFollower(m.term, m.from);
+        this.handleCommit(m);
+        return;
       case MessageType.Heartbeat:
         this.becomeFollower(m.term, m.from);
         this.handleHeartbeat(m);
@@ -983,6 +1005,11 @@ export class Raft {
         this.electionElapsed = 0;
         this.lead = m.from;
         this.handleAppendEntries(m);
+        return;
+      case MessageType.Commit:
+        this.electionElapsed = 0;
+        this.lead = m.from;
+        this.handleCommit(m);
         return;
       case MessageType.Heartbeat:
         this.electionElapsed = 0;
@@ -1033,6 +1060,18 @@ export class Raft {
       rejectHint: hint.index,
       logTerm: hint.term,
     });
+  }
+
+  /**
+   * A commit notice (MsgCommit): the leader's commit, up to the entry it names, once our
+   * log holds that entry; no answer then (the leader knows our match). A log that does
+   * not hold it answers as to the MsgApp it stands for: a rejection with the hint.
+   */
+  private handleCommit(m: Message): void {
+    // Naming an entry below our commit, it cannot raise it.
+    if (m.index < this.raftLog.committed) return;
+    if (this.raftLog.maybeAppend(m.index, m.logTerm, m.commit, m.entries) !== undefined) return;
+    this.handleAppendEntries(m);
   }
 
   /**

@@ -192,9 +192,27 @@ describe('raft paper §5.3: log replication', () => {
     raw.step(msg({ type: MessageType.AppResp, from: '2', to: '1', term: 1, index: 2 }));
     const out = drain(raw, storage);
     expect(raw.status().commit).to.equal(2);
-    const apps = out.filter((m) => m.type === MessageType.App);
-    expect(apps.length).to.be.greaterThan(0);
-    for (const m of apps) expect(m.commit).to.equal(2);
+    // Follower 2 holds every entry: it is told in a MsgCommit (a MsgApp without entries
+    // or answer); 3, still probed, hears of it with its next MsgApp.
+    const told = out.filter((m) => m.type === MessageType.App || m.type === MessageType.Commit);
+    expect(told.map((m) => [m.type, m.to, m.commit])).to.deep.equal([[MessageType.Commit, '2', 2]]);
+  });
+
+  it('§5.3 a follower told the commit in a MsgCommit commits without answering; one lacking the entry rejects it', () => {
+    const { raw, storage } = singleNode('2', peers);
+    raw.step(msg({ type: MessageType.App, from: '1', to: '2', term: 1, entries: [entry(1, 1)] }));
+    drain(raw, storage);
+    const notice = { type: MessageType.Commit, from: '1', to: '2', term: 1, logTerm: 1 } as const;
+    raw.step(msg({ ...notice, index: 1, commit: 1 }));
+    expect(drain(raw, storage)).to.deep.equal([]);
+    expect(raw.status().commit).to.equal(1);
+    // The notice names an entry this log does not have: answered as a rejected MsgApp.
+    raw.step(msg({ ...notice, index: 3, commit: 3 }));
+    const out = drain(raw, storage);
+    expect(out.map((m) => [m.type, m.reject, m.rejectHint])).to.deep.equal([
+      [MessageType.AppResp, true, 1],
+    ]);
+    expect(raw.status().commit).to.equal(1);
   });
 
   for (const [size, acks, committed] of [
