@@ -29,6 +29,7 @@ import {
   encodeSessionRecord,
   maxResultsPerSessionRecord,
 } from './command.ts';
+import { ValueCache } from './value-cache.ts';
 
 export interface PartitionOptions {
   /** A session untouched this long, by the log's clock, is dropped. Default 10 min. */
@@ -43,12 +44,15 @@ export interface PartitionOptions {
    * maxResultsPerSessionRecord (what a session record can hold).
    */
   readonly maxResultsPerSession?: number;
+  /** Bytes of hot values kept in memory (value-cache.ts); 0: none. Default 256 KiB. */
+  readonly valueCacheBytes?: number;
 }
 
 export const partitionDefaults = {
   sessionTtlMs: 10 * 60 * 1000,
   maxSessions: 4096,
   maxResultsPerSession: 1024,
+  valueCacheBytes: 256 * 1024,
 } as const;
 
 /** A command that applied (or was recognised as a retry or a stale one). */
@@ -127,6 +131,8 @@ export class PartitionMachine {
   private readonly sessions = new Map<string, Session>();
   /** Applied writes not yet durable, newest per key. */
   private readonly overlay = new Map<string, OverlayEntry>();
+  /** Hot values, coherent with applies (read after the overlay, before storage). */
+  private readonly cache: ValueCache;
   /** Overlay writes in apply order (parallel arrays from `overlayHead`), for `persisted`. */
   private overlayKeys: string[] = [];
   private overlayIndexes: number[] = [];
@@ -172,6 +178,7 @@ export class PartitionMachine {
     this.appliedIndexValue = init.appliedIndex;
     this.persistedIndexValue = init.appliedIndex;
     this.readStored = init.readStored;
+    this.cache = new ValueCache(options.valueCacheBytes ?? partitionDefaults.valueCacheBytes);
 
     const loaded: [string, Session][] = [];
     for (const [clientId, bytes] of init.sessions) {
@@ -233,7 +240,18 @@ export class PartitionMachine {
   read(key: string): Promise<Uint8Array | null> {
     this.checkUsable();
     const entry = this.overlay.get(key);
-    return entry === undefined ? this.readStored(key) : Promise.resolve(entry.value);
+    if (entry !== undefined) return Promise.resolve(entry.value);
+    const cached = this.cache.get(key);
+    return cached === undefined ? this.readThrough(key) : Promise.resolve(cached);
+  }
+
+  /** The stored value of `key`, which then fills the cache (unless a write applied since). */
+  private readThrough(key: string): Promise<Uint8Array | null> {
+    const token = this.cache.readStarted(key);
+    return this.readStored(key).then((stored) => {
+      this.cache.fill(key, token, stored);
+      return stored;
+    });
   }
 
   /** A batch whose applied state reached `index` is durable: drop the overlay up to it. */
@@ -365,7 +383,12 @@ export class PartitionMachine {
       this.applyWrite(command, session, index, written.value !== null, output);
       return undefined;
     }
-    return this.readStored(command.key).then((stored) => {
+    const cached = this.cache.get(command.key);
+    if (cached !== undefined) {
+      this.applyWrite(command, session, index, cached !== null, output);
+      return undefined;
+    }
+    return this.readThrough(command.key).then((stored) => {
       this.applyWrite(command, session, index, stored !== null, output);
     });
   }
@@ -476,6 +499,7 @@ export class PartitionMachine {
     if (command.kind === 'delete' && !result) return;
     const value = command.value;
     this.overlay.set(command.key, { value, index });
+    this.cache.write(command.key, value);
     this.overlayKeys.push(command.key);
     this.overlayIndexes.push(index);
     kv.push({ key: command.key, value });

@@ -448,3 +448,45 @@ describe('partition: entries', () => {
     expect(() => new PartitionMachine({ ...base, sessions: corrupt })).to.throw(/corrupt/);
   });
 });
+
+describe('partition: the value cache', () => {
+  /** A machine over a map as its storage, counting the storage reads. */
+  function machineOver(stored: Map<string, string>, options: PartitionOptions = {}) {
+    const counter = { reads: 0 };
+    const machine = new PartitionMachine({
+      appliedIndex: 0,
+      sessions: new Map(),
+      readStored: async (key) => {
+        counter.reads++;
+        const value = stored.get(key);
+        return value === undefined ? null : text.encode(value);
+      },
+      options,
+    });
+    return { machine, counter };
+  }
+
+  it('answers a key from memory once read, deletes it without a read, and drops it on a put', async () => {
+    const { machine, counter } = machineOver(new Map([['k', 'stored']]));
+    expect(decoder.decode((await machine.read('k'))!)).to.equal('stored');
+    expect(decoder.decode((await machine.read('k'))!)).to.equal('stored');
+    expect(counter.reads).to.equal(1);
+    const log = new Log();
+    const deleted = await machine.apply(log.commands({ kind: 'delete', seq: 1 }));
+    expect(resultsOf(deleted)).to.deep.equal([true]);
+    machine.persisted(deleted.appliedIndex); // The overlay is gone; the cache answers.
+    expect(await machine.read('k')).to.equal(null);
+    expect(counter.reads).to.equal(1);
+    const put = await machine.apply(log.commands({ seq: 2 }));
+    machine.persisted(put.appliedIndex);
+    await machine.read('k'); // From storage again (here a map the applies do not change).
+    expect(counter.reads).to.equal(2);
+  });
+
+  it('with valueCacheBytes 0 every read goes to storage', async () => {
+    const { machine, counter } = machineOver(new Map([['k', 'stored']]), { valueCacheBytes: 0 });
+    await machine.read('k');
+    await machine.read('k');
+    expect(counter.reads).to.equal(2);
+  });
+});
