@@ -21,7 +21,9 @@
  *   handshake or the join, the client emits `error` and then `closed`.
  * - `registry` fires with each new registry (a pushed change, or a different one learnt on
  *   a re-join); never for the one `connect` resolved with. `signal` fires for each signal
- *   relayed to us. `error` events nobody listens to are dropped.
+ *   relayed to us, in order; signals that arrive while nobody listens (from the join on,
+ *   until the first `signal` listener) are held, at most 256, and go to that listener
+ *   after `on` returns. `error` events nobody listens to are dropped.
  * - `online` is the set of members connected to the server now (from the join reply, then
  *   kept by `presence` updates). `presence` fires when another member comes online
  *   (joins, re-joins after a reload or a server restart) or goes offline. While this
@@ -116,7 +118,15 @@ export interface SignalingClientStats {
   readonly malformedReceived: number;
   /** Successful joins after the first one. */
   readonly rejoins: number;
+  /** Signals received before any `signal` listener, held for the first one. */
+  readonly heldSignals: number;
 }
+
+/**
+ * Signals held while nobody listens (between the join and the mesh's subscription): the
+ * first offers to a new member arrive then. Beyond the bound the oldest go.
+ */
+const MAX_HELD_SIGNALS = 256;
 
 const DEFAULT_CONNECT_TIMEOUT_MS = 15_000;
 const DEFAULT_REQUEST_TIMEOUT_MS = 10_000;
@@ -158,6 +168,8 @@ export class SignalingClient {
   };
   private malformedReceived = 0;
   private rejoins = 0;
+  /** Valid signal deliveries not yet emitted (no listener yet, or a flush is pending). */
+  private readonly heldSignals: { from: string; payload: SignalPayload }[] = [];
   /** Pending re-join retry or delayed reconnection. */
   private retryTimer: ReturnType<typeof setTimeout> | undefined;
 
@@ -212,9 +224,19 @@ export class SignalingClient {
       autoConnect: false,
       forceNew: true,
     });
+    // A signal may come before the join's answer (the server relays to us once we are
+    // bound, which is before it answers) or before the client exists: keep it.
+    const early: unknown[] = [];
+    const holdEarly = (delivery: unknown) => {
+      if (early.length < MAX_HELD_SIGNALS) early.push(delivery);
+    };
+    socket.on(SignalingEvents.signal, holdEarly);
     try {
       const accepted = await firstJoin(socket, options);
-      return new SignalingClient(socket, options, accepted);
+      socket.off(SignalingEvents.signal, holdEarly);
+      const client = new SignalingClient(socket, options, accepted);
+      for (const delivery of early) client.onSignal(delivery);
+      return client;
     } catch (error) {
       socket.removeAllListeners();
       socket.disconnect();
@@ -237,7 +259,11 @@ export class SignalingClient {
   }
 
   stats(): SignalingClientStats {
-    return { malformedReceived: this.malformedReceived, rejoins: this.rejoins };
+    return {
+      malformedReceived: this.malformedReceived,
+      rejoins: this.rejoins,
+      heldSignals: this.heldSignals.length,
+    };
   }
 
   /** Subscribes a handler; returns a function that unsubscribes it. */
@@ -247,6 +273,10 @@ export class SignalingClient {
   ): () => void {
     const set = this.listeners[event] as Set<SignalingClientEvents[E]>;
     set.add(handler);
+    if (event === 'signal' && this.heldSignals.length > 0 && set.size === 1) {
+      // Delivered after `on` returns, in arrival order (later ones queue behind them).
+      queueMicrotask(() => this.flushHeldSignals());
+    }
     return () => set.delete(handler);
   }
 
@@ -443,7 +473,18 @@ export class SignalingClient {
       this.malformedReceived++;
       return;
     }
-    this.emit('signal', parsed.value.from, parsed.value.payload);
+    const { from, payload } = parsed.value;
+    if (this.listeners.signal.size > 0 && this.heldSignals.length === 0) {
+      this.emit('signal', from, payload);
+      return;
+    }
+    if (this.heldSignals.length === MAX_HELD_SIGNALS) this.heldSignals.shift();
+    this.heldSignals.push({ from, payload });
+  }
+
+  private flushHeldSignals(): void {
+    if (this.listeners.signal.size === 0) return;
+    for (const { from, payload } of this.heldSignals.splice(0)) this.emit('signal', from, payload);
   }
 
   private onProtocolError(notice: unknown): void {

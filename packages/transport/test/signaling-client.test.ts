@@ -75,6 +75,27 @@ describe('signaling client with a server process', () => {
     expect((await rejection(b.sendSignal('nobody', {}))).code).to.equal('unknown_target');
   });
 
+  it('holds the signals that arrive before anyone listens and gives them, in order, to the first listener', async () => {
+    const { url } = await server();
+    const a = await client(url, { nodeId: 'a' });
+    const b = await client(url, { nodeId: 'b' });
+    // a has no `signal` listener yet (as a node between its join and its mesh).
+    await b.sendSignal('a', { type: 'offer', sdp: 'first' });
+    await b.sendSignal('a', { candidate: 'second' });
+    await waitFor(() => a.stats().heldSignals === 2, 'both signals held at a');
+    const received: unknown[] = [];
+    a.on('signal', (from, payload) => received.push({ from, payload }));
+    expect(received, 'delivered after on() returns').to.deep.equal([]);
+    await b.sendSignal('a', { candidate: 'third' });
+    await waitFor(() => received.length === 3, 'all three signals');
+    expect(received).to.deep.equal([
+      { from: 'b', payload: { type: 'offer', sdp: 'first' } },
+      { from: 'b', payload: { candidate: 'second' } },
+      { from: 'b', payload: { candidate: 'third' } },
+    ]);
+    expect(a.stats().heldSignals).to.equal(0);
+  });
+
   it('refuses a bad token with a typed error and a clear reason', async () => {
     const { url } = await server();
     const error = await rejection(client(url, { token: 'wrong' }));
