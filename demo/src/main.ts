@@ -48,7 +48,7 @@ const LOAD_OPERATIONS = 200;
 const LOAD_CONCURRENCY = 8;
 const LOAD_KEYS = 50;
 
-type NodeState = 'joining' | 'running' | 'crashed' | 'stopping' | 'left' | 'failed';
+type NodeState = 'joining' | 'running' | 'crashed' | 'stopping' | 'leaving' | 'left' | 'failed';
 
 function element<T extends HTMLElement>(id: string): T {
   const found = document.getElementById(id);
@@ -188,7 +188,7 @@ function wireControls(): void {
   );
   ui.leave.addEventListener('click', () =>
     fault('left the cluster: its replicas were handed to other nodes', async (node) => {
-      nodeState = 'stopping';
+      nodeState = 'leaving';
       try {
         await node.leave();
       } finally {
@@ -231,6 +231,11 @@ async function fault(done: string, action: (node: BrowserNode) => Promise<void>)
   await refresh();
 }
 
+/** Replicas this tab's node still hosts (a leave ends when none is left). */
+function replicasHere(): number {
+  return browserNode === null ? 0 : browserNode.node.status().groups.length;
+}
+
 function refreshControls(): void {
   const running = nodeState === 'running';
   ui.crash.disabled = !running;
@@ -247,6 +252,7 @@ function refreshControls(): void {
     running: isolated ? 'running, isolated from the mesh' : 'running',
     crashed: 'crashed (its data is kept: Restart brings it back)',
     stopping: 'stopping…',
+    leaving: `leaving: handing its replicas to other nodes (${replicasHere()} still here)…`,
     left: 'left the cluster (open another node to join again)',
     failed: escapeHtml(nodeProblem),
   };

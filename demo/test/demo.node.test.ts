@@ -24,6 +24,8 @@ import { launchChromium } from '../../packages/storage/test/chromium.ts';
 const SCREENSHOT_DIR = join(ROOT, 'test-output', 'demo');
 /** Waits in the page: generous, the machine is shared. */
 const PAGE_DEADLINE_MS = 60_000;
+/** Beyond a tab's own leave deadline (BROWSER_LEAVE_DEADLINE_MS, 60 s): its error shows. */
+const LEAVE_WAIT_MS = 90_000;
 /** Puts of the console tried before the test gives up (each may time out at 5 s). */
 const MAX_PUT_TRIES = 6;
 const PARTITIONS = 16;
@@ -92,6 +94,7 @@ describe('demo app served by meshkv start (real processes, Chromium)', function 
     accept: (text: string) => boolean,
     what: string,
     tab: Page = page,
+    deadlineMs = PAGE_DEADLINE_MS,
   ): Promise<string> {
     let text = '';
     return waitUntil(
@@ -102,8 +105,12 @@ describe('demo app served by meshkv start (real processes, Chromium)', function 
         return accept(text) ? text : undefined;
       },
       what,
-      () => ({ problems, text }),
-      PAGE_DEADLINE_MS,
+      async () => ({
+        problems,
+        text,
+        faultResult: await tab.$eval('#fault-result', (e) => e.textContent).catch(String),
+      }),
+      deadlineMs,
     );
   }
 
@@ -258,11 +265,14 @@ describe('demo app served by meshkv start (real processes, Chromium)', function 
     // Leave, in the second tab: it hands its replicas off and is `left` in the first tab's view.
     // A DOM click: puppeteer's waits for the element to be in view, which a hidden tab never is.
     await second.$eval('#leave', (button) => (button as HTMLButtonElement).click());
+    // While it hands off, the tab says how many replicas are still here; the wait outlasts
+    // the leave's own deadline, so a hand-off that cannot finish shows the node's TIMEOUT.
     await waitForText(
       '#self-line',
       (t) => t.includes('left the cluster'),
       'the second tab left',
       second,
+      LEAVE_WAIT_MS,
     );
     await waitForText(
       '#members',
