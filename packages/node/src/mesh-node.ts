@@ -448,6 +448,9 @@ export class MeshNode {
             settings.partition,
           ),
         );
+        // Its only voter: no election to wait for (the cluster serves at once, instead of
+        // each group waiting out a randomized election timeout, 1–2 s by default).
+        node.groups.get(group)!.raw.campaign();
       }
       node.trace(`bootstraps ${node.ring.settings.partitions} partitions as one-voter groups`);
     }
