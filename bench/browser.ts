@@ -50,6 +50,7 @@ import {
 import { cpuSecondsOf, etcdCall, etcdVersion, statCpuSeconds, withEtcd } from './lib/etcd.ts';
 import { inNetworkNamespace } from './lib/netns.ts';
 import { round1, round3, textTable } from './lib/report.ts';
+import { parseRowBenchArgs } from './lib/row-args.ts';
 
 type Browser = Awaited<ReturnType<typeof launchChromium>>;
 type Page = Awaited<ReturnType<Browser['newPage']>>;
@@ -72,6 +73,7 @@ const MARK_DEADLINE_MS = 10_000;
 const CLUSTER_ID = 'meshkv';
 
 type System = 'meshkv-browser' | 'etcd';
+const DEFAULT_PARTITIONS = 64;
 type Op = 'put' | 'get';
 
 interface Args {
@@ -85,39 +87,21 @@ interface Args {
 }
 
 function parseArgs(argv: readonly string[]): Args {
-  let ops: Op[] = ['put', 'get'];
-  let concurrencies = [16, 128];
-  let seconds = 10;
-  let warmupSeconds = 2;
-  let partitions = 64;
-  let profile = false;
-  let etcd = true;
-  const usage = (message: string): never => {
-    console.error(
-      `${message}\nusage: pnpm bench browser [--ops put,get] [--concurrency 16,128] [--seconds S] [--warmup S] [--partitions Q] [--profile] [--no-etcd]`,
-    );
-    process.exit(2);
+  const parsed = parseRowBenchArgs<Op>(argv, {
+    name: 'browser',
+    ops: ['put', 'get'],
+    defaultConcurrencies: [16, 128],
+    profile: 'flag',
+  });
+  return {
+    ops: parsed.ops,
+    concurrencies: parsed.concurrencies,
+    seconds: parsed.seconds,
+    warmupSeconds: parsed.warmupSeconds,
+    partitions: parsed.partitions ?? DEFAULT_PARTITIONS,
+    profile: parsed.profile !== null,
+    etcd: parsed.etcd,
   };
-  const positive = (text: string | undefined, what: string): number => {
-    const n = Number(text);
-    if (!Number.isFinite(n) || n <= 0) usage(`${what} must be a positive number`);
-    return n;
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    if (arg === '--ops') {
-      ops = (argv[++i] ?? '').split(',') as Op[];
-      for (const op of ops) if (op !== 'put' && op !== 'get') usage(`unknown op ${op}`);
-    } else if (arg === '--concurrency') {
-      concurrencies = (argv[++i] ?? '').split(',').map((c) => positive(c, '--concurrency'));
-    } else if (arg === '--seconds') seconds = positive(argv[++i], '--seconds');
-    else if (arg === '--warmup') warmupSeconds = Number(argv[++i]);
-    else if (arg === '--partitions') partitions = positive(argv[++i], '--partitions');
-    else if (arg === '--profile') profile = true;
-    else if (arg === '--no-etcd') etcd = false;
-    else usage(`unknown argument ${arg}`);
-  }
-  return { ops, concurrencies, seconds, warmupSeconds, partitions, profile, etcd };
 }
 
 // ---- CPU of Chromium's process tree ---------------------------------------------------

@@ -65,6 +65,7 @@ import {
 } from './lib/etcd.ts';
 import { inNetworkNamespace } from './lib/netns.ts';
 import { round1, round3, textTable } from './lib/report.ts';
+import { parseRowBenchArgs } from './lib/row-args.ts';
 
 const HERE = fileURLToPath(import.meta.url);
 const PEERS = 3;
@@ -182,39 +183,21 @@ interface Args {
 }
 
 function parseArgs(argv: readonly string[]): Args {
-  let ops: OpName[] = ['put', 'get', 'put1m'];
-  let concurrencies = [1, 16, 128];
-  let seconds = 10;
-  let warmupSeconds = 2;
-  let partitions: number | null = null;
-  let profileDir: string | null = null;
-  let etcd = true;
-  const usage = (message: string): never => {
-    console.error(
-      `${message}\nusage: pnpm bench cluster [--ops put,get,put1m] [--concurrency 1,16,128] [--seconds S] [--warmup S] [--partitions Q] [--profile DIR] [--no-etcd]`,
-    );
-    process.exit(2);
+  const parsed = parseRowBenchArgs<OpName>(argv, {
+    name: 'cluster',
+    ops: ['put', 'get', 'put1m'],
+    defaultConcurrencies: [1, 16, 128],
+    profile: 'folder',
+  });
+  return {
+    ops: parsed.ops,
+    concurrencies: parsed.concurrencies,
+    seconds: parsed.seconds,
+    warmupSeconds: parsed.warmupSeconds,
+    partitions: parsed.partitions,
+    profileDir: parsed.profile,
+    etcd: parsed.etcd,
   };
-  const positive = (text: string | undefined, what: string): number => {
-    const n = Number(text);
-    if (!Number.isFinite(n) || n <= 0) usage(`${what} must be a positive number`);
-    return n;
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    if (arg === '--ops') {
-      ops = (argv[++i] ?? '').split(',') as OpName[];
-      for (const op of ops) if (!['put', 'get', 'put1m'].includes(op)) usage(`unknown op ${op}`);
-    } else if (arg === '--concurrency') {
-      concurrencies = (argv[++i] ?? '').split(',').map((c) => positive(c, '--concurrency'));
-    } else if (arg === '--seconds') seconds = positive(argv[++i], '--seconds');
-    else if (arg === '--warmup') warmupSeconds = Number(argv[++i]);
-    else if (arg === '--partitions') partitions = positive(argv[++i], '--partitions');
-    else if (arg === '--profile') profileDir = argv[++i] ?? usage('--profile needs a folder');
-    else if (arg === '--no-etcd') etcd = false;
-    else usage(`unknown argument ${arg}`);
-  }
-  return { ops, concurrencies, seconds, warmupSeconds, partitions, profileDir, etcd };
 }
 
 interface RowSpec {
