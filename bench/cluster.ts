@@ -65,7 +65,7 @@ import {
 } from './lib/etcd.ts';
 import { inNetworkNamespace } from './lib/netns.ts';
 import { round1, round3, textTable } from './lib/report.ts';
-import { parseRowBenchArgs } from './lib/row-args.ts';
+import { parseRowBenchArgs, type RowBenchArgs } from './lib/row-args.ts';
 
 const HERE = fileURLToPath(import.meta.url);
 const PEERS = 3;
@@ -172,32 +172,16 @@ async function runClient(spec: ClientSpec): Promise<void> {
 
 // ---- The orchestrator ------------------------------------------------------------------
 
-interface Args {
-  readonly ops: readonly OpName[];
-  readonly concurrencies: readonly number[];
-  readonly seconds: number;
-  readonly warmupSeconds: number;
-  readonly partitions: number | null;
-  readonly profileDir: string | null;
-  readonly etcd: boolean;
-}
+/** `--profile DIR` is `profile`: the peers write their CPU profiles there. */
+type Args = RowBenchArgs<OpName>;
 
 function parseArgs(argv: readonly string[]): Args {
-  const parsed = parseRowBenchArgs<OpName>(argv, {
+  return parseRowBenchArgs<OpName>(argv, {
     name: 'cluster',
     ops: ['put', 'get', 'put1m'],
     defaultConcurrencies: [1, 16, 128],
     profile: 'folder',
   });
-  return {
-    ops: parsed.ops,
-    concurrencies: parsed.concurrencies,
-    seconds: parsed.seconds,
-    warmupSeconds: parsed.warmupSeconds,
-    partitions: parsed.partitions,
-    profileDir: parsed.profile,
-    etcd: parsed.etcd,
-  };
 }
 
 interface RowSpec {
@@ -443,9 +427,7 @@ async function withMeshkv(
   for (let i = 0; i < PEERS; i++) {
     // Not spawnPeer: the profiled peer needs node flags (NODE_OPTIONS refuses --cpu-prof).
     const nodeFlags =
-      i === 0 && args.profileDir !== null
-        ? ['--cpu-prof', `--cpu-prof-dir=${args.profileDir}`]
-        : [];
+      i === 0 && args.profile !== null ? ['--cpu-prof', `--cpu-prof-dir=${args.profile}`] : [];
     const cli = [MESHKV_CLI, 'node', '--signaling', signaling.url, '--token', token];
     cli.push('--data', join(dir, `peer-${i + 1}`), '--http', '127.0.0.1:0');
     const child = spawn(process.execPath, [...nodeFlags, '--import', 'tsx', ...cli], {
@@ -664,11 +646,11 @@ async function main(argv: readonly string[]): Promise<void> {
       }),
     );
   }
-  if (args.profileDir !== null) {
+  if (args.profile !== null) {
     // One summary per measured row: a run of several rows profiles each load apart.
     for (const r of results) {
       if (r.system === 'meshkv')
-        summarizeProfile(args.profileDir, `${r.op} c${r.concurrency}`, [r.windowUs]);
+        summarizeProfile(args.profile, `${r.op} c${r.concurrency}`, [r.windowUs]);
     }
   }
   console.log(JSON.stringify({ bench: 'cluster', loadAverage: loadavg().map(round1) }));
