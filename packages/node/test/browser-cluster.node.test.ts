@@ -52,7 +52,7 @@ const PARTITIONS = 8;
  */
 const GRACE_PERIOD_MS = 120_000;
 /** How long the hidden page is watched (see that test's comment). */
-const HIDDEN_WINDOW_MS = 20_000;
+const HIDDEN_WINDOW_MS = 60_000;
 /** What Firefox says on a failed ICE attempt: the browser's report, not an error of ours. */
 const FIREFOX_ICE_REPORT = /^Error: WebRTC: ICE failed, add a STUN server/;
 /** A HTTP request's deadline at the peers. */
@@ -586,16 +586,17 @@ describe('browser nodes: 3 Chromium pages and 3 Node peers in one cluster', () =
     await waitUntil(settled, 'the cluster to settle after the duplicate left', state);
   });
 
-  it(`a hidden page keeps leading its partitions while its page timers are throttled (${HIDDEN_WINDOW_MS / 1000} s)`, async () => {
+  it(`a hidden page keeps leading its partitions while its page timers are throttled (${HIDDEN_WINDOW_MS / 1000} s)`, async function () {
+    this.timeout(HIDDEN_WINDOW_MS + 2 * DEADLINE_MS);
     // How this is verified: Chromium is launched without puppeteer's flags that turn off
     // background throttling, and another tab is brought to the front, so the page is
     // hidden (visibilityState) and its own 100 ms interval fires about once a second —
     // asserted below, or the test would prove nothing. Meanwhile writes reach every
     // partition, so the groups it leads are awake (not quiesced) and need its heartbeats
     // and appends; if its ticks came from page timers (1 Hz, against the followers'
-    // 1-2 s election timeouts) its followers would campaign. Intensive throttling (one
-    // wake-up a minute) begins only after 5 minutes hidden and spares pages using WebRTC,
-    // so a longer window adds nothing but run time.
+    // 1-2 s election timeouts) its followers would campaign. The window is issue 13's 60 s;
+    // intensive throttling (one wake-up a minute) begins only after 5 minutes hidden and
+    // spares pages using WebRTC, so a longer one would add only run time.
     const { nodeId: hiddenId } = await pageLeading();
     const hidden = pages.get(hiddenId)!;
     const led = new Map(
