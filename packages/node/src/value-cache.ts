@@ -39,10 +39,6 @@ export class ValueCache {
     return this.bytes;
   }
 
-  get size(): number {
-    return this.entries.size;
-  }
-
   /** The cached value (null: the key holds none), or undefined if not cached. */
   get(key: string): Uint8Array | null | undefined {
     const value = this.entries.get(key);

@@ -228,7 +228,8 @@ export class SignalingClient {
     // bound, which is before it answers) or before the client exists: keep it.
     const early: unknown[] = [];
     const holdEarly = (delivery: unknown) => {
-      if (early.length < MAX_HELD_SIGNALS) early.push(delivery);
+      if (early.length === MAX_HELD_SIGNALS) early.shift();
+      early.push(delivery);
     };
     socket.on(SignalingEvents.signal, holdEarly);
     try {
