@@ -50,7 +50,7 @@ import {
 import { cpuSecondsOf, etcdCall, etcdVersion, statCpuSeconds, withEtcd } from './lib/etcd.ts';
 import { inNetworkNamespace } from './lib/netns.ts';
 import { round1, round3, textTable } from './lib/report.ts';
-import { parseRowBenchArgs } from './lib/row-args.ts';
+import { parseRowBenchArgs, type RowBenchArgs } from './lib/row-args.ts';
 
 type Browser = Awaited<ReturnType<typeof launchChromium>>;
 type Page = Awaited<ReturnType<Browser['newPage']>>;
@@ -73,35 +73,18 @@ const MARK_DEADLINE_MS = 10_000;
 const CLUSTER_ID = 'meshkv';
 
 type System = 'meshkv-browser' | 'etcd';
-const DEFAULT_PARTITIONS = 64;
 type Op = 'put' | 'get';
 
-interface Args {
-  readonly ops: readonly Op[];
-  readonly concurrencies: readonly number[];
-  readonly seconds: number;
-  readonly warmupSeconds: number;
-  readonly partitions: number;
-  readonly profile: boolean;
-  readonly etcd: boolean;
-}
+/** `--profile` (a flag here) is `profile !== null`. */
+type Args = RowBenchArgs<Op>;
 
 function parseArgs(argv: readonly string[]): Args {
-  const parsed = parseRowBenchArgs<Op>(argv, {
+  return parseRowBenchArgs<Op>(argv, {
     name: 'browser',
     ops: ['put', 'get'],
     defaultConcurrencies: [16, 128],
     profile: 'flag',
   });
-  return {
-    ops: parsed.ops,
-    concurrencies: parsed.concurrencies,
-    seconds: parsed.seconds,
-    warmupSeconds: parsed.warmupSeconds,
-    partitions: parsed.partitions ?? DEFAULT_PARTITIONS,
-    profile: parsed.profile !== null,
-    etcd: parsed.etcd,
-  };
 }
 
 // ---- CPU of Chromium's process tree ---------------------------------------------------
@@ -695,7 +678,7 @@ async function main(argv: readonly string[]): Promise<void> {
       [process.pid, 'bench'],
     ]);
     const meter = () => cpuSnapshot(browserPid, cluster.pageOfRenderer, others);
-    const profilers = args.profile ? await PageProfilers.open(cluster, server) : null;
+    const profilers = args.profile !== null ? await PageProfilers.open(cluster, server) : null;
     console.log(JSON.stringify(await idleCpu('meshkv-browser', meter, args.seconds)));
     for (const row of rows) {
       const result = await runBrowserRow(cluster, row, args, meter, profilers);

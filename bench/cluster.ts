@@ -418,7 +418,7 @@ async function withMeshkv(
   run: (endpoints: readonly string[], pids: readonly number[]) => Promise<void>,
 ): Promise<void> {
   const token = randomBytes(16).toString('hex');
-  const partitions = args.partitions ?? 64;
+  const partitions = args.partitions;
   const signaling = await startSignaling(
     { dataDir: join(dir, 'signaling'), token, partitions },
     procs.track,

@@ -21,8 +21,7 @@ export interface RowBenchArgs<Op extends string> {
   readonly concurrencies: readonly number[];
   readonly seconds: number;
   readonly warmupSeconds: number;
-  /** null: the bench's own default. */
-  readonly partitions: number | null;
+  readonly partitions: number;
   /** `'flag'` specs: '' when given; `'folder'` specs: the folder; null when absent. */
   readonly profile: string | null;
   readonly etcd: boolean;
@@ -30,6 +29,7 @@ export interface RowBenchArgs<Op extends string> {
 
 const DEFAULT_SECONDS = 10;
 const DEFAULT_WARMUP_SECONDS = 2;
+const DEFAULT_PARTITIONS = 64;
 
 export function parseRowBenchArgs<Op extends string>(
   argv: readonly string[],
@@ -83,7 +83,7 @@ export function parseRowBenchArgs<Op extends string>(
     concurrencies,
     seconds: numberOption('seconds', false) ?? DEFAULT_SECONDS,
     warmupSeconds: numberOption('warmup', true) ?? DEFAULT_WARMUP_SECONDS,
-    partitions: numberOption('partitions', false) ?? null,
+    partitions: numberOption('partitions', false) ?? DEFAULT_PARTITIONS,
     profile: profile === undefined || profile === false ? null : profile === true ? '' : profile,
     etcd: values['no-etcd'] !== true,
   };
