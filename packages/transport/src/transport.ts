@@ -44,6 +44,10 @@ export interface TransportHandlers {
    * The link to `peer` failed or was closed: frames sent before may be lost. Frames not yet
    * handed to the failed link may instead go out once it is back (the WebRTC mesh keeps
    * them for one reconnection attempt); what is given up is counted in `framesDropped`.
+   * Also reported, once, when a link that was never up fails its first attempt: callers
+   * learn that a peer they never reached is unreachable (the WebRTC connection between two
+   * members may never come up while both reach everyone else). Once per outage: the next
+   * one only after a `peerUp`.
    */
   peerDown(peer: PeerId, reason: string): void;
 }

@@ -196,6 +196,8 @@ interface Link {
   retryDelayMs: number;
   /** Failed attempts since the link was last up. */
   failedAttempts: number;
+  /** peerDown was reported since the link was last up (or created). */
+  downReported: boolean;
   lastFailure: string | null;
   signalsSent: number;
   signalsReceived: number;
@@ -382,6 +384,7 @@ export class WebRtcMesh implements Transport {
       retryAtMs: 0,
       retryDelayMs: this.settings.retryDelayMinMs,
       failedAttempts: 0,
+      downReported: false,
       lastFailure: null,
       signalsSent: 0,
       signalsReceived: 0,
@@ -476,8 +479,15 @@ export class WebRtcMesh implements Transport {
     link.outbox.restartHead();
     if (link.state === 'up') {
       link.state = 'connecting';
-      this.emit('peerDown', link.peer, reason);
+      this.reportDown(link, reason);
     }
+  }
+
+  /** peerDown, once per outage: until the link is up again, later failures say nothing. */
+  private reportDown(link: Link, reason: string): void {
+    if (link.downReported) return;
+    link.downReported = true;
+    this.emit('peerDown', link.peer, reason);
   }
 
   /**
@@ -493,6 +503,9 @@ export class WebRtcMesh implements Transport {
     link.lastFailure = reason;
     this.detach(link, reason);
     link.failedAttempts = wasUp ? 1 : link.failedAttempts + 1;
+    // A link never up says so on its first failure, as one that was up did in detach:
+    // callers would otherwise take a peer they never reached for live (the contract).
+    this.reportDown(link, reason);
     if (link.failedAttempts > 1) link.stats.framesDropped += link.outbox.clear();
     link.retryDelayMs =
       link.failedAttempts === 1
@@ -525,6 +538,7 @@ export class WebRtcMesh implements Transport {
     link.lastUsedMs = now;
     link.retryDelayMs = this.settings.retryDelayMinMs;
     link.failedAttempts = 0;
+    link.downReported = false;
     this.emit('peerUp', link.peer);
     // A heartbeat at once: the peer may be waiting for a sign that our side is up too.
     link.lastHeartbeatSentMs = Number.NEGATIVE_INFINITY;

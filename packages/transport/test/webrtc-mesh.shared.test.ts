@@ -389,6 +389,26 @@ describe(`WebRtcMesh (${kind}, in-process signaling)`, () => {
     expect([...a.linkStates().keys()]).to.deep.equal(['b']);
   });
 
+  it('reports peerDown once for a link that never comes up, and peerUp when it does', async () => {
+    const timing = { connectTimeoutMs: 300, retryDelayMinMs: 50, retryDelayMaxMs: 50 };
+    const a = start('a', timing);
+    relay.join('b'); // Receives signals and never answers: no attempt can succeed.
+    await waitFor(() => {
+      a.send('b', new Uint8Array([1])); // A link is retried when something is sent.
+      return (a.linkState('b')?.failedAttempts ?? 0) >= 3;
+    }, 'three failed attempts');
+    const log = events.get(a)!;
+    expect(log).to.have.length(1);
+    expect(log[0]).to.match(/^down b: not connected after 300 ms/);
+    relay.leave('b');
+    start('b', timing);
+    await waitFor(() => {
+      a.send('b', new Uint8Array([2]));
+      return log.includes('up b');
+    }, 'the link up once b answers');
+    expect(log.filter((line) => line.startsWith('down'))).to.have.length(1);
+  });
+
   it('restarts an attempt still connecting when the peer joins signaling: its signals went to nobody', async () => {
     // The attempts would otherwise wait out a connect timeout far beyond the test's deadline.
     const timing = { connectTimeoutMs: 600_000 };
