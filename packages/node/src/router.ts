@@ -11,6 +11,11 @@
  *
  * A write keeps its (clientId, seq) across every retry, so the partition's session table
  * applies it once (Raft thesis §6.3) whichever leader it reaches, however often.
+ *
+ * One missing link does not cut a node off from a partition: when the link to the leader
+ * is down (a WebRTC connection between two members that never comes up, while both reach
+ * everyone else), the request goes to another replica of the partition marked `relay`,
+ * which forwards it to the leader over its own link and passes the answer back.
  */
 import { DropReason, isRaftError, type NodeId, RaftErrorCode } from '@meshkv/raft';
 import { encodeCommand } from './command.ts';
@@ -79,6 +84,8 @@ interface OriginRequest {
   readonly reject: (error: MeshKvError) => void;
   /** Where the last attempt went, and when to try again without an answer. */
   target: NodeId | null;
+  /** The replica relaying the last attempt to `target` (its link was down), or null. */
+  via: NodeId | null;
   retryAtMs: number;
   attempts: number;
   /** A write reached a node that may have proposed it: a timeout cannot say "not applied". */
@@ -98,6 +105,13 @@ interface Responder {
 interface WriteWaiter extends Responder {
   readonly deadlineAtMs: number;
   readonly ackAll: boolean;
+}
+
+/** A request this node relays for an origin that cannot reach the leader. */
+interface RelayedRequest extends Responder {
+  /** The leader it went to: only its answer is passed back. */
+  readonly to: NodeId;
+  readonly deadlineAtMs: number;
 }
 
 interface ReadWaiter extends Responder {
@@ -164,6 +178,8 @@ export class Router {
   private servedCount = 0;
   private nextReadRound = 1;
   private readonly ackWaits = new Map<number, AckAllWait>();
+  /** This node's request id of a relayed request → where its answer goes. */
+  private readonly relayed = new Map<number, RelayedRequest>();
   /** Partition → the leader last heard of (hints and local replicas' knowledge). */
   private readonly leaderCache = new Map<number, NodeId>();
   private closedReason: string | null = null;
@@ -224,6 +240,7 @@ export class Router {
         resolve,
         reject,
         target: null,
+        via: null,
         retryAtMs: 0,
         attempts: 0,
         mayHaveApplied: false,
@@ -239,7 +256,18 @@ export class Router {
   onResponse(from: NodeId, response: ResponseRecord): void {
     const request = this.origin.get(response.requestId);
     if (request !== undefined) {
-      if (request.target === from) this.answered(request, response);
+      if ((request.via ?? request.target) === from || isFinalAnswer(response)) {
+        this.answered(request, response);
+      }
+      return;
+    }
+    const relayed = this.relayed.get(response.requestId);
+    if (relayed !== undefined) {
+      if (relayed.to === from) {
+        this.relayed.delete(response.requestId);
+        this.servedCount--;
+        this.respond(relayed, { ...response, requestId: relayed.requestId });
+      }
       return;
     }
     const wait = this.ackWaits.get(response.requestId);
@@ -273,6 +301,7 @@ export class Router {
     message: string,
     leaderHint: NodeId | null,
   ): void {
+    request.via = null; // An error through a relay: the next attempt may try another one.
     if (code === 'NOT_LEADER' || code === ErrorCode.UNAVAILABLE) {
       if (leaderHint !== null && leaderHint !== request.target) {
         this.leaderCache.set(request.partition, leaderHint);
@@ -317,6 +346,8 @@ export class Router {
     const target = request.op === 'localGet' ? this.localTarget(request) : this.leaderOf(request);
     request.target = target;
     if (target === null) return;
+    request.via =
+      target === this.host.nodeId || this.host.linkUp(target) ? null : this.relayFor(request);
     if (request.op === 'put' || request.op === 'delete') request.mayHaveApplied = true;
     const record: RequestRecord = {
       kind: 'request',
@@ -330,9 +361,26 @@ export class Router {
       lowestUnanswered: this.lowestUnanswered(request.seq),
       deadlineRemainingMs: Math.max(0, Math.min(U32_MAX, request.deadlineAtMs - now)),
       appliedIndex: 0,
+      relay: request.via !== null,
     };
     if (target === this.host.nodeId) this.serve(target, record);
-    else this.host.sendRequest(target, record);
+    else this.host.sendRequest(request.via ?? target, record);
+  }
+
+  /**
+   * A replica of the request's partition to relay it to `request.target` (whose link is
+   * down): one whose link is up; null when there is none (the request then goes straight
+   * to the target, whose link may open on demand). A retry without an answer keeps its
+   * relay, since only the current relay's answer is taken (an ack:'all' write is answered
+   * late, at four fifths of its deadline); after an error answer, the next one is tried.
+   */
+  private relayFor(request: OriginRequest): NodeId | null {
+    const candidates = this.host
+      .placementReplicas(request.partition)
+      .filter((id) => id !== this.host.nodeId && id !== request.target && this.host.linkUp(id));
+    if (candidates.length === 0) return null;
+    if (request.via !== null && candidates.includes(request.via)) return request.via;
+    return candidates[request.attempts % candidates.length]!;
   }
 
   /** The leader to try: a local replica's knowledge, a hint, else the placement's replicas in turn. */
@@ -392,7 +440,7 @@ export class Router {
     for (;;) {
       const id = this.nextRequestId;
       this.nextRequestId = id === U32_MAX ? 1 : id + 1;
-      if (!this.origin.has(id) && !this.ackWaits.has(id)) return id;
+      if (!this.origin.has(id) && !this.ackWaits.has(id) && !this.relayed.has(id)) return id;
     }
   }
 
@@ -431,6 +479,10 @@ export class Router {
     if (replica !== undefined) replica.quiesced = false;
     if (replica === undefined || replica.raw.role !== 'leader') {
       const hint = this.knownLeader(request.partition);
+      if (request.relay && hint !== null && hint !== this.host.nodeId) {
+        this.relay(from, request, hint);
+        return;
+      }
       this.respondError(
         responder,
         'NOT_LEADER',
@@ -512,6 +564,39 @@ export class Router {
     }
     this.servedCount++;
     this.host.touch(replica);
+  }
+
+  /**
+   * Forwards `request` from `from` (which cannot reach the leader) to `leader` under a
+   * request id of this node, and passes the leader's answer back (onResponse). Bounded with
+   * the served requests; one that gets no answer is dropped at its deadline (the origin
+   * times out or retries on its own).
+   */
+  private relay(from: NodeId, request: RequestRecord, leader: NodeId): void {
+    const responder: Responder = { from, requestId: request.requestId };
+    if (!this.host.linkUp(leader)) {
+      this.respondError(
+        responder,
+        ErrorCode.UNAVAILABLE,
+        `node ${this.host.nodeId} cannot reach ${leader}, the leader of partition ${request.partition}, either`,
+        leader,
+      );
+      return;
+    }
+    if (this.servedCount >= this.settings.maxServedRequests) {
+      const error = overloaded('maxServedRequests', this.settings.maxServedRequests);
+      this.respondError(responder, error.code, error.message, null);
+      return;
+    }
+    const requestId = this.newRequestId();
+    this.relayed.set(requestId, {
+      from,
+      requestId: request.requestId,
+      to: leader,
+      deadlineAtMs: this.host.nowMs() + request.deadlineRemainingMs,
+    });
+    this.servedCount++;
+    this.host.sendRequest(leader, { ...request, requestId, relay: false });
   }
 
   private serveLocalGet(
@@ -657,6 +742,7 @@ export class Router {
         lowestUnanswered: 0,
         deadlineRemainingMs: Math.max(0, Math.min(U32_MAX, wait.waiter.deadlineAtMs - now)),
         appliedIndex: wait.index,
+        relay: false,
       });
     }
   }
@@ -728,6 +814,11 @@ export class Router {
       }
     }
     for (const served of this.served.values()) this.expireServed(served, now);
+    for (const [id, relayed] of this.relayed) {
+      if (now < relayed.deadlineAtMs) continue;
+      this.relayed.delete(id);
+      this.servedCount--;
+    }
   }
 
   /**
@@ -784,6 +875,21 @@ export class Router {
     this.origin.clear();
     this.unansweredSeqs.clear();
   }
+}
+
+/**
+ * An answer that ends a request whichever attempt it answers: a result, or ACK_INCOMPLETE
+ * (given once the write committed). Every attempt started after the request did, and a
+ * write's (clientId, seq) applies once, so any attempt's result is the request's (an
+ * ack:'all' write is answered at four fifths of its deadline, after retries went
+ * elsewhere). Other errors speak for one attempt and count only from its target.
+ */
+function isFinalAnswer(response: ResponseRecord): boolean {
+  return (
+    response.outcome === 'boolean' ||
+    response.outcome === 'value' ||
+    (response.outcome === 'error' && response.code === ErrorCode.ACK_INCOMPLETE)
+  );
 }
 
 function writeKey(clientId: string, seq: number): string {

@@ -164,6 +164,13 @@ export interface RequestRecord {
   /** What is left of the request's deadline when sent (u32): the receiver's clock differs. */
   readonly deadlineRemainingMs: number;
   readonly appliedIndex: number;
+  /**
+   * The sender cannot reach the partition's leader (its link is down): a receiver that
+   * does not lead the partition forwards the request to the leader it knows, over its own
+   * link, and sends the answer back (once: the forwarded copy has `relay` false). Only
+   * put, putAckAll, delete and get are relayed.
+   */
+  readonly relay: boolean;
 }
 
 /**
@@ -318,7 +325,7 @@ function isPut(op: RequestOp): boolean {
   return op === 'put' || op === 'putAckAll';
 }
 
-/** The op byte is the position in requestOps + 1. */
+/** The op byte is the position in requestOps + 1, or'ed with RELAY_BIT for a relayed request. */
 const requestOpBytes: Readonly<Record<RequestOp, number>> = {
   put: 1,
   delete: 2,
@@ -327,6 +334,12 @@ const requestOpBytes: Readonly<Record<RequestOp, number>> = {
   appliedQuery: 5,
   putAckAll: 6,
 };
+
+const RELAY_BIT = 0x80;
+/** The ops a request may ask to be relayed (the ones that go to a partition's leader). */
+function isRelayable(op: RequestOp): boolean {
+  return op === 'put' || op === 'putAckAll' || op === 'delete' || op === 'get';
+}
 
 const Outcome = { False: 1, True: 2, ValueNull: 3, Value: 4, Applied: 5, Error: 6 } as const;
 
@@ -766,9 +779,10 @@ export class FrameBuilder {
       refuse(`${r.op} with key '${r.key}'`);
     if (r.op !== 'appliedQuery' && r.appliedIndex !== 0) refuse(`${r.op} with an appliedIndex`);
     if (r.lowestUnanswered > r.seq) refuse(`lowestUnanswered ${r.lowestUnanswered} > seq ${r.seq}`);
+    if (r.relay && !isRelayable(r.op)) refuse(`a relayed ${r.op}`);
     this.u8(Kind.Request);
     this.u32(r.requestId, 'requestId');
-    this.u8(op);
+    this.u8(r.relay ? op | RELAY_BIT : op);
     this.u32(r.partition, 'partition');
     this.u32(r.deadlineRemainingMs, 'deadlineRemainingMs');
     this.string(r.key, wireLimits.maxKeyBytes, 'key');
@@ -1085,8 +1099,10 @@ class FrameReader {
   request(): RequestRecord {
     const requestId = this.u32('requestId');
     const opByte = this.u8('op');
-    const op = requestOps[opByte - 1];
+    const relay = (opByte & RELAY_BIT) !== 0;
+    const op = requestOps[(opByte & ~RELAY_BIT) - 1];
     if (op === undefined) malformed(`unknown request op ${opByte}`);
+    if (relay && !isRelayable(op)) malformed(`a relayed ${op}`);
     const partition = this.u32('partition');
     const deadlineRemainingMs = this.u32('deadlineRemainingMs');
     const key = this.string(wireLimits.maxKeyBytes, 'key');
@@ -1109,6 +1125,7 @@ class FrameReader {
       lowestUnanswered,
       deadlineRemainingMs,
       appliedIndex,
+      relay,
     };
   }
 

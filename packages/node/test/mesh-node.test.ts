@@ -322,6 +322,42 @@ describe('MeshNode scenarios', function () {
       expect(text(await cluster.settle(read))).to.equal('v');
     }));
 
+  /** Cuts the link between `x` and `y` both ways: each side sees peerDown, as WebRTC reports. */
+  function cutLink(cluster: TestCluster, x: string, y: string): void {
+    cluster.network.setBlocked(x, y, true);
+    cluster.network.setBlocked(y, x, true);
+  }
+
+  it('one missing link: a node that cannot reach the leader is served through another replica', () =>
+    withCluster({ partitions: 1 }, async (cluster) => {
+      const ids = ['a', 'b', 'c', 'd'];
+      await grown(cluster, ids);
+      await cluster.settle(cluster.node('a').put('k', 'v'));
+      await cluster.run(2_000); // Leadership settles on the placement's first replica.
+      const hosts = (id: string) => cluster.node(id).status().groups.length > 0;
+      const outsider = ids.find((id) => !hosts(id))!;
+      const leader = cluster.node(ids.find(hosts)!).status().groups[0]!.leader!;
+      const follower = ids.find((id) => hosts(id) && id !== leader)!;
+      // The Firefox page of browser-cluster's run of 3dd58f5: every link up but one, whose
+      // ICE connection never came up; a request from either end timed out (504).
+      cutLink(cluster, outsider, leader);
+      cutLink(cluster, follower, leader);
+      for (const origin of [outsider, follower]) {
+        const node = cluster.node(origin);
+        const deadlineMs = 5_000;
+        expect(await cluster.settle(node.put('k', origin, { deadlineMs }))).to.equal(true);
+        expect(text(await cluster.settle(node.get('k', { deadlineMs })))).to.equal(origin);
+        // The cut follower cannot confirm: committed on a majority, said so, through a relay.
+        const ackAll = node.put('k2', 'all', { deadlineMs, ack: 'all' });
+        const error = await cluster.settle(ackAll).catch((e: MeshKvError) => e);
+        expect(error).to.be.instanceOf(Error).with.property('code', 'ACK_INCOMPLETE');
+        expect((error as MeshKvError).message).to.include(`${follower} of its replicas`);
+        expect(await cluster.settle(node.delete('k2', { deadlineMs }))).to.equal(true);
+      }
+      // The group kept its leader: the cut follower's campaigns did not unseat it.
+      expect(cluster.node(leader).status().groups[0]!.leader).to.equal(leader);
+    }));
+
   it('a replica that missed its removal (isolated meanwhile) learns it from the members and deletes its data', () =>
     withCluster({ partitions: 4 }, async (cluster) => {
       await grown(cluster, ['a', 'b', 'c', 'd']);

@@ -139,6 +139,7 @@ class Gen {
       lowestUnanswered: seq === 0 ? 0 : this.int(Math.min(seq, 2 ** 32 - 1) + 1),
       deadlineRemainingMs: this.u32(),
       appliedIndex: op === 'appliedQuery' ? this.number() : 0,
+      relay: op !== 'localGet' && op !== 'appliedQuery' && this.chance(20),
     };
   }
   response(): WireRecord {
@@ -611,6 +612,13 @@ describe('node wire format', () => {
       const query = (key: string) => frameOf(requestHead(5), str(key), str(''), 0, 0, 9);
       expect(decodeFrame(query('')).ok).to.equal(true);
       expectRefused(query('k'), /appliedQuery with key 'k'/);
+      // The op byte's top bit asks for a relay: for the ops that go to a leader only.
+      const relayedGet = frameOf(requestHead(0x80 | 3), str('k'), str('c'), 0, 0);
+      const decoded = decodeFrame(relayedGet);
+      expect(decoded.ok && decoded.records[0]).to.include({ op: 'get', relay: true });
+      const relayedQuery = frameOf(requestHead(0x80 | 5), str(''), str(''), 0, 0, 9);
+      expectRefused(relayedQuery, /a relayed appliedQuery/);
+      expectRefused(frameOf([REQUEST, 7, 0x80 | 4]), /a relayed localGet/);
     });
 
     it('response: carries every MeshKvError code and NOT_LEADER', () => {
