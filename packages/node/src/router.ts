@@ -92,8 +92,6 @@ interface OriginRequest {
   mayHaveApplied: boolean;
   /** localGet: replicas tried so far in this round of the ring order. */
   localTried: number;
-  /** The last error a replica gave, for the message when the deadline passes. */
-  lastError: MeshKvError | null;
 }
 
 /** Where a served request's answer goes: a peer's request id, or a local origin request. */
@@ -245,7 +243,6 @@ export class Router {
         attempts: 0,
         mayHaveApplied: false,
         localTried: 0,
-        lastError: null,
       };
       this.origin.set(request.requestId, request);
       this.dispatch(request);
@@ -308,12 +305,7 @@ export class Router {
         this.dispatch(request);
       } else {
         // Nobody knows a leader yet (an election): try again after the backoff.
-        if (request.target !== null && this.leaderCache.get(request.partition) === request.target) {
-          this.leaderCache.delete(request.partition);
-        }
-        request.lastError = new MeshKvError(ErrorCode.UNAVAILABLE, message, {
-          partition: request.partition,
-        });
+        this.forgetLeader(request);
         // A local read tries the next replica at once, but each only once per backoff
         // round (one whose read fails every time, this node's own included, must not be
         // asked again and again in the same turn).
@@ -326,8 +318,27 @@ export class Router {
       }
       return;
     }
+    const write = request.op === 'put' || request.op === 'delete';
+    if (
+      code === ErrorCode.CLOSED ||
+      (code === ErrorCode.OVERLOADED && write && request.attempts > 1)
+    ) {
+      // "Not served" and "nothing was done" speak for this attempt only: the target is
+      // closing (another replica can serve), or an earlier attempt may have proposed the
+      // write. Retried after the backoff; at the deadline a write's TIMEOUT says it may
+      // have been applied.
+      this.forgetLeader(request);
+      return;
+    }
     this.finish(request);
     request.reject(new MeshKvError(code, message, { partition: request.partition }));
+  }
+
+  /** The cached leader of the request's partition was its target, which did not serve it. */
+  private forgetLeader(request: OriginRequest): void {
+    if (request.target !== null && this.leaderCache.get(request.partition) === request.target) {
+      this.leaderCache.delete(request.partition);
+    }
   }
 
   private dispatch(request: OriginRequest): void {
