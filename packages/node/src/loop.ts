@@ -7,6 +7,8 @@
  *    applied — group commit: one durable write, whatever the number of groups;
  * 3. once it is durable, mirror it into each group's raft log, open the KV streams asked
  *    for, and send the Readies' messages (one frame per peer, with the round's records);
+ *    a leader's appends, heartbeats and commit notices leave before the write instead
+ *    (thesis §10.2.1, `leavesBeforeDurable`), so its disk and its followers' run at once;
  * 4. apply committed entries to the partition machines, answer the requests they carry;
  * 5. advance every group.
  *
@@ -22,6 +24,7 @@ import {
   type GroupId,
   type HardState,
   isRaftError,
+  MessageType,
   type NodeId,
   RaftErrorCode,
   type Storage as RaftStorage,
@@ -190,7 +193,18 @@ export class NodeLoop {
       if (part !== null) parts.push(part);
     }
     if (this.metaPart !== null) parts.push(this.metaPart);
+    const outbox = this.host.outbox;
+    let sentEarly: boolean[] | null = null;
     if (parts.length > 0) {
+      for (let i = 0; i < round.length; i++) {
+        const g = round[i]!;
+        if (!leavesBeforeDurable(g)) continue;
+        sentEarly ??= new Array<boolean>(round.length).fill(false);
+        sentEarly[i] = true;
+        const messages = g.ready!.messages;
+        for (let j = 0; j < messages.length; j++) outbox.raft(messages[j]!);
+      }
+      if (sentEarly !== null) outbox.flush();
       await this.host.storage.write({ groups: parts });
       this.batches++;
       this.groupsWritten += parts.length;
@@ -200,10 +214,9 @@ export class NodeLoop {
     // any later storage call, so each views exactly the state just written).
     for (let i = 0; i < round.length; i++) this.afterDurable(round[i]!);
     this.openWantedStreams(round);
-    const outbox = this.host.outbox;
     for (let i = 0; i < round.length; i++) {
       const ready = round[i]!.ready;
-      if (ready === null) continue;
+      if (ready === null || sentEarly?.[i] === true) continue;
       const messages = ready.messages;
       for (let j = 0; j < messages.length; j++) outbox.raft(messages[j]!);
     }
@@ -608,6 +621,35 @@ function logWithEntries(log: RaftStorage, entries: readonly Entry[]): LogView {
     lastIndex: () => last.index,
     term: (index) => (index >= first.index ? entries[index - first.index]!.term : log.term(index)),
   };
+}
+
+/**
+ * Whether the messages of `g`'s Ready may leave before the round's batch is durable: the
+ * leader writes its log in parallel with replicating it (Raft thesis §10.2.1; etcd-io/raft
+ * sends a leader's appends during its own write too). They must all be a leader's appends,
+ * heartbeats or commit notices, in a Ready that moves neither term nor vote (those must be
+ * durable before anyone hears of them), and carry no commit index that covers the Ready's
+ * own entries: raft counts the leader's entries as its own match when they are appended,
+ * so in a one-voter group they are committed before they are durable, and a learner told
+ * so would apply an entry the leader may lose. A follower's answers (MsgAppResp promises
+ * durable entries) and a new replica's first messages (its records are in this batch)
+ * always wait for the write.
+ */
+function leavesBeforeDurable(g: RoundGroup): boolean {
+  const ready = g.ready;
+  if (ready === null || ready.messages.length === 0 || ready.snapshot !== null) return false;
+  if (g.replica.needsCreate || changesTermOrVote(g.replica, ready)) return false;
+  const firstNewIndex = ready.entries.length > 0 ? ready.entries[0]!.index : Number.MAX_VALUE;
+  const messages = ready.messages;
+  for (let i = 0; i < messages.length; i++) {
+    const message = messages[i]!;
+    const type = message.type;
+    if (type !== MessageType.App && type !== MessageType.Heartbeat && type !== MessageType.Commit) {
+      return false;
+    }
+    if (message.commit >= firstNewIndex) return false;
+  }
+  return true;
 }
 
 /** Whether the Ready's hard state moves the term or the vote (which must be durable first). */

@@ -322,6 +322,64 @@ describe('MeshNode scenarios', function () {
       expect(text(await cluster.settle(read))).to.equal('v');
     }));
 
+  it("a leader's appends leave while its own write runs (thesis §10.2.1); no commit covering them does", () =>
+    withCluster({ partitions: 1 }, async (cluster) => {
+      const ids = ['a', 'b', 'c'];
+      await grown(cluster, ids);
+      await cluster.settle(cluster.node('a').put('k', 'v'));
+      await cluster.run(2_000); // Leadership settles on the placement's first replica.
+      const group = (id: string) => cluster.node(id).status().groups[0]!;
+      const leader = group('a').leader!;
+      const followers = ids.filter((id) => id !== leader);
+      const next = group(leader).lastIndex + 1;
+      cluster.holdWrites(leader);
+      let answered = false;
+      const put = cluster.node(leader).put('k', 'w');
+      put.then(() => {
+        answered = true;
+      });
+      await cluster.until(
+        () => followers.every((id) => group(id).lastIndex >= next),
+        'the followers hold the entry while the leader still writes it',
+      );
+      await cluster.run(3 * TICK_MS); // Less than an election timeout: the leader stays.
+      expect(group(followers[0]!).leader).to.equal(leader);
+      expect(answered).to.equal(false);
+      // Committed (a follower's durable copy and the leader's own count), but no follower
+      // may hear so before the leader's copy is durable.
+      for (const id of followers) expect(group(id).commit).to.be.lessThan(next);
+      cluster.releaseWrites(leader);
+      expect(await cluster.settle(put)).to.equal(true);
+      await cluster.until(
+        () => followers.every((id) => group(id).commit >= next),
+        'the commit reaches the followers once the leader wrote',
+      );
+    }));
+
+  it("a one-voter group's learner hears of a commit only once the leader's copy is durable", () =>
+    withCluster({ partitions: 1 }, async (cluster) => {
+      const a = await cluster.start('a');
+      await cluster.settle(a.put('k', 'v'));
+      await cluster.start('b');
+      const group = (id: string) => cluster.node(id).status().groups[0];
+      // The growth to two voters adds b as a learner first: catch it caught up, as such.
+      await cluster.until(() => {
+        const g = group('a')!;
+        return g.learners.length === 1 && g.followers.some((f) => f.state === 'replicate');
+      }, "b is a replicating learner of a's one-voter group");
+      cluster.holdWrites('a');
+      const durable = group('a')!.lastIndex;
+      const put = a.put('k', 'w');
+      await cluster.run(3 * TICK_MS);
+      // a's own count commits the entry at once; telling b before a's write is durable
+      // would let b apply what a crash of a may lose.
+      expect(group('a')!.lastIndex).to.be.greaterThan(durable);
+      expect(group('a')!.commit).to.equal(group('a')!.lastIndex);
+      expect(group('b')!.commit).to.be.at.most(durable);
+      cluster.releaseWrites('a');
+      expect(await cluster.settle(put)).to.equal(true);
+    }));
+
   /** Cuts the link between `x` and `y` both ways: each side sees peerDown, as WebRTC reports. */
   function cutLink(cluster: TestCluster, x: string, y: string): void {
     cluster.network.setBlocked(x, y, true);

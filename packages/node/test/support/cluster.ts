@@ -84,6 +84,8 @@ export class TestCluster {
   private readonly onDemandLinks: boolean;
   private readonly instrument: ((id: NodeId, transport: Transport) => Instruments) | undefined;
   private nextTickMs = 0;
+  /** Nodes whose storage writes are held (holdWrites): each held write's start. */
+  private readonly heldWrites = new Map<NodeId, (() => void)[]>();
 
   constructor(options: ClusterOptions = {}) {
     this.seed = options.seed ?? 1;
@@ -152,7 +154,7 @@ export class TestCluster {
     const observer = instruments.observer;
     const node = await MeshNode.start({
       nodeId: id,
-      storage: instruments.storage?.(storage) ?? storage,
+      storage: this.holdable(id, instruments.storage?.(storage) ?? storage),
       transport: links,
       registry: this.registry,
       newIdentity: isNew,
@@ -164,6 +166,40 @@ export class TestCluster {
     this.running.set(id, { node, storage, transport });
     await this.drain();
     return node;
+  }
+
+  /**
+   * A slow disk: `id`'s storage writes wait (unstarted) until releaseWrites, while the
+   * rest of the cluster runs on (`drain` does not wait for a node whose writes are held).
+   */
+  holdWrites(id: NodeId): void {
+    if (!this.heldWrites.has(id)) this.heldWrites.set(id, []);
+  }
+
+  /** Starts `id`'s held writes, in order, and lets later ones through. */
+  releaseWrites(id: NodeId): void {
+    const held = this.heldWrites.get(id) ?? [];
+    this.heldWrites.delete(id);
+    for (const start of held) start();
+  }
+
+  private holdable(id: NodeId, storage: NodeStorage): NodeStorage {
+    const held = this.heldWrites;
+    return new Proxy(storage, {
+      get(target, property) {
+        if (property === 'write') {
+          return (batch: Parameters<NodeStorage['write']>[0]) => {
+            const queue = held.get(id);
+            if (queue === undefined) return target.write(batch);
+            return new Promise<void>((resolve, reject) => {
+              queue.push(() => target.write(batch).then(resolve, reject));
+            });
+          };
+        }
+        const value: unknown = Reflect.get(target, property);
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
   }
 
   /** The registry marks `id` left (or down): leaders move its replicas away. */
@@ -196,18 +232,22 @@ export class TestCluster {
   /** Lets the nodes' microtasks run until none is busy (bounded). */
   async drain(): Promise<void> {
     for (let turns = 0; turns < 100_000; turns++) {
-      let busy = false;
-      for (const { node } of this.running.values()) busy ||= node.busy;
-      if (!busy) {
+      if (!this.anyBusy()) {
         // A few more turns: promise chains outside the loop (store reads) settle too.
         for (let i = 0; i < 20; i++) await undefined;
-        busy = false;
-        for (const { node } of this.running.values()) busy ||= node.busy;
-        if (!busy) return;
+        if (!this.anyBusy()) return;
       }
       await undefined;
     }
     throw new Error('the nodes stayed busy for 100,000 microtask turns');
+  }
+
+  /** Whether a node is in a round, not counting those waiting on held writes. */
+  private anyBusy(): boolean {
+    for (const [id, { node }] of this.running) {
+      if (node.busy && !this.heldWrites.has(id)) return true;
+    }
+    return false;
   }
 
   /** Runs virtual time forward by `ms`: ticks and packet deliveries in time order. */
@@ -250,6 +290,7 @@ export class TestCluster {
   }
 
   async close(): Promise<void> {
+    for (const id of [...this.heldWrites.keys()]) this.releaseWrites(id);
     for (const id of [...this.running.keys()]) await this.stop(id);
   }
 }
