@@ -11,7 +11,8 @@
  *   id must present it.
  * - Relays signals only from a joined member to a connected member of the same cluster.
  * - A member whose connection drops stays `up` for `gracePeriodMs`; if it has not
- *   re-joined by then it is marked `down`. A graceful `leave` marks it `left`. A member
+ *   re-joined by then it is marked `down`. A graceful `leave` marks it `left`; its
+ *   connection still relays signals until it disconnects (the hand-off may need links). A member
  *   `down` for `retirementPeriodMs` (wall clock, persisted, so restarts do not postpone
  *   it) is marked `retired` (registry.ts).
  * - Every incoming message is rate limited, size checked and validated; a bad one is
@@ -746,10 +747,9 @@ export class SignalingServer {
       if (error instanceof PersistFailed) return this.refuse('unavailable', error.message);
       throw error;
     }
-    this.unbind(connection);
-    this.signalBuckets.delete(nodeId);
-    // The connection stays open (the client closes it) and may join again.
-    this.armJoinTimer(connection);
+    // The connection stays bound until it disconnects: signals to and from the member are
+    // still relayed while it hands its data off, over links it may have to open first
+    // (a new replica it never spoke to). Its disconnect starts no grace period: it is not up.
     return { ok: true, epoch: this.current.snapshot.epoch };
   }
 

@@ -381,14 +381,28 @@ describe('signaling server: grace period and leave', () => {
 
   it('marks a graceful leave left, once, pushed, and never down afterwards', async () => {
     const { clock, server, a, observer, pushed } = await setup();
+    const toA: unknown[] = [];
+    a.on('signal', (_from, payload) => toA.push(payload));
     await a.leave();
-    expect(a.state).to.equal('closed');
+    expect(a.state).to.equal('left');
     await waitFor(() => pushed.length === 1, 'the push of a left');
     expect(pushed).to.deep.equal([3]);
     expect(stateOf(observer.registry, 'a')).to.equal('left');
+    // Until it closes, the left member's hand-off can still open links: signals flow.
+    await a.sendSignal('observer', { from: 'a' });
+    await observer.sendSignal('a', { to: 'a' });
+    await waitFor(() => toA.length === 1, 'a signal to the left member');
+    await a.leave(); // Idempotent: nothing more happens.
+    await a.close();
+    await waitFor(() => !server.connectedMembers().includes('a'), 'the disconnection');
     clock.advance(10 * gracePeriodMs);
     expect(server.registry().epoch).to.equal(3);
+    expect(stateOf(server.registry(), 'a')).to.equal('left');
     expect(await rejection(a.sendSignal('observer', {}))).to.have.property('code', 'closed');
+    expect(await rejection(observer.sendSignal('a', {}))).to.have.property(
+      'code',
+      'target_unavailable',
+    );
   });
 });
 
@@ -488,7 +502,9 @@ describe('signaling server: registry pushes', () => {
     for (const nodeId of ['a', 'b', 'c']) {
       const member = await fx.client(server, { nodeId });
       await member.leave();
+      await member.close(); // A left member's connection holds its id until it closes.
     }
+    await waitFor(() => server.connectedMembers().join() === 'observer', 'the left ones gone');
     await fx.client(server, { nodeId: 'b', kind: 'browser' });
     await waitFor(() => pushes === 7, 'seven pushes');
     expect(observer.registry).to.deep.equal(server.registry());

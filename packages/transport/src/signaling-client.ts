@@ -98,7 +98,11 @@ export interface SignalingClientOptions {
   readonly reconnectDelayMaxMs?: number;
 }
 
-export type SignalingClientState = 'joined' | 'reconnecting' | 'closed';
+/**
+ * `left`: the member left the cluster (`leave()`), and its connection still relays signals
+ * and registry pushes until `close()` (a disconnect closes it: a left member never rejoins).
+ */
+export type SignalingClientState = 'joined' | 'left' | 'reconnecting' | 'closed';
 
 export interface SignalingClientEvents {
   /** A newer registry (its epoch differs from the last one seen). */
@@ -297,18 +301,21 @@ export class SignalingClient {
   }
 
   /**
-   * Leaves the cluster gracefully: the server marks this member `left` (data is handed off
-   * elsewhere), then the client closes. Rejects (and stays open) if the server refused;
-   * `unavailable` is worth retrying.
+   * Leaves the cluster gracefully: the server marks this member `left`, and the client is
+   * `left`: it still sends and receives signals (and registry pushes) until `close()`, so
+   * the node can open the links its hand-off needs to members it never spoke to. A
+   * disconnect then closes it. Rejects (and stays joined) if the server refused;
+   * `unavailable` is worth retrying. Idempotent once left.
    */
   async leave(): Promise<void> {
+    if (this.currentState === 'left') return;
     this.assertJoined();
     await this.request<LeaveAccepted>(
       SignalingEvents.leave,
       { clusterId: this.clusterId },
       leaveAcceptedProblem,
     );
-    await this.close();
+    this.setState('left');
   }
 
   /**
@@ -328,7 +335,8 @@ export class SignalingClient {
 
   private assertJoined(): void {
     if (this.currentState === 'closed') throw new SignalingError('closed', 'the client is closed');
-    if (this.currentState !== 'joined' || !this.socket.connected) {
+    const state = this.currentState;
+    if ((state !== 'joined' && state !== 'left') || !this.socket.connected) {
       throw new SignalingError('disconnected', 'not connected to the signaling server now');
     }
   }
@@ -391,6 +399,11 @@ export class SignalingClient {
 
   private onDisconnect(reason: Socket.DisconnectReason): void {
     if (this.currentState === 'closed') return;
+    if (this.currentState === 'left') {
+      // A rejoin would make the member up again: a left member's connection ends here.
+      void this.close();
+      return;
+    }
     this.setState('reconnecting');
     // Socket.IO reconnects by itself except after a server-side disconnect (e.g.
     // `server_full`); wait the longest backoff then, so a full server is not hammered.

@@ -21,9 +21,9 @@
  *                            refused with `not_joined`.
  * - `signal` SignalRequest → Reply<SignalRelayed>: relays `payload` to member `to`. `ok`
  *                            means handed to the target's socket, not that it was handled.
- * - `leave`  LeaveRequest  → Reply<LeaveAccepted>: marks the member `left` (graceful leave)
- *                            and unbinds the connection, which stays open, unjoined (the
- *                            client closes it).
+ * - `leave`  LeaveRequest  → Reply<LeaveAccepted>: marks the member `left` (graceful leave).
+ *                            The connection stays bound until it closes: signals to and
+ *                            from the member are relayed while it hands its data off.
  *
  * Server → member:
  * - `registry`       RegistryDelta: each change, as the records it added, updated or
@@ -222,7 +222,7 @@ export interface ProbeRequest {
 export interface PresenceUpdate {
   readonly clusterId: string;
   readonly nodeId: string;
-  /** True: it joined (or re-joined); false: its connection closed, or it left. */
+  /** True: it joined (or re-joined); false: its connection closed (a left member's too). */
   readonly online: boolean;
 }
 

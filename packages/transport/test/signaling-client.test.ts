@@ -125,6 +125,7 @@ describe('signaling client with a server process', () => {
     const b = await client(first.url, { nodeId: 'b' });
     const c = await client(first.url, { nodeId: 'c' });
     await c.leave();
+    expect(c.state).to.equal('left');
     const before = a.registry;
     expect(before.epoch).to.equal(4);
     expect(await first.stop('SIGTERM')).to.equal(0);
@@ -141,6 +142,9 @@ describe('signaling client with a server process', () => {
       members: { nodeId: string; state: string; connected: boolean }[];
     };
     expect(status.epoch).to.equal(4);
+    // The member that left closed when the connection dropped: a rejoin would make it up.
+    expect(c.state).to.equal('closed');
+    expect(status.members.find((m) => m.nodeId === 'c')).to.include({ state: 'left' });
     await waitFor(() => b.online.has('a'), 'a online at b');
     const received: string[] = [];
     b.on('signal', (from) => received.push(from));
