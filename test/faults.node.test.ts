@@ -29,7 +29,8 @@ import {
   waitForHttp,
   waitUntil,
 } from '../packages/node/test/support/processes.ts';
-import { checkKvHistory, type KvHistoryOp, type KvResult } from './lincheck/kv.ts';
+import { type HttpKvAnswer, httpKvAnswer } from './lincheck/http-answer.ts';
+import { checkKvHistory, type KvHistoryOp } from './lincheck/kv.ts';
 
 const TOKEN = 'faults-test-token';
 /** Few partitions: every move, election and catch-up is per partition. */
@@ -364,14 +365,12 @@ class Load {
       if (targets.length === 0) break;
       const peer = targets[(client + n) % targets.length]!;
       const callMs = performance.now();
-      let result: KvResult | null | 'refused';
+      let result: HttpKvAnswer;
       try {
-        result = resultOf(
-          call.kind,
-          await kv(peer, methodOf(call.kind), call.key, {
-            value: 'value' in call ? call.value : undefined,
-          }),
-        );
+        const answer = await kv(peer, methodOf(call.kind), call.key, {
+          value: 'value' in call ? call.value : undefined,
+        });
+        result = httpKvAnswer(call.kind, answer.status, answer.code, answer.body);
       } catch {
         result = null;
       }
@@ -391,23 +390,6 @@ class Load {
 
 function methodOf(kind: KvHistoryOp['call']['kind']): 'GET' | 'PUT' | 'DELETE' {
   return kind === 'get' ? 'GET' : kind === 'put' ? 'PUT' : 'DELETE';
-}
-
-/** What a client learned from an answer: a result, an unknown outcome, or a refusal. */
-function resultOf(
-  kind: KvHistoryOp['call']['kind'],
-  answer: KvAnswer,
-): KvResult | null | 'refused' {
-  if (answer.status === 200) {
-    if (kind === 'get') return { kind: 'get', value: answer.body };
-    return kind === 'put' ? { kind: 'put' } : { kind: 'delete', removed: true };
-  }
-  if (answer.status === 404 && answer.code === 'KEY_NOT_FOUND') {
-    return kind === 'get' ? { kind: 'get', value: null } : { kind: 'delete', removed: false };
-  }
-  // 503 and 4xx: nothing was done. 504 (TIMEOUT, OUTCOME_UNKNOWN), 500: it may have been.
-  if (answer.status === 503 || (answer.status >= 400 && answer.status < 500)) return 'refused';
-  return null;
 }
 
 /**

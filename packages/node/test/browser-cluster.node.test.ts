@@ -10,12 +10,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Ring } from '@meshkv/ring';
 import { expect } from 'chai';
-import {
-  checkKvHistory,
-  type KvCall,
-  type KvHistoryOp,
-  type KvResult,
-} from '../../../test/lincheck/kv.ts';
+import { type HttpKvAnswer, httpKvAnswer } from '../../../test/lincheck/http-answer.ts';
+import { checkKvHistory, type KvCall, type KvHistoryOp } from '../../../test/lincheck/kv.ts';
 import {
   firefoxPath,
   killChromium,
@@ -167,10 +163,7 @@ class Writer {
 }
 
 /** What a call's answer tells: its result, an unknown outcome (null), or nothing done. */
-type Answer = KvResult | null | 'refused';
-
-/** Codes that promise the call did nothing (anything else may have applied a write). */
-const REFUSALS = new Set(['OVERLOADED', 'KEY_INVALID', 'VALUE_INVALID', 'VALUE_TOO_LARGE']);
+type Answer = HttpKvAnswer;
 
 /** A call through a Node peer's HTTP API (`{code}` JSON bodies on failures). */
 async function peerCall(url: string, call: KvCall): Promise<Answer> {
@@ -190,17 +183,13 @@ async function peerCall(url: string, call: KvCall): Promise<Answer> {
   } catch {
     return call.kind === 'get' ? 'refused' : null;
   }
-  if (response.status === 200) {
-    if (call.kind === 'get') return { kind: 'get', value: body };
-    return call.kind === 'put' ? { kind: 'put' } : { kind: 'delete', removed: true };
-  }
-  const code = (JSON.parse(body) as { code?: string }).code ?? '';
-  if (response.status === 404 && code === 'KEY_NOT_FOUND') {
-    return call.kind === 'get' ? { kind: 'get', value: null } : { kind: 'delete', removed: false };
-  }
-  // A failed read is left out of the history; a failed write may have been applied.
-  return call.kind === 'get' || REFUSALS.has(code) ? 'refused' : null;
+  const code =
+    response.status === 200 ? null : ((JSON.parse(body) as { code?: string }).code ?? null);
+  return httpKvAnswer(call.kind, response.status, code, body);
 }
+
+/** MeshKvError codes that promise the call did nothing (others may have applied a write). */
+const REFUSALS = new Set(['OVERLOADED', 'KEY_INVALID', 'VALUE_INVALID', 'VALUE_TOO_LARGE']);
 
 /** A put or get through a page's node (a page that closes mid-call: outcome unknown). */
 async function pageCall(page: Page, call: KvCall): Promise<Answer> {
