@@ -2,8 +2,9 @@
  * Everything this node has for its peers in one loop round, one FrameBuilder per peer:
  * Raft messages and node records are added as the round produces them and leave together
  * in `flush()`, so one round costs one frame per peer (split at the transport's frame
- * bound). Raft messages that promise durable state are only added after the batch that
- * holds that state is durable (the loop's order), so flushing never sends a promise early.
+ * bound; two when a leader's appends leave before the round's write, loop.ts). Raft
+ * messages that promise durable state are only added after the batch that holds that
+ * state is durable (the loop's order), so flushing never sends a promise early.
  */
 import type { Message, NodeId } from '@meshkv/raft';
 import type { Transport } from '@meshkv/transport';
