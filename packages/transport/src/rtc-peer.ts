@@ -85,7 +85,10 @@ export class RtcPeer {
     };
     this.pc.onconnectionstatechange = () => {
       const state = this.pc.connectionState;
-      if (state === 'failed' || state === 'closed') this.finish(`connection ${state}`);
+      // A failed one says how far it got (the candidates each way): an ICE failure between
+      // two members that reach everyone else is otherwise a bare "connection failed".
+      if (state === 'failed') this.finish(`connection failed (${this.describe()})`);
+      else if (state === 'closed') this.finish('connection closed');
     };
     this.channel = this.pc.createDataChannel(CHANNEL_LABEL, {
       ordered: true,
