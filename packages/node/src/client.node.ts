@@ -465,8 +465,15 @@ function memberRow(member: RegistryMember, status: NodeStatus | undefined): stri
     status ? String(status.groups.length) : '-',
     status ? String(status.groups.filter((g) => g.role === 'leader').length) : '-',
     status ? String(status.movesInProgress) : '-',
-    status ? String(status.peers.length) : '-',
+    status ? linksCell(status) : '-',
   ];
+}
+
+/** Links up, and the members this peer has no link to (its requests to them are relayed). */
+function linksCell(status: NodeStatus): string {
+  const unreachable = status.unreachable ?? []; // A peer of an earlier version has none.
+  const up = String(status.peers.length);
+  return unreachable.length === 0 ? up : `${up} (no link to ${unreachable.join(', ')})`;
 }
 
 /** Rows as left-aligned columns two spaces apart. */

@@ -216,6 +216,11 @@ export interface NodeStatus {
   readonly epoch: number;
   readonly nowMs: number;
   readonly peers: readonly NodeId[];
+  /**
+   * Members the registry has up (or leaving) whose link from here failed and has not come
+   * back: requests for partitions they lead go through another replica (router.ts).
+   */
+  readonly unreachable: readonly NodeId[];
   readonly groups: readonly GroupStatus[];
   /** Learners this node's led groups are catching up. */
   readonly movesInProgress: number;
@@ -1149,6 +1154,7 @@ export class MeshNode {
       epoch: this.registry.epoch,
       nowMs: this.nowMsValue,
       peers: [...this.transport.peers()].sort(),
+      unreachable: this.unreachableMembers(),
       groups,
       movesInProgress: this.movesInProgress,
       pendingRequests: this.router.pendingRequests,
@@ -1158,6 +1164,16 @@ export class MeshNode {
       framesSent: this.outbox.framesSent,
       closed: this.closedReason !== null,
     };
+  }
+
+  private unreachableMembers(): NodeId[] {
+    const unreachable: NodeId[] = [];
+    for (const member of this.registry.members) {
+      const { nodeId, state } = member;
+      if (nodeId === this.nodeId || (state !== 'up' && state !== 'left')) continue;
+      if (!this.isLive(nodeId)) unreachable.push(nodeId);
+    }
+    return unreachable.sort();
   }
 
   private groupStatus(replica: GroupReplica): GroupStatus {

@@ -22,6 +22,7 @@ import { createHttpApi, type HttpApi, isLoopbackAddress, type KvNode } from '../
 import type { NodeStatus } from '../src/mesh-node.ts';
 import { NodeMetrics } from '../src/metrics.node.ts';
 import { TestCluster, TICK_MS } from './support/cluster.ts';
+import { idleNodeStatus } from './support/node-status.ts';
 
 const MiB = 1024 * 1024;
 const TOKEN = 'cluster-token-for-tests';
@@ -149,22 +150,7 @@ async function driven<T>(cluster: TestCluster, promise: Promise<T>): Promise<T> 
   return watched;
 }
 
-function stubStatus(): NodeStatus {
-  return {
-    nodeId: 'stub',
-    epoch: 1,
-    nowMs: 0,
-    peers: [],
-    groups: [],
-    movesInProgress: 0,
-    pendingRequests: 0,
-    servedRequests: 0,
-    snapshotsInstalled: 0,
-    batchesWritten: 0,
-    framesSent: 0,
-    closed: false,
-  };
-}
+const stubStatus = (): NodeStatus => idleNodeStatus();
 
 describe('HTTP API (http.node.ts)', function () {
   this.timeout(60_000);

@@ -400,6 +400,9 @@ describe('MeshNode scenarios', function () {
       // ICE connection never came up; a request from either end timed out (504).
       cutLink(cluster, outsider, leader);
       cutLink(cluster, follower, leader);
+      await cluster.run(TICK_MS); // The links' peerDown.
+      expect(cluster.node(outsider).status().unreachable).to.deep.equal([leader]);
+      expect(cluster.node(leader).status().unreachable).to.deep.equal([follower, outsider].sort());
       for (const origin of [outsider, follower]) {
         const node = cluster.node(origin);
         const deadlineMs = 5_000;
