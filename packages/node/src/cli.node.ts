@@ -2,6 +2,7 @@
  * `meshkv <command> …` (`pnpm meshkv …` from the workspace root: paths are relative to the
  * folder pnpm was called in, cluster-dir.node.ts `userCwd`). Commands:
  * - `meshkv start [--data DIR] [--nodes N] [--port P]`: a local cluster (start.node.ts).
+ * - `meshkv stop [--data DIR]`: stops that start by its pid (stop.node.ts).
  * - `meshkv node --signaling URL --token T --data DIR [--id ID] [--http HOST:PORT]
  *   [--cluster-id C] [--leave] [--ice-bind ADDR]`: one Node peer (peer.node.ts) until
  *   SIGINT/SIGTERM, or until its parent's IPC channel closes (started by `meshkv start`,
@@ -38,6 +39,7 @@ const USAGE = `Usage: meshkv <command> [flags]     (meshkv <command> --help for 
 
 Commands:
   start    run a local cluster: signaling server + Node peers + the demo web app, data in ./.meshkv
+  stop     stop the cluster that meshkv start runs in ./.meshkv (or --data DIR)
   put      put KEY [VALUE|-]: store a value (- or no VALUE: read it from stdin)
   get      get KEY: print the value (raw bytes), or null
   del      del KEY: delete; prints true, or false if the key held nothing
@@ -58,6 +60,16 @@ identities. Ctrl-C (SIGINT/SIGTERM) stops every peer and the server; the data st
   --port P          signaling server's port; peer i's HTTP API gets P+i
                     (default ${DEFAULT_START_PORT}; 0: free ports)
   --partitions Q    partitions of a NEW cluster, a power of two (default 64; fixed once created)
+  --help            this text
+`;
+
+const STOP_USAGE = `Usage: meshkv stop [--data DIR]
+
+Stops the \`meshkv start\` that runs the cluster in DIR, as Ctrl-C in its terminal does
+(SIGTERM to the pid in DIR/cluster.json), and waits until it exited (60 s at most). The
+data stays. Prints what it did; exits 0 also when the cluster was not running.
+
+  --data DIR        the cluster folder (default ./.meshkv)
   --help            this text
 `;
 
@@ -124,11 +136,12 @@ SIGINT/SIGTERM stops it; its groups and data stay (it rejoins under the same id)
 
 class UsageError extends Error {}
 
-/** Errors whose message says what to do (PeerStartError, StartError, ClusterDirError). */
+/** Errors whose message says what to do (PeerStartError, StartError, …). */
 const OPERATOR_ERRORS: ReadonlySet<string> = new Set([
   'PeerStartError',
   'StartError',
   'ClusterDirError',
+  'StopError',
 ]);
 
 async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
@@ -138,10 +151,17 @@ async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<nu
     return command === undefined ? 2 : 0;
   }
   const usage =
-    command === 'node' ? NODE_USAGE : command === 'start' ? START_USAGE : COMMAND_USAGE[command];
+    command === 'node'
+      ? NODE_USAGE
+      : command === 'start'
+        ? START_USAGE
+        : command === 'stop'
+          ? STOP_USAGE
+          : COMMAND_USAGE[command];
   try {
     if (command === 'node') return await runNode(rest, env);
     if (command === 'start') return await start(rest, env);
+    if (command === 'stop') return await stop(rest, env);
     if (usage !== undefined) return await client(command, rest, env);
     throw new UsageError(`unknown command '${command}'`);
   } catch (error) {
@@ -210,6 +230,21 @@ async function start(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<n
     cliCommand: CLI_COMMAND,
     dataFlag: values.data === undefined ? '' : ` --data ${values.data}`,
   });
+}
+
+async function stop(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
+  const { values } = parseArgs({
+    args: [...argv],
+    strict: true,
+    options: { data: { type: 'string' }, help: { type: 'boolean' } },
+  });
+  if (values.help) {
+    process.stdout.write(STOP_USAGE);
+    return 0;
+  }
+  const { stopStart } = await import('./stop.node.ts');
+  process.stdout.write(`${await stopStart(clusterDir(values.data, env))}\n`);
+  return 0;
 }
 
 /** put, get, del, status (see COMMAND_USAGE). */

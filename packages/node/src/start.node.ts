@@ -205,7 +205,7 @@ function summary(
     `  ${cli} status${data}                  # members and partitions`,
     `  curl ${peers[0]!.httpUrl}/kv/greeting`,
     '',
-    `Stop: Ctrl-C here (or kill ${process.pid}). The data stays in ${dir}: \`meshkv start\`${data} again resumes it.`,
+    `Stop: Ctrl-C here (or \`${cli} stop${data}\`, or kill ${process.pid}). The data stays in ${dir}: \`meshkv start\`${data} again resumes it.`,
     '',
   ];
   return lines.join('\n');

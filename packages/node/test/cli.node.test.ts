@@ -2,7 +2,8 @@
 // temporary folder on free ports, put/get/del/status through the CLI, the error codes the
 // CLI can reach, failover (an unreachable first endpoint, a kill -9 peer), a write whose
 // connection breaks or gets no answer (OUTCOME_UNKNOWN, TIMEOUT), a second start refused,
-// SIGINT stopping every child, a restart resuming the data under the same identities, and
+// SIGINT stopping every child, a restart resuming the data under the same identities,
+// `meshkv stop` stopping that one, and
 // the peers of a start killed with -9 stopping by themselves while a new start takes over.
 // Starts WebRTC peers: runs inside the private network namespace (`pnpm test` or
 // scripts/netns-run.sh). Every process is stopped by pid.
@@ -313,7 +314,7 @@ describe('meshkv start and the CLI (real processes)', function () {
     expect(get.stdout.toString(), get.stderr).to.equal('hello');
   });
 
-  it('SIGINT stops every child; the CLI then says UNAVAILABLE; a restart resumes data and identities', async () => {
+  it('SIGINT stops every child; the CLI then says UNAVAILABLE; a restart resumes data and identities; meshkv stop stops it', async () => {
     const pids = file.peers.map((p) => p.pid);
     expect(await start.stop('SIGINT'), JSON.stringify(start.state())).to.equal(0);
     expect(start.stdout).to.match(/^stopped$/m);
@@ -336,8 +337,17 @@ describe('meshkv start and the CLI (real processes)', function () {
       const get = await inFolder(['get', key!, '--timeout', '30000']);
       expect(get.stdout.toString(), get.stderr).to.equal(value);
     }
-    expect(await restarted.stop('SIGINT'), JSON.stringify(restarted.state())).to.equal(0);
+    // `meshkv stop` ends it as SIGINT did: by the start's pid from the cluster file.
+    const stopped = await inFolder(['stop']);
+    expect(stopped.code, stopped.stderr).to.equal(0);
+    expect(stopped.stdout.toString()).to.match(
+      /^stopped the cluster in .* \(meshkv start, pid \d+\)/,
+    );
+    expect(await restarted.exited, JSON.stringify(restarted.state())).to.equal(0);
     for (const peer of again.peers) expect(alive(peer.pid), `pid ${peer.pid}`).to.equal(false);
+    const twice = await inFolder(['stop']);
+    expect(twice.code, twice.stderr).to.equal(0);
+    expect(twice.stdout.toString()).to.match(/is not running \(its start, pid \d+, exited\)/);
   });
 
   it('kill -9 of meshkv start: its peers stop by themselves, and a start at once takes over', async () => {
