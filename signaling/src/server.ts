@@ -474,6 +474,11 @@ export class SignalingServer {
     this.bindings.delete(nodeId);
     if (this.closing) return;
     this.announcePresence(nodeId, false);
+    // A member that left keeps its connection until its hand-off ends: nothing to mark down.
+    if (findMember(this.current.snapshot, nodeId)?.state === 'left') {
+      this.log(`member ${nodeId} (left) disconnected`);
+      return;
+    }
     this.log(`member ${nodeId} disconnected; grace period ${this.gracePeriodMs} ms`);
     this.armGraceTimer(nodeId);
   }
@@ -749,7 +754,7 @@ export class SignalingServer {
     }
     // The connection stays bound until it disconnects: signals to and from the member are
     // still relayed while it hands its data off, over links it may have to open first
-    // (a new replica it never spoke to). Its disconnect starts no grace period: it is not up.
+    // (a new replica it never spoke to). Its disconnect starts no grace period (onDisconnect).
     return { ok: true, epoch: this.current.snapshot.epoch };
   }
 
