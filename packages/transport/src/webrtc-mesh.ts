@@ -8,8 +8,12 @@
  * - Opened on demand by `send` (or by the peer), closed after `linkIdleTimeoutMs` without
  *   frames either way, and at most `maxLinks` at once (the least recently used idle link
  *   is closed to make room; with none idle, the new frame is dropped and counted).
- * - Glare: the peer with the smaller id always creates the offer. The other side asks for
- *   one with a `dial` signal. Each attempt has a random session id; signals of another
+ * - Glare: one side of a pair always creates the offer: the one with the higher
+ *   `offerRank`, and between equal ranks the smaller id. The other side asks for one with
+ *   a `dial` signal. Every signal carries its sender's rank; until a side has heard the
+ *   other's, it takes it for its own (the id decides), and a side that learns from a dial
+ *   or an offer that the roles are the other way round answers with what its role sends
+ *   (an offer, or a dial), once. Each attempt has a random session id; signals of another
  *   session are stale and ignored, and a new offer replaces whatever link existed (the
  *   initiator restarted or gave up on it).
  * - Failure detection: Chromium notices a dead peer only after 5-15 s, so both ends send
@@ -110,7 +114,16 @@ export interface WebRtcMeshOptions {
   readonly maxTrackedPeers?: number;
   /** Passed to RTCPeerConnection. Default `{ iceServers: [] }`: host candidates only. */
   readonly rtcConfig?: RTCConfiguration;
+  /**
+   * Which side of a link makes the offer: the higher rank, then the smaller id (an integer,
+   * 0 to MAX_OFFER_RANK). Default 0; node-datachannel's mesh takes 1 (webrtc.node.ts), for
+   * a stack that connects as the offering side but not always as the answering one.
+   */
+  readonly offerRank?: number;
 }
+
+/** The highest `offerRank`. */
+export const MAX_OFFER_RANK = 9;
 
 type Settings = Required<Omit<WebRtcMeshOptions, 'localId' | 'signal' | 'RTCPeerConnection'>>;
 
@@ -130,6 +143,7 @@ const DEFAULTS: Settings = {
   bufferedAmountPollMs: 10,
   maxTrackedPeers: 4_096,
   rtcConfig: { iceServers: [] },
+  offerRank: 0,
 };
 
 /** Counters beyond the per-link ones. */
@@ -198,6 +212,8 @@ interface Link {
   failedAttempts: number;
   /** peerDown was reported since the link was last up (or created). */
   downReported: boolean;
+  /** The peer's `offerRank`, from its signals; undefined until one carried it. */
+  peerOfferRank: number | undefined;
   lastFailure: string | null;
   signalsSent: number;
   signalsReceived: number;
@@ -206,7 +222,11 @@ interface Link {
   stopWaiting: (() => void) | undefined;
 }
 
-type Signal = { kind: 'dial' } | { kind: 'rtc'; session: string; rtc: { [key: string]: unknown } };
+/** A signal, with its sender's offer rank (undefined if it did not say). */
+type Signal = { rank: number | undefined } & (
+  | { kind: 'dial' }
+  | { kind: 'rtc'; session: string; rtc: { [key: string]: unknown } }
+);
 
 /** 2: both data channels are negotiated out of band (rtc-peer.ts); 1 announced them in band. */
 const SIGNAL_VERSION = 2;
@@ -385,6 +405,7 @@ export class WebRtcMesh implements Transport {
       retryDelayMs: this.settings.retryDelayMinMs,
       failedAttempts: 0,
       downReported: false,
+      peerOfferRank: undefined,
       lastFailure: null,
       signalsSent: 0,
       signalsReceived: 0,
@@ -412,12 +433,26 @@ export class WebRtcMesh implements Transport {
     this.detach(link, reason);
     link.state = 'connecting';
     link.startedMs = now;
-    if (this.localId < link.peer) {
+    if (this.initiates(link.peer, link.peerOfferRank)) {
       this.attach(link, newSessionId(), true);
     } else {
       link.signalsSent += 1;
-      this.signal.sendSignal(link.peer, { v: SIGNAL_VERSION, kind: 'dial' });
+      this.signal.sendSignal(link.peer, {
+        v: SIGNAL_VERSION,
+        kind: 'dial',
+        rank: this.settings.offerRank,
+      });
     }
+  }
+
+  /**
+   * Whether this side offers to `peer`: the higher offer rank, then the smaller id. A peer
+   * whose rank is not known yet is taken to have ours.
+   */
+  private initiates(peer: PeerId, peerOfferRank: number | undefined): boolean {
+    const ours = this.settings.offerRank;
+    const theirs = peerOfferRank ?? ours;
+    return theirs === ours ? this.localId < peer : ours > theirs;
   }
 
   private attach(link: Link, session: string, initiator: boolean): void {
@@ -429,7 +464,13 @@ export class WebRtcMesh implements Transport {
         signal: (rtc) => {
           if (!current()) return;
           link.signalsSent += 1;
-          this.signal.sendSignal(peer, { v: SIGNAL_VERSION, kind: 'rtc', session, rtc });
+          this.signal.sendSignal(peer, {
+            v: SIGNAL_VERSION,
+            kind: 'rtc',
+            session,
+            rtc,
+            rank: this.settings.offerRank,
+          });
         },
         open: () => {
           if (current()) this.onConnect(link);
@@ -615,26 +656,37 @@ export class WebRtcMesh implements Transport {
   private onSignal(from: PeerId, data: unknown): void {
     if (this.closed || from === this.localId) return;
     const signal = parseSignal(data);
-    const weInitiate = this.localId < from;
-    // Only the larger id asks for an offer, only the smaller one makes offers.
-    if (signal === undefined || (signal.kind === 'dial' && !weInitiate)) {
+    if (signal === undefined) {
+      this.malformedSignals += 1;
+      return;
+    }
+    const weInitiate = this.initiates(from, signal.rank);
+    // A dial or an offer the other way round from the glare rule is a peer that took our
+    // rank for its own (it had not heard from us): it learns ours from what we send back.
+    // Without a rank to explain it, a dial to the side that does not offer breaks the rule.
+    const tookOurRank = signal.rank !== undefined && signal.rank !== this.settings.offerRank;
+    if (signal.kind === 'dial' && !weInitiate && !tookOurRank) {
       this.malformedSignals += 1;
       return;
     }
     const now = nowMs();
     let link = this.links.get(from);
-    if (link !== undefined) link.signalsReceived += 1;
+    if (link !== undefined) {
+      link.signalsReceived += 1;
+      link.peerOfferRank = signal.rank ?? link.peerOfferRank;
+    }
     if (signal.kind === 'dial') {
       // An offer of ours crossed the request: it is on its way, let it land.
-      if (link?.state === 'connecting' && link.sp !== undefined) {
+      if (weInitiate && link?.state === 'connecting' && link.sp !== undefined) {
         if (now - link.startedMs < this.settings.connectTimeoutMs) return;
       }
-      link ??= this.createLinkOnSignal(from);
+      link ??= this.createLinkOnSignal(from, signal.rank);
       if (link === undefined) return;
       // The peer is alive and wants the link: its earlier failures do not count against
       // the queue.
       link.failedAttempts = 0;
-      this.dial(link, now, 'peer asked to reconnect');
+      // Ours is the offer, or (the peer offers, it did not know) a dial that says so.
+      this.dial(link, now, weInitiate ? 'peer asked to reconnect' : 'peer asked for its own offer');
       return;
     }
     if (link?.sp !== undefined && link.session === signal.session) {
@@ -644,7 +696,7 @@ export class WebRtcMesh implements Transport {
     // Answers and candidates of another session are stale. A new offer means the
     // initiator started over (restart, or it gave up on the old link): replace ours.
     if (!weInitiate && signal.rtc.type === 'offer') {
-      link ??= this.createLinkOnSignal(from);
+      link ??= this.createLinkOnSignal(from, signal.rank);
       if (link === undefined) return;
       this.detach(link, 'peer reconnected');
       // The peer is alive and wants the link: its earlier failures do not count against
@@ -657,13 +709,31 @@ export class WebRtcMesh implements Transport {
       link.sp?.signal(signal.rtc);
       return;
     }
+    // An offer from a peer that should have asked for ours: we offer instead, unless an
+    // offer of ours is already on its way (it replaces the peer's when it lands).
+    if (weInitiate && tookOurRank && signal.rtc.type === 'offer') {
+      const oursOnItsWay =
+        link?.state === 'connecting' &&
+        link.sp !== undefined &&
+        now - link.startedMs < this.settings.connectTimeoutMs;
+      if (!oursOnItsWay) {
+        link ??= this.createLinkOnSignal(from, signal.rank);
+        if (link === undefined) return;
+        link.failedAttempts = 0;
+        this.dial(link, now, 'peer offered; the higher offer rank offers');
+        return;
+      }
+    }
     this.staleSignals += 1;
   }
 
   /** A link made for the peer's signal, which counts as its first received. */
-  private createLinkOnSignal(peer: PeerId): Link | undefined {
+  private createLinkOnSignal(peer: PeerId, peerOfferRank: number | undefined): Link | undefined {
     const link = this.createLink(peer);
-    if (link !== undefined) link.signalsReceived = 1;
+    if (link !== undefined) {
+      link.signalsReceived = 1;
+      link.peerOfferRank = peerOfferRank;
+    }
     return link;
   }
 
@@ -908,8 +978,9 @@ function parseSignal(data: unknown): Signal | undefined {
   if (typeof data !== 'object' || data === null) return undefined;
   const record = data as { [key: string]: unknown };
   if (record.v !== SIGNAL_VERSION) return undefined;
-  if (record.kind === 'dial') return { kind: 'dial' };
-  const { session, rtc } = record;
+  const { session, rtc, rank } = record;
+  if (rank !== undefined && !isOfferRank(rank)) return undefined;
+  if (record.kind === 'dial') return { kind: 'dial', rank };
   if (
     record.kind !== 'rtc' ||
     typeof session !== 'string' ||
@@ -921,7 +992,11 @@ function parseSignal(data: unknown): Signal | undefined {
   ) {
     return undefined;
   }
-  return { kind: 'rtc', session, rtc: rtc as { [key: string]: unknown } };
+  return { kind: 'rtc', session, rtc: rtc as { [key: string]: unknown }, rank };
+}
+
+function isOfferRank(value: unknown): value is number {
+  return Number.isInteger(value) && (value as number) >= 0 && (value as number) <= MAX_OFFER_RANK;
 }
 
 function validateSettings(s: Settings): void {
@@ -945,6 +1020,11 @@ function validateSettings(s: Settings): void {
     if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
       throw new RangeError(`WebRtcMesh: ${key} must be a positive number, got ${String(value)}`);
     }
+  }
+  if (!isOfferRank(s.offerRank)) {
+    throw new RangeError(
+      `WebRtcMesh: offerRank must be an integer from 0 to ${MAX_OFFER_RANK}, got ${String(s.offerRank)}`,
+    );
   }
   if (s.peerTimeoutMs <= s.heartbeatIntervalMs) {
     throw new RangeError('WebRtcMesh: peerTimeoutMs must exceed heartbeatIntervalMs');

@@ -346,11 +346,17 @@ describe(`WebRtcMesh (${kind}, in-process signaling)`, () => {
     const a = start('a');
     const rogue = relay.join('z');
     // Version 1 (channels announced in band) cannot link with version 2: ignored.
-    for (const data of [{}, { v: 1, kind: 'dial' }, { v: 2, kind: 'rtc', session: '' }]) {
+    for (const data of [
+      {},
+      { v: 1, kind: 'dial' },
+      { v: 2, kind: 'rtc', session: '' },
+      { v: 2, kind: 'dial', rank: 1.5 },
+      { v: 2, kind: 'dial', rank: 10 },
+    ]) {
       rogue.sendSignal('a', data);
     }
     rogue.sendSignal('a', { v: 2, kind: 'dial' }); // valid: the larger id 'z' may ask 'a'
-    await waitFor(() => a.meshStats().malformedSignals === 3, 'malformed signals counted');
+    await waitFor(() => a.meshStats().malformedSignals === 5, 'malformed signals counted');
     // The valid dial made 'a' (the smaller id) start a link to 'z', which never answers.
     expect(a.peers()).to.deep.equal([]);
     expect(a.linkState('z')).to.include({ signalsReceived: 1 });
@@ -446,6 +452,41 @@ describe(`WebRtcMesh (${kind}, in-process signaling)`, () => {
     await waitFor(() => log.frames.length === 2, 'frame over a reopened link');
   });
 
+  for (const [first, ranked] of [
+    ['a', 'a'],
+    ['a', 'b'],
+    ['b', 'a'],
+    ['b', 'b'],
+  ] as const) {
+    it(`the side with the higher offerRank makes the offer (${ranked} ranked, first send from ${first})`, async () => {
+      const answers = new Map<PeerId, number>();
+      const options = (id: PeerId) => ({
+        RTCPeerConnection: countingAnswers(PeerConnection, () =>
+          answers.set(id, (answers.get(id) ?? 0) + 1),
+        ),
+        offerRank: id === ranked ? 1 : 0,
+      });
+      const meshA = start('a', options('a'));
+      const meshB = start('b', options('b'));
+      const [sender, receiver] = first === 'a' ? [meshA, meshB] : [meshB, meshA];
+      const received = new FrameLog(receiver);
+      const echoed = new FrameLog(sender);
+      receiver.on('frame', (from, frame) => receiver.send(from, frame));
+      sender.send(receiver.localId, new Uint8Array([7]));
+      await waitFor(
+        () => received.frames.length === 1 && echoed.frames.length === 1,
+        'a frame and its echo',
+        30_000,
+        () => meshState(meshA, meshB),
+      );
+      const unranked = ranked === 'a' ? 'b' : 'a';
+      // The ranked side never answered an offer: every connection was its own offer.
+      expect(answers.get(ranked) ?? 0, `answers by ${ranked}`).to.equal(0);
+      expect(answers.get(unranked) ?? 0, `answers by ${unranked}`).to.be.greaterThan(0);
+      for (const mesh of [meshA, meshB]) expect(mesh.meshStats().malformedSignals).to.equal(0);
+    });
+  }
+
   it('keeps at most maxLinks links, closing the least recently used idle one', async () => {
     const a = start('a', { maxLinks: 1 });
     const b = start('b');
@@ -526,6 +567,26 @@ function freeze(mesh: WebRtcMesh): void {
   for (const method of ['send', 'onSignal', 'onMessage', 'onControl', 'tick'] as const) {
     (mesh as unknown as Record<string, unknown>)[method] = () => {};
   }
+}
+
+/** `PeerConnection`, calling `answered` on every `createAnswer` of its connections. */
+function countingAnswers(
+  PeerConnection: RtcPeerConnectionClass,
+  answered: () => void,
+): RtcPeerConnectionClass {
+  // A constructor returning an object: `new` hands back that object.
+  function Counting(configuration?: RTCConfiguration): RTCPeerConnection {
+    const pc = new PeerConnection(configuration);
+    const createAnswer = pc.createAnswer.bind(pc) as (
+      options?: RTCAnswerOptions,
+    ) => Promise<RTCSessionDescriptionInit>;
+    (pc as { createAnswer: typeof createAnswer }).createAnswer = (options) => {
+      answered();
+      return createAnswer(options);
+    };
+    return pc;
+  }
+  return Counting as unknown as RtcPeerConnectionClass;
 }
 
 /** The RTCPeerConnection of this environment: node-datachannel's in Node, native in a page. */
