@@ -438,6 +438,25 @@ describe('MeshNode scenarios', function () {
       ).to.equal(true);
     }));
 
+  it('a node restarted after its replicas were moved away, then leaving: leave() ends once the members say its old replicas were removed', () =>
+    withCluster({ partitions: 8 }, async (cluster) => {
+      await grown(cluster, ['a', 'b', 'c', 'd']);
+      await cluster.settle(cluster.node('a').put('k', 'v'));
+      const hosted = cluster.node('d').status().groups.length;
+      expect(hosted).to.be.greaterThan(0);
+      await cluster.stop('d');
+      cluster.markDown('d');
+      await cluster.until(() => placedOn(cluster, ['a', 'b', 'c']), 'placement without d');
+      // Back with its disk: every replica there was removed from its group meanwhile; the
+      // node leaves before any group takes it back.
+      const d = await cluster.start('d');
+      expect(d.status().groups).to.have.length(hosted);
+      cluster.markLeft('d');
+      await cluster.settle(d.leave(), 60_000);
+      expect(d.status().groups).to.have.length(0);
+      expect(text(await cluster.settle(cluster.node('b').get('k')))).to.equal('v');
+    }));
+
   it('a learner cut off while it is removed deletes itself once it is not placed and hears nothing', () =>
     withCluster({ partitions: 1, replicationFactor: 3 }, async (cluster) => {
       await grown(cluster, ['a', 'b', 'c']);
