@@ -13,7 +13,9 @@
  * one node-datachannel peer: with node-datachannel offering, all open within 11-58 ms; with
  * Firefox offering, 9 of 12 fail (Firefox stays in ICE `checking` while libjuice reports
  * `connected`) and 3 open after 7 s, past the mesh's connect timeout; the same with ICE bound
- * to 198.18.0.1 or unbound. Chromium opens either way (12-72 ms offering, ~190 ms answering).
+ * to 198.18.0.1 or unbound, and with Firefox's default prefs (mDNS host names, no loopback
+ * candidates: 5 of 5 open within 90 ms offering, 0 of 5 answering). Chromium opens either
+ * way (12-72 ms offering, ~190 ms answering).
  * In a cluster, the smaller id offering left a Firefox node's links to the Node peers with
  * larger ids failing attempt after attempt.
  */
