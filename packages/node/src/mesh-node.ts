@@ -266,6 +266,8 @@ export class MeshNode {
   private statusChanged = true;
   private readonly placementNotes = new Map<GroupId, string>();
   private movesInProgress = 0;
+  /** A configuration changed since the last rebalancing pass: plan at the next tick. */
+  private rebalanceSoon = false;
   private fatalError: unknown = null;
   /** Last term and vote of replicas deleted here (tombstones.ts), by partition. */
   private tombstones = new Map<GroupId, Tombstone>();
@@ -338,6 +340,7 @@ export class MeshNode {
         applied: (replica, results) => this.appliedResults(replica, results),
         confChanged: () => {
           this.statusChanged = true;
+          this.rebalanceSoon = true;
         },
         nonMembers: (replica, ids) => {
           for (const id of ids) {
@@ -532,6 +535,11 @@ export class MeshNode {
     if (this.ticks % this.settings.rebalanceEveryTicks === 0) {
       this.rebalance();
       this.collectStrayReplicas();
+    } else if (this.rebalanceSoon || this.movesInProgress > 0) {
+      // A move's next step is planned at the next tick, not the next pass: a move is four
+      // or five steps (learners, catch-up, swap, leave, hand-off), each waiting a whole
+      // pass made growing 64 partitions to three voters take ~48 s instead of ~10 s.
+      this.rebalance();
     }
     this.loop.wake();
     if (this.statusChanged && this.listeners.size > 0) {
@@ -787,6 +795,7 @@ export class MeshNode {
    * (rebalancer.ts); the budget bounds the learners this node's groups catch up at once.
    */
   private rebalance(): void {
+    this.rebalanceSoon = false;
     // Live: a link up now, to a member the registry does not hold down (a leaving member
     // is live: it must still ack the joint configuration that hands its replicas over).
     const reachable = new Set<NodeId>([this.nodeId]);

@@ -8,7 +8,12 @@
  * storage call, so the stream's view is exactly that state). `claim` hands one unclaimed
  * stream to raft's `Storage.snapshot()` (one per follower raft sends the snapshot to);
  * the first pull naming that snapshot binds it. Streams unclaimed, unbound or idle for
- * `streamIdleTicks` are closed with `return()`; at most `maxOpenStreams` are open.
+ * `streamIdleTicks` are closed with `return()`; at most `maxOpenStreams` are open. A
+ * stream whose final chunk is sent releases the store's view at once and stops counting
+ * as open: it keeps only that chunk, for a pull repeated after a loss, until idle (at most
+ * `maxOpenStreams` such finished streams are kept, the oldest dropped first). Until it
+ * stopped counting, each finished stream held its slot for `streamIdleTicks`, and a
+ * node adding replicas to many groups waited that long for every few groups.
  *
  * Follower side: a Ready carrying a snapshot is held (group.heldReady); `startPull` asks
  * the group's leader for the stream; each chunk is added to the restore, the next pulled;
@@ -73,6 +78,7 @@ interface OutgoingStream {
   lastSent: SnapshotChunkRecord | null;
   nextSeq: number;
   idleTicks: number;
+  /** The final chunk was sent and the store's view released: kept only to resend it. */
   done: boolean;
 }
 
@@ -109,8 +115,11 @@ export class SnapshotStreams {
     this.settings = settings;
   }
 
+  /** Streams still reading the store (finished ones, kept to resend their final chunk, excluded). */
   get openStreams(): number {
-    return this.outgoing.length;
+    let open = 0;
+    for (const stream of this.outgoing) if (!stream.done) open++;
+    return open;
   }
 
   get incomingStreams(): number {
@@ -119,7 +128,7 @@ export class SnapshotStreams {
 
   /** Whether a stream may be opened now (the loop asks before saving a snapshot for one). */
   canOpen(): boolean {
-    return this.outgoing.length < this.settings.maxOpenStreams;
+    return this.openStreams < this.settings.maxOpenStreams;
   }
 
   // ---- Leader side ----------------------------------------------------------------------
@@ -218,7 +227,7 @@ export class SnapshotStreams {
           data: result.value,
         };
         stream.lastSent = record;
-        if (final) stream.done = true;
+        if (final) this.finish(stream);
         if (stream.peer !== null) this.host.send(stream.peer, record);
         this.host.wake();
       })
@@ -242,11 +251,31 @@ export class SnapshotStreams {
     this.host.send(to, record);
   }
 
+  /**
+   * The final chunk is read: release the store's view now and free the stream's slot; keep
+   * the record for a repeated pull, within the bound on finished streams.
+   */
+  private finish(stream: OutgoingStream): void {
+    stream.done = true;
+    stream.iterator.return?.().catch(() => {});
+    let finished = 0;
+    for (const s of this.outgoing) if (s.done) finished++;
+    for (let i = 0; finished > this.settings.maxOpenStreams && i < this.outgoing.length; ) {
+      const oldest = this.outgoing[i]!;
+      if (oldest.done && oldest !== stream) {
+        this.outgoing.splice(i, 1);
+        finished--;
+      } else {
+        i++;
+      }
+    }
+  }
+
   private closeStream(stream: OutgoingStream): void {
     const at = this.outgoing.indexOf(stream);
     if (at >= 0) this.outgoing.splice(at, 1);
-    // Closing releases the store's view (an iterator's return()).
-    stream.iterator.return?.().catch(() => {});
+    // Closing releases the store's view (an iterator's return()); a finished stream did.
+    if (!stream.done) stream.iterator.return?.().catch(() => {});
   }
 
   /** Closes every stream of `group` (the group is gone from this node). */

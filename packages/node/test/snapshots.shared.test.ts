@@ -63,6 +63,18 @@ class Leader {
     for (let i = 0; i < 20; i++) await Promise.resolve();
   }
 
+  /** Pulls `from`'s bound stream chunk by chunk until the final one; returns its seq. */
+  async pullToEnd(from: string, streamRequestId: number): Promise<number> {
+    for (let seq = 0; seq < 100; seq++) {
+      this.pull(from, streamRequestId, seq);
+      await this.settle();
+      const last = this.sent[this.sent.length - 1]?.record;
+      expect(last?.kind).to.equal('snapshotChunk');
+      if (last?.kind === 'snapshotChunk' && last.final) return seq;
+    }
+    throw new Error('no final chunk within 100 pulls');
+  }
+
   kinds(): string[] {
     return this.sent.map(({ record }) =>
       record.kind === 'snapshotChunk'
@@ -121,5 +133,49 @@ describe('snapshot streams, leader side: a follower whose stream is gone gets a 
     expect(bound.lost).to.deep.equal([{ group: GROUP, peer: 'b' }]);
     expect(unbound.streams.openStreams).to.equal(0);
     expect(unbound.lost).to.deep.equal([]);
+  });
+
+  it('a stream whose final chunk is sent frees its slot at once, and still answers a repeated final pull', async () => {
+    const leader = await Leader.create();
+    const finalSeq = await leader.pullToEnd('b', 11);
+    expect(finalSeq).to.be.greaterThan(0);
+    // Its slot is free: a node adding replicas to many groups does not wait
+    // streamIdleTicks per finished stream before it may open the next.
+    expect(leader.streams.openStreams).to.equal(0);
+    expect(leader.streams.canOpen()).to.equal(true);
+    // b lost the final chunk and asks again: the same chunk comes back.
+    const sentBefore = leader.sent.length;
+    leader.pull('b', 11, finalSeq);
+    await leader.settle();
+    expect(leader.sent.length).to.equal(sentBefore + 1);
+    expect(leader.sent[sentBefore]?.record).to.deep.equal(leader.sent[sentBefore - 1]?.record);
+    expect(leader.lost).to.deep.equal([]);
+    // Idle, it is dropped without a report: it was complete.
+    for (let tick = 0; tick <= SETTINGS.streamIdleTicks; tick++) leader.streams.onTick();
+    leader.pull('b', 11, finalSeq);
+    expect(leader.kinds().at(-1)).to.equal('abort 11');
+  });
+
+  it('keeps at most maxOpenStreams finished streams: the oldest is dropped first', async () => {
+    const leader = await Leader.create();
+    const peers = ['p0', 'p1', 'p2', 'p3', 'p4'];
+    const finalSeqs: number[] = [];
+    for (const [i, peer] of peers.entries()) {
+      if (i > 0) {
+        expect(leader.streams.canOpen()).to.equal(true);
+        leader.streams.open(GROUP, SNAPSHOT_INDEX);
+        expect(leader.streams.claim(GROUP, SNAPSHOT_INDEX)).to.equal(true);
+      }
+      finalSeqs.push(await leader.pullToEnd(peer, 20 + i));
+    }
+    expect(peers.length).to.be.greaterThan(SETTINGS.maxOpenStreams);
+    leader.pull('p4', 24, finalSeqs[4]!);
+    await leader.settle();
+    expect(leader.kinds().at(-1)).to.equal(`chunk 24/${finalSeqs[4]}`);
+    // p0's stream, the oldest finished, was dropped: its repeat is refused, and raft told
+    // to send a fresh snapshot (what it would get had the stream gone idle).
+    leader.pull('p0', 20, finalSeqs[0]!);
+    expect(leader.kinds().at(-1)).to.equal('abort 20');
+    expect(leader.lost).to.deep.equal([{ group: GROUP, peer: 'p0' }]);
   });
 });

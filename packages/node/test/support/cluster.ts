@@ -250,10 +250,14 @@ export class TestCluster {
     return false;
   }
 
-  /** Runs virtual time forward by `ms`: ticks and packet deliveries in time order. */
-  async run(ms: number): Promise<void> {
+  /**
+   * Runs virtual time forward by `ms`: ticks and packet deliveries in time order; stops
+   * early, right after the event that made it true, once `stopWhen` holds.
+   */
+  async run(ms: number, stopWhen?: () => boolean): Promise<void> {
     const until = this.nowMs + ms;
     for (;;) {
+      if (stopWhen?.() === true) return;
       const nextPacket = this.network.nextEventAtMs();
       const nextTick = Math.max(this.nextTickMs, this.nowMs);
       if (nextTick > until && (nextPacket === undefined || nextPacket > until)) break;
@@ -287,6 +291,12 @@ export class TestCluster {
       if (elapsed >= maxMs) throw new Error(`${what}: not within ${maxMs} ms of virtual time`);
       await this.run(TICK_MS);
     }
+  }
+
+  /** As `until`, checked after every event: for a state that may last less than a tick. */
+  async untilEvent(condition: () => boolean, what: string, maxMs = 60_000): Promise<void> {
+    await this.run(maxMs, condition);
+    if (!condition()) throw new Error(`${what}: not within ${maxMs} ms of virtual time`);
   }
 
   async close(): Promise<void> {
