@@ -40,7 +40,13 @@ const PAGE_ENTRY = fileURLToPath(new URL('./browser-page.ts', import.meta.url));
 const TOKEN = 'browser-cluster-token';
 /** `meshkv node` and the signaling server's default cluster id. */
 const CLUSTER_ID = 'meshkv';
-const PARTITIONS = 8;
+/**
+ * Enough that every member, pages included, is placed on some partition: node ids are
+ * random, and at 8 partitions over 7 members a newcomer got none about once in 50 runs
+ * (a fresh-clone run's Firefox node, 2026-12-04: the cluster it waited for, with every
+ * page hosting a replica, could not come).
+ */
+const PARTITIONS = 16;
 /**
  * Long enough that no page killed or closed here is marked down (and replaced) while the
  * tests look at it: these tests are about Raft failover and rejoining with data, not
@@ -393,7 +399,15 @@ describe('browser nodes: 3 Chromium pages and 3 Node peers in one cluster', () =
         }
       }
     }
+    // Every page the placement puts replicas on hosts some; one placed nowhere is named.
+    const registry = await registryStatus(signalingUrl);
+    const placement = ring.placement(
+      registry.members.filter((m) => m.state === 'up').map((m) => m.nodeId),
+    );
     for (const nodeId of pages.keys()) {
+      let placed = 0;
+      for (let p = 0; p < PARTITIONS; p++) if (placement.replicasOf(p).includes(nodeId)) placed++;
+      if (placed === 0) throw new Error(`the placement puts no replica on page ${nodeId}`);
       if (!all.some((s) => s.nodeId === nodeId && s.groups.length > 0)) return undefined;
     }
     return all;
