@@ -10,6 +10,47 @@ async function untilPending(disk: MemoryDisk): Promise<void> {
   expect(disk.pendingWrites, 'a write reached the disk').to.equal(1);
 }
 
+describe('storage: memory engine records', () => {
+  const key = (...bytesOf: number[]) => new Uint8Array(bytesOf);
+  async function pages(engine: Engine, lo: Uint8Array, hi: Uint8Array | null) {
+    const found: string[] = [];
+    for await (const page of engine.scan(lo, hi)) {
+      for (const [k, v] of page) found.push(`${[...k]}=${[...v]}`);
+    }
+    return found;
+  }
+
+  it('scans in byte order, gives copies, and clears exactly [lo, hi)', async () => {
+    const disk = new MemoryDisk();
+    const engine = disk.openEngine();
+    const value = key(7, 7);
+    await engine.write([
+      { type: 'put', key: key(2, 0), value: key(20) },
+      { type: 'put', key: key(1, 255), value: key(1) },
+      { type: 'put', key: key(1), value },
+      { type: 'put', key: key(1, 0), value: key(10) },
+      { type: 'put', key: key(3), value: key(30) },
+    ]);
+    value.fill(0); // The engine holds the array it was handed (Engine.write).
+    expect(await pages(engine, key(0), null)).to.deep.equal([
+      '1=0,0',
+      '1,0=10',
+      '1,255=1',
+      '2,0=20',
+      '3=30',
+    ]);
+    const got = (await engine.get(key(1, 0)))!;
+    got[0] = 99;
+    expect([...(await engine.get(key(1, 0)))!]).to.deep.equal([10]);
+    await engine.clearRange(key(1, 0), key(2, 0));
+    expect(await pages(engine, key(0), null)).to.deep.equal(['1=0,0', '2,0=20', '3=30']);
+    await engine.write([{ type: 'del', key: key(3) }]);
+    expect(await engine.get(key(3))).to.equal(undefined);
+    expect(disk.recordCount).to.equal(2);
+    await engine.close();
+  });
+});
+
 describe('storage: memory backend durability control', () => {
   it("'manual': a write stays pending until syncNext, and a crash then loses all of it", async () => {
     const disk = new MemoryDisk({ sync: 'manual', name: 'sim node 1' });
