@@ -230,6 +230,10 @@ export interface NodeStatus {
   readonly snapshotsInstalled: number;
   readonly batchesWritten: number;
   readonly framesSent: number;
+  /** Raft messages also sent through a relay because their link was down (README "One missing link"). */
+  readonly raftRelayed: number;
+  /** Raft messages this node forwarded for other nodes. */
+  readonly raftForwarded: number;
   readonly closed: boolean;
 }
 
@@ -285,7 +289,9 @@ export class MeshNode {
     this.placement = this.ring.placement(upMembers(options.registry));
     this.nowMsValue = options.nowMs;
     // Frames as large as the transport takes; it must carry the node's largest record.
-    this.outbox = new Outbox(options.transport, options.transport.maxFrameBytes);
+    this.outbox = new Outbox(options.transport, options.transport.maxFrameBytes, (to, group) =>
+      this.relayFor(to, group),
+    );
     this.snapshots = new SnapshotStreams(
       {
         storage: options.storage,
@@ -611,6 +617,32 @@ export class MeshNode {
     const state = this.registry.members.find((m) => m.nodeId === peer)?.state;
     if (state !== 'up' && state !== 'left') return false;
     return !this.failedPeers.has(peer) || this.transport.peers().includes(peer);
+  }
+
+  /**
+   * One missing link (README): a Raft message for `to`, whose link failed and has not come
+   * back while the registry has it up, also goes through a node linked to both, we hope:
+   * a replica of the partition (it exchanges Raft messages with `to` anyway), else any
+   * member linked to this node. Null when the link is fine (the usual case, checked first).
+   */
+  private relayFor(to: NodeId, group: GroupId): NodeId | null {
+    if (!this.failedPeers.has(to)) return null;
+    const linked = this.transport.peers();
+    if (linked.includes(to)) return null;
+    const state = this.registry.members.find((m) => m.nodeId === to)?.state;
+    if (state !== 'up' && state !== 'left') return null;
+    if (group < this.ring.settings.partitions) {
+      for (const id of this.placement.replicasOf(group)) {
+        if (id !== to && id !== this.nodeId && linked.includes(id)) return id;
+      }
+    }
+    for (const member of this.registry.members) {
+      const id = member.nodeId;
+      if (id !== to && id !== this.nodeId && member.state === 'up' && linked.includes(id)) {
+        return id;
+      }
+    }
+    return null;
   }
 
   /** A newer registry snapshot; older or equal epochs are ignored. */
@@ -991,6 +1023,18 @@ export class MeshNode {
       case 'raft':
         this.onRaft(from, record.message);
         return;
+      case 'relayedRaft': {
+        const author = nodeOfReplica(record.message.from);
+        const target = nodeOfReplica(record.message.to);
+        if (target === this.nodeId) {
+          this.onRaft(author, record.message);
+        } else if (from === author && this.transport.peers().includes(target)) {
+          // Forwarded once, for its author only, over a link that is up: no loop, no
+          // second hop. Over a link that is down too it is lost, as Raft allows.
+          this.outbox.forward(record.message);
+        }
+        return;
+      }
       case 'request':
         this.router.serve(from, record);
         return;
@@ -1171,6 +1215,8 @@ export class MeshNode {
       snapshotsInstalled: this.snapshots.installed,
       batchesWritten: this.loop.batches,
       framesSent: this.outbox.framesSent,
+      raftRelayed: this.outbox.raftRelayed,
+      raftForwarded: this.outbox.raftForwarded,
       closed: this.closedReason !== null,
     };
   }

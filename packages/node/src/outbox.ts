@@ -6,10 +6,17 @@
  * messages that promise durable state are only added after the batch that holds that
  * state is durable (the loop's order), so flushing never sends a promise early.
  */
-import type { Message, NodeId } from '@meshkv/raft';
+import type { GroupId, Message, NodeId } from '@meshkv/raft';
 import type { Transport } from '@meshkv/transport';
 import { nodeOfReplica } from './replica-id.ts';
 import { FrameBuilder, maxRecordBytes, type WireRecord } from './wire.ts';
+
+/**
+ * The node to send a copy of a Raft message for `to` through, while the link to `to` is
+ * down (README "One missing link"), or null to send it straight only. Called per message:
+ * it must be cheap when every link is up.
+ */
+export type RelayChoice = (to: NodeId, group: GroupId) => NodeId | null;
 
 export class Outbox {
   private readonly builders = new Map<NodeId, FrameBuilder>();
@@ -17,10 +24,15 @@ export class Outbox {
   private readonly dirty = new Set<NodeId>();
   private readonly transport: Transport;
   private readonly maxFrameBytes: number;
+  private readonly relayVia: RelayChoice;
   /** Frames handed to the transport so far (status, the benchmark). */
   framesSent = 0;
+  /** Raft messages of this node also sent through a relay (status). */
+  raftRelayed = 0;
+  /** Raft messages this node forwarded for their authors (status). */
+  raftForwarded = 0;
 
-  constructor(transport: Transport, maxFrameBytes: number) {
+  constructor(transport: Transport, maxFrameBytes: number, relayVia: RelayChoice = () => null) {
     if (maxFrameBytes < maxRecordBytes + 1) {
       throw new RangeError(
         `the transport's frames (${maxFrameBytes} bytes) cannot carry the node's largest record (${maxRecordBytes} bytes)`,
@@ -28,6 +40,7 @@ export class Outbox {
     }
     this.transport = transport;
     this.maxFrameBytes = maxFrameBytes;
+    this.relayVia = relayVia;
   }
 
   /** Whether anything waits for `flush`. */
@@ -35,9 +48,26 @@ export class Outbox {
     return this.dirty.size > 0;
   }
 
-  /** A Raft message goes to the node of its replica (replica-id.ts). */
+  /**
+   * A Raft message goes to the node of its replica (replica-id.ts); while that link is
+   * down, a copy goes through a relay too. The direct one is still sent: sending is what
+   * makes the transport dial a failed link again, and Raft takes a duplicate as it takes
+   * a retransmission.
+   */
   raft(message: Message): void {
-    this.builder(nodeOfReplica(message.to)).addRaft(message);
+    const to = nodeOfReplica(message.to);
+    this.builder(to).addRaft(message);
+    const via = this.relayVia(to, message.groupId);
+    if (via !== null) {
+      this.builder(via).addRelayedRaft(message);
+      this.raftRelayed++;
+    }
+  }
+
+  /** Forwards a Raft message its author relayed through this node (one hop, never again). */
+  forward(message: Message): void {
+    this.builder(nodeOfReplica(message.to)).addRelayedRaft(message);
+    this.raftForwarded++;
   }
 
   record(to: NodeId, record: WireRecord): void {

@@ -139,6 +139,17 @@ export interface RaftRecord {
   readonly message: Message;
 }
 
+/**
+ * A Raft message that travels through a third node because the link between its author
+ * and its destination is down (README "One missing link"): the author sends it to a relay,
+ * the relay forwards it, unchanged and as this kind, to `message.to`'s node. Same layout
+ * as RAFT (and it shares RAFT's "same from/to as before" references).
+ */
+export interface RelayedRaftRecord {
+  readonly kind: 'relayedRaft';
+  readonly message: Message;
+}
+
 export type RequestOp = 'put' | 'delete' | 'get' | 'localGet' | 'appliedQuery' | 'putAckAll';
 
 /**
@@ -290,6 +301,7 @@ export interface QuiesceRecord {
 
 export type WireRecord =
   | RaftRecord
+  | RelayedRaftRecord
   | RequestRecord
   | ResponseRecord
   | SnapshotPullRecord
@@ -310,6 +322,7 @@ const Kind = {
   NotMember: 7,
   Quiesce: 8,
   MemberQuery: 9,
+  RelayedRaft: 10,
 } as const;
 
 const requestOps: readonly RequestOp[] = [
@@ -446,6 +459,9 @@ export class FrameBuilder {
       case 'raft':
         this.addRaft(record.message);
         break;
+      case 'relayedRaft':
+        this.addRelayedRaft(record.message);
+        break;
       case 'request':
         this.addRequest(record);
         break;
@@ -477,6 +493,10 @@ export class FrameBuilder {
 
   addRaft(m: Message): void {
     this.addRecord(m, this.writeRaft);
+  }
+
+  addRelayedRaft(m: Message): void {
+    this.addRecord(m, this.writeRelayedRaft);
   }
 
   addRequest(r: RequestRecord): void {
@@ -681,6 +701,14 @@ export class FrameBuilder {
   }
 
   private writeRaft(m: Message): void {
+    this.writeRaftOfKind(Kind.Raft, m);
+  }
+
+  private writeRelayedRaft(m: Message): void {
+    this.writeRaftOfKind(Kind.RelayedRaft, m);
+  }
+
+  private writeRaftOfKind(kind: number, m: Message): void {
     if (!isU32(m.groupId)) refuse(`groupId ${m.groupId}`);
     if (!Number.isInteger(m.type) || m.type < 0 || m.type > MAX_MESSAGE_TYPE) {
       refuse(`message type ${m.type}`);
@@ -696,7 +724,7 @@ export class FrameBuilder {
     if (m.entries.length !== 0) fields |= Field.Entries;
     if (m.rejectHint !== 0) fields |= Field.RejectHint;
     if (m.snapshot !== null) fields |= Field.Snapshot;
-    this.u8(Kind.Raft);
+    this.u8(kind);
     this.varint(m.groupId);
     this.u8(m.type);
     this.varint(fields);
@@ -1006,6 +1034,14 @@ class FrameReader {
   }
 
   raft(): RaftRecord {
+    return { kind: 'raft', message: this.raftMessage() };
+  }
+
+  relayedRaft(): RelayedRaftRecord {
+    return { kind: 'relayedRaft', message: this.raftMessage() };
+  }
+
+  private raftMessage(): Message {
     const groupId = this.u32('groupId');
     const type = this.u8('type') as MessageType;
     if (type > MAX_MESSAGE_TYPE) malformed(`unknown message type ${type}`);
@@ -1025,7 +1061,7 @@ class FrameReader {
     const entries = fields & Field.Entries ? this.entries() : noEntries;
     const rejectHint = fields & Field.RejectHint ? this.varint('rejectHint') : 0;
     const snapshot = fields & Field.Snapshot ? this.snapshotChunk() : null;
-    const message: Message = {
+    return {
       groupId,
       type,
       from,
@@ -1040,7 +1076,6 @@ class FrameReader {
       context,
       snapshot,
     };
-    return { kind: 'raft', message };
   }
 
   private entries(): Entry[] {
@@ -1225,6 +1260,8 @@ class FrameReader {
         return this.quiesce();
       case Kind.MemberQuery:
         return this.memberQuery();
+      case Kind.RelayedRaft:
+        return this.relayedRaft();
       default:
         return malformed(`unknown record kind ${kind}`);
     }

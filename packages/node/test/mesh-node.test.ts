@@ -129,6 +129,18 @@ describe('MeshNode scenarios', function () {
     await cluster.until(() => placedOn(cluster, ids), `placement over [${ids}]`);
   }
 
+  /**
+   * Grows `ids` (one partition), writes once and lets the leadership settle on the
+   * placement's first replica: the partition's leader.
+   */
+  async function settledLeader(cluster: TestCluster, ids: readonly string[]): Promise<string> {
+    await grown(cluster, ids);
+    await cluster.settle(cluster.node(ids[0]!).put('k', 'v'));
+    await cluster.run(2_000);
+    const host = ids.find((id) => cluster.node(id).status().groups.length > 0)!;
+    return cluster.node(host).status().groups[0]!.leader!;
+  }
+
   it('links that open on demand (as WebRTC ones do): a member never spoken to counts as live', () =>
     withCluster({ partitions: 4, onDemandLinks: true }, async (cluster) => {
       await grown(cluster, ['a', 'b', 'c']);
@@ -342,11 +354,8 @@ describe('MeshNode scenarios', function () {
   it("a leader's appends leave while its own write runs (thesis §10.2.1); no commit covering them does", () =>
     withCluster({ partitions: 1 }, async (cluster) => {
       const ids = ['a', 'b', 'c'];
-      await grown(cluster, ids);
-      await cluster.settle(cluster.node('a').put('k', 'v'));
-      await cluster.run(2_000); // Leadership settles on the placement's first replica.
+      const leader = await settledLeader(cluster, ids);
       const group = (id: string) => cluster.node(id).status().groups[0]!;
-      const leader = group('a').leader!;
       const followers = ids.filter((id) => id !== leader);
       const next = group(leader).lastIndex + 1;
       cluster.holdWrites(leader);
@@ -407,12 +416,9 @@ describe('MeshNode scenarios', function () {
   it('one missing link: a node that cannot reach the leader is served through another replica', () =>
     withCluster({ partitions: 1 }, async (cluster) => {
       const ids = ['a', 'b', 'c', 'd'];
-      await grown(cluster, ids);
-      await cluster.settle(cluster.node('a').put('k', 'v'));
-      await cluster.run(2_000); // Leadership settles on the placement's first replica.
+      const leader = await settledLeader(cluster, ids);
       const hosts = (id: string) => cluster.node(id).status().groups.length > 0;
       const outsider = ids.find((id) => !hosts(id))!;
-      const leader = cluster.node(ids.find(hosts)!).status().groups[0]!.leader!;
       const follower = ids.find((id) => hosts(id) && id !== leader)!;
       // The Firefox page of browser-cluster's run of 3dd58f5: every link up but one, whose
       // ICE connection never came up; a request from either end timed out (504).
@@ -435,6 +441,51 @@ describe('MeshNode scenarios', function () {
       }
       // The group kept its leader: the cut follower's campaigns did not unseat it.
       expect(cluster.node(leader).status().groups[0]!.leader).to.equal(leader);
+    }));
+
+  it('one missing link, Raft: a follower cut from its leader keeps up through the third replica', () =>
+    withCluster({ partitions: 1 }, async (cluster) => {
+      const ids = ['a', 'b', 'c'];
+      const leader = await settledLeader(cluster, ids);
+      const [follower, third] = ids.filter((id) => id !== leader) as [string, string];
+      cutLink(cluster, follower, leader);
+      await cluster.run(TICK_MS); // The links' peerDown.
+      for (let i = 0; i < 10; i++) {
+        expect(await cluster.settle(cluster.node(leader).put(`k${i}`, `v${i}`))).to.equal(true);
+      }
+      const group = (id: string) => cluster.node(id).status().groups[0]!;
+      await cluster.until(
+        () => group(follower).applied === group(leader).applied,
+        'the cut follower applies what its leader applied',
+        5_000,
+      );
+      expect(group(follower).leader).to.equal(leader);
+      expect(
+        text(await cluster.settle(cluster.node(follower).get('k9', { consistency: 'local' }))),
+      ).to.equal('v9');
+      expect(cluster.node(leader).status().raftRelayed).to.be.greaterThan(0);
+      expect(cluster.node(follower).status().raftRelayed).to.be.greaterThan(0);
+      expect(cluster.node(third).status().raftForwarded).to.be.greaterThan(0);
+    }));
+
+  it('one missing link, Raft: a group that lost its third replica keeps its majority through a node outside it', () =>
+    withCluster({ partitions: 1 }, async (cluster) => {
+      const ids = ['a', 'b', 'c', 'd'];
+      const leader = await settledLeader(cluster, ids);
+      const hosts = (id: string) => cluster.node(id).status().groups.length > 0;
+      const outsider = ids.find((id) => !hosts(id))!;
+      const [follower, third] = ids.filter((id) => hosts(id) && id !== leader) as [string, string];
+      cutLink(cluster, follower, leader);
+      await cluster.stop(third); // Still up in the registry: nothing replaces it.
+      await cluster.run(TICK_MS);
+      // Only the leader and the cut follower are left: a majority, joined through the
+      // outsider. Without relayed Raft messages the writes waited for ever.
+      for (let i = 0; i < 5; i++) {
+        const put = cluster.node(leader).put(`k${i}`, `v${i}`, { deadlineMs: 5_000 });
+        expect(await cluster.settle(put)).to.equal(true);
+      }
+      expect(text(await cluster.settle(cluster.node(leader).get('k4')))).to.equal('v4');
+      expect(cluster.node(outsider).status().raftForwarded).to.be.greaterThan(0);
     }));
 
   it('a replica that missed its removal (isolated meanwhile) learns it from the members and deletes its data', () =>

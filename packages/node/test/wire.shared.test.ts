@@ -165,7 +165,7 @@ class Gen {
     }
   }
   record(): WireRecord {
-    switch (this.int(11)) {
+    switch (this.int(12)) {
       case 0:
         return this.request();
       case 1:
@@ -205,6 +205,8 @@ class Gen {
         return { kind: 'quiesce', group: this.u32(), term: this.number(), commit: this.number() };
       case 7:
         return { kind: 'memberQuery', group: this.u32(), replica: this.nodeId() };
+      case 8:
+        return { kind: 'relayedRaft', message: this.message() };
       default:
         return { kind: 'raft', message: this.message() };
     }
@@ -303,6 +305,22 @@ describe('node wire format', () => {
         expect(decoded[i], `record ${i}`).to.deep.equal(records[i]);
       }
     });
+  });
+
+  it('a RELAYED_RAFT record is a RAFT record under kind 10, sharing its from/to references', () => {
+    const message = newMessage({ groupId: 3, type: MessageType.App, from: 'a', to: 'b', term: 2 });
+    const [raft] = encode([{ kind: 'raft', message }]);
+    const [relayed] = encode([{ kind: 'relayedRaft', message }]);
+    expect(relayed![1]).to.equal(10);
+    expect([...relayed!.subarray(2)]).to.deep.equal([...raft!.subarray(2)]);
+    // The second record names neither id again (length 0: "as the record before").
+    const records: WireRecord[] = [
+      { kind: 'raft', message },
+      { kind: 'relayedRaft', message },
+    ];
+    const [both] = encode(records);
+    expect(both!.length).to.equal(raft!.length + (raft!.length - 1) - 2 * 'a'.length);
+    expect(decodeAll([both!])).to.deep.equal(records);
   });
 
   it('round-trips every message type with all fields zero (a bitmap of 0)', () => {
