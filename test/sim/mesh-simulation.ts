@@ -80,6 +80,8 @@ export interface MeshSimStats {
   readonly moves: number;
   /** Snapshots installed on followers (from the nodes' status). */
   readonly snapshotsInstalled: number;
+  /** Raft messages nodes forwarded for others whose link was down (status `raftForwarded`). */
+  readonly raftForwarded: number;
   readonly operations: number;
   readonly acknowledged: number;
   readonly indeterminate: number;
@@ -224,7 +226,8 @@ class MeshSimulation {
   private readonly confChangesSeen = new Set<string>();
   private moves = 0;
   /** Snapshots installed by MeshNode objects since dropped (crashed, left). */
-  private snapshotsInstalledBefore = 0;
+  /** The status counters of MeshNode objects dropped so far (crashed, or gone for good). */
+  private readonly droppedCounters = { snapshotsInstalled: 0, raftForwarded: 0 };
   private partitions = 0;
   private replicationFactor = 0;
   private acknowledged = 0;
@@ -859,7 +862,7 @@ class MeshSimulation {
   /** Power loss: unsynced writes are lost, the MeshNode object is dropped. */
   private crash(sim: SimNode): void {
     const pendingWrites = sim.disk.pendingWrites;
-    this.snapshotsInstalledBefore += sim.node?.status().snapshotsInstalled ?? 0;
+    if (sim.node !== null) this.keepCounters(sim.node);
     sim.disk.crash();
     void sim.transport?.close();
     // A dead process runs nothing more: the dropped object must not either (its calls
@@ -931,7 +934,7 @@ class MeshSimulation {
 
   /** A node that left: closed, its disk and id never used again. */
   private stopForGood(sim: SimNode, node: MeshNode): void {
-    this.snapshotsInstalledBefore += node.status().snapshotsInstalled;
+    this.keepCounters(node);
     sim.state = 'closing';
     sim.node = null;
     this.registry.forget(sim.id);
@@ -1212,10 +1215,19 @@ class MeshSimulation {
     return problem;
   }
 
+  private keepCounters(node: MeshNode): void {
+    const status = node.status();
+    this.droppedCounters.snapshotsInstalled += status.snapshotsInstalled;
+    this.droppedCounters.raftForwarded += status.raftForwarded;
+  }
+
   private stats(): MeshSimStats {
-    let snapshotsInstalled = this.snapshotsInstalledBefore;
-    for (const sim of this.runningNodes())
-      snapshotsInstalled += sim.node!.status().snapshotsInstalled;
+    let { snapshotsInstalled, raftForwarded } = this.droppedCounters;
+    for (const sim of this.runningNodes()) {
+      const status = sim.node!.status();
+      snapshotsInstalled += status.snapshotsInstalled;
+      raftForwarded += status.raftForwarded;
+    }
     return {
       nodes: this.nodes.size,
       groups: this.partitions,
@@ -1223,6 +1235,7 @@ class MeshSimulation {
       replicationFactor: this.replicationFactor,
       moves: this.moves,
       snapshotsInstalled,
+      raftForwarded,
       operations: this.history.length,
       acknowledged: this.acknowledged,
       indeterminate: this.indeterminate,
