@@ -80,8 +80,8 @@ export interface MeshSimStats {
   readonly moves: number;
   /** Snapshots installed on followers (from the nodes' status). */
   readonly snapshotsInstalled: number;
-  /** Raft messages nodes forwarded for others whose link was down (status `raftForwarded`). */
-  readonly raftForwarded: number;
+  /** Raft messages nodes forwarded for others whose link was down (status `recordsForwarded`). */
+  readonly recordsForwarded: number;
   readonly operations: number;
   readonly acknowledged: number;
   readonly indeterminate: number;
@@ -227,7 +227,7 @@ class MeshSimulation {
   private moves = 0;
   /** Snapshots installed by MeshNode objects since dropped (crashed, left). */
   /** The status counters of MeshNode objects dropped so far (crashed, or gone for good). */
-  private readonly droppedCounters = { snapshotsInstalled: 0, raftForwarded: 0 };
+  private readonly droppedCounters = { snapshotsInstalled: 0, recordsForwarded: 0 };
   private partitions = 0;
   private replicationFactor = 0;
   private acknowledged = 0;
@@ -1218,15 +1218,15 @@ class MeshSimulation {
   private keepCounters(node: MeshNode): void {
     const status = node.status();
     this.droppedCounters.snapshotsInstalled += status.snapshotsInstalled;
-    this.droppedCounters.raftForwarded += status.raftForwarded;
+    this.droppedCounters.recordsForwarded += status.recordsForwarded;
   }
 
   private stats(): MeshSimStats {
-    let { snapshotsInstalled, raftForwarded } = this.droppedCounters;
+    let { snapshotsInstalled, recordsForwarded } = this.droppedCounters;
     for (const sim of this.runningNodes()) {
       const status = sim.node!.status();
       snapshotsInstalled += status.snapshotsInstalled;
-      raftForwarded += status.raftForwarded;
+      recordsForwarded += status.recordsForwarded;
     }
     return {
       nodes: this.nodes.size,
@@ -1235,7 +1235,7 @@ class MeshSimulation {
       replicationFactor: this.replicationFactor,
       moves: this.moves,
       snapshotsInstalled,
-      raftForwarded,
+      recordsForwarded,
       operations: this.history.length,
       acknowledged: this.acknowledged,
       indeterminate: this.indeterminate,

@@ -56,7 +56,7 @@ import {
   type RetirementRecord,
   type Tombstone,
 } from './tombstones.ts';
-import { decodeFrame, type WireRecord } from './wire.ts';
+import { type DirectRecord, decodeFrame, type WireRecord } from './wire.ts';
 
 export interface MeshNodeSettings
   extends GroupRaftSettings,
@@ -230,10 +230,10 @@ export interface NodeStatus {
   readonly snapshotsInstalled: number;
   readonly batchesWritten: number;
   readonly framesSent: number;
-  /** Raft messages also sent through a relay because their link was down (README "One missing link"). */
-  readonly raftRelayed: number;
-  /** Raft messages this node forwarded for other nodes. */
-  readonly raftForwarded: number;
+  /** Records (Raft messages and the rest) also sent through a relay because their link was down (README "One missing link"). */
+  readonly recordsRelayed: number;
+  /** Records this node forwarded for other nodes. */
+  readonly recordsForwarded: number;
   readonly closed: boolean;
 }
 
@@ -474,7 +474,7 @@ export class MeshNode {
   }
 
   /** Queues a node record for `to`; it leaves with the next round's frames (woken now). */
-  private sendRecord(to: NodeId, record: WireRecord): void {
+  private sendRecord(to: NodeId, record: DirectRecord): void {
     this.outbox.record(to, record);
     this.loop.wake();
   }
@@ -614,24 +614,28 @@ export class MeshNode {
    */
   private isLive(peer: NodeId): boolean {
     if (peer === this.nodeId) return true;
-    const state = this.registry.members.find((m) => m.nodeId === peer)?.state;
-    if (state !== 'up' && state !== 'left') return false;
+    if (!this.registeredUp(peer)) return false;
     return !this.failedPeers.has(peer) || this.transport.peers().includes(peer);
   }
 
+  /** Whether the registry has `peer` up (or leaving): a member this node may talk to. */
+  private registeredUp(peer: NodeId): boolean {
+    const state = this.registry.members.find((m) => m.nodeId === peer)?.state;
+    return state === 'up' || state === 'left';
+  }
+
   /**
-   * One missing link (README): a Raft message for `to`, whose link failed and has not come
-   * back while the registry has it up, also goes through a node linked to both, we hope:
-   * a replica of the partition (it exchanges Raft messages with `to` anyway), else any
-   * member linked to this node. Null when the link is fine (the usual case, checked first).
+   * One missing link (README): a record for `to`, whose link failed and has not come back
+   * while the registry has it up, also goes through a node linked to both, we hope: a
+   * replica of the record's partition (it exchanges Raft messages with `to` anyway), else
+   * any member linked to this node. Null when the link is fine (the usual case, checked
+   * first).
    */
   private relayFor(to: NodeId, group: GroupId): NodeId | null {
     if (!this.failedPeers.has(to)) return null;
     const linked = this.transport.peers();
-    if (linked.includes(to)) return null;
-    const state = this.registry.members.find((m) => m.nodeId === to)?.state;
-    if (state !== 'up' && state !== 'left') return null;
-    if (group < this.ring.settings.partitions) {
+    if (linked.includes(to) || !this.registeredUp(to)) return null;
+    if (group >= 0 && group < this.ring.settings.partitions) {
       for (const id of this.placement.replicasOf(group)) {
         if (id !== to && id !== this.nodeId && linked.includes(id)) return id;
       }
@@ -1018,23 +1022,21 @@ export class MeshNode {
     this.loop.wake();
   }
 
-  private onRecord(from: PeerId, record: WireRecord): void {
+  /** `relayed`: `from` is the record's author, its link to here down (README "One missing link"). */
+  private onRecord(from: PeerId, record: WireRecord, relayed = false): void {
     switch (record.kind) {
       case 'raft':
         this.onRaft(from, record.message);
         return;
-      case 'relayedRaft': {
-        const author = nodeOfReplica(record.message.from);
-        const target = nodeOfReplica(record.message.to);
-        if (target === this.nodeId) {
-          this.onRaft(author, record.message);
-        } else if (from === author && this.transport.peers().includes(target)) {
+      case 'relayed':
+        if (record.target === this.nodeId) {
+          if (record.author !== this.nodeId) this.onRecord(record.author, record.record, true);
+        } else if (from === record.author && this.transport.peers().includes(record.target)) {
           // Forwarded once, for its author only, over a link that is up: no loop, no
-          // second hop. Over a link that is down too it is lost, as Raft allows.
-          this.outbox.forward(record.message);
+          // second hop. Over a link that is down too it is lost, as any frame may be.
+          this.outbox.forward(record);
         }
         return;
-      }
       case 'request':
         this.router.serve(from, record);
         return;
@@ -1081,13 +1083,14 @@ export class MeshNode {
         if (replica === undefined || replica.removal !== null) return;
         const raw = replica.raw;
         // A QUIESCE still in flight when its sender's link failed is stale: hibernating on it
-        // would wait for a leader that may never come back.
+        // would wait for a leader that may never come back. One relayed because that link is
+        // down is not: its leader is up in the registry, which marking it down wakes us.
         if (
           raw.lead === null ||
           nodeOfReplica(raw.lead) !== from ||
           raw.term !== record.term ||
           replica.applied.index < record.commit ||
-          !this.isLive(from)
+          !(relayed ? this.registeredUp(from) : this.isLive(from))
         ) {
           return;
         }
@@ -1215,8 +1218,8 @@ export class MeshNode {
       snapshotsInstalled: this.snapshots.installed,
       batchesWritten: this.loop.batches,
       framesSent: this.outbox.framesSent,
-      raftRelayed: this.outbox.raftRelayed,
-      raftForwarded: this.outbox.raftForwarded,
+      recordsRelayed: this.outbox.recordsRelayed,
+      recordsForwarded: this.outbox.recordsForwarded,
       closed: this.closedReason !== null,
     };
   }

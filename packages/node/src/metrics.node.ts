@@ -90,6 +90,14 @@ export class NodeMetrics {
     'meshkv_snapshots_installed_total',
     'Snapshots installed on this node',
   );
+  private readonly recordsRelayed = this.counter(
+    'meshkv_records_relayed_total',
+    'Records of this node also sent through a relay because their link was down',
+  );
+  private readonly recordsForwarded = this.counter(
+    'meshkv_records_forwarded_total',
+    'Records this node forwarded for another node whose link to their target was down',
+  );
   private readonly leaderships = this.counter(
     'meshkv_raft_leaderships_total',
     'Times this node became leader of a group',
@@ -139,7 +147,7 @@ export class NodeMetrics {
   );
 
   /** The node's monotonic status counts as last exported (the Counters advance by the difference). */
-  private readonly exported = { batches: 0, frames: 0, snapshots: 0 };
+  private readonly exported = new Map<Counter, number>();
   private links: LinkSource | null = null;
   /** Peers ever seen up, whose link counters are exported (at most MAX_METERED_PEERS). */
   private readonly linkPeers = new Set<PeerId>();
@@ -204,16 +212,19 @@ export class NodeMetrics {
     this.pending.set(status.pendingRequests);
     this.peers.set(status.peers.length);
     this.epoch.set(status.epoch);
-    const e = this.exported;
-    if (status.batchesWritten >= e.batches) this.batches.inc(status.batchesWritten - e.batches);
-    if (status.framesSent >= e.frames) this.frames.inc(status.framesSent - e.frames);
-    if (status.snapshotsInstalled >= e.snapshots) {
-      this.snapshots.inc(status.snapshotsInstalled - e.snapshots);
-    }
-    e.batches = status.batchesWritten;
-    e.frames = status.framesSent;
-    e.snapshots = status.snapshotsInstalled;
+    this.advance(this.batches, status.batchesWritten);
+    this.advance(this.frames, status.framesSent);
+    this.advance(this.snapshots, status.snapshotsInstalled);
+    this.advance(this.recordsRelayed, status.recordsRelayed);
+    this.advance(this.recordsForwarded, status.recordsForwarded);
     this.observeLinks();
+  }
+
+  /** Moves `counter` to the node's count `now` (a count that went back is not subtracted). */
+  private advance(counter: Counter, now: number): void {
+    const exported = this.exported.get(counter) ?? 0;
+    if (now > exported) counter.inc(now - exported);
+    this.exported.set(counter, now);
   }
 
   private observeLinks(): void {

@@ -9,12 +9,13 @@
 import type { GroupId, Message, NodeId } from '@meshkv/raft';
 import type { Transport } from '@meshkv/transport';
 import { nodeOfReplica } from './replica-id.ts';
-import { FrameBuilder, maxRecordBytes, type WireRecord } from './wire.ts';
+import { type DirectRecord, FrameBuilder, maxRecordBytes, type RelayedRecord } from './wire.ts';
 
 /**
- * The node to send a copy of a Raft message for `to` through, while the link to `to` is
- * down (README "One missing link"), or null to send it straight only. Called per message:
- * it must be cheap when every link is up.
+ * The node to send a copy of a record for `to` through, while the link to `to` is down
+ * (README "One missing link"), or null to send it straight only; `group` is the record's
+ * group or partition (-1 for none). Called per record: it must be cheap when every link
+ * is up.
  */
 export type RelayChoice = (to: NodeId, group: GroupId) => NodeId | null;
 
@@ -27,10 +28,10 @@ export class Outbox {
   private readonly relayVia: RelayChoice;
   /** Frames handed to the transport so far (status, the benchmark). */
   framesSent = 0;
-  /** Raft messages of this node also sent through a relay (status). */
-  raftRelayed = 0;
-  /** Raft messages this node forwarded for their authors (status). */
-  raftForwarded = 0;
+  /** Records of this node also sent through a relay (status). */
+  recordsRelayed = 0;
+  /** Records this node forwarded for their authors (status). */
+  recordsForwarded = 0;
 
   constructor(transport: Transport, maxFrameBytes: number, relayVia: RelayChoice = () => null) {
     if (maxFrameBytes < maxRecordBytes + 1) {
@@ -49,29 +50,37 @@ export class Outbox {
   }
 
   /**
-   * A Raft message goes to the node of its replica (replica-id.ts); while that link is
-   * down, a copy goes through a relay too. The direct one is still sent: sending is what
-   * makes the transport dial a failed link again, and Raft takes a duplicate as it takes
-   * a retransmission.
+   * A Raft message goes to the node of its replica (replica-id.ts). While a link is down,
+   * a copy of what goes over it goes through a relay too (here and in `record`). The
+   * direct one is still sent: sending is what makes the transport dial a failed link
+   * again, and a duplicate is taken as a retransmission (Raft, the session table, the
+   * streams' sequence numbers).
    */
   raft(message: Message): void {
     const to = nodeOfReplica(message.to);
     this.builder(to).addRaft(message);
     const via = this.relayVia(to, message.groupId);
-    if (via !== null) {
-      this.builder(via).addRelayedRaft(message);
-      this.raftRelayed++;
-    }
+    if (via !== null) this.relay(via, to, { kind: 'raft', message });
   }
 
-  /** Forwards a Raft message its author relayed through this node (one hop, never again). */
-  forward(message: Message): void {
-    this.builder(nodeOfReplica(message.to)).addRelayedRaft(message);
-    this.raftForwarded++;
-  }
-
-  record(to: NodeId, record: WireRecord): void {
+  record(to: NodeId, record: DirectRecord): void {
     this.builder(to).add(record);
+    const group =
+      record.kind === 'request' ? record.partition : 'group' in record ? record.group : -1;
+    const via = this.relayVia(to, group);
+    if (via !== null) this.relay(via, to, record);
+  }
+
+  /** Forwards a record its author relayed through this node (one hop, never again). */
+  forward(relayed: RelayedRecord): void {
+    this.builder(relayed.target).add(relayed);
+    this.recordsForwarded++;
+  }
+
+  private relay(via: NodeId, target: NodeId, record: DirectRecord): void {
+    const author = this.transport.localId;
+    this.builder(via).add({ kind: 'relayed', author, target, record });
+    this.recordsRelayed++;
   }
 
   /** Hands every peer's frames to the transport (never re-entrantly: handlers run later). */

@@ -26,10 +26,10 @@ import type { GroupId, NodeId, Prng, Snapshot } from '@meshkv/raft';
 import { limits, type NodeStorage, type SnapshotRestore } from '@meshkv/storage';
 import type { GroupReplica } from './group.ts';
 import type {
+  DirectRecord,
   SnapshotAbortRecord,
   SnapshotChunkRecord,
   SnapshotPullRecord,
-  WireRecord,
 } from './wire.ts';
 
 export interface SnapshotSettings {
@@ -48,7 +48,7 @@ export interface SnapshotSettings {
 export interface SnapshotHost {
   readonly storage: NodeStorage;
   readonly random: Prng;
-  send(to: NodeId, record: WireRecord): void;
+  send(to: NodeId, record: DirectRecord): void;
   /** Frames to send (chunks): run a round soon. */
   wake(): void;
   /** A held Ready's restore is complete, or a pull failed and its group was reloaded. */

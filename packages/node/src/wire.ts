@@ -128,7 +128,8 @@ export const maxRecordBytes = ((): number => {
     3 * U32_VARINT_BYTES + // group, streamRequestId, seq
     1 + // final
     bytesFieldMaxBytes(wireLimits.maxSnapshotChunkBytes);
-  return Math.max(raftBytes, requestBytes, responseBytes, chunkBytes);
+  // A RELAYED record holds any of them after its kind and two node ids.
+  return 1 + 2 * nodeIdMaxBytes + Math.max(raftBytes, requestBytes, responseBytes, chunkBytes);
 })();
 
 // ---- Records ----------------------------------------------------------------------------
@@ -140,14 +141,16 @@ export interface RaftRecord {
 }
 
 /**
- * A Raft message that travels through a third node because the link between its author
- * and its destination is down (README "One missing link"): the author sends it to a relay,
- * the relay forwards it, unchanged and as this kind, to `message.to`'s node. Same layout
- * as RAFT (and it shares RAFT's "same from/to as before" references).
+ * A record that travels through a third node because the link between its author and its
+ * target is down (README "One missing link"): the author sends it to a relay, the relay
+ * forwards it unchanged to `target`, which takes `record` as if `author` had sent it. A
+ * relayed record never holds another.
  */
-export interface RelayedRaftRecord {
-  readonly kind: 'relayedRaft';
-  readonly message: Message;
+export interface RelayedRecord {
+  readonly kind: 'relayed';
+  readonly author: NodeId;
+  readonly target: NodeId;
+  readonly record: DirectRecord;
 }
 
 export type RequestOp = 'put' | 'delete' | 'get' | 'localGet' | 'appliedQuery' | 'putAckAll';
@@ -299,9 +302,9 @@ export interface QuiesceRecord {
   readonly commit: number;
 }
 
-export type WireRecord =
+/** Every record but RELAYED: what a RELAYED record may carry. */
+export type DirectRecord =
   | RaftRecord
-  | RelayedRaftRecord
   | RequestRecord
   | ResponseRecord
   | SnapshotPullRecord
@@ -310,6 +313,8 @@ export type WireRecord =
   | NotMemberRecord
   | QuiesceRecord
   | MemberQueryRecord;
+
+export type WireRecord = DirectRecord | RelayedRecord;
 
 /** The kind byte of each record. */
 const Kind = {
@@ -322,7 +327,7 @@ const Kind = {
   NotMember: 7,
   Quiesce: 8,
   MemberQuery: 9,
-  RelayedRaft: 10,
+  Relayed: 10,
 } as const;
 
 const requestOps: readonly RequestOp[] = [
@@ -455,80 +460,11 @@ export class FrameBuilder {
   }
 
   add(record: WireRecord): void {
-    switch (record.kind) {
-      case 'raft':
-        this.addRaft(record.message);
-        break;
-      case 'relayedRaft':
-        this.addRelayedRaft(record.message);
-        break;
-      case 'request':
-        this.addRequest(record);
-        break;
-      case 'response':
-        this.addResponse(record);
-        break;
-      case 'snapshotPull':
-        this.addSnapshotPull(record);
-        break;
-      case 'snapshotChunk':
-        this.addSnapshotChunk(record);
-        break;
-      case 'snapshotAbort':
-        this.addSnapshotAbort(record);
-        break;
-      case 'notMember':
-        this.addNotMember(record);
-        break;
-      case 'quiesce':
-        this.addQuiesce(record);
-        break;
-      case 'memberQuery':
-        this.addMemberQuery(record);
-        break;
-      default:
-        refuse(`record kind ${(record as { kind: unknown }).kind}`);
-    }
+    this.addRecord(record, this.writeRecord);
   }
 
   addRaft(m: Message): void {
     this.addRecord(m, this.writeRaft);
-  }
-
-  addRelayedRaft(m: Message): void {
-    this.addRecord(m, this.writeRelayedRaft);
-  }
-
-  addRequest(r: RequestRecord): void {
-    this.addRecord(r, this.writeRequest);
-  }
-
-  addResponse(r: ResponseRecord): void {
-    this.addRecord(r, this.writeResponse);
-  }
-
-  addSnapshotPull(r: SnapshotPullRecord): void {
-    this.addRecord(r, this.writeSnapshotPull);
-  }
-
-  addSnapshotChunk(r: SnapshotChunkRecord): void {
-    this.addRecord(r, this.writeSnapshotChunk);
-  }
-
-  addSnapshotAbort(r: SnapshotAbortRecord): void {
-    this.addRecord(r, this.writeSnapshotAbort);
-  }
-
-  addNotMember(r: NotMemberRecord): void {
-    this.addRecord(r, this.writeNotMember);
-  }
-
-  addQuiesce(r: QuiesceRecord): void {
-    this.addRecord(r, this.writeQuiesce);
-  }
-
-  addMemberQuery(r: MemberQueryRecord): void {
-    this.addRecord(r, this.writeMemberQuery);
   }
 
   /**
@@ -700,15 +636,52 @@ export class FrameBuilder {
     this.string(id, wireLimits.maxNodeIdBytes, what);
   }
 
+  private writeRecord(record: WireRecord): void {
+    switch (record.kind) {
+      case 'raft':
+        this.writeRaft(record.message);
+        break;
+      case 'relayed':
+        this.writeRelayed(record);
+        break;
+      case 'request':
+        this.writeRequest(record);
+        break;
+      case 'response':
+        this.writeResponse(record);
+        break;
+      case 'snapshotPull':
+        this.writeSnapshotPull(record);
+        break;
+      case 'snapshotChunk':
+        this.writeSnapshotChunk(record);
+        break;
+      case 'snapshotAbort':
+        this.writeSnapshotAbort(record);
+        break;
+      case 'notMember':
+        this.writeNotMember(record);
+        break;
+      case 'quiesce':
+        this.writeQuiesce(record);
+        break;
+      case 'memberQuery':
+        this.writeMemberQuery(record);
+        break;
+      default:
+        refuse(`record kind ${(record as { kind: unknown }).kind}`);
+    }
+  }
+
+  private writeRelayed(r: RelayedRecord): void {
+    if (r.record.kind === ('relayed' as string)) refuse('a relayed record inside another');
+    this.u8(Kind.Relayed);
+    this.nodeId(r.author, 'author');
+    this.nodeId(r.target, 'target');
+    this.writeRecord(r.record);
+  }
+
   private writeRaft(m: Message): void {
-    this.writeRaftOfKind(Kind.Raft, m);
-  }
-
-  private writeRelayedRaft(m: Message): void {
-    this.writeRaftOfKind(Kind.RelayedRaft, m);
-  }
-
-  private writeRaftOfKind(kind: number, m: Message): void {
     if (!isU32(m.groupId)) refuse(`groupId ${m.groupId}`);
     if (!Number.isInteger(m.type) || m.type < 0 || m.type > MAX_MESSAGE_TYPE) {
       refuse(`message type ${m.type}`);
@@ -724,7 +697,7 @@ export class FrameBuilder {
     if (m.entries.length !== 0) fields |= Field.Entries;
     if (m.rejectHint !== 0) fields |= Field.RejectHint;
     if (m.snapshot !== null) fields |= Field.Snapshot;
-    this.u8(kind);
+    this.u8(Kind.Raft);
     this.varint(m.groupId);
     this.u8(m.type);
     this.varint(fields);
@@ -1037,8 +1010,12 @@ class FrameReader {
     return { kind: 'raft', message: this.raftMessage() };
   }
 
-  relayedRaft(): RelayedRaftRecord {
-    return { kind: 'relayedRaft', message: this.raftMessage() };
+  relayed(): RelayedRecord {
+    const author = this.nodeId('author');
+    const target = this.nodeId('target');
+    const record = this.record();
+    if (record.kind === 'relayed') malformed('a relayed record inside another');
+    return { kind: 'relayed', author, target, record };
   }
 
   private raftMessage(): Message {
@@ -1260,8 +1237,8 @@ class FrameReader {
         return this.quiesce();
       case Kind.MemberQuery:
         return this.memberQuery();
-      case Kind.RelayedRaft:
-        return this.relayedRaft();
+      case Kind.Relayed:
+        return this.relayed();
       default:
         return malformed(`unknown record kind ${kind}`);
     }

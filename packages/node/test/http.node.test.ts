@@ -539,6 +539,9 @@ describe('HTTP API (http.node.ts)', function () {
       expect(text).to.not.match(/\{peer="a"\}/);
       expect(sample(text, 'meshkv_peers_connected')).to.equal(2);
       expect(sample(text, 'meshkv_frames_sent_total')).to.be.at.least(2);
+      // Every link is up: nothing went through a relay.
+      expect(sample(text, 'meshkv_records_relayed_total')).to.equal(0);
+      expect(sample(text, 'meshkv_records_forwarded_total')).to.equal(0);
     });
 
     it('raft: terms, commit and apply lag per partition, leaders held, leaderships won', async () => {

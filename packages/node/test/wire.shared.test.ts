@@ -12,6 +12,7 @@ import {
 import { expect } from 'chai';
 import { ErrorCode } from '../src/errors.ts';
 import {
+  type DirectRecord,
   decodeFrame,
   FrameBuilder,
   maxRecordBytes,
@@ -123,7 +124,7 @@ class Gen {
       snapshot,
     };
   }
-  request(): WireRecord {
+  request(): DirectRecord {
     const ops: RequestOp[] = ['put', 'delete', 'get', 'localGet', 'appliedQuery', 'putAckAll'];
     const op = ops[this.int(ops.length)]!;
     const seq = this.number();
@@ -142,7 +143,7 @@ class Gen {
       relay: op !== 'localGet' && op !== 'appliedQuery' && this.chance(20),
     };
   }
-  response(): WireRecord {
+  response(): DirectRecord {
     const requestId = this.u32();
     switch (this.int(4)) {
       case 0:
@@ -165,7 +166,19 @@ class Gen {
     }
   }
   record(): WireRecord {
-    switch (this.int(12)) {
+    if (this.chance(8)) {
+      return {
+        kind: 'relayed',
+        author: this.nodeId(),
+        target: this.nodeId(),
+        record: this.direct(),
+      };
+    }
+    return this.direct();
+  }
+
+  direct(): DirectRecord {
+    switch (this.int(11)) {
       case 0:
         return this.request();
       case 1:
@@ -205,8 +218,6 @@ class Gen {
         return { kind: 'quiesce', group: this.u32(), term: this.number(), commit: this.number() };
       case 7:
         return { kind: 'memberQuery', group: this.u32(), replica: this.nodeId() };
-      case 8:
-        return { kind: 'relayedRaft', message: this.message() };
       default:
         return { kind: 'raft', message: this.message() };
     }
@@ -307,20 +318,22 @@ describe('node wire format', () => {
     });
   });
 
-  it('a RELAYED_RAFT record is a RAFT record under kind 10, sharing its from/to references', () => {
+  it('a RELAYED record is kind 10, author, target, then the record it carries; never another RELAYED', () => {
     const message = newMessage({ groupId: 3, type: MessageType.App, from: 'a', to: 'b', term: 2 });
     const [raft] = encode([{ kind: 'raft', message }]);
-    const [relayed] = encode([{ kind: 'relayedRaft', message }]);
-    expect(relayed![1]).to.equal(10);
-    expect([...relayed!.subarray(2)]).to.deep.equal([...raft!.subarray(2)]);
-    // The second record names neither id again (length 0: "as the record before").
-    const records: WireRecord[] = [
-      { kind: 'raft', message },
-      { kind: 'relayedRaft', message },
-    ];
-    const [both] = encode(records);
-    expect(both!.length).to.equal(raft!.length + (raft!.length - 1) - 2 * 'a'.length);
-    expect(decodeAll([both!])).to.deep.equal(records);
+    const relayed: WireRecord = {
+      kind: 'relayed',
+      author: 'a',
+      target: 'b',
+      record: { kind: 'raft', message },
+    };
+    const [frame] = encode([relayed]);
+    expect([...frame!.subarray(1, 6)]).to.deep.equal([10, 1, 97, 1, 98]);
+    expect([...frame!.subarray(6)]).to.deep.equal([...raft!.subarray(1)]);
+    expect(decodeAll([frame!])).to.deep.equal([relayed]);
+    const nested = { kind: 'relayed', author: 'c', target: 'b', record: relayed };
+    expect(() => encode([nested as unknown as WireRecord])).to.throw(RangeError, /inside another/);
+    expectRefused(frameOf([10, 1, 99, 1, 98], [...frame!.subarray(1)]), /inside another/);
   });
 
   it('round-trips every message type with all fields zero (a bitmap of 0)', () => {

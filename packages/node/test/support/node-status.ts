@@ -15,8 +15,8 @@ export function idleNodeStatus(fields: Partial<NodeStatus> = {}): NodeStatus {
     snapshotsInstalled: 0,
     batchesWritten: 0,
     framesSent: 0,
-    raftRelayed: 0,
-    raftForwarded: 0,
+    recordsRelayed: 0,
+    recordsForwarded: 0,
     closed: false,
     ...fields,
   };
