@@ -957,6 +957,68 @@ describe('faults of meshkv node processes over WebRTC', function () {
       }
     });
 
+    it('one missing link: two peers that cannot reach each other keep up through the third', async () => {
+      const cluster = current();
+      const [a, b, relay] = cluster.peers as [Peer, Peer, Peer];
+      // A route of its own for the other's mesh address: each of a and b drops what it
+      // sends the other, the third still reaches both (the shape of a NAT pair whose
+      // WebRTC connection never comes up).
+      const cut = (add: boolean) => {
+        for (const [from, to] of [
+          [a, b],
+          [b, a],
+        ] as const) {
+          const route = [
+            'route',
+            add ? 'add' : 'del',
+            'blackhole',
+            `${to.network!.meshAddress}/32`,
+          ];
+          net('ip', 'netns', 'exec', from.network!.netns, 'ip', ...route);
+        }
+      };
+      cut(true);
+      let healed = false;
+      try {
+        await waitUntil(async () => {
+          const [statusA, statusB] = await Promise.all([a, b].map((p) => peerStatus(p.url, TOKEN)));
+          return statusA!.unreachable.includes(b.id) && statusB!.unreachable.includes(a.id)
+            ? true
+            : undefined;
+        }, 'a and b to see their link down');
+        // Writes through every peer, in every partition: a's and b's replicas of the
+        // partitions the other leads hear of them only through the relay.
+        const written = new Map<string, string>();
+        for (const [i, key] of keyPerPartition(cluster, 'missing-link').entries()) {
+          const peer = cluster.peers[i % 3]!;
+          const value = `through-${peer.id}`;
+          const answer = await kv(peer, 'PUT', key, { value, query: 'timeout=20000' });
+          expect(answer.status, `PUT ${key} through ${peer.id}: ${answer.body}`).to.equal(200);
+          written.set(key, value);
+        }
+        // Each side's own replica applies every write, those led across the cut included.
+        for (const peer of [a, b]) {
+          await waitUntil(async () => {
+            for (const [key, value] of written) {
+              const answer = await kv(peer, 'GET', key, { query: 'consistency=local' });
+              if (answer.status !== 200 || answer.body !== value) return undefined;
+            }
+            return true;
+          }, `${peer.id}'s replicas to apply every write while cut from the other`);
+        }
+        const relayStatus = await peerStatus(relay.url, TOKEN);
+        expect(relayStatus.recordsForwarded, 'records the third peer forwarded').to.be.above(0);
+        cut(false);
+        healed = true;
+        await waitUntil(async () => {
+          const statuses = await Promise.all([a, b].map((p) => peerStatus(p.url, TOKEN)));
+          return statuses.every((s) => s.unreachable.length === 0) ? true : undefined;
+        }, 'the link between a and b to come back');
+      } finally {
+        if (!healed) cut(false);
+      }
+    });
+
     it('the cut-off minority cannot commit, the majority can, and the healed minority converges', async () => {
       const cluster = current();
       const history: KvHistoryOp[] = [];
