@@ -201,7 +201,8 @@ export class SignalingServer {
   /** `http://host:port`. */
   readonly url: string;
   readonly port: number;
-  private readonly settings: ClusterSettings;
+  /** The cluster's settings (fixed at the registry's creation). */
+  readonly settings: ClusterSettings;
   private readonly limits: SignalingLimits;
   private readonly clock: Clock;
   private readonly log: (line: string) => void;

@@ -383,6 +383,44 @@ function exchange(
 
 // ---- The status table ---------------------------------------------------------------------
 
+type GroupView = NodeStatus['groups'][number];
+
+/** Each partition as its leader reports it, else as any replica does. */
+function partitionViews(statuses: Iterable<NodeStatus>): Map<number, { group: GroupView }> {
+  const partitions = new Map<number, { group: GroupView }>();
+  for (const status of statuses) {
+    for (const group of status.groups) {
+      const known = partitions.get(group.partition);
+      if (known === undefined || (group.role === 'leader' && known.group.role !== 'leader')) {
+        partitions.set(group.partition, { group });
+      }
+    }
+  }
+  return partitions;
+}
+
+/**
+ * Partitions whose leader reports them where the ring places them: its replicas are the
+ * placement's, no learner is being caught up, no joint configuration (`meshkv start`'s
+ * progress line while a new cluster grows from one voter per partition to N).
+ */
+export function partitionsInPlace(doc: ClusterStatus): number {
+  const statuses: NodeStatus[] = [];
+  for (const peer of doc.peers) if (peer.status) statuses.push(peer.status);
+  let placed = 0;
+  for (const { group } of partitionViews(statuses).values()) {
+    if (
+      group.role === 'leader' &&
+      group.learners.length === 0 &&
+      group.votersOutgoing.length === 0 &&
+      group.placement.startsWith('in place')
+    ) {
+      placed++;
+    }
+  }
+  return placed;
+}
+
 /**
  * `meshkv status` as text: the members (registry state, HTTP address, what each peer
  * says of itself) and the partitions (leader, term, replicas, each follower's lag as its
@@ -420,16 +458,7 @@ export function formatStatus(doc: ClusterStatus): string {
     if (peer.error && doc.members !== null) out.push(`(${peer.endpoint}: ${peer.error})`);
   }
 
-  // Each partition as its leader reports it, else as any replica does.
-  const partitions = new Map<number, { group: NodeStatus['groups'][number]; node: string }>();
-  for (const status of byNode.values()) {
-    for (const group of status.groups) {
-      const known = partitions.get(group.partition);
-      if (known === undefined || (group.role === 'leader' && known.group.role !== 'leader')) {
-        partitions.set(group.partition, { group, node: status.nodeId });
-      }
-    }
-  }
+  const partitions = partitionViews(byNode.values());
   const prows: string[][] = [['PARTITION', 'LEADER', 'TERM', 'COMMIT', 'REPLICAS', 'LAG', 'MOVES']];
   for (const [partition, { group }] of [...partitions].sort((a, b) => a[0] - b[0])) {
     const leader = group.role === 'leader' ? group.leader : null;

@@ -21,6 +21,11 @@
  *   peer whose parent dies (kill -9) sees its IPC channel close and stops by itself.
  * - A peer that exits while the cluster runs is reported; the others go on (a majority of
  *   each partition keeps serving); a later start brings it back on its data.
+ * - After the summary it reports the placement until every partition is where the ring
+ *   puts it (a new cluster's first member creates each partition with one voter, and
+ *   rebalancing grows it to N): a progress line as the count changes (at most every
+ *   PLACEMENT_PROGRESS_MS), one line when all are, one if they are not within
+ *   PLACEMENT_WATCH_MS.
  * - A later start on DIR resumes: the same registry, the same node identities and data.
  *   Right after a kill -9 it waits (up to HELD_DATA_DIR_WAIT_MS) for the old peers to let
  *   go of their data directories.
@@ -30,6 +35,7 @@ import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SignalingServer } from '@meshkv/signaling';
+import { MeshKvClient, partitionsInPlace } from './client.node.ts';
 import {
   CLUSTER_FILE,
   type ClusterPeer,
@@ -54,6 +60,12 @@ const HELD_DATA_DIR_POLL_MS = 100;
 /** Bytes of a child's output line kept before it is cut (its log lines are short). */
 const MAX_LINE_BYTES = 16 * 1024;
 const CLI_PATH = fileURLToPath(new URL('./cli.node.ts', import.meta.url));
+/** How often the start looks at the peers' placement (their /status) while it is not done. */
+const PLACEMENT_POLL_MS = 1_000;
+/** A progress line at most this often. */
+const PLACEMENT_PROGRESS_MS = 5_000;
+/** It stops looking after this long, saying where it stood. */
+const PLACEMENT_WATCH_MS = 10 * 60_000;
 
 export interface StartOptions {
   /** The cluster folder (absolute). */
@@ -155,6 +167,7 @@ export async function runStart(options: StartOptions): Promise<number> {
         peers: started.ready,
       });
       out(summary(options, server.url, started.ready, created, staticDir !== undefined, demo));
+      void reportPlacement(started.ready, token, server.settings.partitions, out, stopSignal);
       for (const peer of peers) {
         peer.exited.then((code) => {
           if (!peer.stopping) {
@@ -172,6 +185,58 @@ export async function runStart(options: StartOptions): Promise<number> {
     await server?.close();
     await unlock();
     if (peers.length > 0) out('stopped');
+  }
+}
+
+/**
+ * Progress of the placement after a start (see the file comment): partitions whose leader
+ * reports them in place, out of `partitions`. Ends when all are, at PLACEMENT_WATCH_MS, or
+ * when the start stops.
+ */
+async function reportPlacement(
+  peers: readonly ClusterPeer[],
+  token: string,
+  partitions: number,
+  out: (line: string) => void,
+  stopSignal: Promise<unknown>,
+): Promise<void> {
+  const startMs = performance.now();
+  let stopped = false;
+  void stopSignal.then(() => {
+    stopped = true;
+  });
+  const client = new MeshKvClient({
+    endpoints: peers.map((peer) => peer.httpUrl),
+    token,
+    timeoutMs: PLACEMENT_POLL_MS,
+  });
+  let placed = 0;
+  let reportedMs = 0;
+  let reported = -1;
+  const seconds = () => ((performance.now() - startMs) / 1000).toFixed(1);
+  while (!stopped && performance.now() - startMs < PLACEMENT_WATCH_MS) {
+    placed = await client.status().then(partitionsInPlace, () => placed);
+    if (stopped) return;
+    if (placed >= partitions) {
+      out(
+        `placement: all ${partitions} partitions on the replicas the ring gives them (${seconds()} s after the summary)`,
+      );
+      return;
+    }
+    if (placed !== reported && performance.now() - reportedMs >= PLACEMENT_PROGRESS_MS) {
+      out(`placement: ${placed} of ${partitions} partitions in place; replicas are being added`);
+      reported = placed;
+      reportedMs = performance.now();
+    }
+    await Promise.race([
+      new Promise((resolve) => setTimeout(resolve, PLACEMENT_POLL_MS)),
+      stopSignal,
+    ]);
+  }
+  if (!stopped) {
+    out(
+      `placement: ${placed} of ${partitions} partitions in place after ${PLACEMENT_WATCH_MS / 60_000} min; \`meshkv status\` tells why`,
+    );
   }
 }
 

@@ -166,6 +166,25 @@ describe('meshkv start and the CLI (real processes)', function () {
     for (const peer of file.peers) expect(addresses[peer.nodeId]).to.equal(peer.httpUrl);
   });
 
+  it('reports the placement after the summary until every partition has its replicas', async () => {
+    const line = await waitUntil(
+      async () =>
+        /^placement: all (\d+) partitions on the replicas the ring gives them/m.exec(
+          start.stdout,
+        )?.[0],
+      'the start to report every partition in place',
+    );
+    expect(line).to.include(`all ${PARTITIONS} partitions`);
+    // What it said matches the peers: every partition's leader has three voters.
+    const voters = new Map<number, number>();
+    for (const peer of file.peers) {
+      for (const group of (await peerStatus(peer.httpUrl)).groups) {
+        if (group.role === 'leader') voters.set(group.partition, group.voters.length);
+      }
+    }
+    expect([...voters.values()]).to.deep.equal(Array(PARTITIONS).fill(3));
+  });
+
   it('refuses a second start on the same folder while the first runs', async () => {
     const second = await cli(['start', '--data', dir, '--port', '0']);
     expect(second.code, second.stderr).to.equal(1);
