@@ -15,16 +15,11 @@
 import { promisifyRequest } from 'idb-keyval';
 import type { JournalOp } from './codec.ts';
 import type { EnginePage } from './engine.ts';
+import { binaryKey } from './write-behind.ts';
 
 /** A page ends at the first record that brings it to this many bytes. */
 const pageBytes = 1024 * 1024;
 
-/** Keys as binary strings (one char per byte): they compare as the bytes do. */
-const text = (bytes: Uint8Array): string => {
-  let out = '';
-  for (const byte of bytes) out += String.fromCharCode(byte);
-  return out;
-};
 const bytesOf = (key: string): Uint8Array => Uint8Array.from(key, (c) => c.charCodeAt(0));
 
 /** Our keys are always fresh arrays, never views of a SharedArrayBuffer. */
@@ -87,13 +82,21 @@ export class ScanViews {
     private readonly storeName: string,
   ) {}
 
-  /** Pairs with lo ≤ key < hi (no upper bound if null), as of now, in pages of ~1 MiB. */
-  scan(lo: Uint8Array, hi: Uint8Array | null): AsyncIterable<EnginePage> {
+  /**
+   * Pairs with lo ≤ key < hi (no upper bound if null), as of now, in pages of ~1 MiB.
+   * `pending`: values of keys in the range that are newer than the database's (written
+   * behind it, indexeddb-behind.browser.ts; null where deleted): the view shows them.
+   */
+  scan(
+    lo: Uint8Array,
+    hi: Uint8Array | null,
+    pending: Map<string, Uint8Array | null> = new Map(),
+  ): AsyncIterable<EnginePage> {
     const view: ScanView = {
-      lo: text(lo),
-      hi: hi === null ? null : text(hi),
+      lo: binaryKey(lo),
+      hi: hi === null ? null : binaryKey(hi),
       readUpTo: null,
-      kept: new Map(),
+      kept: pending,
     };
     if (view.hi !== null && view.hi <= view.lo) return (async function* empty() {})();
     this.open.add(view);
@@ -114,13 +117,13 @@ export class ScanViews {
           view.hi,
         );
         // The page covers the keys from `from` up to its last (or, at the end, up to hi).
-        const last = done ? null : text(pairs.at(-1)![0]);
+        const last = done ? null : binaryKey(pairs.at(-1)![0]);
         const covers = (key: string) =>
           (view.readUpTo === null ? key >= from : key > from) &&
           (last === null ? view.hi === null || key < view.hi : key <= last);
         const page: Array<[string, Uint8Array]> = [];
         for (const [key, value] of pairs) {
-          const name = text(key);
+          const name = binaryKey(key);
           const old = view.kept.get(name);
           if (old === undefined) page.push([name, value]);
           else if (old !== null) page.push([name, old]);
@@ -152,15 +155,15 @@ export class ScanViews {
     for (const view of this.open) {
       for (const op of ops) {
         if (op.type !== 'delRange') {
-          const key = text(op.key);
+          const key = binaryKey(op.key);
           if (unread(view, key) && !view.kept.has(key)) keys.add(key);
           continue;
         }
         // The range's overlap with the unread part (its first key included: kept below
         // only where unread).
-        let lo = text(op.key);
+        let lo = binaryKey(op.key);
         if (lo < (view.readUpTo ?? view.lo)) lo = view.readUpTo ?? view.lo;
-        let hi = text(op.end);
+        let hi = binaryKey(op.end);
         if (view.hi !== null && view.hi < hi) hi = view.hi;
         if (lo < hi) ranges.push([lo, hi]);
       }
@@ -181,7 +184,7 @@ export class ScanViews {
         promisifyRequest(store.getAll(range)),
       ]);
       names.forEach((name, i) => {
-        found.set(text(new Uint8Array(name as ArrayBuffer)), values[i] as Uint8Array);
+        found.set(binaryKey(new Uint8Array(name as ArrayBuffer)), values[i] as Uint8Array);
       });
     });
     await Promise.all([...singles, ...spans]);

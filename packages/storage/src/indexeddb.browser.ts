@@ -7,12 +7,13 @@
  * binary keys (compared bytewise, as the engine contract needs); a batch is one
  * transaction, hence atomic.
  *
- * Every batch is also appended to a journal in OPFS (journal.browser.ts), at the same
- * time, and resolves only when both copies have it: Chromium can lose the whole database
- * when killed mid-write (README, "Limits"), and then the open rebuilds it from the
- * journal. Each transaction stores the batch's sequence number beside the records, so an
- * open can tell which copy a crash left behind and bring it up to the other: the journal
- * is rewritten from the database, or the database replays the journal's extra batches.
+ * Every batch is first appended to a journal in OPFS (journal.browser.ts) and resolves
+ * once the journal has it; the database follows behind (write-behind.ts), a few batches
+ * per transaction: Chromium can lose the whole database when killed mid-write (README,
+ * "Limits"), and then the open rebuilds it from the journal. Each transaction stores the
+ * number of its last batch beside the records, so an open can tell which copy a crash
+ * left behind and bring it up to the other: the database replays the journal's extra
+ * batches (the usual case), or the journal is rewritten from the database.
  */
 import { get, promisifyRequest, type UseStore } from 'idb-keyval';
 import {
@@ -30,6 +31,7 @@ import type { JournalExtent, JournalFrame } from './journal-protocol.ts';
 import type { NodeStorage } from './storage.ts';
 import { openEngineStorage } from './store.ts';
 import { tryWebLock } from './web-lock.browser.ts';
+import { DatabaseBehind } from './write-behind.ts';
 
 export { tryWebLock };
 
@@ -386,32 +388,60 @@ async function reconcile(
       ),
     );
 
-  /** One batch into both copies at once; it is acknowledged when both have it. */
-  async function commit(ops: readonly JournalOp[]): Promise<void> {
-    const next = seq + 1;
-    await views.preserve(ops);
+  /** One transaction of `ops` and the batch number `batchSeq`, strict. */
+  const writeDatabase = (ops: readonly JournalOp[], batchSeq: number): Promise<void> => {
     const tx = strictTransaction(db, [objectStoreName, metaStoreName]);
     applyOps(tx.objectStore(objectStoreName), ops);
-    tx.objectStore(metaStoreName).put(next, seqKey);
-    const [, appended] = await Promise.all([promisifyRequest(tx), journal.append(next, ops)]);
+    tx.objectStore(metaStoreName).put(batchSeq, seqKey);
+    return promisifyRequest(tx);
+  };
+  const behind = new DatabaseBehind(name, views, writeDatabase);
+
+  /** A batch is acknowledged once the journal has it; the database follows behind. */
+  async function commit(ops: readonly EngineOp[]): Promise<void> {
+    behind.check();
+    while (behind.full) await behind.settle();
+    const next = seq + 1;
+    extent = await journal.append(next, ops);
+    seq = next;
+    behind.add(next, ops);
+    await rewriteJournalIfLong();
+  }
+
+  /** A range deletion goes into both copies at once, once the database caught up. */
+  async function commitRange(op: JournalOp): Promise<void> {
+    await behind.drain();
+    const next = seq + 1;
+    await views.preserve([op]);
+    const [, appended] = await Promise.all([writeDatabase([op], next), journal.append(next, [op])]);
     seq = next;
     extent = appended;
+    await rewriteJournalIfLong();
+  }
+
+  /** A new generation from the database (caught up first: it must hold batch `seq`). */
+  async function rewriteJournalIfLong(): Promise<void> {
     const written = extent.bytes - extent.baseBytes;
-    if (written > Math.max(rewriteBytes, 2 * extent.baseBytes)) {
-      extent = await journal.rewrite(seq, views.scan(new Uint8Array(0), null));
-    }
+    if (written <= Math.max(rewriteBytes, 2 * extent.baseBytes)) return;
+    await behind.drain();
+    extent = await journal.rewrite(seq, views.scan(new Uint8Array(0), null));
   }
 
   return {
     name,
     async get(key) {
-      const value = await get<Uint8Array>(idbKey(key), strict);
-      return value;
+      behind.check();
+      const pending = behind.lookup(key);
+      if (pending !== undefined) return pending === null ? undefined : pending.slice();
+      return get<Uint8Array>(idbKey(key), strict);
     },
-    scan: (lo, hi) => views.scan(lo, hi),
+    scan: (lo, hi) => views.scan(lo, hi, behind.pendingIn(lo, hi)),
     write: (ops: readonly EngineOp[]) => commit(ops),
-    clearRange: (lo, hi) => commit([{ type: 'delRange', key: lo, end: hi }]),
+    clearRange: (lo, hi) => commitRange({ type: 'delRange', key: lo, end: hi }),
     async close() {
+      // Not needed for safety (the journal has every batch), but the next open has
+      // nothing to replay.
+      await behind.drain().catch(() => {});
       db.close();
       try {
         await journal.close();
