@@ -496,18 +496,24 @@ export class MeshNode {
         this.failedPeers.delete(peer);
         this.statusChanged = true;
       }),
-      this.transport.on('peerDown', (peer) => {
-        this.failedPeers.add(peer);
+      this.transport.on('peerDown', (peer, _reason, failed) => {
+        // A link closed on purpose (unused for a minute, evicted, closed by the peer) is no
+        // failure: the member stays live and the next send reopens the link. Counted as
+        // failed, a member this node shares no group with went unreachable after a quiet
+        // minute, and the planner would never add it to a group (rule 6).
+        if (failed) this.failedPeers.add(peer);
         this.statusChanged = true;
         for (const replica of this.groups.values()) {
           if (replica.raw.role === 'leader') {
-            const member = replicaOfNode(replica.confState, peer);
+            const member = failed ? replicaOfNode(replica.confState, peer) : null;
             if (member !== null) {
               replica.raw.reportUnreachable(member);
               this.loop.touch(replica);
             }
           } else if (replica.raw.lead !== null && nodeOfReplica(replica.raw.lead) === peer) {
-            // A hibernating follower of a leader it cannot reach must time out and campaign.
+            // A hibernating follower of a leader it cannot reach must time out and campaign;
+            // so must one whose leader's link closed even on purpose (its keepalives should
+            // have kept it open).
             replica.quiesced = false;
           }
         }

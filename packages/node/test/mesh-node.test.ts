@@ -148,6 +148,27 @@ describe('MeshNode scenarios', function () {
       expect(text(await cluster.settle(cluster.node('b').get('k')))).to.equal('v');
     }));
 
+  it('a link closed as idle is no failure: the leader still adds that member when the placement moves to it', () =>
+    withCluster({ partitions: 1, onDemandLinks: true }, async (cluster) => {
+      const ids = ['a', 'b', 'c', 'd'];
+      const leader = await settledLeader(cluster, ids);
+      const hosts = (id: string) => cluster.node(id).status().groups.length > 0;
+      const outsider = ids.find((id) => !hosts(id))!;
+      const leaving = ids.find((id) => hosts(id) && id !== leader)!;
+      // The leader and the outsider share no group: the mesh closes their link after a
+      // quiet minute. Taken for a failure, the outsider looked unreachable for good and
+      // the planner never added it (rule 6): the leave below waited for ever.
+      cluster.closeIdle(leader, outsider);
+      await cluster.run(TICK_MS);
+      expect(cluster.node(leader).status().unreachable).to.deep.equal([]);
+      expect(cluster.node(outsider).status().unreachable).to.deep.equal([]);
+      cluster.markLeft(leaving);
+      await cluster.settle(cluster.node(leaving).leave(), 60_000);
+      const rest = ids.filter((id) => id !== leaving);
+      await cluster.until(() => placedOn(cluster, rest), `placement over [${rest}]`);
+      expect(text(await cluster.settle(cluster.node(outsider).get('k')))).to.equal('v');
+    }));
+
   it('takeLeadership: a follower asks its leader for the leadership and gets it (§3.10)', () =>
     withCluster({ partitions: 4 }, async (cluster) => {
       await grown(cluster, ['a', 'b', 'c']);

@@ -741,7 +741,7 @@ export class SimTransport implements Transport {
     } else {
       this.up.delete(peer);
       for (const handler of this.handlers.peerDown)
-        handler(peer, 'unreachable in the simulated network');
+        handler(peer, 'unreachable in the simulated network', true);
     }
   }
 }

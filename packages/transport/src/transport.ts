@@ -47,9 +47,11 @@ export interface TransportHandlers {
    * Also reported, once, when a link that was never up fails its first attempt: callers
    * learn that a peer they never reached is unreachable (the WebRTC connection between two
    * members may never come up while both reach everyone else). Once per outage: the next
-   * one only after a `peerUp`.
+   * one only after a `peerUp`. `failed` is false when the link was closed on purpose by
+   * either side (unused for a while, evicted to make room, its transport closing): that is
+   * no sign the peer cannot be reached, and the next `send` opens the link again.
    */
-  peerDown(peer: PeerId, reason: string): void;
+  peerDown(peer: PeerId, reason: string, failed: boolean): void;
 }
 
 export interface LinkStats {

@@ -500,7 +500,7 @@ export class WebRtcMesh implements Transport {
    * cut short starting over at its first chunk (the peer's new link holds no partial
    * frame). Frames already handed to the old channel are lost with it.
    */
-  private detach(link: Link, reason: string, notifyPeer = false): void {
+  private detach(link: Link, reason: string, notifyPeer = false, failed = true): void {
     const sp = link.sp;
     link.sp = undefined;
     link.session = undefined;
@@ -520,15 +520,15 @@ export class WebRtcMesh implements Transport {
     link.outbox.restartHead();
     if (link.state === 'up') {
       link.state = 'connecting';
-      this.reportDown(link, reason);
+      this.reportDown(link, reason, failed);
     }
   }
 
   /** peerDown, once per outage: until the link is up again, later failures say nothing. */
-  private reportDown(link: Link, reason: string): void {
+  private reportDown(link: Link, reason: string, failed: boolean): void {
     if (link.downReported) return;
     link.downReported = true;
-    this.emit('peerDown', link.peer, reason);
+    this.emit('peerDown', link.peer, reason, failed);
   }
 
   /**
@@ -546,7 +546,7 @@ export class WebRtcMesh implements Transport {
     link.failedAttempts = wasUp ? 1 : link.failedAttempts + 1;
     // A link never up says so on its first failure, as one that was up did in detach:
     // callers would otherwise take a peer they never reached for live (the contract).
-    this.reportDown(link, reason);
+    this.reportDown(link, reason, true);
     if (link.failedAttempts > 1) link.stats.framesDropped += link.outbox.clear();
     link.retryDelayMs =
       link.failedAttempts === 1
@@ -558,7 +558,7 @@ export class WebRtcMesh implements Transport {
 
   /** Closes the link on purpose and forgets it (its counters are kept). */
   private removeLink(link: Link, reason: string): void {
-    this.detach(link, reason, true);
+    this.detach(link, reason, true, false);
     link.stats.framesDropped += link.outbox.clear();
     this.links.delete(link.peer);
     this.retiredStats.set(link.peer, link.stats);

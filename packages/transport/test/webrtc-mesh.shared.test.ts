@@ -123,14 +123,16 @@ describe(`WebRtcMesh (${kind}, in-process signaling)`, () => {
     const a = start('a', timing);
     let b = start('b', timing);
     const downs: string[] = [];
-    a.on('peerDown', (_peer, reason) => downs.push(reason));
+    a.on('peerDown', (_peer, reason, failed) =>
+      downs.push(`${failed ? 'failed' : 'closed'}: ${reason}`),
+    );
     a.send('b', new Uint8Array([1]));
     await waitFor(() => a.peers().includes('b'), 'link up');
     // Freeze b: its timers stop and it never answers, as a hung or killed process.
     relay.leave('b');
     freeze(b);
     await waitFor(() => downs.length === 1, 'peerDown');
-    expect(downs[0]).to.match(/no sign of life/);
+    expect(downs[0]).to.match(/^failed: no sign of life/);
     // "Restart" b with the same id: a still wants the link and re-signals it.
     b = start('b', timing);
     const log = new FrameLog(b);
@@ -438,16 +440,22 @@ describe(`WebRtcMesh (${kind}, in-process signaling)`, () => {
     expect(fromZ.frames[0]!.frame).to.deep.equal(new Uint8Array([2]));
   });
 
-  it('closes idle links and reopens them on demand', async () => {
+  it('closes idle links and reopens them on demand; neither side takes the close for a failure', async () => {
     const options = { linkIdleTimeoutMs: 300, heartbeatIntervalMs: 100, peerTimeoutMs: 1_000 };
     const a = start('a', options);
     const b = start('b', options);
     const log = new FrameLog(b);
     const downs: string[] = [];
-    b.on('peerDown', (_peer, reason) => downs.push(reason));
+    a.on('peerDown', (_peer, reason, failed) => downs.push(`a: ${failed ? 'failed' : reason}`));
+    b.on('peerDown', (_peer, reason, failed) => downs.push(`b: ${failed ? 'failed' : reason}`));
     a.send('b', new Uint8Array([1]));
     await waitFor(() => log.frames.length === 1, 'first frame');
-    await waitFor(() => a.meshStats().activeLinks === 0 && downs.length === 1, 'idle close');
+    await waitFor(() => a.meshStats().activeLinks === 0 && downs.length === 2, 'idle close');
+    // One side closes it for want of use and tells the other: both close on purpose.
+    expect(downs.map((down) => down.slice(3)).sort()).to.satisfy(
+      (reasons: string[]) =>
+        reasons.length === 2 && reasons.every((r) => r === 'idle' || r === 'closed by peer'),
+    );
     a.send('b', new Uint8Array([2]));
     await waitFor(() => log.frames.length === 2, 'frame over a reopened link');
   });

@@ -39,6 +39,7 @@ export interface Instruments {
 /** A SimTransport whose links are up only once a frame went either way (see onDemandLinks). */
 class OnDemandLinks implements Transport {
   private readonly talked = new Set<PeerId>();
+  private readonly downHandlers = new Set<TransportHandlers['peerDown']>();
   constructor(private readonly inner: SimTransport) {
     inner.on('frame', (from) => this.talked.add(from));
   }
@@ -53,7 +54,20 @@ class OnDemandLinks implements Transport {
     this.inner.send(to, frame);
   }
   on<E extends keyof TransportHandlers>(event: E, handler: TransportHandlers[E]): () => void {
-    return this.inner.on(event, handler);
+    const off = this.inner.on(event, handler);
+    if (event !== 'peerDown') return off;
+    const down = handler as TransportHandlers['peerDown'];
+    this.downHandlers.add(down);
+    return () => {
+      this.downHandlers.delete(down);
+      off();
+    };
+  }
+
+  /** The mesh closes the link to `peer` for want of use (on purpose: not failed). */
+  closeIdle(peer: PeerId, reason: string): void {
+    this.talked.delete(peer);
+    for (const handler of this.downHandlers) handler(peer, reason, false);
   }
   peers(): readonly PeerId[] {
     return this.inner.peers().filter((peer) => this.talked.has(peer));
@@ -70,6 +84,8 @@ interface Running {
   node: MeshNode;
   storage: NodeStorage;
   transport: SimTransport;
+  /** With onDemandLinks: the node's view of its links. */
+  links: OnDemandLinks | null;
 }
 
 export class TestCluster {
@@ -163,7 +179,12 @@ export class TestCluster {
       settings: this.settings,
       observer: { ...observer, trace: (line) => this.trace(line) },
     });
-    this.running.set(id, { node, storage, transport });
+    this.running.set(id, {
+      node,
+      storage,
+      transport,
+      links: links instanceof OnDemandLinks ? links : null,
+    });
     await this.drain();
     return node;
   }
@@ -227,6 +248,17 @@ export class TestCluster {
     if (this.traceOn) console.log(stamped);
     this.traceLines.push(stamped);
     if (this.traceLines.length > 2 * MAX_TRACE_LINES) this.traceLines.splice(0, MAX_TRACE_LINES);
+  }
+
+  /**
+   * The WebRTC mesh's idle close of the link between `x` and `y` (onDemandLinks): `x`
+   * closes it for want of use and tells `y`; it opens again when a frame goes either way.
+   */
+  closeIdle(x: NodeId, y: NodeId): void {
+    const [ours, theirs] = [this.running.get(x)?.links, this.running.get(y)?.links];
+    if (!ours || !theirs) throw new Error('closeIdle needs onDemandLinks and both nodes running');
+    ours.closeIdle(y, 'idle');
+    theirs.closeIdle(x, 'closed by peer');
   }
 
   /** Lets the nodes' microtasks run until none is busy (bounded). */
