@@ -132,7 +132,10 @@ describe(`WebRtcMesh (${kind}, in-process signaling)`, () => {
     relay.leave('b');
     freeze(b);
     await waitFor(() => downs.length === 1, 'peerDown');
-    expect(downs[0]).to.match(/^failed: no sign of life/);
+    // By the heartbeat timeout; or, now and then on a loaded machine, sooner: libdatachannel
+    // fails a late negotiation step of a fresh connection (a CI run of 036d339 saw
+    // "negotiation failed: libdatachannel …" first). Either way a failure, not a close.
+    expect(downs[0]).to.match(/^failed: (no sign of life|negotiation failed)/);
     // "Restart" b with the same id: a still wants the link and re-signals it.
     b = start('b', timing);
     const log = new FrameLog(b);
