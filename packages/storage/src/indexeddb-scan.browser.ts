@@ -13,14 +13,12 @@
  * the state before a write, or after it with the kept values already in place.
  */
 import { promisifyRequest } from 'idb-keyval';
+import { binaryKey, keyOfBinary } from './binary-key.ts';
 import type { JournalOp } from './codec.ts';
 import type { EnginePage } from './engine.ts';
-import { binaryKey } from './write-behind.ts';
 
 /** A page ends at the first record that brings it to this many bytes. */
 const pageBytes = 1024 * 1024;
-
-const bytesOf = (key: string): Uint8Array => Uint8Array.from(key, (c) => c.charCodeAt(0));
 
 /** Our keys are always fresh arrays, never views of a SharedArrayBuffer. */
 export function idbKey(key: Uint8Array): IDBValidKey {
@@ -50,11 +48,11 @@ function readPage(
   hi: string | null,
 ): Promise<{ pairs: Array<[Uint8Array, Uint8Array]>; done: boolean }> {
   return new Promise((resolve, reject) => {
-    const lower = idbKey(bytesOf(from));
+    const lower = idbKey(keyOfBinary(from));
     const range =
       hi === null
         ? IDBKeyRange.lowerBound(lower, after)
-        : IDBKeyRange.bound(lower, idbKey(bytesOf(hi)), after, true);
+        : IDBKeyRange.bound(lower, idbKey(keyOfBinary(hi)), after, true);
     const request = db.transaction(storeName, 'readonly').objectStore(storeName).openCursor(range);
     const pairs: Array<[Uint8Array, Uint8Array]> = [];
     let bytes = 0;
@@ -85,7 +83,7 @@ export class ScanViews {
   /**
    * Pairs with lo ≤ key < hi (no upper bound if null), as of now, in pages of ~1 MiB.
    * `pending`: values of keys in the range that are newer than the database's (written
-   * behind it, indexeddb-behind.browser.ts; null where deleted): the view shows them.
+   * behind it, write-behind.ts; null where deleted): the view shows them.
    */
   scan(
     lo: Uint8Array,
@@ -135,7 +133,7 @@ export class ScanViews {
           view.kept.delete(name);
         }
         page.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-        if (page.length > 0) yield page.map(([name, value]) => [bytesOf(name), value] as const);
+        if (page.length > 0) yield page.map(([name, value]) => [keyOfBinary(name), value] as const);
         if (done) return;
         view.readUpTo = last;
       }
@@ -172,13 +170,18 @@ export class ScanViews {
     const store = this.db.transaction(this.storeName, 'readonly').objectStore(this.storeName);
     const found = new Map<string, Uint8Array | null>();
     const singles = [...keys].map(async (key) => {
-      const value = (await promisifyRequest(store.get(idbKey(bytesOf(key))))) as
+      const value = (await promisifyRequest(store.get(idbKey(keyOfBinary(key))))) as
         | Uint8Array
         | undefined;
       found.set(key, value ?? null);
     });
     const spans = ranges.map(async ([lo, hi]) => {
-      const range = IDBKeyRange.bound(idbKey(bytesOf(lo)), idbKey(bytesOf(hi)), false, true);
+      const range = IDBKeyRange.bound(
+        idbKey(keyOfBinary(lo)),
+        idbKey(keyOfBinary(hi)),
+        false,
+        true,
+      );
       const [names, values] = await Promise.all([
         promisifyRequest(store.getAllKeys(range)),
         promisifyRequest(store.getAll(range)),

@@ -12,6 +12,7 @@
  * It runs the same implementation and binary format as the durable backends (store.ts,
  * codec.ts); only the Engine differs.
  */
+import { binaryKey, keyOfBinary } from './binary-key.ts';
 import type { Engine, EngineOp, EnginePage } from './engine.ts';
 import { StorageError } from './errors.ts';
 import type { NodeStorage } from './storage.ts';
@@ -33,26 +34,6 @@ interface PendingWrite {
   readonly ops: readonly EngineOp[];
   readonly resolve: () => void;
   readonly reject: (error: StorageError) => void;
-}
-
-/** Keys up to this length become strings in one call (far below any argument limit). */
-const maxApplyKeyBytes = 4096;
-
-/** Keys are kept as latin1 strings: string order is then bytewise key order. */
-function keyString(key: Uint8Array): string {
-  if (key.length <= maxApplyKeyBytes) {
-    return String.fromCharCode.apply(null, key as unknown as number[]);
-  }
-  let text = '';
-  for (const byte of key) text += String.fromCharCode(byte);
-  return text;
-}
-
-/** The key bytes of a `keyString`. */
-function keyBytes(text: string): Uint8Array {
-  const key = new Uint8Array(text.length);
-  for (let i = 0; i < text.length; i++) key[i] = text.charCodeAt(i);
-  return key;
 }
 
 export class MemoryDisk {
@@ -161,7 +142,7 @@ export class MemoryDisk {
   /** @internal */
   apply(ops: readonly EngineOp[]): void {
     for (const op of ops) {
-      const key = keyString(op.key);
+      const key = binaryKey(op.key);
       if (op.type === 'put') this.durable.set(key, op.value);
       else this.durable.delete(key);
     }
@@ -169,23 +150,23 @@ export class MemoryDisk {
 
   /** @internal */
   range(lo: Uint8Array, hi: Uint8Array | null): Array<readonly [Uint8Array, Uint8Array]> {
-    const loKey = keyString(lo);
-    const hiKey = hi === null ? null : keyString(hi);
+    const loKey = binaryKey(lo);
+    const hiKey = hi === null ? null : binaryKey(hi);
     return [...this.durable]
       .filter(([key]) => key >= loKey && (hiKey === null || key < hiKey))
       .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
-      .map(([key, value]) => [keyBytes(key), value.slice()] as const);
+      .map(([key, value]) => [keyOfBinary(key), value.slice()] as const);
   }
 
   /** @internal */
   lookup(key: Uint8Array): Uint8Array | undefined {
-    return this.durable.get(keyString(key))?.slice();
+    return this.durable.get(binaryKey(key))?.slice();
   }
 
   /** @internal */
   delete(lo: Uint8Array, hi: Uint8Array): void {
-    const loKey = keyString(lo);
-    const hiKey = keyString(hi);
+    const loKey = binaryKey(lo);
+    const hiKey = binaryKey(hi);
     for (const key of this.durable.keys()) {
       if (key >= loKey && key < hiKey) this.durable.delete(key);
     }

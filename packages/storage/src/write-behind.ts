@@ -17,6 +17,7 @@
  *
  * Pure (no IndexedDB here): indexeddb.browser.ts hands it the transaction to run.
  */
+import { binaryKey } from './binary-key.ts';
 import type { JournalOp } from './codec.ts';
 import type { EngineOp } from './engine.ts';
 import { StorageError } from './errors.ts';
@@ -32,13 +33,6 @@ export const MAX_BEHIND_BATCHES = 256;
 export const MAX_BEHIND_BYTES = 16 * 1024 * 1024;
 /** Batches one transaction takes at most (a write that waits, waits for one such). */
 export const MAX_BATCHES_PER_TRANSACTION = 64;
-
-/** Keys as binary strings (one char per byte): they compare as the bytes do. */
-export function binaryKey(bytes: Uint8Array): string {
-  let out = '';
-  for (let i = 0; i < bytes.length; i++) out += String.fromCharCode(bytes[i]!);
-  return out;
-}
 
 interface QueuedBatch {
   readonly seq: number;

@@ -1,9 +1,9 @@
 import { expect } from 'chai';
+import { binaryKey } from '../src/binary-key.ts';
 import type { JournalOp } from '../src/codec.ts';
 import type { EngineOp } from '../src/engine.ts';
 import { StorageError } from '../src/errors.ts';
 import {
-  binaryKey,
   DatabaseBehind,
   MAX_BATCHES_PER_TRANSACTION,
   MAX_BEHIND_BATCHES,
