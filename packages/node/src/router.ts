@@ -92,7 +92,18 @@ interface OriginRequest {
   mayHaveApplied: boolean;
   /** localGet: replicas tried so far in this round of the ring order. */
   localTried: number;
+  /** The leader the last NOT_LEADER answer named: the next attempt goes there. */
+  hint: NodeId | null;
+  /** Hints followed at once in this backoff round (MAX_REDIRECTS_PER_ROUND). */
+  redirects: number;
 }
+
+/**
+ * Hints a request follows at once before it waits for its backoff: replicas that name
+ * each other during an election (or stale ones) would otherwise bounce it between them as
+ * fast as the network carries it, until its deadline.
+ */
+const MAX_REDIRECTS_PER_ROUND = 4;
 
 /** Where a served request's answer goes: a peer's request id, or a local origin request. */
 interface Responder {
@@ -243,6 +254,8 @@ export class Router {
         attempts: 0,
         mayHaveApplied: false,
         localTried: 0,
+        hint: null,
+        redirects: 0,
       };
       this.origin.set(request.requestId, request);
       this.dispatch(request);
@@ -302,7 +315,11 @@ export class Router {
     if (code === 'NOT_LEADER' || code === ErrorCode.UNAVAILABLE) {
       if (leaderHint !== null && leaderHint !== request.target) {
         this.leaderCache.set(request.partition, leaderHint);
-        this.dispatch(request);
+        // The next attempt goes where the hint says, whatever a replica here believes: a
+        // replica that missed its removal keeps the leader of its day (a read through it
+        // went to that one and the placement's others in turn, never to the leader named).
+        request.hint = leaderHint;
+        if (request.redirects++ < MAX_REDIRECTS_PER_ROUND) this.dispatch(request);
       } else {
         // Nobody knows a leader yet (an election): try again after the backoff.
         this.forgetLeader(request);
@@ -394,8 +411,16 @@ export class Router {
     return candidates[request.attempts % candidates.length]!;
   }
 
-  /** The leader to try: a local replica's knowledge, a hint, else the placement's replicas in turn. */
+  /**
+   * The leader to try: the one the last answer named, a local replica's knowledge, the
+   * last hint for the partition, else the placement's replicas in turn.
+   */
   private leaderOf(request: OriginRequest): NodeId | null {
+    const hint = request.hint;
+    if (hint !== null) {
+      request.hint = null;
+      return hint;
+    }
     const known = this.knownLeader(request.partition);
     if (known !== null && (request.attempts <= 1 || known !== request.target)) return known;
     const replicas = this.host.placementReplicas(request.partition);
@@ -810,7 +835,9 @@ export class Router {
         this.finish(request);
         request.reject(this.deadlineError(request));
       } else if (now >= request.retryAtMs) {
-        request.localTried = 0; // A new backoff round: every replica may be asked again.
+        // A new backoff round: every replica may be asked again, hints followed again.
+        request.localTried = 0;
+        request.redirects = 0;
         this.dispatch(request);
       }
     }

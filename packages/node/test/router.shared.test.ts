@@ -2,6 +2,7 @@
 // are retried. (Scenario tests in mesh-node.test.ts drive it inside real MeshNodes.)
 import { expect } from 'chai';
 import { ErrorCode, type MeshKvError } from '../src/errors.ts';
+import type { GroupReplica } from '../src/group.ts';
 import { type Outcome, Router, type RouterHost } from '../src/router.ts';
 import type { RequestRecord, ResponseRecord, WireErrorCode } from '../src/wire.ts';
 
@@ -18,11 +19,13 @@ class Host implements RouterHost {
   clockMs = 0;
   readonly sent: { to: string; request: RequestRecord }[] = [];
   readonly replicas = ['x', 'y', 'z'];
+  /** The replica of the partition here, if a test gives it one. */
+  ownReplica: GroupReplica | undefined = undefined;
   nowMs(): number {
     return this.clockMs;
   }
-  replica(): undefined {
-    return undefined;
+  replica(): GroupReplica | undefined {
+    return this.ownReplica;
   }
   placementReplicas(): readonly string[] {
     return this.replicas;
@@ -46,7 +49,7 @@ function setup() {
     router.onTick();
   };
   /** An error answer from the target of the last request sent. */
-  const answerError = (code: WireErrorCode, message = 'no') => {
+  const answerError = (code: WireErrorCode, message = 'no', leaderHint: string | null = null) => {
     const last = host.sent.at(-1)!;
     const response: ResponseRecord = {
       kind: 'response',
@@ -54,7 +57,7 @@ function setup() {
       outcome: 'error',
       code,
       message,
-      leaderHint: null,
+      leaderHint,
     };
     router.onResponse(last.to, response);
   };
@@ -136,5 +139,47 @@ describe('router: which answers end a request', () => {
     });
     await flush();
     expect(put()).to.equal('pending');
+  });
+});
+
+describe('router: following leader hints', () => {
+  /** A follower replica here that believes `leaderNode` leads (a stale one, in these tests). */
+  const followerOf = (leaderNode: string): GroupReplica =>
+    ({
+      initialized: true,
+      quiesced: false,
+      raw: { lead: `${leaderNode}@1`, role: 'follower' },
+    }) as unknown as GroupReplica;
+
+  it('a hint is followed even when a replica here believes another leads (one that missed its removal)', async () => {
+    const { host, router, answerError } = setup();
+    host.ownReplica = followerOf('x');
+    const get = settled(router.request('get', 0, 'k', null, 1_000, false));
+    expect(host.sent.map((s) => s.to)).to.deep.equal(['x']);
+    answerError('NOT_LEADER', 'x does not lead', 'z');
+    expect(host.sent.map((s) => s.to)).to.deep.equal(['x', 'z']);
+    router.onResponse('z', {
+      kind: 'response',
+      requestId: host.sent[1]!.request.requestId,
+      outcome: 'value',
+      value: new Uint8Array([7]),
+    });
+    await flush();
+    expect(get()).to.equal('resolved {"0":7}');
+  });
+
+  it('replicas that name each other bounce a request a bounded number of times per backoff round', async () => {
+    const { host, router, tick, answerError } = setup();
+    const get = settled(router.request('get', 0, 'k', null, 1_000, false));
+    for (let i = 0; i < 20; i++)
+      answerError('NOT_LEADER', 'no', host.sent.at(-1)!.to === 'x' ? 'y' : 'x');
+    const bounced = host.sent.length;
+    expect(bounced).to.be.within(2, 6);
+    // The backoff's retry goes where the last answer pointed, and may bounce again.
+    tick(100);
+    expect(host.sent).to.have.length(bounced + 1);
+    expect(host.sent.at(-1)!.to).to.equal(host.sent.at(-2)!.to === 'x' ? 'y' : 'x');
+    await flush();
+    expect(get()).to.equal('pending');
   });
 });
