@@ -67,8 +67,8 @@ export interface LoopHost {
   readyTaken(replica: GroupReplica, ready: Ready): void;
   /** The group applied `results` (and its read states are due); answer what waits. */
   applied(replica: GroupReplica, results: readonly AppliedCommand[]): void;
-  /** The group applied a configuration change. */
-  confChanged(replica: GroupReplica, confState: ConfState, index: number): void;
+  /** The group applied a configuration change at `index`, from `before` to `confState`. */
+  confChanged(replica: GroupReplica, confState: ConfState, index: number, before: ConfState): void;
   /** Peers outside the group's configuration asked it for votes. */
   nonMembers(replica: GroupReplica, ids: readonly NodeId[]): void;
   /** The group's removal is durable: forget it. */
@@ -549,8 +549,8 @@ export class NodeLoop {
       if (entry.type !== EntryType.ConfChange) continue;
       const changed = this.applyConfChange(replica, entry);
       if (changed !== null) {
+        this.host.confChanged(replica, changed, entry.index, confState);
         confState = changed;
-        this.host.confChanged(replica, confState, entry.index);
       }
     }
     const last = entries[entries.length - 1]!;

@@ -243,6 +243,17 @@ const MESSAGE_TYPES_THAT_CREATE = new Set<number>([
   MessageType.Snap,
 ]);
 
+/** A replica a leader here removed, and the index of the configuration without it. */
+interface RemovalNotice {
+  readonly replica: NodeId;
+  readonly removedAtIndex: number;
+  /** Told every rebalancing pass until this tick (no answer comes; duplicates are harmless). */
+  readonly untilTick: number;
+}
+
+/** Bounds the notices kept per group (moves change a group one replica at a time). */
+const MAX_REMOVAL_NOTICES_PER_GROUP = 8;
+
 export class MeshNode {
   readonly nodeId: NodeId;
   private readonly settings: MeshNodeSettings;
@@ -273,6 +284,11 @@ export class MeshNode {
   /** A configuration changed since the last rebalancing pass: plan at the next tick. */
   private rebalanceSoon = false;
   private fatalError: unknown = null;
+  /**
+   * Replicas this node's leaders removed from their groups, to be told so once the removal
+   * is durable here (sendRemovalNotices), by partition.
+   */
+  private readonly removalNotices = new Map<GroupId, RemovalNotice[]>();
   /** Last term and vote of replicas deleted here (tombstones.ts), by partition. */
   private tombstones = new Map<GroupId, Tombstone>();
   private hostsMetaGroup = false;
@@ -344,9 +360,10 @@ export class MeshNode {
         hosts: (replica) => this.groups.get(replica.group) === replica,
         readyTaken: (replica, ready) => this.readyTaken(replica, ready),
         applied: (replica, results) => this.appliedResults(replica, results),
-        confChanged: () => {
+        confChanged: (replica, confState, index, before) => {
           this.statusChanged = true;
           this.rebalanceSoon = true;
+          if (replica.raw.role === 'leader') this.noteRemovals(replica, confState, index, before);
         },
         nonMembers: (replica, ids) => {
           for (const id of ids) {
@@ -547,6 +564,7 @@ export class MeshNode {
     if (this.ticks % this.settings.rebalanceEveryTicks === 0) {
       this.rebalance();
       this.collectStrayReplicas();
+      if (this.removalNotices.size > 0) this.sendRemovalNotices();
     } else if (this.rebalanceSoon || this.movesInProgress > 0) {
       // A move's next step is planned at the next tick, not the next pass: a move is four
       // or five steps (learners, catch-up, swap, leave, hand-off), each waiting a whole
@@ -949,6 +967,70 @@ export class MeshNode {
         group: replica.group,
         replica: replica.replicaId,
       });
+    }
+  }
+
+  /**
+   * A leader applied a configuration without replicas of `before`: each is told so once
+   * that is durable here, every rebalancing pass for `replicaGcTicks` (while the registry
+   * has its node up). A replica that missed the commit of its removal — a learner or a
+   * lagging voter cut off meanwhile, or one whose link to a new leader was not open yet —
+   * hears nothing more from the group: it would wait out `replicaGcTicks` of silence and
+   * ask, serving stale local reads and showing a replica the group no longer has
+   * meanwhile. Best effort: replica GC, which needs no notice, stays the backstop.
+   */
+  private noteRemovals(
+    replica: GroupReplica,
+    confState: ConfState,
+    index: number,
+    before: ConfState,
+  ): void {
+    let notices = this.removalNotices.get(replica.group);
+    for (const ids of [before.voters, before.learners, before.votersOutgoing]) {
+      for (const id of ids) {
+        if (isReplicaIn(confState, id) || nodeOfReplica(id) === this.nodeId) continue;
+        if (notices === undefined) {
+          notices = [];
+          this.removalNotices.set(replica.group, notices);
+        }
+        if (notices.some((n) => n.replica === id)) continue;
+        if (notices.length >= MAX_REMOVAL_NOTICES_PER_GROUP) notices.shift();
+        notices.push({
+          replica: id,
+          removedAtIndex: index,
+          untilTick: this.ticks + this.settings.replicaGcTicks,
+        });
+      }
+    }
+  }
+
+  /** NOT_MEMBER to the replicas noted by noteRemovals whose removal is durable here. */
+  private sendRemovalNotices(): void {
+    for (const [group, notices] of this.removalNotices) {
+      const replica = this.groups.get(group);
+      if (replica === undefined || replica.removal !== null || replica.retiring !== null) {
+        this.removalNotices.delete(group);
+        continue;
+      }
+      const durable = replica.durableApplied;
+      // A member of that configuration itself (answerMemberQuery's rule).
+      const member = replicaOfNode(durable.confState, this.nodeId) === replica.replicaId;
+      for (let i = notices.length - 1; i >= 0; i--) {
+        const notice = notices[i]!;
+        const node = nodeOfReplica(notice.replica);
+        if (this.ticks >= notice.untilTick || isReplicaIn(durable.confState, notice.replica)) {
+          notices.splice(i, 1); // Long enough for replica GC, or added back since.
+          continue;
+        }
+        if (!member || notice.removedAtIndex > durable.index || !this.registeredUp(node)) continue;
+        this.outbox.record(node, {
+          kind: 'notMember',
+          group,
+          configIndex: durable.index,
+          replica: notice.replica,
+        });
+      }
+      if (notices.length === 0) this.removalNotices.delete(group);
     }
   }
 

@@ -124,6 +124,16 @@ describe('MeshNode scenarios', function () {
     }
   }
 
+  /** Whether a group on one of `nodes` has `learner` among its learners. */
+  function isLearnerOn(cluster: TestCluster, nodes: readonly string[], learner: string): boolean {
+    return nodes.some((id) =>
+      cluster
+        .node(id)
+        .status()
+        .groups.some((group) => group.learners.includes(learner)),
+    );
+  }
+
   async function grown(cluster: TestCluster, ids: readonly string[]): Promise<void> {
     for (const id of ids) if (!cluster.running.has(id)) await cluster.start(id);
     await cluster.until(() => placedOn(cluster, ids), `placement over [${ids}]`);
@@ -561,13 +571,7 @@ describe('MeshNode scenarios', function () {
       const ring = new Ring({ partitions: 1, replicationFactor: 3, tokensPerNode: 16 });
       expect(ring.placement(['a', 'b', 'c', 'f']).replicasOf(0)).to.include('f');
       await cluster.start('f');
-      const learnerF = () =>
-        ['a', 'b', 'c'].some((id) =>
-          cluster
-            .node(id)
-            .status()
-            .groups.some((g) => g.learners.includes('f')),
-        );
+      const learnerF = () => isLearnerOn(cluster, ['a', 'b', 'c'], 'f');
       await cluster.until(learnerF, 'f is a learner of partition 0');
       cluster.network.isolate('f');
       cluster.markDown('f');
@@ -575,6 +579,36 @@ describe('MeshNode scenarios', function () {
       expect(cluster.node('f').status().groups).to.have.length(1);
       cluster.network.heal();
       await cluster.until(() => cluster.node('f').status().groups.length === 0, 'f collected it');
+    }));
+
+  it('a learner that missed its removal is told by the leader, long before replica GC would collect it', () =>
+    withCluster({ partitions: 1, replicationFactor: 3 }, async (cluster) => {
+      await grown(cluster, ['a', 'b', 'c']);
+      // The ring places partition 0 on r (and c, a) once r joins, and on f, c, a once f joins.
+      const ring = new Ring({ partitions: 1, replicationFactor: 3, tokensPerNode: 16 });
+      expect(ring.placement(['a', 'b', 'c', 'r']).replicasOf(0)).to.include('r');
+      expect(ring.placement(['a', 'b', 'c', 'r', 'f']).replicasOf(0)).to.not.include('r');
+      await cluster.start('r');
+      const learnerR = () => isLearnerOn(cluster, ['a', 'b', 'c'], 'r');
+      await cluster.until(learnerR, 'r is a learner of partition 0');
+      // Cut off while the placement moves away from it: r misses its removal, and stays up
+      // in the registry.
+      cluster.network.isolate('r');
+      await cluster.start('f');
+      await cluster.until(() => !learnerR(), 'r removed');
+      expect(cluster.node('r').status().groups).to.have.length(1);
+      cluster.network.heal();
+      const healedAtMs = cluster.nowMs;
+      const replicaGcMs = 300 * TICK_MS; // meshNodeDefaults.replicaGcTicks
+      await cluster.until(
+        () => cluster.node('r').status().groups.length === 0,
+        'r deleted its replica',
+        replicaGcMs,
+      );
+      expect(cluster.nowMs - healedAtMs).to.be.below(replicaGcMs / 3);
+      expect(
+        cluster.traceLines.some((l) => /r: group 0: .* says it is not a member/.test(l)),
+      ).to.equal(true);
     }));
 
   it('a replica deleted here keeps a tombstone of its term and vote; coming back, it starts from them', () =>
