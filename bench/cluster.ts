@@ -1,6 +1,6 @@
 // `pnpm bench cluster [--ops put,get,put1m] [--concurrency 1,16,128] [--seconds S]
-// [--warmup S] [--partitions Q] [--profile DIR] [--no-etcd]`: a real meshkv cluster against
-// a real etcd cluster, one workload shape for both. No pass/fail.
+// [--warmup S] [--partitions Q] [--profile DIR] [--no-etcd] [--http-floor]`: a real meshkv
+// cluster against a real etcd cluster, one workload shape for both. No pass/fail.
 //
 // meshkv: the signaling server and three `meshkv node` processes (cli.node.ts: durable
 // LevelDB, WebRTC over loopback), data in a temporary folder, the default 64 partitions
@@ -20,6 +20,10 @@
 // the measurement starts and ends). The WebRTC peers need the private network namespace:
 // outside it the bench runs itself again under scripts/netns-run.sh. Every process is
 // started by this script and stopped by pid (SIGTERM, then SIGKILL on failure).
+//
+// --http-floor: the same rows against three bare node:http servers too (bench/lib/http-floor.ts:
+// a Map behind the API's PUT and GET, no replication, no disk), the ceiling of any server
+// behind node:http under this client on this machine; ratios are printed against it too.
 //
 // Server CPU is also split by thread (/proc/<pid>/task: the JavaScript thread, libuv's pool
 // and V8's threads, libdatachannel's), summed over the members.
@@ -68,6 +72,7 @@ import { round1, round3, textTable } from './lib/report.ts';
 import { parseRowBenchArgs, type RowBenchArgs } from './lib/row-args.ts';
 
 const HERE = fileURLToPath(import.meta.url);
+const HTTP_FLOOR = fileURLToPath(new URL('./lib/http-floor.ts', import.meta.url));
 const PEERS = 3;
 const SMALL_VALUE_BYTES = 100;
 const BIG_VALUE_BYTES = 1024 * 1024;
@@ -81,7 +86,7 @@ const SETUP_DEADLINE_MS = 600_000;
 /** One request's bound: past it the request counts as an error. */
 const REQUEST_TIMEOUT_MS = 30_000;
 
-type System = 'meshkv' | 'etcd';
+type System = 'meshkv' | 'etcd' | 'http-floor';
 type OpName = 'put' | 'get' | 'put1m';
 
 interface ClientSpec {
@@ -178,6 +183,7 @@ type Args = RowBenchArgs<OpName>;
 function parseArgs(argv: readonly string[]): Args {
   return parseRowBenchArgs<OpName>(argv, {
     name: 'cluster',
+    httpFloor: true,
     ops: ['put', 'get', 'put1m'],
     defaultConcurrencies: [1, 16, 128],
     profile: 'folder',
@@ -466,6 +472,34 @@ async function withMeshkv(
   await signaling.proc.stop('SIGTERM');
 }
 
+/** Three bare node:http servers (bench/lib/http-floor.ts), stopped by pid after `run`. */
+async function withHttpFloor(
+  procs: ProcessSet,
+  run: (endpoints: readonly string[], pids: readonly number[]) => Promise<void>,
+): Promise<void> {
+  const servers: Proc[] = [];
+  for (let i = 0; i < PEERS; i++) {
+    servers.push(procs.track(Proc.spawn(HTTP_FLOOR, [], { name: `http-floor-${i + 1}` })));
+  }
+  const urls = await Promise.all(
+    servers.map((server) =>
+      waitUntil(
+        () => {
+          if (!server.running) throw new Error(`${server.name} exited ${server.exitCode}`);
+          return /listening on (http:\/\/\S+)/.exec(server.stdout)?.[1] ?? undefined;
+        },
+        `${server.name} to listen`,
+        () => server.state(),
+      ),
+    ),
+  );
+  await run(
+    urls,
+    servers.map((s) => s.child.pid!),
+  );
+  for (const server of servers) await server.stop('SIGTERM');
+}
+
 /**
  * Top functions by self time, and self time by package, of the main thread's profile in `dir`,
  * counting only the samples inside `windows` (a measured row: not the setup), printed under
@@ -626,25 +660,29 @@ async function main(argv: readonly string[]): Promise<void> {
     } else {
       await withEtcd(procs, join(dir, 'etcd'), runRows('etcd'));
     }
+    if (args.httpFloor) await withHttpFloor(procs, runRows('http-floor'));
   } finally {
     await procs.killAll();
     rmSync(dir, { recursive: true, force: true });
   }
   for (const m of results.filter((r) => r.system === 'meshkv')) {
-    const e = results.find(
-      (r) => r.system === 'etcd' && r.op === m.op && r.concurrency === m.concurrency,
-    );
-    if (e === undefined) continue;
-    console.log(
-      JSON.stringify({
-        bench: 'cluster',
-        ratio: `${m.op} c${m.concurrency}`,
-        opsPerSecond: round3(m.opsPerSecond / e.opsPerSecond),
-        p50: round3(m.p50Ms / e.p50Ms),
-        p99: round3(m.p99Ms / e.p99Ms),
-        serverCpuPerOp: round3(m.serverCpuUsPerOp / e.serverCpuUsPerOp),
-      }),
-    );
+    for (const other of ['etcd', 'http-floor'] as const) {
+      const e = results.find(
+        (r) => r.system === other && r.op === m.op && r.concurrency === m.concurrency,
+      );
+      if (e === undefined) continue;
+      console.log(
+        JSON.stringify({
+          bench: 'cluster',
+          ratio: `${m.op} c${m.concurrency}`,
+          against: other,
+          opsPerSecond: round3(m.opsPerSecond / e.opsPerSecond),
+          p50: round3(m.p50Ms / e.p50Ms),
+          p99: round3(m.p99Ms / e.p99Ms),
+          serverCpuPerOp: round3(m.serverCpuUsPerOp / e.serverCpuUsPerOp),
+        }),
+      );
+    }
   }
   if (args.profile !== null) {
     // One summary per measured row: a run of several rows profiles each load apart.

@@ -1,7 +1,8 @@
 /**
  * The command line of the benches that compare meshkv with etcd row by row (`pnpm bench
  * cluster`, `pnpm bench browser`): `--ops a,b`, `--concurrency 1,16`, `--seconds S`,
- * `--warmup S`, `--partitions Q`, `--profile` (a flag, or with a folder), `--no-etcd`.
+ * `--warmup S`, `--partitions Q`, `--profile` (a flag, or with a folder), `--no-etcd`, and
+ * `--http-floor` where the bench has it.
  * Parsed with node:util's parseArgs; a bad argument prints the usage and exits 2.
  */
 import { parseArgs } from 'node:util';
@@ -14,6 +15,8 @@ export interface RowBenchSpec<Op extends string> {
   readonly defaultConcurrencies: readonly number[];
   /** `--profile` alone, or `--profile DIR`. */
   readonly profile: 'flag' | 'folder';
+  /** Whether the bench takes `--http-floor` (bench/lib/http-floor.ts). */
+  readonly httpFloor?: boolean;
 }
 
 export interface RowBenchArgs<Op extends string> {
@@ -25,6 +28,8 @@ export interface RowBenchArgs<Op extends string> {
   /** `'flag'` specs: '' when given; `'folder'` specs: the folder; null when absent. */
   readonly profile: string | null;
   readonly etcd: boolean;
+  /** `--http-floor`: the same rows against bare node:http servers too. */
+  readonly httpFloor: boolean;
 }
 
 const DEFAULT_SECONDS = 10;
@@ -36,9 +41,10 @@ export function parseRowBenchArgs<Op extends string>(
   spec: RowBenchSpec<Op>,
 ): RowBenchArgs<Op> {
   const profileUsage = spec.profile === 'flag' ? '[--profile]' : '[--profile DIR]';
+  const floorUsage = spec.httpFloor === true ? ' [--http-floor]' : '';
   const usage = (message: string): never => {
     console.error(
-      `${message}\nusage: pnpm bench ${spec.name} [--ops ${spec.ops.join(',')}] [--concurrency ${spec.defaultConcurrencies.join(',')}] [--seconds S] [--warmup S] [--partitions Q] ${profileUsage} [--no-etcd]`,
+      `${message}\nusage: pnpm bench ${spec.name} [--ops ${spec.ops.join(',')}] [--concurrency ${spec.defaultConcurrencies.join(',')}] [--seconds S] [--warmup S] [--partitions Q] ${profileUsage} [--no-etcd]${floorUsage}`,
     );
     process.exit(2);
   };
@@ -56,6 +62,7 @@ export function parseRowBenchArgs<Op extends string>(
         partitions: { type: 'string' },
         profile: { type: spec.profile === 'flag' ? 'boolean' : 'string' },
         'no-etcd': { type: 'boolean' },
+        ...(spec.httpFloor === true ? { 'http-floor': { type: 'boolean' as const } } : {}),
       },
     }).values;
   } catch (error) {
@@ -86,5 +93,6 @@ export function parseRowBenchArgs<Op extends string>(
     partitions: numberOption('partitions', false) ?? DEFAULT_PARTITIONS,
     profile: profile === undefined || profile === false ? null : profile === true ? '' : profile,
     etcd: values['no-etcd'] !== true,
+    httpFloor: values['http-floor'] === true,
   };
 }
