@@ -243,7 +243,7 @@ const MESSAGE_TYPES_THAT_CREATE = new Set<number>([
   MessageType.Snap,
 ]);
 
-/** A replica a leader here removed, and the index of the configuration without it. */
+/** A learner a leader here removed, and the index of the configuration without it. */
 interface RemovalNotice {
   readonly replica: NodeId;
   readonly removedAtIndex: number;
@@ -285,7 +285,7 @@ export class MeshNode {
   private rebalanceSoon = false;
   private fatalError: unknown = null;
   /**
-   * Replicas this node's leaders removed from their groups, to be told so once the removal
+   * Learners this node's leaders removed from their groups, to be told so once the removal
    * is durable here (sendRemovalNotices), by partition.
    */
   private readonly removalNotices = new Map<GroupId, RemovalNotice[]>();
@@ -971,13 +971,16 @@ export class MeshNode {
   }
 
   /**
-   * A leader applied a configuration without replicas of `before`: each is told so once
+   * A leader applied a configuration without learners of `before`: each is told so once
    * that is durable here, every rebalancing pass for `replicaGcTicks` (while the registry
-   * has its node up). A replica that missed the commit of its removal — a learner or a
-   * lagging voter cut off meanwhile, or one whose link to a new leader was not open yet —
-   * hears nothing more from the group: it would wait out `replicaGcTicks` of silence and
-   * ask, serving stale local reads and showing a replica the group no longer has
-   * meanwhile. Best effort: replica GC, which needs no notice, stays the backstop.
+   * has its node up). A learner that missed the commit of its removal — cut off meanwhile,
+   * or removed by a new leader before their link was open — hears nothing more from the
+   * group: it would wait out `replicaGcTicks` of silence and ask, serving stale local
+   * reads and showing a replica the group no longer has meanwhile. Learners only: a
+   * removed voter's vote may still be needed by members that have not durably applied the
+   * change (a leader back in the joint configuration), which is why a retiring voter waits
+   * for a majority (confirmRetirement); this leader alone cannot say so. Best effort:
+   * replica GC, which needs no notice, stays the backstop.
    */
   private noteRemovals(
     replica: GroupReplica,
@@ -986,21 +989,19 @@ export class MeshNode {
     before: ConfState,
   ): void {
     let notices = this.removalNotices.get(replica.group);
-    for (const ids of [before.voters, before.learners, before.votersOutgoing]) {
-      for (const id of ids) {
-        if (isReplicaIn(confState, id) || nodeOfReplica(id) === this.nodeId) continue;
-        if (notices === undefined) {
-          notices = [];
-          this.removalNotices.set(replica.group, notices);
-        }
-        if (notices.some((n) => n.replica === id)) continue;
-        if (notices.length >= MAX_REMOVAL_NOTICES_PER_GROUP) notices.shift();
-        notices.push({
-          replica: id,
-          removedAtIndex: index,
-          untilTick: this.ticks + this.settings.replicaGcTicks,
-        });
+    for (const id of before.learners) {
+      if (isReplicaIn(confState, id) || nodeOfReplica(id) === this.nodeId) continue;
+      if (notices === undefined) {
+        notices = [];
+        this.removalNotices.set(replica.group, notices);
       }
+      if (notices.some((n) => n.replica === id)) continue;
+      if (notices.length >= MAX_REMOVAL_NOTICES_PER_GROUP) notices.shift();
+      notices.push({
+        replica: id,
+        removedAtIndex: index,
+        untilTick: this.ticks + this.settings.replicaGcTicks,
+      });
     }
   }
 
