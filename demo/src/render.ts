@@ -127,7 +127,8 @@ export function movesList(view: ClusterView): string {
   });
   for (const m of busy) {
     items.push(
-      `<li>Node <code>${escapeHtml(m.nodeId)}</code> leads ${m.movesInProgress} of these copies</li>`,
+      // Standalone: this member's own count may be fresher than the partition rows above.
+      `<li>Node <code>${escapeHtml(m.nodeId)}</code> is copying ${m.movesInProgress} replica${m.movesInProgress === 1 ? '' : 's'} of partitions it leads</li>`,
     );
   }
   const parts: string[] = [];
