@@ -680,9 +680,12 @@ class EngineStorage implements NodeStorage {
       }
 
       // The group record as this part leaves it: a copy, edited in place by each field (the
-      // stored one stays as it is until the batch is durable).
+      // stored one stays as it is until the batch is durable). Written only if a field
+      // changed it: a part of entries alone (or restating the stored hard state) leaves it
+      // as stored, and its encoding and seal were a third of a small part's cost.
       let record: DraftRecord;
       let log: SegmentLog;
+      let recordChanged = false;
       if (gw.create !== undefined) {
         if (gw.create !== true) g.fail('create must be true or absent');
         if (m !== undefined)
@@ -700,6 +703,7 @@ class EngineStorage implements NodeStorage {
           appliedState: { index: 0, term: 0, confState: emptyConfState },
         };
         log = new SegmentLog();
+        recordChanged = true;
       } else {
         if (m === undefined) {
           throw new StorageError(
@@ -728,6 +732,7 @@ class EngineStorage implements NodeStorage {
         ops.push({ type: 'put', key, value: encodeSnapshot(gw.snapshot, key) });
         record.compacted = { index: meta.index, term: meta.term };
         record.snapshotIndex = meta.index;
+        recordChanged = true;
       }
 
       let restored: AppliedState | null = null;
@@ -748,6 +753,7 @@ class EngineStorage implements NodeStorage {
         record.appliedState = restore.appliedState;
         restores.push(restore);
         restored = restore.appliedState;
+        recordChanged = true;
       }
 
       if (gw.entries !== undefined) {
@@ -777,6 +783,7 @@ class EngineStorage implements NodeStorage {
         const key = snapshotKey(logSpace);
         ops.push({ type: 'put', key, value: encodeSnapshot(gw.savedSnapshot, key) });
         record.snapshotIndex = meta.index;
+        recordChanged = true;
       }
 
       if (gw.compactTo !== undefined) {
@@ -794,6 +801,7 @@ class EngineStorage implements NodeStorage {
           const term = termAt(mirror, to)!;
           undo.push(log.dropThrough(to, dropSegment));
           record.compacted = { index: to, term };
+          recordChanged = true;
         }
       }
 
@@ -807,7 +815,11 @@ class EngineStorage implements NodeStorage {
         if (hs.commit < record.hardState.commit) {
           g.fail(`hardState.commit ${hs.commit} < stored commit ${record.hardState.commit}`);
         }
-        record.hardState = { term: hs.term, vote: hs.vote, commit: hs.commit };
+        const stored = record.hardState;
+        if (hs.term !== stored.term || hs.vote !== stored.vote || hs.commit !== stored.commit) {
+          record.hardState = { term: hs.term, vote: hs.vote, commit: hs.commit };
+          recordChanged = true;
+        }
       }
 
       if (gw.appliedState !== undefined) {
@@ -818,7 +830,16 @@ class EngineStorage implements NodeStorage {
         if (applied.index < record.appliedState.index) {
           g.fail(`appliedState.index ${applied.index} < stored ${record.appliedState.index}`);
         }
-        record.appliedState = applied;
+        const stored = record.appliedState;
+        if (
+          applied.index !== stored.index ||
+          applied.term !== stored.term ||
+          (applied.confState !== stored.confState &&
+            !sameConfState(applied.confState, stored.confState))
+        ) {
+          record.appliedState = applied;
+          recordChanged = true;
+        }
       }
 
       const installs = gw.snapshot !== undefined || gw.restore !== undefined;
@@ -858,8 +879,10 @@ class EngineStorage implements NodeStorage {
         }
       }
 
-      const key = groupKey(id);
-      ops.push({ type: 'put', key, value: encodeGroup(record, key) });
+      if (recordChanged) {
+        const key = groupKey(id);
+        ops.push({ type: 'put', key, value: encodeGroup(record, key) });
+      }
       mirrors.set(id, mirror);
     }
     check.part = null;

@@ -1,6 +1,7 @@
 import { MemoryStorage } from '@meshkv/raft';
 import { expect } from 'chai';
-import { type Engine, MemoryDisk, openEngineStorage } from '../src/index.ts';
+import { groupKey } from '../src/codec.ts';
+import { type Engine, type GroupWrite, MemoryDisk, openEngineStorage } from '../src/index.ts';
 import { expectCode, prng } from './contract.ts';
 import { batchFor, checkStore, lastIndexAfter } from './crash-workload.ts';
 
@@ -81,6 +82,63 @@ describe('storage: memory backend durability control', () => {
     await storage.write(batchFor(1, 2));
     disk.crash();
     expect(await checkStore(await disk.open(), 2)).to.equal(1);
+  });
+
+  it("writes a group's record only when a part changes it (entries alone, or the stored hard state restated, do not)", async () => {
+    const disk = new MemoryDisk();
+    const engine = disk.openEngine();
+    const writes: string[][] = [];
+    const recording: Engine = {
+      name: engine.name,
+      get: (key) => engine.get(key),
+      scan: (lo, hi) => engine.scan(lo, hi),
+      write: (ops) => {
+        writes.push(ops.map((op) => String([...op.key])));
+        return engine.write(ops);
+      },
+      clearRange: (lo, hi) => engine.clearRange(lo, hi),
+      close: () => engine.close(),
+    };
+    const storage = await openEngineStorage(recording);
+    const record = String([...groupKey(0)]);
+    const entry = (index: number) => ({
+      index,
+      term: 1,
+      type: 0 as const,
+      data: new Uint8Array([index]),
+    });
+    const hardState = { term: 1, vote: 'n1', commit: 1 };
+    const confState = {
+      voters: ['n1'],
+      learners: [],
+      votersOutgoing: [],
+      learnersNext: [],
+      autoLeave: false,
+    };
+    const writesGroupRecord = async (part: Omit<GroupWrite, 'group'>) => {
+      await storage.write({ groups: [{ group: 0, ...part }] });
+      return writes.at(-1)!.includes(record);
+    };
+    expect(await writesGroupRecord({ create: true, entries: [entry(1)], hardState })).to.equal(
+      true,
+    );
+    expect(await writesGroupRecord({ entries: [entry(2)] })).to.equal(false);
+    expect(await writesGroupRecord({ entries: [entry(3)], hardState: { ...hardState } })).to.equal(
+      false,
+    );
+    expect(await writesGroupRecord({ hardState: { ...hardState, commit: 3 } })).to.equal(true);
+    const appliedState = { index: 2, term: 1, confState };
+    expect(await writesGroupRecord({ appliedState })).to.equal(true);
+    // The same applied state again (an equal conf state, another object): nothing changes.
+    expect(
+      await writesGroupRecord({ appliedState: { ...appliedState, confState: { ...confState } } }),
+    ).to.equal(false);
+    await storage.close();
+    // What was left unwritten was unchanged: a reopen reads the same group.
+    const group = (await (await disk.open()).load()).groups.get(0)!;
+    expect(group.hardState).to.deep.equal({ term: 1, vote: 'n1', commit: 3 });
+    expect(group.appliedState.index).to.equal(2);
+    expect(group.entries.map((e) => e.index)).to.deep.equal([1, 2, 3]);
   });
 
   it('stops for good with io after the medium fails a write; a reopen recovers', async () => {
