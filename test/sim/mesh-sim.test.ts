@@ -25,6 +25,10 @@ const REGRESSION_SEEDS: readonly (readonly [number, string])[] = [
   [20288, 'a retiring replica that restarts goes on retiring (its record in the meta group)'],
   [4905420, "a restarted node's request ids start at a random point (no stale answer fits)"],
   [4417293, 'a pull that finds no stream makes raft send a fresh snapshot (reportSnapshot)'],
+  [
+    777004705,
+    "harness: a disk is lost only where every running replica's configuration tolerates it",
+  ],
 ];
 
 describe('cluster deterministic simulation (MeshNode over SimNetwork, MemoryDisk, the registry)', () => {

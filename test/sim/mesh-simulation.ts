@@ -926,7 +926,7 @@ class MeshSimulation {
           this.fail('api', `${sim.id}: leave() rejected with ${errorText(error)}`);
           return;
         }
-        this.trace(`${sim.id}: leave() timed out; calling it again`);
+        this.trace(`${sim.id}: leave() timed out; calling it again (${errorText(error)})`);
         this.startLeave(sim);
       },
     );
@@ -956,21 +956,36 @@ class MeshSimulation {
   /**
    * A node loses its disk: it crashes for good, and the machine comes back empty under a
    * new id (identity is bound to storage). Only for a node whose every group has at least
-   * 3 voters in each half of its configuration (as its leader sees it), so that the rest
-   * of every commit quorum it was part of still holds what was committed: a replica that
-   * lost its disk is a voter that forgot, and Raft tolerates one per such group.
+   * 3 voters in each half of its configuration, as its leader sees it and as every other
+   * running replica does, so that the rest of every commit quorum it was part of still
+   * holds what was committed and can elect without it: a replica that lost its disk is a
+   * voter that forgot, and Raft tolerates one per such group. The followers' views count
+   * because a configuration takes effect when applied: seed 777004705's leader had
+   * committed the step out of a joint configuration whose old half was [n4, n7] and was
+   * cut off before its followers learned it; n7 then lost its disk, and n4 and n5, still
+   * joint, needed n7's vote for ever.
    */
   private async loseDisk(): Promise<void> {
     if (this.lostDisks > 0 || this.replicationFactor < 3) return;
     if (this.liveNodeCount() >= MAX_LIVE_NODES) return;
     const leaders = this.leaderViews();
+    const views = new Map<number, GroupStatus[]>();
+    for (const sim of this.runningNodes()) {
+      for (const view of sim.node!.status().groups) {
+        const known = views.get(view.partition);
+        if (known === undefined) views.set(view.partition, [view]);
+        else known.push(view);
+      }
+    }
+    const tolerates = (view: GroupStatus) =>
+      view.voters.length >= 3 &&
+      (view.votersOutgoing.length === 0 || view.votersOutgoing.length >= 3);
     const safe = this.runningNodes().filter((sim) => {
       if (sim.leaving) return false;
       for (const hosted of sim.node!.status().groups) {
         const view = leaders.get(hosted.partition);
         if (view === undefined) return false;
-        if (view.voters.length < 3) return false;
-        if (view.votersOutgoing.length > 0 && view.votersOutgoing.length < 3) return false;
+        if (!views.get(hosted.partition)!.every(tolerates)) return false;
         // A change proposed but not applied may leave fewer voters (seed 23: the leader had
         // just proposed removing a down member, leaving [n1, n3]; n3 then lost its disk).
         if (CONF_CHANGE_NOTES.test(view.placement)) return false;
