@@ -481,18 +481,7 @@ async function withHttpFloor(
   for (let i = 0; i < PEERS; i++) {
     servers.push(procs.track(Proc.spawn(HTTP_FLOOR, [], { name: `http-floor-${i + 1}` })));
   }
-  const urls = await Promise.all(
-    servers.map((server) =>
-      waitUntil(
-        () => {
-          if (!server.running) throw new Error(`${server.name} exited ${server.exitCode}`);
-          return /listening on (http:\/\/\S+)/.exec(server.stdout)?.[1] ?? undefined;
-        },
-        `${server.name} to listen`,
-        () => server.state(),
-      ),
-    ),
-  );
+  const urls = await Promise.all(servers.map(waitForHttp));
   await run(
     urls,
     servers.map((s) => s.child.pid!),

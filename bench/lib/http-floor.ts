@@ -6,7 +6,8 @@
  * behind node:http on this machine: what the HTTP exchange alone costs per request.
  *
  * Run as `node --import tsx bench/lib/http-floor.ts`: it listens on 127.0.0.1 (an
- * ephemeral port) and prints `http-floor listening on http://127.0.0.1:PORT`.
+ * ephemeral port) and prints `HTTP API on http://127.0.0.1:PORT`, as a `meshkv node` does
+ * (so the bench waits for it with the same helper).
  */
 import { createServer } from 'node:http';
 
@@ -55,6 +56,6 @@ const server = createServer((request, response) => {
 server.listen(0, '127.0.0.1', () => {
   const address = server.address();
   if (address === null || typeof address === 'string') throw new Error('no TCP address');
-  console.log(`http-floor listening on http://127.0.0.1:${address.port}`);
+  console.log(`HTTP API on http://127.0.0.1:${address.port}`);
 });
 process.on('SIGTERM', () => server.close(() => process.exit(0)));

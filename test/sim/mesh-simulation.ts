@@ -969,9 +969,11 @@ class MeshSimulation {
     if (this.lostDisks > 0 || this.replicationFactor < 3) return;
     if (this.liveNodeCount() >= MAX_LIVE_NODES) return;
     const leaders = this.leaderViews();
+    const running = this.runningNodes();
+    const hostedBy = new Map(running.map((sim) => [sim, sim.node!.status().groups]));
     const views = new Map<number, GroupStatus[]>();
-    for (const sim of this.runningNodes()) {
-      for (const view of sim.node!.status().groups) {
+    for (const groups of hostedBy.values()) {
+      for (const view of groups) {
         const known = views.get(view.partition);
         if (known === undefined) views.set(view.partition, [view]);
         else known.push(view);
@@ -980,9 +982,9 @@ class MeshSimulation {
     const tolerates = (view: GroupStatus) =>
       view.voters.length >= 3 &&
       (view.votersOutgoing.length === 0 || view.votersOutgoing.length >= 3);
-    const safe = this.runningNodes().filter((sim) => {
+    const safe = running.filter((sim) => {
       if (sim.leaving) return false;
-      for (const hosted of sim.node!.status().groups) {
+      for (const hosted of hostedBy.get(sim)!) {
         const view = leaders.get(hosted.partition);
         if (view === undefined) return false;
         if (!views.get(hosted.partition)!.every(tolerates)) return false;

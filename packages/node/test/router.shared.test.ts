@@ -61,7 +61,16 @@ function setup() {
     };
     router.onResponse(last.to, response);
   };
-  return { host, router, tick, answerError };
+  /** A value answer from `from` to the `sent`-th request sent (from 0). */
+  const answerValue = (from: string, sent: number, value: Uint8Array) => {
+    router.onResponse(from, {
+      kind: 'response',
+      requestId: host.sent[sent]!.request.requestId,
+      outcome: 'value',
+      value,
+    });
+  };
+  return { host, router, tick, answerError, answerValue };
 }
 
 /** What the request settled with, or 'pending'. */
@@ -106,7 +115,7 @@ describe('router: which answers end a request', () => {
   });
 
   it('CLOSED from a target that is closing is retried elsewhere; a result from any attempt ends the request', async () => {
-    const { host, router, tick, answerError } = setup();
+    const { host, router, tick, answerError, answerValue } = setup();
     const get = settled(router.request('get', 0, 'k', null, 1_000, false));
     answerError(ErrorCode.CLOSED, 'node x is closing');
     await flush();
@@ -115,12 +124,7 @@ describe('router: which answers end a request', () => {
     tick(100);
     expect(host.sent.map((s) => s.to)).to.deep.equal(['x', 'y', 'z']);
     // The first attempt's answer arrives last: it still answers the request.
-    router.onResponse('x', {
-      kind: 'response',
-      requestId: host.sent[0]!.request.requestId,
-      outcome: 'value',
-      value: new Uint8Array([7]),
-    });
+    answerValue('x', 0, new Uint8Array([7]));
     await flush();
     expect(get()).to.equal('resolved {"0":7}');
   });
@@ -152,18 +156,13 @@ describe('router: following leader hints', () => {
     }) as unknown as GroupReplica;
 
   it('a hint is followed even when a replica here believes another leads (one that missed its removal)', async () => {
-    const { host, router, answerError } = setup();
+    const { host, router, answerError, answerValue } = setup();
     host.ownReplica = followerOf('x');
     const get = settled(router.request('get', 0, 'k', null, 1_000, false));
     expect(host.sent.map((s) => s.to)).to.deep.equal(['x']);
     answerError('NOT_LEADER', 'x does not lead', 'z');
     expect(host.sent.map((s) => s.to)).to.deep.equal(['x', 'z']);
-    router.onResponse('z', {
-      kind: 'response',
-      requestId: host.sent[1]!.request.requestId,
-      outcome: 'value',
-      value: new Uint8Array([7]),
-    });
+    answerValue('z', 1, new Uint8Array([7]));
     await flush();
     expect(get()).to.equal('resolved {"0":7}');
   });

@@ -5,6 +5,21 @@ import { type Engine, type GroupWrite, MemoryDisk, openEngineStorage } from '../
 import { expectCode, prng } from './contract.ts';
 import { batchFor, checkStore, lastIndexAfter } from './crash-workload.ts';
 
+/** `engine` with its `write` replaced by `write` (which may call the engine's own). */
+function withWrite(
+  engine: Engine,
+  write: (engine: Engine, ops: Parameters<Engine['write']>[0]) => Promise<void>,
+): Engine {
+  return {
+    name: engine.name,
+    get: (key) => engine.get(key),
+    scan: (lo, hi) => engine.scan(lo, hi),
+    write: (ops) => write(engine, ops),
+    clearRange: (lo, hi) => engine.clearRange(lo, hi),
+    close: () => engine.close(),
+  };
+}
+
 /** Lets the store's queued microtasks run until its write reaches the disk. */
 async function untilPending(disk: MemoryDisk): Promise<void> {
   for (let i = 0; i < 1000 && disk.pendingWrites === 0; i++) await Promise.resolve();
@@ -86,19 +101,11 @@ describe('storage: memory backend durability control', () => {
 
   it("writes a group's record only when a part changes it (entries alone, or the stored hard state restated, do not)", async () => {
     const disk = new MemoryDisk();
-    const engine = disk.openEngine();
     const writes: string[][] = [];
-    const recording: Engine = {
-      name: engine.name,
-      get: (key) => engine.get(key),
-      scan: (lo, hi) => engine.scan(lo, hi),
-      write: (ops) => {
-        writes.push(ops.map((op) => String([...op.key])));
-        return engine.write(ops);
-      },
-      clearRange: (lo, hi) => engine.clearRange(lo, hi),
-      close: () => engine.close(),
-    };
+    const recording = withWrite(disk.openEngine(), (engine, ops) => {
+      writes.push(ops.map((op) => String([...op.key])));
+      return engine.write(ops);
+    });
     const storage = await openEngineStorage(recording);
     const record = String([...groupKey(0)]);
     const entry = (index: number) => ({
@@ -143,17 +150,10 @@ describe('storage: memory backend durability control', () => {
 
   it('stops for good with io after the medium fails a write; a reopen recovers', async () => {
     const disk = new MemoryDisk({ name: 'failing disk' });
-    const engine = disk.openEngine();
     let failWrites = false;
-    const failing: Engine = {
-      name: engine.name,
-      get: (key) => engine.get(key),
-      scan: (lo, hi) => engine.scan(lo, hi),
-      write: (ops) =>
-        failWrites ? Promise.reject(new Error('EIO: fsync failed')) : engine.write(ops),
-      clearRange: (lo, hi) => engine.clearRange(lo, hi),
-      close: () => engine.close(),
-    };
+    const failing = withWrite(disk.openEngine(), (engine, ops) =>
+      failWrites ? Promise.reject(new Error('EIO: fsync failed')) : engine.write(ops),
+    );
     const storage = await openEngineStorage(failing);
     await storage.write(batchFor(1, 2));
     failWrites = true;
